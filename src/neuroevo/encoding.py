@@ -1,0 +1,157 @@
+"""How a network's parameters are laid out in a genome and how each one is searched.
+
+Every parameter tensor is a `ParamSpec`: its shape, the std of its initial gene, the std of a
+mutation gene (before × mutation rate), and whether it is a low-rank factor. A `ParamLayout`
+concatenates the specs into one flat genome of dimension D; a population is then a (P, D) tensor
+and each spec is a (P, *shape) view of it.
+
+The encoding decides, per weight matrix, whether the genome holds W itself (`dense`) or its
+factors (`factorized`: W = A·B with a rank per layer type). The smaller non-factorized baseline
+is `dense` with a smaller model config, not a separate code path. Initial and mutation stds follow
+the reference implementation (see reference-method.md §1.1):
+
+* dense weight: Kaiming normal, std √(2/fan_in); the same std scaled by mr for mutations;
+* bias: zero at init, mutations N(0, 2)·mr (Kaiming on a vector, whose fan_in is 1);
+* factor of a matrix with full shape (out, in): std √(2/fan_in(factor)) if in > out, else
+  √(√2/fan_in(factor)), with fan_in(A: out×r) = r and fan_in(B: r×in) = in; factor mutations use
+  √mr instead of mr, because a perturbation of both factors enters W as a product;
+* layer-norm scale and bias: 1 and 0, never mutated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+ENCODINGS = ("dense", "factorized")
+
+
+class EncodingError(ValueError):
+    """A configuration asks for an encoding the model cannot have (e.g. a rank above the layer's)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter tensor of the genome."""
+
+    name: str
+    shape: tuple[int, ...]
+    init_std: float          # std of the initial gene (0 → constant init_value)
+    mutation_std: float      # std of a mutation gene before × mr (or × √mr for factors)
+    init_value: float = 0.0  # constant added to the initial gene (1 for layer-norm scales)
+    factor: bool = False     # low-rank factor: mutations scale with √mr
+    mutable: bool = True     # layer norms are frozen, as in the paper
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    """Which weight matrices are factorized, and at which rank."""
+
+    kind: str = "dense"  # "dense" | "factorized"
+    rank: int = 4  # rank of every factorized layer type not named in `ranks`
+    ranks: dict[str, int] = field(default_factory=dict)  # per layer type, e.g. {"embedding": 32}
+
+    def rank_for(self, layer_type: str) -> int | None:
+        """The rank of a matrix of this layer type, or None when it is searched densely."""
+        if self.kind != "factorized":
+            return None
+        return self.ranks.get(layer_type, self.rank)
+
+
+@dataclass
+class ParamLayout:
+    """An ordered set of ParamSpecs, flattened into one genome vector."""
+
+    specs: list[ParamSpec] = field(default_factory=list)
+    offsets: dict[str, int] = field(default_factory=dict)
+    network_weights: int = 0  # weights of the developed network (W, not its factors)
+    rows: list[dict] = field(default_factory=list)  # one per logical layer, for `describe`
+
+    @property
+    def dim(self) -> int:
+        return sum(spec.numel for spec in self.specs)
+
+    @property
+    def searched_dim(self) -> int:
+        """Dimensions the GA actually moves: the size of the search space."""
+        return sum(spec.numel for spec in self.specs if spec.mutable)
+
+    def add(self, spec: ParamSpec) -> str:
+        if spec.name in self.offsets:
+            raise EncodingError(f"parameter {spec.name!r} declared twice")
+        self.offsets[spec.name] = self.dim
+        self.specs.append(spec)
+        return spec.name
+
+    def describe_layer(self, name: str, kind: str, full_shape: tuple[int, ...], rank: int | None,
+                       param_names: list[str], weights: int) -> None:
+        """Record one logical layer: its developed shape, its weight count (W and bias) and the
+        genome entries that encode it, for `neuroevo describe` and summary.json."""
+        by_name = {spec.name: spec for spec in self.specs}
+        specs = [by_name[n] for n in param_names]
+        self.network_weights += weights
+        self.rows.append({
+            "layer": name, "kind": kind, "shape": "×".join(map(str, full_shape)),
+            "encoding": "dense" if rank is None else f"factorized r={rank}",
+            "genome": ", ".join(f"{s.name.rsplit('.', 1)[-1]} {'×'.join(map(str, s.shape))}"
+                                for s in specs),
+            "weights": weights,
+            "searched": sum(s.numel for s in specs if s.mutable),
+        })
+
+    def views(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a (P, D) population into (P, *shape) views, one per spec (no copies)."""
+        out = {}
+        for spec in self.specs:
+            start = self.offsets[spec.name]
+            out[spec.name] = theta[:, start:start + spec.numel].unflatten(1, spec.shape)
+        return out
+
+    def _per_dim(self, values: list[float]) -> torch.Tensor:
+        return torch.cat([torch.full((spec.numel,), v, dtype=torch.float32)
+                          for spec, v in zip(self.specs, values)])
+
+    def init_std(self) -> torch.Tensor:
+        """(D,) std of the initial gene per genome dimension."""
+        return self._per_dim([spec.init_std for spec in self.specs])
+
+    def init_value(self) -> torch.Tensor:
+        """(D,) constant part of the initial genome (layer-norm scales are 1)."""
+        return self._per_dim([spec.init_value for spec in self.specs])
+
+    def mutation_std(self, mutation_rate: float) -> torch.Tensor:
+        """(D,) std of one mutation gene at rate mr: mutation_std·mr, or ·√mr for factors."""
+        return self._per_dim([
+            0.0 if not spec.mutable
+            else spec.mutation_std * (math.sqrt(mutation_rate) if spec.factor else mutation_rate)
+            for spec in self.specs])
+
+
+# --- standard specs, shared by every model -------------------------------------------------------
+
+BIAS_MUTATION_STD = math.sqrt(2.0)  # Kaiming normal on a vector: fan_in = 1
+
+
+def kaiming_std(fan_in: int) -> float:
+    return math.sqrt(2.0 / fan_in)
+
+
+def factor_std(full_in: int, full_out: int, factor_fan_in: int, conv: bool = False) -> float:
+    """The reference's std for one factor of a (full_out × full_in) matrix (see module docstring)."""
+    if full_in > full_out and not conv:
+        return math.sqrt(2.0 / factor_fan_in)
+    return math.sqrt(math.sqrt(2.0) / factor_fan_in)
+
+
+def check_rank(name: str, rank: int, d_in: int, d_out: int) -> None:
+    """A rank at or above min(in, out) searches more dimensions than W itself: reject it."""
+    if rank < 1 or rank > min(d_in, d_out):
+        raise EncodingError(
+            f"rank {rank} for layer {name!r} ({d_out}×{d_in}) must be between 1 and "
+            f"{min(d_in, d_out)}: lower encoding.rank or encoding.ranks")

@@ -1,0 +1,183 @@
+"""The genetic algorithm, and only the algorithm: Deep-GA truncation selection (Such et al. 2017)
+as configured by Garbus & Pollack (2025).
+
+Ask/tell, so any task can drive it:
+
+    ga = GeneticAlgorithm(layout, config, seed, device)
+    while not ga.done:
+        fitness = task.evaluate(ga.ask())     # (P,) higher is better
+        record = ga.tell(fitness)
+
+One generation: evaluate everyone → rank → keep the top k unmutated (they are re-evaluated next
+generation) → N−k children, each a copy of a uniformly chosen survivor plus one new mutation gene.
+All randomness of generation g comes from numpy's generator seeded with (run seed, g), so the GA
+needs no RNG state in its checkpoint and a resumed run draws exactly what an uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuroevo.encoding import ParamLayout
+from neuroevo.genome import Genome, add_mutations, initial_weights
+
+SEED_BOUND = 2**31  # gene seeds are 31-bit: short in JSON, and keyed through SplitMix anyway
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """Deep-GA settings; defaults are the paper's TinyStories values."""
+
+    population: int = 512  # N, individuals evaluated per generation
+    elites: int = 16  # k, truncation survivors, carried over unmutated
+    generations: int = 300  # G
+    mutation_rates: tuple[float, ...] = (0.01,)  # mr choices; factors use √mr
+    n_back: int = 10000  # reference's NBackMutator window (a no-op with one mr)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mutation_rates", tuple(float(m) for m in self.mutation_rates))
+
+
+@dataclass
+class GenerationRecord:
+    """What one `tell` observed: the row of fitness.csv and the survivors' indices."""
+
+    generation: int
+    stats: dict[str, float]
+    elite_indices: list[int]
+    best_index: int
+    best_genome: Genome
+
+
+@dataclass
+class GeneticAlgorithm:
+    layout: ParamLayout
+    config: GAConfig
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generation: int = 1  # the generation that `ask` returns (1-based, as in the paper's logs)
+    genomes: list[Genome] = field(init=False)
+    theta: torch.Tensor = field(init=False)  # (P, D) weights of `genomes`: the only weight cache
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.config.elites <= self.config.population:
+            raise ValueError("ga.elites must be between 1 and ga.population")
+        rng = self._rng(0)
+        init_seeds = rng.integers(SEED_BOUND, size=self.config.population).tolist()
+        self.genomes = [Genome(s) for s in init_seeds]
+        self.theta = initial_weights(self.layout, init_seeds, self.device)
+        self._mutation_std: dict[float, torch.Tensor] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.generation > self.config.generations
+
+    def ask(self) -> torch.Tensor:
+        """(P, D) weights of the population to evaluate this generation."""
+        return self.theta
+
+    def tell(self, fitness: torch.Tensor, order: torch.Tensor | None = None) -> GenerationRecord:
+        """Rank the evaluated population, keep the elites and breed the next generation.
+
+        `order` overrides the ranking when a task selects in stages (CarRacing's multi-wave
+        evaluation ranks its finalists by more episodes than the rest ever played).
+        """
+        fitness = fitness.detach().to("cpu", torch.float64)
+        if fitness.shape != (len(self.genomes),):
+            raise ValueError(f"fitness has shape {tuple(fitness.shape)}, expected ({len(self.genomes)},)")
+        if order is None:
+            # rank: descending fitness; a stable sort keeps ties in population order (reproducible)
+            order = torch.argsort(-fitness, stable=True)
+        order = order.tolist()
+        elite_indices = order[: self.config.elites]
+        record = GenerationRecord(
+            generation=self.generation,
+            stats=self._statistics(fitness, elite_indices),
+            elite_indices=elite_indices,
+            best_index=order[0],
+            best_genome=self.genomes[order[0]],
+        )
+        # select: survivors keep their weights untouched; everything else is discarded
+        self.genomes = [self.genomes[i] for i in elite_indices]
+        self.theta = self.theta[elite_indices].clone()                       # (k, D)
+        self.generation += 1
+        if not self.done:
+            self._reproduce()
+        return record
+
+    # --- checkpointing: the survivors are the whole state (children are re-bred from them) -----
+
+    def state_dict(self) -> dict:
+        return {"generation": self.generation, "seed": self.seed,
+                "elites": [g.to_dict() for g in self.genomes[: self.config.elites]],
+                "elite_theta": self.theta[: self.config.elites].cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError("checkpoint belongs to another seed")
+        self.generation = int(state["generation"])
+        self.genomes = [Genome.from_dict(g) for g in state["elites"]]
+        self.theta = state["elite_theta"].to(self.device)
+        if not self.done:
+            self._reproduce()
+
+    def save(self, path: Path) -> None:
+        from neuroevo.logs import atomic_torch_save
+
+        atomic_torch_save(self.state_dict(), path)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _rng(self, generation: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, generation])
+
+    def _reproduce(self) -> None:
+        """Clone + mutate: fill the population up to N with children of uniform survivors.
+
+        Expects self.genomes/self.theta to hold exactly the k survivors, in rank order; appends the
+        N−k children. Elites stay first and unmutated.
+        """
+        k, n_children = len(self.genomes), self.config.population - len(self.genomes)
+        rng = self._rng(self.generation)
+        parents = rng.integers(k, size=n_children)
+        seeds = rng.integers(SEED_BOUND, size=n_children).tolist()
+        rates = [self._mutation_rate(self.genomes[p], rng) for p in parents]
+        children = self.theta[torch.as_tensor(parents, device=self.device)]  # (N−k, D) copies
+        for rate in sorted(set(rates)):
+            rows = [i for i, r in enumerate(rates) if r == rate]
+            block = children[rows]
+            add_mutations(block, [seeds[i] for i in rows], self._std(rate))
+            children[rows] = block
+        self.genomes += [self.genomes[p].child(s, r) for p, s, r in zip(parents, seeds, rates)]
+        self.theta = torch.cat([self.theta, children])                       # (N, D)
+
+    def _mutation_rate(self, parent: Genome, rng: np.random.Generator) -> float:
+        """The reference's n-back rule; with a single mutation rate it always returns it."""
+        rates = self.config.mutation_rates
+        genes = 1 + len(parent.mutations)  # the initial gene counts
+        if genes < self.config.n_back or rng.random() < 0.01:
+            return float(rng.choice(rates))
+        recent = [1.0] + [mr for _, mr in parent.mutations]
+        ceiling = max(recent[-self.config.n_back:])
+        allowed = [r for r in rates if r <= ceiling] or list(rates)
+        return float(rng.choice(allowed))
+
+    def _std(self, rate: float) -> torch.Tensor:
+        if rate not in self._mutation_std:
+            self._mutation_std[rate] = self.layout.mutation_std(rate).to(self.device)
+        return self._mutation_std[rate]
+
+    def _statistics(self, fitness: torch.Tensor, elite_indices: list[int]) -> dict[str, float]:
+        return {
+            "best": fitness.max().item(),
+            "mean": fitness.mean().item(),
+            "median": float(np.median(fitness.numpy())),
+            "std": fitness.std().item() if len(fitness) > 1 else 0.0,
+            "worst": fitness.min().item(),
+            "elite_mean": fitness[elite_indices].mean().item(),
+            "mr_mean": float(np.mean([g.last_mutation_rate for g in self.genomes])),
+        }

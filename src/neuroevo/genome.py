@@ -1,0 +1,116 @@
+"""A genome is its seed chain: one initial seed plus one (seed, mutation rate) gene per generation.
+
+Weights are a pure function of the chain (Such et al. 2017's compact encoding): the initial gene
+draws every parameter from its init distribution, and each mutation gene adds Gaussian noise
+scaled per parameter by the layout's mutation std. One seed drives every tensor of the genome
+(each tensor reads its own slice of the seed's stream), which is the reference's "one new gene per
+weight tensor" with the tensors' seeds derived from one integer.
+
+`develop` replays a chain from scratch; the GA instead keeps the current population's weights and
+adds only the newest gene (`add_mutations`), and both use the same noise calls, so a chain
+developed anywhere reproduces the GA's cached weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from neuroevo.encoding import ParamLayout
+from neuroevo.noise import gaussian
+
+# Rows of noise generated at once, bounded so the int64 intermediates stay small (~32 MB).
+_NOISE_ELEMENTS_PER_CALL = 1 << 22
+
+
+@dataclass(frozen=True)
+class Genome:
+    """A seed chain. `mutations` is oldest first; each entry is (seed, mutation rate)."""
+
+    init_seed: int
+    mutations: tuple[tuple[int, float], ...] = field(default_factory=tuple)
+
+    def child(self, seed: int, mutation_rate: float) -> "Genome":
+        return Genome(self.init_seed, self.mutations + ((seed, mutation_rate),))
+
+    @property
+    def last_mutation_rate(self) -> float:
+        """The mr of the newest gene; the initial gene counts as mr = 1."""
+        return self.mutations[-1][1] if self.mutations else 1.0
+
+    def to_dict(self) -> dict:
+        rates = sorted({mr for _, mr in self.mutations})
+        out: dict = {"init_seed": self.init_seed, "seeds": [s for s, _ in self.mutations]}
+        if len(rates) == 1:
+            out["mutation_rate"] = rates[0]  # the common case: store it once
+        else:
+            out["mutation_rates"] = [mr for _, mr in self.mutations]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Genome":
+        seeds = [int(s) for s in data["seeds"]]
+        rates = data.get("mutation_rates") or [data.get("mutation_rate", 0.0)] * len(seeds)
+        return cls(int(data["init_seed"]), tuple(zip(seeds, map(float, rates))))
+
+
+def initial_weights(layout: ParamLayout, seeds: list[int], device: torch.device) -> torch.Tensor:
+    """(len(seeds), D) weights of fresh genomes: init_value + init_std · noise(init_seed)."""
+    init_std = layout.init_std().to(device)
+    init_value = layout.init_value().to(device)
+    theta = torch.empty(len(seeds), layout.dim, device=device)
+    for rows in _row_chunks(len(seeds), layout.dim):
+        noise = _noise(seeds[rows], layout.dim, device)                      # (n, D)
+        theta[rows] = torch.addcmul(init_value, noise, init_std)
+    return theta
+
+
+def add_mutations(theta: torch.Tensor, seeds: list[int], mutation_std: torch.Tensor) -> None:
+    """In place: theta[i] += mutation_std · noise(seeds[i]) for every row i.
+
+    theta (n, D); mutation_std (D,) already scaled by the mutation rate (see ParamLayout).
+    """
+    for rows in _row_chunks(len(seeds), theta.shape[1]):
+        noise = _noise(seeds[rows], theta.shape[1], theta.device)            # (n, D)
+        theta[rows] = torch.addcmul(theta[rows], noise, mutation_std)
+
+
+def develop(genome: Genome, layout: ParamLayout, device: torch.device | str = "cpu"
+            ) -> torch.Tensor:
+    """Replay a whole chain into a (1, D) weight row, the way the GA built it gene by gene."""
+    device = torch.device(device)
+    theta = initial_weights(layout, [genome.init_seed], device)
+    stds: dict[float, torch.Tensor] = {}
+    for seed, rate in genome.mutations:
+        if rate not in stds:
+            stds[rate] = layout.mutation_std(rate).to(device)
+        add_mutations(theta, [seed], stds[rate])
+    return theta
+
+
+def save_genome(path: Path, genome: Genome, **metadata) -> None:
+    """Write a chain (plus metadata such as fitness and config hash) as JSON, atomically."""
+    from neuroevo.logs import atomic_write_text
+
+    atomic_write_text(path, json.dumps({**metadata, "genome": genome.to_dict()}, indent=1))
+
+
+def load_genome(path: Path) -> tuple[Genome, dict]:
+    data = json.loads(Path(path).read_text())
+    return Genome.from_dict(data.pop("genome")), data
+
+
+def _noise(seeds: list[int], dim: int, device: torch.device) -> torch.Tensor:
+    """(n, dim) noise, generated with rows padded to a multiple of 64 elements so every row starts
+    on the same SIMD boundary whether it is drawn alone (develop) or in a batch (the GA): the
+    vectorised and scalar-tail paths of log/cos then agree row for row."""
+    padded = -(-dim // 64) * 64
+    return gaussian(seeds, padded, device=device)[:, :dim]
+
+
+def _row_chunks(n_rows: int, dim: int) -> list[slice]:
+    per_call = max(1, _NOISE_ELEMENTS_PER_CALL // max(dim, 1))
+    return [slice(i, min(i + per_call, n_rows)) for i in range(0, n_rows, per_call)]

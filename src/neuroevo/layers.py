@@ -1,0 +1,183 @@
+"""Population-batched layers: every weight carries a leading population axis P.
+
+A layer registers its ParamSpecs in a ParamLayout at construction and is called with the dict of
+(P, *shape) views that `ParamLayout.views` cuts from a (P, D) population, so one call evaluates
+every individual at once. Factorized layers never build W: a linear layer computes (x·B)·A, a
+convolution runs a rank-r convolution followed by a 1×1 convolution, and the tied embedding looks
+up rows of one factor and multiplies by the other.
+
+Storage convention: activations are row vectors, so a dense linear weight is stored (in, out) and
+applied as x @ W. The reference writes W as (out, in) = A·B with A (out×r) and B (r×in); here
+`.B` holds Bᵀ (in×r) and `.A` holds Aᵀ (r×out), so x @ Wᵀ = (x @ Bᵀ) @ Aᵀ, and each factor keeps the
+reference's name and initial std.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from neuroevo.encoding import (
+    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_std, kaiming_std)
+
+Params = dict[str, torch.Tensor]
+
+
+def _bias(layout: ParamLayout, name: str, size: int) -> str:
+    return layout.add(ParamSpec(f"{name}.bias", (size,), init_std=0.0,
+                                mutation_std=BIAS_MUTATION_STD))
+
+
+class Linear:
+    """y = x·W + b for every individual; W dense (in, out) or factorized (x·B)·A at rank r."""
+
+    def __init__(self, layout: ParamLayout, name: str, d_in: int, d_out: int,
+                 rank: int | None = None, bias: bool = True, kind: str = "linear") -> None:
+        self.name, self.rank = name, rank
+        if rank is None:
+            std = kaiming_std(d_in)
+            names = [layout.add(ParamSpec(f"{name}.weight", (d_in, d_out), std, std))]
+        else:
+            check_rank(name, rank, d_in, d_out)
+            std_b = factor_std(d_in, d_out, factor_fan_in=d_in)  # B: r×in, fan_in = in
+            std_a = factor_std(d_in, d_out, factor_fan_in=rank)  # A: out×r, fan_in = r
+            names = [layout.add(ParamSpec(f"{name}.B", (d_in, rank), std_b, std_b, factor=True)),
+                     layout.add(ParamSpec(f"{name}.A", (rank, d_out), std_a, std_a, factor=True))]
+        self.bias = bias
+        if bias:
+            names.append(_bias(layout, name, d_out))
+        layout.describe_layer(name, kind, (d_out, d_in), rank, names,
+                              weights=d_in * d_out + (d_out if bias else 0))
+
+    def __call__(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        """x (P, N, in) → (P, N, out)."""
+        if self.rank is None:
+            w = p[f"{self.name}.weight"]                                    # (P, in, out)
+            if self.bias:
+                return torch.baddbmm(p[f"{self.name}.bias"].unsqueeze(1), x, w)
+            return torch.bmm(x, w)
+        low = torch.bmm(x, p[f"{self.name}.B"])                             # (P, N, r)
+        if self.bias:
+            return torch.baddbmm(p[f"{self.name}.bias"].unsqueeze(1), low, p[f"{self.name}.A"])
+        return torch.bmm(low, p[f"{self.name}.A"])
+
+
+class TiedEmbedding:
+    """Token embedding E (vocab, hidden) shared with the output projection, as in the paper.
+
+    Dense E starts N(0, 1) (a plain Gaussian, not Kaiming). Factorized, E = Bᵀ·Aᵀ with Bᵀ
+    (vocab, r) and Aᵀ (r, hidden); the full matrix is hidden×vocab with in = vocab > out, so both
+    factors use std √(2/fan_in). The output bias (vocab,) starts at std √2 like the reference.
+    """
+
+    def __init__(self, layout: ParamLayout, name: str, vocab: int, hidden: int,
+                 rank: int | None = None) -> None:
+        self.name, self.rank = name, rank
+        if rank is None:
+            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden), 1.0, 1.0))]
+        else:
+            check_rank(name, rank, vocab, hidden)
+            std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
+            std_a = factor_std(vocab, hidden, factor_fan_in=rank)
+            names = [layout.add(ParamSpec(f"{name}.B", (vocab, rank), std_b, std_b, factor=True)),
+                     layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a, std_a, factor=True))]
+        names.append(layout.add(ParamSpec(f"{name}.out_bias", (vocab,), BIAS_MUTATION_STD,
+                                          BIAS_MUTATION_STD)))
+        layout.describe_layer(name, "embedding (tied)", (hidden, vocab), rank, names,
+                              weights=vocab * hidden + vocab)
+
+    def embed(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N,) shared by all individuals → (P, N, hidden)."""
+        if self.rank is None:
+            return p[f"{self.name}.weight"][:, tokens]                       # (P, N, H)
+        return torch.bmm(p[f"{self.name}.B"][:, tokens], p[f"{self.name}.A"])  # (P,N,r)·(P,r,H)
+
+    def output_projection(self, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The hidden→logits map as (M, inner): logits = (h·inner)·Mᵀ + bias.
+
+        Dense: M = E (vocab, H), inner None. Factorized: M = Bᵀ (vocab, r), inner = A (H, r), so the
+        logits GEMM runs at K = r instead of K = hidden.
+        """
+        if self.rank is None:
+            return p[f"{self.name}.weight"], None
+        return p[f"{self.name}.B"], p[f"{self.name}.A"].transpose(1, 2)
+
+    def out_bias(self, p: Params) -> torch.Tensor:
+        return p[f"{self.name}.out_bias"]                                    # (P, vocab)
+
+
+class LayerNorm:
+    """Layer norm with scale 1 and bias 0 that the GA never mutates (the paper's no_layer_norm)."""
+
+    def __init__(self, layout: ParamLayout, name: str, size: int, eps: float = 1e-7) -> None:
+        self.name, self.size, self.eps = name, size, eps
+        names = [layout.add(ParamSpec(f"{name}.scale", (size,), 0.0, 0.0, init_value=1.0,
+                                      mutable=False)),
+                 layout.add(ParamSpec(f"{name}.bias", (size,), 0.0, 0.0, mutable=False))]
+        layout.describe_layer(name, "layer norm (frozen)", (size,), None, names, weights=2 * size)
+
+    def __call__(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        """x (P, ..., size) → same shape."""
+        y = F.layer_norm(x, (self.size,), eps=self.eps)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.size,)
+        return torch.addcmul(p[f"{self.name}.bias"].reshape(shape), y,
+                             p[f"{self.name}.scale"].reshape(shape))
+
+
+class Conv2d:
+    """A convolution per individual, run as one grouped convolution with groups = P.
+
+    Activations travel population-folded: (N, P·C, H, W), N observations per individual. The
+    factorized form is the reference's: the kernel is A·B reshaped, A (kh·kw·cin × r) and
+    B (r × cout), halved; here that is a rank-r convolution (kernel A) followed by a 1×1
+    convolution (kernel B), times ½. Conv factors always use the √(√2/fan_in) branch.
+    """
+
+    def __init__(self, layout: ParamLayout, name: str, c_in: int, c_out: int, kernel: int,
+                 stride: int, rank: int | None = None) -> None:
+        self.name, self.rank, self.stride = name, rank, stride
+        self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
+        fan_in = kernel * kernel * c_in
+        if rank is None:
+            std = kaiming_std(fan_in)
+            names = [layout.add(ParamSpec(f"{name}.weight", (c_out, c_in, kernel, kernel),
+                                          std, std))]
+        else:
+            check_rank(name, rank, fan_in, c_out)
+            std_a = factor_std(fan_in, c_out, factor_fan_in=rank, conv=True)
+            std_b = factor_std(fan_in, c_out, factor_fan_in=c_out, conv=True)
+            names = [layout.add(ParamSpec(f"{name}.A", (rank, c_in, kernel, kernel), std_a, std_a,
+                                          factor=True)),
+                     layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b, std_b, factor=True))]
+        names.append(_bias(layout, name, c_out))
+        layout.describe_layer(name, "conv", (c_out, c_in, kernel, kernel), rank, names,
+                              weights=fan_in * c_out + c_out)
+
+    def __call__(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        """x (N, P·c_in, H, W) → (N, P·c_out, H', W')."""
+        pop = p[f"{self.name}.bias"].shape[0]
+        bias = p[f"{self.name}.bias"].reshape(pop * self.c_out)              # (P·cout,)
+        if self.rank is None:
+            kernel = p[f"{self.name}.weight"].reshape(pop * self.c_out, self.c_in, self.kernel,
+                                                      self.kernel)
+            return F.conv2d(x, kernel, bias, stride=self.stride, groups=pop)
+        kernel_a = p[f"{self.name}.A"].reshape(pop * self.rank, self.c_in, self.kernel,
+                                               self.kernel)
+        low = F.conv2d(x, kernel_a, stride=self.stride, groups=pop)           # (N, P·r, H', W')
+        kernel_b = (0.5 * p[f"{self.name}.B"]).reshape(pop * self.c_out, self.rank, 1, 1)
+        return F.conv2d(low, kernel_b, bias, groups=pop)
+
+    def developed_kernel(self, p: Params) -> torch.Tensor:
+        """The full (P, cout, cin, k, k) kernel a factorized conv stands for (tests, analysis)."""
+        if self.rank is None:
+            return p[f"{self.name}.weight"]
+        a = p[f"{self.name}.A"].flatten(2)                                   # (P, r, cin·k·k)
+        w = 0.5 * torch.bmm(p[f"{self.name}.B"], a)                          # (P, cout, cin·k·k)
+        return w.unflatten(2, (self.c_in, self.kernel, self.kernel))
+
+
+def developed_linear_weight(layer: Linear, p: Params) -> torch.Tensor:
+    """The (P, in, out) matrix a linear layer stands for: W itself, or Bᵀ·Aᵀ for factors."""
+    if layer.rank is None:
+        return p[f"{layer.name}.weight"]
+    return torch.bmm(p[f"{layer.name}.B"], p[f"{layer.name}.A"])

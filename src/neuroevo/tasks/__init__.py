@@ -1,0 +1,72 @@
+"""Tasks: what a population is evaluated on. One module per task family, one small interface.
+
+Each task module defines two config dataclasses and a builder:
+
+* `TaskConfig` — the `task:` section of a run config (its `name` field selects the module);
+* `ModelConfig` — the `model:` section (network sizes);
+* `build(config: RunConfig, device) -> Task`.
+
+A `Task` owns the model (and so the ParamLayout) and turns a (P, D) population into an
+`Evaluation`. Modules are imported lazily so that a missing optional dependency (gymnasium for the
+RL tasks) is reported as one line naming the extra to install, and only when that task is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol
+
+import torch
+
+from neuroevo.encoding import ParamLayout
+
+TASK_MODULES = {
+    "tinystories": "neuroevo.tasks.language",
+    "atari": "neuroevo.tasks.atari",
+    "car_racing": "neuroevo.tasks.car_racing",
+    "mujoco": "neuroevo.tasks.mujoco",
+}
+
+
+class TaskUnavailable(RuntimeError):
+    """A task's optional dependencies are not installed."""
+
+
+@dataclass
+class Evaluation:
+    """The result of evaluating one generation's population."""
+
+    fitness: torch.Tensor  # (P,) float, higher is better
+    columns: dict[str, float] = field(default_factory=dict)  # extra deterministic fitness.csv columns
+    order: torch.Tensor | None = None  # explicit ranking for staged selection; None = by fitness
+
+
+class Task(Protocol):
+    layout: ParamLayout
+    extra_columns: tuple[str, ...]  # names of Evaluation.columns, fixed for the whole run
+
+    def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
+        """Score a (P, D) population at a given generation (episode seeds / batches depend on it)."""
+
+    def summary(self) -> dict:
+        """What the task ran on (data hashes, env ids, sizes), recorded in summary.json."""
+
+    def replay(self, theta: torch.Tensor, video: Path | None = None) -> float:
+        """Re-evaluate one (1, D) individual as `evaluate` scored it in its last generation."""
+
+
+def task_module(name: str) -> ModuleType:
+    """Import the module of a task family, with a one-line error for unknown names or extras."""
+    if name not in TASK_MODULES:
+        raise KeyError(f"unknown task {name!r}: choose one of {', '.join(TASK_MODULES)}")
+    try:
+        return importlib.import_module(TASK_MODULES[name])
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in {"gymnasium", "ale_py", "mujoco", "Box2D"}:
+            raise TaskUnavailable(
+                f"task {name!r} needs {error.name}: install the RL extra with "
+                f"`pip install -e '.[rl]'`") from None
+        raise
