@@ -1,0 +1,202 @@
+"""Run configuration: load YAML, apply a preset and `--set key=value`, validate once, return types.
+
+A config file may `extends:` another (path relative to it); the child's keys win, section by
+section. A `presets:` section maps a preset name to dotted overrides (`ga.population: 32`), so a
+preset changes only what differs. Validation checks every key against the dataclass of its section
+(the task's own `TaskConfig`/`ModelConfig` for `task:` and `model:`) and stops at the first problem
+with one line naming the key and the valid choices, before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neuroevo.encoding import ENCODINGS, EncodingConfig
+from neuroevo.ga import GAConfig
+from neuroevo.tasks import TASK_MODULES, task_module
+
+TOP_LEVEL_KEYS = ("task", "model", "encoding", "ga", "seed", "device")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; the engine never sees raw dicts after `load_config`."""
+
+    task: Any  # the task module's TaskConfig
+    model: Any  # the task module's ModelConfig
+    encoding: EncodingConfig
+    ga: GAConfig
+    seed: int = 0
+    device: str = "auto"
+    preset: str | None = None  # recorded, not applied again
+    source: str = ""  # the config file it came from
+
+    def to_dict(self) -> dict:
+        return {"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model),
+                "encoding": dataclasses.asdict(self.encoding), "ga": dataclasses.asdict(self.ga),
+                "seed": self.seed, "device": self.device, "preset": self.preset}
+
+    def digest(self, exclude_device: bool = True) -> str:
+        """A short hash of the resolved config (device excluded: it must not change results)."""
+        data = self.to_dict()
+        if exclude_device:
+            data.pop("device")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path, preset: str | None = None,
+                overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read, merge, override and validate a run config (see module docstring)."""
+    path = Path(path)
+    raw = _read_with_extends(path, seen=())
+    presets = raw.pop("presets", {}) or {}
+    if preset is not None:
+        if preset not in presets:
+            choices = ", ".join(presets) or "none defined"
+            raise ConfigError(f"{path}: unknown preset {preset!r} (choices: {choices})")
+        for key, value in presets[preset].items():
+            _assign(raw, key, value, source=f"preset {preset!r}")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set ga.population=64")
+        _assign(raw, key.strip(), yaml.safe_load(text), source="--set")
+    return _validate(raw, preset=preset, source=str(path))
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a RunConfig from `RunConfig.to_dict()` (summary.json, checkpoints, elite.json)."""
+    data = dict(data)
+    return _validate(data, preset=data.pop("preset", None), source="saved config")
+
+
+# --- internals -----------------------------------------------------------------------------------
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_with_extends(path.parent / parent, seen + (path.resolve(),))
+    return _merge(base, data)
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _assign(raw: dict, dotted: str, value: Any, source: str) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: {dotted!r} goes below a key that is not a section")
+    node[leaf] = value
+
+
+def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (valid: {', '.join(TOP_LEVEL_KEYS)})")
+    task_raw = dict(raw.get("task") or {})
+    name = task_raw.get("name")
+    if name not in TASK_MODULES:
+        raise ConfigError(f"{source}: unknown task {name!r} in task.name "
+                          f"(valid: {', '.join(TASK_MODULES)})")
+    try:
+        module = task_module(name)
+    except RuntimeError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    encoding = _section(EncodingConfig, raw.get("encoding") or {}, "encoding")
+    if encoding.kind not in ENCODINGS:
+        raise ConfigError(f"{source}: unknown encoding {encoding.kind!r} in encoding.kind "
+                          f"(valid: {', '.join(ENCODINGS)})")
+    device = raw.get("device", "auto")
+    if device not in DEVICES:
+        raise ConfigError(f"{source}: unknown device {device!r} (valid: {', '.join(DEVICES)})")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{source}: seed must be a non-negative integer, got {seed!r}")
+    config = RunConfig(
+        task=_section(module.TaskConfig, task_raw, "task"),
+        model=_section(module.ModelConfig, raw.get("model") or {}, "model"),
+        encoding=encoding,
+        ga=_section(GAConfig, raw.get("ga") or {}, "ga"),
+        seed=seed, device=device, preset=preset, source=source)
+    if not 1 <= config.ga.elites <= config.ga.population:
+        raise ConfigError(f"{source}: ga.elites ({config.ga.elites}) must be between 1 and "
+                          f"ga.population ({config.ga.population})")
+    return config
+
+
+def _section(cls: type, values: dict, name: str) -> Any:
+    """Build one section's dataclass, checking every key and its type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key} (valid: {', '.join(sorted(known))})")
+    kwargs = {key: _coerce(value, hints[key], f"{name}.{key}") for key, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a field's type hint; ints are accepted where floats are expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is typing.Any or (isinstance(hint, type) and isinstance(value, hint)
+                              and not (hint is int and isinstance(value, bool))):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}, got {value!r}")
