@@ -17,7 +17,6 @@ needs no RNG state in its checkpoint and a resumed run draws exactly what an uni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -124,11 +123,6 @@ class GeneticAlgorithm:
         self.theta = state["elite_theta"].to(self.device)
         if not self.done:
             self._reproduce()
-
-    def save(self, path: Path) -> None:
-        from neuroevo.logs import atomic_torch_save
-
-        atomic_torch_save(self.state_dict(), path)
 
     # --- internals -------------------------------------------------------------------------------
 

@@ -3,10 +3,12 @@
 A gene is just an integer seed. Its noise must be a pure function of (seed, index), identical on
 CPU and CUDA and independent of how many other rows are generated in the same call, so that a
 genome saved as a seed chain re-develops to the same weights anywhere. Global RNG state (torch's
-or numpy's) gives none of that, so the stream is built from SplitMix64 (Steele et al. 2014):
-element i of stream `seed` is mix64(key(seed) + (i + 1)·γ), turned into a normal by Box–Muller.
+or numpy's) gives none of that, so each element is hashed from its counter and the seed's keys
+(SplitMix64 for the keys, Wellons' lowbias32 for the elements) and turned into a normal by
+Box–Muller. The element hash is 32-bit because int32 tensor arithmetic is vectorised on every
+CPU, while int64 multiplies measured ~12× slower here.
 
-The integer part is exact on every device (int64 arithmetic wraps modulo 2**64 on CPU and CUDA
+The integer part is exact on every device (int32 arithmetic wraps modulo 2**32 on CPU and CUDA
 alike). The float part (log, cos, sqrt) may differ by an ulp or two across devices or vector
 widths, so compare across devices with a tolerance; on one device, one call is bit-reproducible.
 """
@@ -15,80 +17,84 @@ from __future__ import annotations
 
 import torch
 
+_MASK32 = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
-_GAMMA = 0x9E3779B97F4A7C15  # golden-ratio increment of SplitMix64
-_MIX1 = 0xBF58476D1CE4E5B9
-_MIX2 = 0x94D049BB133111EB
+_GOLDEN32 = 0x9E3779B9  # counter increment (odd, so the counter map is a bijection)
+_LOWBIAS_M1 = 0x7FEB352D  # Wellons' "lowbias32" hash constants
+_LOWBIAS_M2 = 0x846CA68B
 _TWO_PI = 6.283185307179586
 _INV_2_24 = 1.0 / (1 << 24)
 
 
-def _signed(value: int) -> int:
-    """The int64 bit pattern of an unsigned 64-bit value (torch has no uint64 arithmetic)."""
-    value &= _MASK64
-    return value - (1 << 64) if value >= (1 << 63) else value
-
-
 def mix64(value: int) -> int:
-    """SplitMix64's finaliser on a Python int (exact reference for the tensor version)."""
+    """SplitMix64's finaliser (Steele et al. 2014), used once per seed to derive stream keys."""
     z = value & _MASK64
-    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
-    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
 
 
-def stream_key(seed: int) -> int:
-    """Scramble a user seed so that nearby seeds (0, 1, 2, ...) start unrelated streams."""
-    return mix64(seed * _GAMMA + 0x632BE59BD9B4E019)
+def stream_keys(seed: int) -> tuple[int, int]:
+    """Two 32-bit keys of a seed's stream; nearby seeds (0, 1, 2, ...) give unrelated keys."""
+    z = mix64(seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019)
+    return z & _MASK32, z >> 32
+
+
+def _signed32(value: int) -> int:
+    """The int32 bit pattern of an unsigned 32-bit value (torch has no uint32 arithmetic)."""
+    value &= _MASK32
+    return value - (1 << 32) if value >= (1 << 31) else value
 
 
 def _shr(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 bit patterns (torch's >> is arithmetic)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
+    """Logical right shift of int32 bit patterns (torch's >> is arithmetic)."""
+    return (z >> bits) & ((1 << (32 - bits)) - 1)
 
 
-def _mix64_tensor(z: torch.Tensor) -> torch.Tensor:
-    z = (z ^ _shr(z, 30)) * _signed(_MIX1)
-    z = (z ^ _shr(z, 27)) * _signed(_MIX2)
-    return z ^ _shr(z, 31)
-
-
-def random_bits(seeds: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
-    """Raw 64-bit outputs (as int64) of each seed's stream at indices start..start+n-1.
-
-    seeds: (S,) int64 on the target device → (S, n) int64.
-    """
-    keys = torch.tensor([_signed(stream_key(int(s))) for s in seeds.tolist()], dtype=torch.int64,
-                        device=seeds.device)
-    counters = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=seeds.device)
-    state = keys[:, None] + counters[None, :] * _signed(_GAMMA)  # (S, n), wraps mod 2**64
-    return _mix64_tensor(state)
+def _lowbias32(z: torch.Tensor) -> torch.Tensor:
+    z = z ^ _shr(z, 16)
+    z = z * _signed32(_LOWBIAS_M1)
+    z = z ^ _shr(z, 15)
+    z = z * _signed32(_LOWBIAS_M2)
+    return z ^ _shr(z, 16)
 
 
 def gaussian(seeds: torch.Tensor | list[int], n: int, *, device: torch.device | str = "cpu",
-             start: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Standard normal noise: row s is elements start..start+n-1 of stream seeds[s].
+             start: int = 0) -> torch.Tensor:
+    """Standard normal noise: row s holds elements start..start+n−1 of stream seeds[s].
 
-    Box–Muller on two 24-bit uniforms from one 64-bit draw; the uniforms are offset by half a step
-    so log() never sees 0. Returns (S, n) float32 (written into `out` when given).
+    Element i: h1 = lowbias32(i·γ + key1), h2 = lowbias32(h1 ^ key2); Box–Muller on the top 24 bits
+    of each, offset by half a step so log() never sees 0. All integer work is int32 (vectorised
+    everywhere, wrapping mod 2**32). Returns (S, n) float32.
     """
-    seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device).reshape(-1)
-    bits = random_bits(seeds, n, start)                                     # (S, n) int64
-    u1 = (_shr(bits, 40).to(torch.float32) + 0.5) * _INV_2_24             # (0, 1)
-    u2 = ((bits & 0xFFFFFF).to(torch.float32) + 0.5) * _INV_2_24
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    return torch.mul(radius, torch.cos(_TWO_PI * u2), out=out)
+    seeds = [int(s) for s in torch.as_tensor(seeds).reshape(-1).tolist()]
+    keys = torch.tensor([[_signed32(k) for k in stream_keys(s)] for s in seeds],
+                        dtype=torch.int32, device=device).reshape(len(seeds), 2)
+    counter = torch.arange(start, start + n, dtype=torch.int32, device=device)
+    h1 = _lowbias32(counter[None, :] * _signed32(_GOLDEN32) + keys[:, :1])   # (S, n) int32
+    h2 = _lowbias32(h1 ^ keys[:, 1:])
+    u1 = (_shr(h1, 8).to(torch.float32) + 0.5) * _INV_2_24                    # (0, 1)
+    u2 = (_shr(h2, 8).to(torch.float32) + 0.5) * _INV_2_24
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(_TWO_PI * u2)
 
 
 def gaussian_reference(seed: int, n: int, start: int = 0) -> list[float]:
     """Pure-Python version of `gaussian` for one seed: the spec the tensor code is tested against."""
     import math
 
-    key = stream_key(seed)
+    def lowbias32(z: int) -> int:
+        z ^= z >> 16
+        z = (z * _LOWBIAS_M1) & _MASK32
+        z ^= z >> 15
+        z = (z * _LOWBIAS_M2) & _MASK32
+        return z ^ (z >> 16)
+
+    key1, key2 = stream_keys(seed)
     values = []
-    for i in range(start + 1, start + n + 1):
-        z = mix64(key + i * _GAMMA)
-        u1 = ((z >> 40) + 0.5) * _INV_2_24
-        u2 = ((z & 0xFFFFFF) + 0.5) * _INV_2_24
+    for i in range(start, start + n):
+        h1 = lowbias32((i * _GOLDEN32 + key1) & _MASK32)
+        h2 = lowbias32(h1 ^ key2)
+        u1 = ((h1 >> 8) + 0.5) * _INV_2_24
+        u2 = ((h2 >> 8) + 0.5) * _INV_2_24
         values.append(math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
     return values

@@ -54,8 +54,9 @@ class Task(Protocol):
     def summary(self) -> dict:
         """What the task ran on (data hashes, env ids, sizes), recorded in summary.json."""
 
-    def replay(self, theta: torch.Tensor, video: Path | None = None) -> float:
-        """Re-evaluate one (1, D) individual as `evaluate` scored it in its last generation."""
+    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None) -> float:
+        """Re-evaluate one (1, D) individual with the protocol of `generation` (the data batch or
+        the episode seeds that generation used), optionally filming it (RL tasks)."""
 
 
 def task_module(name: str) -> ModuleType:

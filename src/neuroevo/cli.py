@@ -1,0 +1,177 @@
+"""`neuroevo`: run, describe and replay evolution runs; fetch data. Wiring only.
+
+Every user-facing error (bad config, missing data, unknown task) ends as one line on stderr and
+exit status 2, before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+EPILOG = """examples:
+  neuroevo run configs/tinystories/factorized.yaml --preset quick --out runs/lm-fact
+  neuroevo run configs/tinystories/dense.yaml --set seed=3 --set ga.population=64 --out runs/x
+  neuroevo run configs/tinystories/dense.yaml --out runs/x --resume      # continue a killed run
+  neuroevo describe configs/tinystories/factorized.yaml                  # search-space sizes
+  neuroevo replay runs/lm-fact/elite.json                                # re-develop the elite
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 — user-facing errors become one line
+        if _is_user_error(error):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuroevo", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Deep-GA neuroevolution with dense and low-rank factorized encodings "
+                    "(Garbus & Pollack 2025).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="evolve one task × encoding × seed",
+                              description="Evolve one configuration and write a run directory "
+                                          "(fitness.csv, timing.csv, elite.json, summary.json, "
+                                          "checkpoint/).")
+    _config_arguments(run)
+    run.add_argument("--out", required=True, type=Path, help="run directory to create or resume")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from OUT/checkpoint (reproduces the uninterrupted log)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                     help="override the config's device (auto = cuda if available)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    describe = commands.add_parser("describe", help="per-layer shapes and search-space sizes",
+                                   description="Print each layer's shape, encoding, weights and "
+                                               "searched degrees of freedom, with totals.")
+    _config_arguments(describe)
+    describe.add_argument("--json", action="store_true", help="machine-readable output")
+    describe.set_defaults(handler=_describe)
+
+    replay = commands.add_parser("replay", help="re-develop an elite from its seed chain",
+                                 description="Re-develop elite.json from its seeds, re-evaluate "
+                                             "it and compare with the logged fitness.")
+    replay.add_argument("elite", type=Path, help="path to a run's elite.json")
+    replay.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    replay.add_argument("--video", type=Path, help="RL tasks: record the elite playing (mp4)")
+    replay.set_defaults(handler=_replay)
+
+    fetch = commands.add_parser("fetch-data", help="download a dataset (needs internet)")
+    fetch.add_argument("dataset", choices=("tinystories",))
+    fetch.add_argument("--out", type=Path, default=Path("data/tinystories"))
+    fetch.add_argument("--n-stories", type=int, default=10_000)
+    fetch.set_defaults(handler=_fetch)
+    return parser
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="a YAML config, e.g. configs/tinystories/dense.yaml")
+    parser.add_argument("--preset", help="apply a preset defined in the config (e.g. quick)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one key, e.g. ga.population=64")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from neuroevo.config import load_config
+    from neuroevo.run import run
+
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    config = load_config(args.config, args.preset, overrides)
+    summary = run(config, args.out, resume=args.resume, progress=not args.quiet)
+    final = summary["final"]
+    print(f"{args.out}: best {final['best']:.6g}, elite mean {final['elite_mean']:.6g} "
+          f"after {final['generation']} generations ({summary['wall_seconds']:.1f} s)")
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from neuroevo.config import load_config
+    from neuroevo.run import build_task
+
+    config = load_config(args.config, args.preset, args.overrides)
+    layout = build_task(config, torch.device("cpu")).layout
+    totals = {"network": layout.network_weights, "genome": layout.dim,
+              "searched": layout.searched_dim}
+    if args.json:
+        print(json.dumps({"layers": layout.rows, "totals": totals}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.config} ({config.task.name}, {config.encoding.kind})")
+    for column in ("layer", "kind", "shape", "encoding", "genome", "weights", "searched"):
+        table.add_column(column, justify="right" if column in ("weights", "searched") else "left")
+    for row in layout.rows:
+        table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c])
+                        for c in ("layer", "kind", "shape", "encoding", "genome", "weights",
+                                  "searched")))
+    console = Console()
+    console.print(table)
+    console.print(f"network weights {totals['network']:,} · genome {totals['genome']:,} · "
+                  f"searched {totals['searched']:,} "
+                  f"({totals['searched'] / totals['network']:.1%} of the network)")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from neuroevo.config import config_from_dict
+    from neuroevo.genome import develop, load_genome
+    from neuroevo.run import build_task, resolve_device
+
+    genome, meta = load_genome(args.elite)
+    config = config_from_dict(meta["config"])
+    device = resolve_device(args.device)
+    task = build_task(config, device)
+    theta = develop(genome, task.layout, device)
+    fitness = task.replay(theta, meta["generation"], video=args.video)
+    logged = float(meta["fitness"])
+    tolerance = 1e-4 * max(1.0, abs(logged))
+    verdict = "matches" if abs(fitness - logged) <= tolerance else "differs from"
+    print(f"replayed fitness {fitness:.6g} {verdict} the logged {logged:.6g} "
+          f"(generation {meta['generation']}, {len(genome.mutations)} mutations, {device})")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from neuroevo.data.tinystories import fetch_tinystories
+
+    path = fetch_tinystories(args.out, args.n_stories)
+    print(f"wrote {path}")
+    return 0
+
+
+def _is_user_error(error: Exception) -> bool:
+    from neuroevo.config import ConfigError
+    from neuroevo.encoding import EncodingError
+    from neuroevo.run import RunError
+    from neuroevo.tasks import TaskUnavailable
+
+    user_errors: tuple[type, ...] = (ConfigError, EncodingError, RunError, TaskUnavailable,
+                                     FileNotFoundError)
+    try:
+        from neuroevo.data.tinystories import DataError
+        user_errors += (DataError,)
+    except ImportError:
+        pass
+    return isinstance(error, user_errors) or (isinstance(error, KeyError)
+                                              and "unknown" in str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

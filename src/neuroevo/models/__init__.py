@@ -1,0 +1,1 @@
+"""The paper's networks, built from population-batched layers (see neuroevo.layers)."""

@@ -1,0 +1,143 @@
+"""The paper's tiny decoder-only transformer, evaluated for a whole population at once.
+
+Post-norm blocks (x = LN(x + Attn(x)); x = LN(x + FF(x))), causal multi-head attention with
+separate Q/K/V projections, a ReLU feed-forward, a tied token embedding with its own output bias,
+and rotary position encoding applied once to the first `rotary_dims` features of the input
+embedding (reference-method.md §2). Paper sizes: hidden 32, ff 128, 3 blocks, 4 heads of width 4.
+
+The loss is the expensive part: P × tokens × 2051 logits. `negative_cross_entropy` never holds
+them all: it walks the population and the tokens in chunks small enough to stay in cache, scores
+only positions that have a target (padding never reaches the vocabulary GEMM) and reduces each
+chunk to per-token log-likelihoods on the spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from neuroevo.encoding import EncodingConfig, ParamLayout
+from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Transformer sizes; defaults are the paper's (the small baseline uses hidden 4, ff 16)."""
+
+    hidden: int = 32
+    ff: int = 128
+    n_blocks: int = 3
+    n_heads: int = 4
+    head_dim: int = 4  # Q/K/V width = n_heads × head_dim, independent of hidden (as in the paper)
+    rotary_dims: int = 4  # features of the input embedding that carry the rotary position
+    ln_eps: float = 1e-7
+
+
+class Block:
+    def __init__(self, layout: ParamLayout, name: str, cfg: ModelConfig,
+                 encoding: EncodingConfig) -> None:
+        width = cfg.n_heads * cfg.head_dim
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.q, self.k, self.v = (
+            Linear(layout, f"{name}.attn.{p}", cfg.hidden, width, encoding.rank_for("qkv"),
+                   kind="attention q/k/v") for p in "qkv")
+        self.out = Linear(layout, f"{name}.attn.out", width, cfg.hidden,
+                          encoding.rank_for("attn_out"), kind="attention out")
+        self.ln1 = LayerNorm(layout, f"{name}.ln1", cfg.hidden, cfg.ln_eps)
+        self.ff1 = Linear(layout, f"{name}.ff1", cfg.hidden, cfg.ff, encoding.rank_for("ff"),
+                          kind="feed-forward")
+        self.ff2 = Linear(layout, f"{name}.ff2", cfg.ff, cfg.hidden, encoding.rank_for("ff"),
+                          kind="feed-forward")
+        self.ln2 = LayerNorm(layout, f"{name}.ln2", cfg.hidden, cfg.ln_eps)
+
+    def __call__(self, p: Params, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately."""
+        pop, n, _ = x.shape
+        t = n // batch
+
+        def heads(y: torch.Tensor) -> torch.Tensor:                          # → (P·B, h, T, d)
+            return y.view(pop * batch, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+        att = F.scaled_dot_product_attention(heads(self.q(p, x)), heads(self.k(p, x)),
+                                             heads(self.v(p, x)), is_causal=True)
+        att = att.transpose(1, 2).reshape(pop, n, self.n_heads * self.head_dim)  # (P, B·T, h·d)
+        x = self.ln1(p, x + self.out(p, att))
+        return self.ln2(p, x + self.ff2(p, torch.relu(self.ff1(p, x))))
+
+
+class Transformer:
+    """The whole population's language model: tokens shared by all, weights per individual."""
+
+    def __init__(self, cfg: ModelConfig, encoding: EncodingConfig, vocab: int) -> None:
+        self.cfg, self.vocab = cfg, vocab
+        self.layout = ParamLayout()
+        self.embedding = TiedEmbedding(self.layout, "embed", vocab, cfg.hidden,
+                                       encoding.rank_for("embedding"))
+        self.blocks = [Block(self.layout, f"blocks.{i}", cfg, encoding)
+                       for i in range(cfg.n_blocks)]
+
+    def hidden_states(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) → final hidden states (P, B·T, H)."""
+        batch, t = tokens.shape
+        x = self.embedding.embed(p, tokens.reshape(-1))                       # (P, B·T, H)
+        x = _rotary(x.view(x.shape[0], batch, t, -1), self.cfg.rotary_dims).flatten(1, 2)
+        for block in self.blocks:
+            x = block(p, x, batch)
+        return x
+
+    def negative_cross_entropy(self, p: Params, tokens: torch.Tensor, lengths: torch.Tensor,
+                               token_chunk: int = 512) -> torch.Tensor:
+        """Fitness (P,): minus the mean over sequences of each sequence's mean next-token CE.
+
+        Matches the reference: position t predicts token t+1 for t < length−1; padding is masked;
+        each sequence weighs equally whatever its length.
+        """
+        batch, t = tokens.shape
+        h = self.hidden_states(p, tokens)                                     # (P, B·T, H)
+        positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
+        weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
+        bias = self.embedding.out_bias(p).unsqueeze(1)                        # (P, 1, V)
+        total = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)
+        for start in range(0, positions.numel(), token_chunk):
+            rows = slice(start, start + token_chunk)
+            hc = h[:, positions[rows]]                                        # (P, m, H)
+            if inner is not None:
+                hc = torch.bmm(hc, inner)                                     # (P, m, r)
+            logits = torch.baddbmm(bias, hc, weight_out.transpose(1, 2))      # (P, m, V)
+            target_logit = logits.gather(2, targets[rows].expand(h.shape[0], -1).unsqueeze(2))
+            nll = torch.logsumexp(logits, dim=2) - target_logit.squeeze(2)   # (P, m)
+            total += nll @ weights[rows]
+        return -total / batch
+
+
+def _scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat indices into B·T of positions that predict a real token, their targets, and weights
+    1/(length−1) so that summing weight·CE gives the sum over sequences of per-sequence means."""
+    batch, t = tokens.shape
+    pos = torch.arange(t - 1, device=tokens.device)
+    valid = pos[None, :] < (lengths[:, None] - 1)                              # (B, T−1)
+    rows, cols = valid.nonzero(as_tuple=True)
+    positions = rows * t + cols
+    targets = tokens[rows, cols + 1]
+    weights = 1.0 / (lengths[rows] - 1).to(torch.float32)
+    return positions, targets, weights
+
+
+def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
+    """Rotate feature pairs (0,1), (2,3), … of the first `dims` features by position 1..T.
+
+    x (P, B, T, H); frequencies 10000^(−2i/dims), as in RoFormer.
+    """
+    if dims == 0:
+        return x
+    t = x.shape[2]
+    inv_freq = 10000.0 ** (-torch.arange(0, dims, 2, dtype=torch.float32, device=x.device) / dims)
+    angle = torch.arange(1, t + 1, dtype=torch.float32, device=x.device)[:, None] * inv_freq
+    cos, sin = angle.cos(), angle.sin()                                       # (T, dims/2)
+    pairs = x[..., :dims].unflatten(-1, (dims // 2, 2))                       # (P, B, T, d/2, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+    return torch.cat((rotated, x[..., dims:]), dim=-1)

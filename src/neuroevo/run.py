@@ -1,0 +1,152 @@
+"""One run: one task × encoding × seed, from a validated config to a finished run directory.
+
+Order matters for clean failures: the config is validated and the task built (data prepared,
+environments checked) before the run directory is created, so a bad config or a missing dataset
+stops with one line and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import neuroevo
+from neuroevo.config import RunConfig
+from neuroevo.ga import GeneticAlgorithm
+from neuroevo.genome import save_genome
+from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save, write_json
+from neuroevo.tasks import Task, task_module
+
+
+class RunError(RuntimeError):
+    """A run cannot start (e.g. its directory holds another run); one line, with the fix."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device 'cuda' requested but torch sees no CUDA device: use --device cpu")
+    return torch.device(name)
+
+
+def build_task(config: RunConfig, device: torch.device) -> Task:
+    return task_module(config.task.name).build(config, device)
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def fitness(self) -> Path:
+        return self.root / "fitness.csv"
+
+    @property
+    def timing(self) -> Path:
+        return self.root / "timing.csv"
+
+    @property
+    def elite(self) -> Path:
+        return self.root / "elite.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint" / "state.pt"
+
+
+def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Evolve, logging every generation; returns the summary written to summary.json."""
+    paths = RunPaths(Path(out))
+    device = resolve_device(config.device)
+    if paths.summary.exists() and resume:
+        return _read_summary(paths)
+    if paths.fitness.exists() and not resume:
+        raise RunError(f"{paths.root} already holds a run: pass --resume to continue it, "
+                       "or choose another --out")
+    task = build_task(config, device)  # may raise DataError etc. — before anything is written
+    ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)
+    fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
+    timing_log = CsvLog(paths.timing, TIMING_COLUMNS)
+    previous_wall = 0.0
+    if resume and paths.checkpoint.exists():
+        state = torch.load(paths.checkpoint, weights_only=False)
+        if state["config_digest"] != config.digest():
+            raise RunError(f"{paths.checkpoint} was written by a different config: "
+                           "resume with the same config and --set values, or use a new --out")
+        ga.load_state_dict(state["ga"])
+        fitness_log.load_until(ga.generation)
+        timing_log.load_until(ga.generation)
+        previous_wall = float(timing_log.rows[-1]["wall_seconds"]) if timing_log.rows else 0.0
+    paths.root.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter() - previous_wall
+    bar = tqdm(total=config.ga.generations, initial=ga.generation - 1, disable=not progress,
+               desc=f"{config.task.name}/{config.encoding.kind}", unit="gen", dynamic_ncols=True)
+    record = None
+    while not ga.done:
+        # evaluate: the whole population in one batched call (the task chunks it if it must)
+        tick = time.perf_counter()
+        evaluation = task.evaluate(ga.ask(), ga.generation)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the only host sync per generation: timings must be honest
+        eval_seconds = time.perf_counter() - tick
+        # rank → select → clone → mutate (inside tell)
+        record = ga.tell(evaluation.fitness, evaluation.order)
+        fitness_log.append({"generation": record.generation, **record.stats,
+                            "evaluations": len(evaluation.fitness), **evaluation.columns})
+        timing_log.append({"generation": record.generation, "eval_seconds": eval_seconds,
+                           "wall_seconds": time.perf_counter() - started})
+        save_genome(paths.elite, record.best_genome, fitness=record.stats["best"],
+                    generation=record.generation, config=config.to_dict(),
+                    config_digest=config.digest())
+        atomic_torch_save({"ga": ga.state_dict(), "config_digest": config.digest()},
+                          paths.checkpoint)
+        bar.set_postfix(best=f"{record.stats['best']:.4g}", mean=f"{record.stats['mean']:.4g}",
+                        s_gen=f"{eval_seconds:.2f}")
+        bar.update(1)
+    bar.close()
+    if record is None:  # resumed a run whose last generation was done but summary not written
+        record_stats = {k: float(v) for k, v in fitness_log.rows[-1].items()}
+    else:
+        record_stats = record.stats
+    summary = _summary(config, task, device, record_stats, time.perf_counter() - started)
+    write_json(paths.summary, summary)
+    return summary
+
+
+def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
+             wall_seconds: float) -> dict:
+    layout = task.layout
+    return {
+        "task": config.task.name,
+        "encoding": config.encoding.kind,
+        "seed": config.seed,
+        "preset": config.preset,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "versions": {"neuroevo": neuroevo.__version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "params": {"network": layout.network_weights, "genome": layout.dim,
+                   "searched": layout.searched_dim},
+        "final": {"best": final["best"], "elite_mean": final["elite_mean"],
+                  "generation": config.ga.generations},
+        "wall_seconds": wall_seconds,
+        "task_details": task.summary(),
+        "config_digest": config.digest(),
+        "config": config.to_dict(),
+    }
+
+
+def _read_summary(paths: RunPaths) -> dict:
+    return json.loads(paths.summary.read_text())

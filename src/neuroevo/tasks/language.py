@@ -1,0 +1,100 @@
+"""TinyStories language modelling: fitness = −(mean next-token cross-entropy), in nats per token.
+
+The paper's protocol (reference-method.md §2): the first `n_sequences` stories of the corpus,
+each `<s> story </s>`, identical every generation and for every individual, scored as the mean over
+sequences of each sequence's mean token cross-entropy. `sampling: sampled` instead draws a fresh
+batch per generation from a stream seeded by the run seed, and `max_len` truncates sequences; both
+are options beyond the paper (see the README's "Differences from the paper").
+
+Every individual sees the same token batch, so the batch is built once per generation and the
+population is evaluated in chunks of `pop_chunk` individuals: the whole population at once on a
+GPU, a few at a time on a CPU, where the (P, tokens, vocab) logits would otherwise spill the caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from neuroevo.data.tinystories import (
+    EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
+from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.tasks import Evaluation
+
+__all__ = ["ModelConfig", "TaskConfig", "LanguageTask", "build"]
+
+SAMPLING = ("fixed", "sampled")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "tinystories"
+    text: str = "data/tinystories/first10k.txt"  # one story per line (relative to the cwd)
+    n_stories: int | None = 10000  # stories read from `text` (tokenizer training + evaluation)
+    vocab_size: int = 2048  # BPE vocabulary incl. its 5 specials; the model adds <unk> <s> </s>
+    n_sequences: int = 1024  # stories scored per generation
+    max_len: int | None = None  # truncate each sequence to this many tokens (None = paper)
+    sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
+    cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
+    pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (all on GPU, 4 on CPU)
+    token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLING:
+            raise ValueError(f"task.sampling must be one of {', '.join(SAMPLING)}, "
+                             f"got {self.sampling!r}")
+
+
+class LanguageTask:
+    """Scores a population of transformers on TinyStories (or any one-story-per-line corpus)."""
+
+    extra_columns: tuple[str, ...] = ()
+
+    def __init__(self, task: TaskConfig, model: ModelConfig, encoding, seed: int,
+                 device: torch.device) -> None:
+        self.config, self.seed, self.device = task, seed, device
+        self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
+                                     task.vocab_size)
+        self.model = Transformer(model, encoding, model_vocab_size(self.corpus.tokenizer))
+        self.layout = self.model.layout
+        self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
+                       if task.sampling == "fixed" else None)
+        self.pop_chunk = task.pop_chunk or (0 if device.type == "cuda" else 4)
+
+    def batch(self, generation: int) -> EvalBatch:
+        if self._fixed is not None:
+            return self._fixed
+        return sampled_eval_set(self.corpus, self.config.n_sequences, self.config.max_len,
+                                self.seed, generation)
+
+    @torch.no_grad()
+    def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
+        batch = self.batch(generation)
+        tokens, lengths = batch.tokens.to(self.device), batch.lengths.to(self.device)
+        chunk = self.pop_chunk or theta.shape[0]
+        fitness = torch.cat([
+            self.model.negative_cross_entropy(self.layout.views(theta[i:i + chunk]), tokens,
+                                              lengths, self.config.token_chunk)
+            for i in range(0, theta.shape[0], chunk)])  # chunks bound the working set, not a loop
+        return Evaluation(fitness=fitness)
+
+    def summary(self) -> dict:
+        batch = self.batch(1)
+        return {"text": self.config.text, "text_sha256": self.corpus.text_sha256,
+                "n_stories": len(self.corpus), "model_vocab": self.model.vocab,
+                "eval_sequences": int(batch.tokens.shape[0]),
+                "eval_padded_length": int(batch.tokens.shape[1]),
+                "eval_targets": int(batch.n_targets),
+                "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
+
+    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None) -> float:
+        """Re-score one individual on the batch of `generation` (bit-comparable to the log)."""
+        if video is not None:
+            raise ValueError("--video is for the RL tasks; a language model has nothing to film")
+        return float(self.evaluate(theta.to(self.device), generation).fitness[0])
+
+
+def build(config, device: torch.device) -> LanguageTask:
+    return LanguageTask(config.task, config.model, config.encoding, config.seed, device)
