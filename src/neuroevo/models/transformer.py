@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
-from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding
+from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,14 @@ class Block:
     def __call__(self, p: Params, x: torch.Tensor, batch: int) -> torch.Tensor:
         """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately."""
         pop, n, _ = x.shape
-        t = n // batch
-
-        def heads(y: torch.Tensor) -> torch.Tensor:                          # → (P·B, h, T, d)
-            return y.view(pop * batch, t, self.n_heads, self.head_dim).transpose(1, 2)
-
-        att = F.scaled_dot_product_attention(heads(self.q(p, x)), heads(self.k(p, x)),
-                                             heads(self.v(p, x)), is_causal=True)
-        att = att.transpose(1, 2).reshape(pop, n, self.n_heads * self.head_dim)  # (P, B·T, h·d)
-        x = self.ln1(p, x + self.out(p, att))
-        return self.ln2(p, x + self.ff2(p, torch.relu(self.ff1(p, x))))
+        t, width = n // batch, self.n_heads * self.head_dim
+        qkv = fused_linear([self.q, self.k, self.v], p, x)                      # (P, B·T, 3·h·d)
+        qkv = qkv.view(pop * batch, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+        att = att.transpose(1, 2).reshape(pop, n, width)                      # (P, B·T, h·d)
+        x = self.ln1(p, self.out(p, att, residual=x))
+        hidden = self.ff1(p, x).relu_()                                       # (P, B·T, ff)
+        return self.ln2(p, self.ff2(p, hidden, residual=x))
 
 
 class Transformer:
@@ -106,8 +104,8 @@ class Transformer:
             if inner is not None:
                 hc = torch.bmm(hc, inner)                                     # (P, m, r)
             logits = torch.baddbmm(bias, hc, weight_out.transpose(1, 2))      # (P, m, V)
-            target_logit = logits.gather(2, targets[rows].expand(h.shape[0], -1).unsqueeze(2))
-            nll = torch.logsumexp(logits, dim=2) - target_logit.squeeze(2)   # (P, m)
+            nll = F.cross_entropy(logits.flatten(0, 1), targets[rows].repeat(h.shape[0]),
+                                  reduction="none").view(h.shape[0], -1)      # (P, m)
             total += nll @ weights[rows]
         return -total / batch
 
