@@ -25,13 +25,22 @@ import torch
 FITNESS_COLUMNS = ("generation", "best", "mean", "median", "std", "worst", "elite_mean", "mr_mean",
                    "evaluations")
 TIMING_COLUMNS = ("generation", "eval_seconds", "wall_seconds")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in path's folder (so the rename is atomic), readable like a normal file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
+    return fd, tmp
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -45,8 +54,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

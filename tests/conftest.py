@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny TinyStories config on the shipped corpus, fixed seeds, tmp run dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LM_OVERRIDES = [
+    "task.text=data/quickstories.txt", "task.n_stories=300", "task.vocab_size=512",
+    "task.n_sequences=8", "task.max_len=24", "ga.population=8", "ga.elites=2",
+    "ga.generations=3", "model.n_blocks=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd_and_threads(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """Run every test from the repo root (configs use repo-relative paths), with a private
+    tokenizer cache so tests never depend on a developer's data/cache."""
+    monkeypatch.chdir(REPO)
+    cache = tmp_path_factory.getbasetemp() / "data-cache"
+    monkeypatch.setenv("NEUROEVO_TEST_CACHE", str(cache))
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_lm_overrides(tmp_path_factory) -> list[str]:
+    """--set overrides that shrink a TinyStories config to a seconds-long run."""
+    cache = Path(os.environ["NEUROEVO_TEST_CACHE"])
+    return TINY_LM_OVERRIDES + [f"task.cache_dir={cache}"]
