@@ -1,0 +1,309 @@
+"""TinyStories data layer: fetch the text, train the BPE, cache the tokens, build evaluation batches.
+
+Follows the paper's pipeline (Garbus & Pollack 2025; reference-method.md §2): the first 10k stories
+of the TinyStories training split, a 2,048-token BPE (NFD + lowercase + strip accents; whitespace +
+single digits), and the Jevo encoder's model vocabulary `<unk>`=0 (also padding), `<s>`=1, `</s>`=2,
+BPE id b ↦ 3 + b. Fitness is measured on the first 1,024 stories, each `<s> story </s>`, right-padded
+with `<unk>` and identical every generation (`fixed_eval_set`); a fresh seeded sample per generation
+(`sampled_eval_set`) and truncation to `max_len` are our options, not the paper's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+HF_REPO = "roneneldan/TinyStories"
+HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by lines `<|endoftext|>`
+# Pinned dataset commit (the hub's `main` since 2024-08-12), so a re-upload cannot silently change the
+# stories. hf_hub_download checks the file against the hub's own hash for this commit. To update, copy
+# the newest sha from https://huggingface.co/datasets/roneneldan/TinyStories/commits/main, refetch, and
+# compare the sha256 values that SOURCE.json records.
+HF_REVISION = "f54c09fd23315a6f9c86f9dc80f725de7d8f9c64"
+STORY_SEPARATOR = "<|endoftext|>"
+STORIES_FILENAME = "first10k.txt"
+FETCH_HINT = (
+    "run `snakemake --cores 1 data/tinystories/first10k.txt` or "
+    "`neuroevo fetch-data tinystories --out data/tinystories` on a machine with internet"
+)
+
+BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")  # BPE ids 0-4, as in the paper's file
+PAD_ID = 0  # model id of <unk>; the paper pads with it and masks padding out of the loss
+BOS_ID = 1
+EOS_ID = 2
+SPECIAL_OFFSET = 3  # BPE id b is model id b + 3
+
+
+class DataError(Exception):
+    """A data problem the user must fix; the message is one line naming the problem and the fix."""
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """Tokenised stories, stored back to back; story i is `tokens[offsets[i]:offsets[i + 1]]`."""
+
+    tokenizer: Tokenizer
+    tokens: np.ndarray  # (N_tok,) int16 memmap of model ids, no BOS/EOS
+    offsets: np.ndarray  # (n_stories + 1,) int64 memmap
+    vocab_size: int  # model vocabulary: BPE size + SPECIAL_OFFSET (2051 for the paper's 2048)
+    text_sha256: str  # of the text file the corpus was built from, for the run summary
+    n_stories: int
+
+    def story(self, i: int) -> np.ndarray:
+        """Model ids of story `i`, without `<s>` and `</s>`."""
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def __len__(self) -> int:
+        return self.n_stories
+
+
+@dataclass(frozen=True, eq=False)
+class EvalBatch:
+    """Rows `<s> story </s>` right-padded with PAD_ID; the model predicts token t+1 from tokens ≤ t."""
+
+    tokens: torch.Tensor  # (B, T) int64
+    lengths: torch.Tensor  # (B,) int64: real tokens per row, <s> and </s> included
+
+    @property
+    def n_targets(self) -> int:
+        """Number of predicted tokens: positions 1..L-1 of every row."""
+        return int((self.lengths - 1).sum())
+
+
+def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
+    """Download the pinned TinyStories training text and write its first `n_stories`, one per line.
+
+    Writes `out_dir/first10k.txt` and `out_dir/SOURCE.json` (repo, file, revision, both sha256s,
+    n_stories), so a run summary can show exactly which text it used. Returns the stories path.
+    """
+    try:
+        raw = Path(
+            hf_hub_download(repo_id=HF_REPO, repo_type="dataset", filename=HF_FILENAME, revision=HF_REVISION)
+        )
+    except (OSError, HfHubHTTPError, EntryNotFoundError) as err:
+        raise DataError(
+            f"could not download {HF_FILENAME} from {HF_REPO}@{HF_REVISION[:7]} ({type(err).__name__}: "
+            f"{_one_line(err)}): {FETCH_HINT}, then copy data/tinystories/ here"
+        ) from err
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / STORIES_FILENAME
+    written = extract_stories(raw, out, n_stories)
+    source = {
+        "repo": HF_REPO,
+        "repo_type": "dataset",
+        "filename": HF_FILENAME,
+        "revision": HF_REVISION,
+        "license": "CDLA-Sharing-1.0",
+        "sha256_download": _sha256_file(raw),
+        "sha256_written": _sha256_file(out),
+        "n_stories": written,
+    }
+    _write_atomic(out_dir / "SOURCE.json", json.dumps(source, indent=2) + "\n")
+    return out
+
+
+def extract_stories(raw_path: Path, out_path: Path, n_stories: int) -> int:
+    """Write the first `n_stories` stories of a `<|endoftext|>`-separated file, one per line.
+
+    Each story's internal newlines (and runs of whitespace) become single spaces, and empty stories
+    are dropped. The write is atomic. Returns how many stories were written (fewer if the file ends).
+    """
+    stories = list(itertools.islice(_split_stories(Path(raw_path)), n_stories))
+    _write_atomic(Path(out_path), "".join(story + "\n" for story in stories))
+    return len(stories)
+
+
+def train_tokenizer(stories: Sequence[str], vocab_size: int = 2048) -> Tokenizer:
+    """Train the paper's BPE: `vocab_size` entries including the 5 specials at ids 0-4.
+
+    Normalizer NFD + Lowercase + StripAccents, pre-tokenizer Whitespace + single Digits. The result is
+    deterministic for the same stories; it has fewer entries when the text has too few distinct words
+    to fill `vocab_size`.
+    """
+    tokenizer = Tokenizer(models.BPE(unk_token=BPE_SPECIALS[0]))
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BPE_SPECIALS), show_progress=False)
+    tokenizer.train_from_iterator(stories, trainer=trainer, length=len(stories))
+    return tokenizer
+
+
+def model_vocab_size(tokenizer: Tokenizer) -> int:
+    """Size of the model's vocabulary: the BPE's plus `<unk>`, `<s>`, `</s>` in front."""
+    return tokenizer.get_vocab_size() + SPECIAL_OFFSET
+
+
+def prepare_corpus(
+    text_path: Path, cache_dir: Path, n_stories: int | None = None, vocab_size: int = 2048
+) -> Corpus:
+    """Tokenise a one-story-per-line text file, training the BPE on it, with an on-disk cache.
+
+    The cache entry (`tokenizer.json`, `tokens.npy`, `offsets.npy`) is keyed by the text's sha256,
+    `n_stories` and `vocab_size`, and appears atomically, so a second call (or a concurrent run) reuses
+    it without retraining. Blank lines are skipped; `n_stories` keeps only the first stories.
+    """
+    text_path = Path(text_path)
+    if not text_path.is_file():
+        raise DataError(f"TinyStories text not found at {text_path}: {FETCH_HINT}")
+    if not len(BPE_SPECIALS) < vocab_size <= np.iinfo(np.int16).max + 1 - SPECIAL_OFFSET:
+        raise ValueError(f"vocab_size must fit int16 model ids after the specials, got {vocab_size}")
+    text_sha = _sha256_file(text_path)
+    entry = Path(cache_dir) / f"{text_sha[:16]}-n{'all' if n_stories is None else n_stories}-v{vocab_size}"
+    if not entry.is_dir():
+        stories = _read_stories(text_path, n_stories)
+        if not stories:
+            raise DataError(f"no stories in {text_path}: expected one story per line; {FETCH_HINT}")
+        tokenizer = train_tokenizer(stories, vocab_size)
+        tokens, offsets = _encode(tokenizer, stories)
+        _write_cache_entry(entry, tokenizer, tokens, offsets)
+    tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
+    offsets = np.load(entry / "offsets.npy", mmap_mode="r")
+    return Corpus(
+        tokenizer=tokenizer,
+        tokens=np.load(entry / "tokens.npy", mmap_mode="r"),
+        offsets=offsets,
+        vocab_size=model_vocab_size(tokenizer),
+        text_sha256=text_sha,
+        n_stories=len(offsets) - 1,
+    )
+
+
+def fixed_eval_set(corpus: Corpus, n_sequences: int = 1024, max_len: int | None = None) -> EvalBatch:
+    """The paper's evaluation set: the first `n_sequences` stories, the same every generation.
+
+    `max_len` truncates each row to that many tokens (keeps `<s>`, drops the tail, `</s>` only if it
+    fits): our option for speed; the paper truncated nothing.
+    """
+    _check_eval_args(corpus, n_sequences, max_len)
+    return _batch(corpus, np.arange(n_sequences), max_len)
+
+
+def sampled_eval_set(
+    corpus: Corpus, n_sequences: int, max_len: int | None, seed: int, generation: int
+) -> EvalBatch:
+    """A fresh batch per generation: `n_sequences` distinct stories from `default_rng([seed, generation])`.
+
+    Same (seed, generation) gives the same batch, so every individual of a generation sees the same
+    data and a resumed run sees what the uninterrupted one saw.
+    """
+    _check_eval_args(corpus, n_sequences, max_len)
+    rng = np.random.default_rng([seed, generation])
+    return _batch(corpus, rng.choice(len(corpus), size=n_sequences, replace=False), max_len)
+
+
+# --- private helpers ---------------------------------------------------------------------------
+
+
+def _batch(corpus: Corpus, indices: np.ndarray, max_len: int | None) -> EvalBatch:
+    rows = [np.concatenate(([BOS_ID], corpus.story(int(i)), [EOS_ID])).astype(np.int64) for i in indices]
+    if max_len is not None:
+        rows = [row[:max_len] for row in rows]
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)  # (B,)
+    tokens = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)  # (B, T)
+    for b, row in enumerate(rows):
+        tokens[b, : len(row)] = torch.from_numpy(row)
+    return EvalBatch(tokens=tokens, lengths=lengths)
+
+
+def _check_eval_args(corpus: Corpus, n_sequences: int, max_len: int | None) -> None:
+    if n_sequences < 1:
+        raise ValueError(f"n_sequences must be >= 1, got {n_sequences}")
+    if max_len is not None and max_len < 2:
+        raise ValueError(f"max_len must be >= 2 (<s> and one target) or None, got {max_len}")
+    if n_sequences > len(corpus):
+        raise DataError(
+            f"the evaluation needs {n_sequences} stories but the corpus has {len(corpus)}: "
+            "lower n_sequences or prepare the corpus with more stories"
+        )
+
+
+def _encode(tokenizer: Tokenizer, stories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Model ids of all stories back to back (int16) and the (n + 1,) int64 offsets into them."""
+    encoded = [np.asarray(e.ids, dtype=np.int64) + SPECIAL_OFFSET for e in tokenizer.encode_batch(stories)]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(ids) for ids in encoded], out=offsets[1:])
+    return np.concatenate(encoded).astype(np.int16), offsets
+
+
+def _write_cache_entry(entry: Path, tokenizer: Tokenizer, tokens: np.ndarray, offsets: np.ndarray) -> None:
+    """Build the entry in a temporary sibling directory and rename it into place in one step."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
+    try:
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        np.save(tmp / "tokens.npy", tokens)
+        np.save(tmp / "offsets.npy", offsets)
+        os.replace(tmp, entry)
+    except OSError:
+        if not entry.is_dir():  # a concurrent run that finished first is fine; anything else is not
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_stories(path: Path, n_stories: int | None) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        stories = (line.strip() for line in f)
+        return list(itertools.islice((s for s in stories if s), n_stories))
+
+
+def _split_stories(path: Path) -> Iterator[str]:
+    """Stories of a file where `<|endoftext|>` ends each story, whitespace collapsed to single spaces."""
+    pending: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            *finished, rest = line.split(STORY_SEPARATOR)
+            for piece in finished:
+                story = " ".join(" ".join(pending + [piece]).split())
+                pending = []
+                if story:
+                    yield story
+            pending.append(rest)
+    story = " ".join(" ".join(pending).split())
+    if story:
+        yield story
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line and short, to embed in a DataError."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -1,0 +1,261 @@
+"""Tests for the TinyStories data layer and the quickstories grammar (src/neuroevo/data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub.utils import LocalEntryNotFoundError
+
+from neuroevo.data import story_grammar, tinystories
+from neuroevo.data.story_grammar import generate_stories
+from neuroevo.data.tinystories import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIAL_OFFSET,
+    DataError,
+    extract_stories,
+    fetch_tinystories,
+    fixed_eval_set,
+    model_vocab_size,
+    prepare_corpus,
+    sampled_eval_set,
+    train_tokenizer,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTORIES = ROOT / "data" / "quickstories.txt"
+SHIPPED_COMMAND = "python -m neuroevo.data.story_grammar --n 1800 --seed 0 --out data/quickstories.txt"
+N_SMALL = 300  # stories in the small test corpus
+SMALL_VOCAB = 512  # BPE size where a test is not about the paper's 2048
+
+
+@pytest.fixture(scope="module")
+def quickstories() -> list[str]:
+    return QUICKSTORIES.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory: pytest.TempPathFactory, quickstories: list[str]) -> Path:
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text("\n".join(quickstories[:N_SMALL]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, small_text: Path) -> tinystories.Corpus:
+    return prepare_corpus(small_text, tmp_path_factory.mktemp("cache"), vocab_size=SMALL_VOCAB)
+
+
+# --- story grammar -----------------------------------------------------------------------------
+
+
+def test_generator_is_deterministic_and_seeded():
+    """The same seed gives the same stories, a longer run extends a shorter one, other seeds differ."""
+    stories = generate_stories(40, seed=7)
+    assert stories == generate_stories(40, seed=7)
+    assert generate_stories(60, seed=7)[:40] == stories
+    assert generate_stories(40, seed=8) != stories
+    assert all(story and "\n" not in story for story in stories)
+
+
+def test_shipped_file_is_the_documented_command(quickstories: list[str]):
+    """data/quickstories.txt is exactly the output of the command that data/README.md documents."""
+    assert SHIPPED_COMMAND in (ROOT / "data" / "README.md").read_text(encoding="utf-8")
+    assert SHIPPED_COMMAND in story_grammar.__doc__
+    assert quickstories == generate_stories(1800, seed=0)
+
+
+def test_main_writes_one_story_per_line(tmp_path: Path):
+    """The CLI writes generate_stories(n, seed), one story per line."""
+    out = tmp_path / "sub" / "stories.txt"
+    story_grammar.main(["--n", "5", "--seed", "3", "--out", str(out)])
+    assert out.read_text(encoding="utf-8") == "".join(s + "\n" for s in generate_stories(5, seed=3))
+
+
+# --- tokenizer ---------------------------------------------------------------------------------
+
+
+def test_tokenizer_has_2048_entries_with_specials_first(quickstories: list[str]):
+    """On the full quickstories text the BPE fills 2048 entries, specials at ids 0-4; the model adds 3."""
+    tokenizer = train_tokenizer(quickstories, vocab_size=2048)
+    assert tokenizer.get_vocab_size() == 2048
+    assert [tokenizer.token_to_id(t) for t in ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")] == [0, 1, 2, 3, 4]
+    assert model_vocab_size(tokenizer) == 2051
+
+
+def test_tokenizer_training_is_deterministic(quickstories: list[str]):
+    """Training twice on the same stories gives an identical tokenizer."""
+    stories = quickstories[:N_SMALL]
+    assert train_tokenizer(stories, SMALL_VOCAB).to_str() == train_tokenizer(stories, SMALL_VOCAB).to_str()
+
+
+def test_tokenizer_lowercases_strips_accents_and_splits_digits(corpus: tinystories.Corpus):
+    """'Café' normalises to 'cafe', words split on whitespace and punctuation, numbers into single digits."""
+    tokenizer = corpus.tokenizer
+    assert tokenizer.normalizer.normalize_str("Once Upon A Café, ÉLAN") == "once upon a cafe, elan"
+    pieces = [p for p, _ in tokenizer.pre_tokenizer.pre_tokenize_str("Tom, aged 2024!")]
+    assert pieces == ["Tom", ",", "aged", "2", "0", "2", "4", "!"]
+    assert tokenizer.encode("10 12").tokens == ["1", "0", "1", "2"]
+
+
+def test_round_trip_gives_normalised_text(corpus: tinystories.Corpus, quickstories: list[str]):
+    """Decoding a stored story's model ids gives its normalised text (up to the spaces BPE drops)."""
+    tokenizer = corpus.tokenizer
+    for i in range(20):
+        ids = corpus.story(i).astype(np.int64) - SPECIAL_OFFSET
+        decoded = tokenizer.decode(ids.tolist())
+        expected = tokenizer.normalizer.normalize_str(quickstories[i])
+        assert "".join(decoded.split()) == "".join(expected.split())
+
+
+# --- corpus and cache --------------------------------------------------------------------------
+
+
+def test_corpus_layout(corpus: tinystories.Corpus):
+    """Tokens are an int16 memmap of model ids ≥ 3 and < vocab_size; offsets delimit every story."""
+    assert len(corpus) == N_SMALL
+    assert corpus.vocab_size == corpus.tokenizer.get_vocab_size() + SPECIAL_OFFSET == SMALL_VOCAB + 3
+    assert isinstance(corpus.tokens, np.memmap) and corpus.tokens.dtype == np.int16
+    assert corpus.offsets.dtype == np.int64 and corpus.offsets[0] == 0 and corpus.offsets[-1] == len(corpus.tokens)
+    assert corpus.tokens.min() >= SPECIAL_OFFSET and corpus.tokens.max() < corpus.vocab_size
+    assert all(len(corpus.story(i)) > 0 for i in range(len(corpus)))
+
+
+def test_cache_is_reused_without_retraining(tmp_path: Path, small_text: Path, monkeypatch: pytest.MonkeyPatch):
+    """A second prepare_corpus call with the same text, n_stories and vocab loads the cache, not the trainer."""
+    first = prepare_corpus(small_text, tmp_path, n_stories=50, vocab_size=SMALL_VOCAB)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the tokenizer was retrained")
+
+    monkeypatch.setattr(tinystories, "train_tokenizer", no_training)
+    second = prepare_corpus(small_text, tmp_path, n_stories=50, vocab_size=SMALL_VOCAB)
+    assert len(first) == len(second) == 50
+    assert np.array_equal(first.tokens, second.tokens) and np.array_equal(first.offsets, second.offsets)
+    assert second.text_sha256 == first.text_sha256
+    assert [p.name for p in tmp_path.iterdir()] == [f"{first.text_sha256[:16]}-n50-v{SMALL_VOCAB}"]
+
+
+def test_missing_text_is_a_one_line_data_error(tmp_path: Path):
+    """A missing text file raises DataError: one line naming the path and how to fetch it."""
+    missing = tmp_path / "nowhere" / "first10k.txt"
+    with pytest.raises(DataError) as info:
+        prepare_corpus(missing, tmp_path / "cache")
+    message = str(info.value)
+    assert "\n" not in message and str(missing) in message and "fetch-data" in message
+
+
+# --- evaluation batches ------------------------------------------------------------------------
+
+
+def test_eval_batch_layout(corpus: tinystories.Corpus):
+    """Each row is <s> story </s> padded with PAD_ID to the longest; lengths count BOS and EOS."""
+    batch = fixed_eval_set(corpus, n_sequences=16)
+    story_lengths = torch.tensor([len(corpus.story(i)) for i in range(16)])
+    assert batch.tokens.dtype == batch.lengths.dtype == torch.long
+    assert batch.tokens.shape == (16, int(story_lengths.max()) + 2)
+    assert torch.equal(batch.lengths, story_lengths + 2)
+    assert batch.n_targets == int((story_lengths + 1).sum())
+    for b in range(16):
+        n = int(batch.lengths[b])
+        assert batch.tokens[b, 0] == BOS_ID and batch.tokens[b, n - 1] == EOS_ID
+        assert torch.equal(batch.tokens[b, 1 : n - 1], torch.from_numpy(corpus.story(b).astype(np.int64)))
+        assert (batch.tokens[b, n:] == PAD_ID).all()
+
+
+def test_max_len_truncates_tail_and_keeps_bos(corpus: tinystories.Corpus):
+    """With max_len, rows keep <s> and their first tokens; </s> survives only in rows that fit."""
+    full = fixed_eval_set(corpus, n_sequences=32)
+    max_len = int(full.lengths.float().median())
+    cut = fixed_eval_set(corpus, n_sequences=32, max_len=max_len)
+    assert cut.tokens.shape == (32, max_len)
+    assert torch.equal(cut.lengths, full.lengths.clamp(max=max_len))
+    assert torch.equal(cut.tokens, full.tokens[:, :max_len])
+    fits = full.lengths <= max_len
+    assert fits.any() and (~fits).any()
+    assert (cut.tokens[fits, cut.lengths[fits] - 1] == EOS_ID).all()
+    assert (cut.tokens[~fits, -1] != EOS_ID).all()
+
+
+def test_fixed_eval_set_is_identical_across_calls(corpus: tinystories.Corpus):
+    """The paper's evaluation set is the first n stories, the same on every call."""
+    a, b = fixed_eval_set(corpus, n_sequences=64), fixed_eval_set(corpus, n_sequences=64)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
+
+
+def test_sampled_eval_set_depends_on_seed_and_generation(corpus: tinystories.Corpus):
+    """Same (seed, generation) gives the same batch of distinct stories; another generation differs."""
+    a = sampled_eval_set(corpus, n_sequences=64, max_len=None, seed=3, generation=5)
+    b = sampled_eval_set(corpus, n_sequences=64, max_len=None, seed=3, generation=5)
+    c = sampled_eval_set(corpus, n_sequences=64, max_len=None, seed=3, generation=6)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
+    assert a.tokens.shape != c.tokens.shape or not torch.equal(a.tokens, c.tokens)
+    rows = {tuple(row[:n].tolist()) for row, n in zip(a.tokens, a.lengths)}
+    assert len(rows) == 64  # sampled without replacement (the grammar's stories are all distinct)
+
+
+def test_eval_set_larger_than_corpus_is_a_data_error(corpus: tinystories.Corpus):
+    """Asking for more evaluation stories than the corpus holds raises a one-line DataError."""
+    with pytest.raises(DataError, match="corpus has 300"):
+        fixed_eval_set(corpus, n_sequences=1024)
+
+
+# --- fetching ----------------------------------------------------------------------------------
+
+
+def test_extract_stories_splits_on_endoftext(tmp_path: Path):
+    """Stories end at <|endoftext|> lines, inner newlines become spaces, empty stories vanish, n caps."""
+    raw = tmp_path / "TinyStories-train.txt"
+    raw.write_text(
+        "Once upon a time, Lily\nfound a ball.\n\nShe was happy.\n<|endoftext|>\n"
+        "\n<|endoftext|>\n"
+        "Tom ran.   He fell.\r\n<|endoftext|>\n"
+        "Ben had a café.\n<|endoftext|>\n"
+        "Last story without a separator\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out" / "first10k.txt"
+    assert extract_stories(raw, out, n_stories=10) == 4
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        "Once upon a time, Lily found a ball. She was happy.",
+        "Tom ran. He fell.",
+        "Ben had a café.",
+        "Last story without a separator",
+    ]
+    assert extract_stories(raw, out, n_stories=2) == 2
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+    assert [p.name for p in out.parent.iterdir()] == ["first10k.txt"]  # no temporary file left behind
+
+
+def test_offline_fetch_is_a_one_line_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """When the hub cannot be reached, fetch_tinystories raises a one-line DataError and writes nothing."""
+
+    def offline(**kwargs):
+        assert kwargs["revision"] == tinystories.HF_REVISION and kwargs["repo_type"] == "dataset"
+        raise LocalEntryNotFoundError("Cannot reach the Hub.\nCheck your connection.")
+
+    monkeypatch.setattr(tinystories, "hf_hub_download", offline)
+    with pytest.raises(DataError) as info:
+        fetch_tinystories(tmp_path / "tinystories")
+    assert "\n" not in str(info.value) and "internet" in str(info.value)
+    assert not (tmp_path / "tinystories").exists()
+
+
+def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With the download faked, fetch writes first10k.txt and a SOURCE.json with the pinned revision and hashes."""
+    raw = tmp_path / "TinyStories-train.txt"
+    raw.write_text("One.\n<|endoftext|>\nTwo\nlines.\n<|endoftext|>\nThree.\n<|endoftext|>\n", encoding="utf-8")
+    monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: str(raw))
+    out = fetch_tinystories(tmp_path / "tinystories", n_stories=2)
+    assert out == tmp_path / "tinystories" / "first10k.txt"
+    assert out.read_text(encoding="utf-8") == "One.\nTwo lines.\n"
+    source = json.loads((out.parent / "SOURCE.json").read_text(encoding="utf-8"))
+    assert source["revision"] == tinystories.HF_REVISION and source["n_stories"] == 2
+    assert source["sha256_download"] == hashlib.sha256(raw.read_bytes()).hexdigest()
+    assert source["sha256_written"] == hashlib.sha256(out.read_bytes()).hexdigest()
