@@ -1,0 +1,165 @@
+"""The engine's pieces on tiny inputs: noise, encodings' init/mutation scales, genomes, the GA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from neuroevo.encoding import EncodingConfig, EncodingError, ParamLayout
+from neuroevo.ga import GAConfig, GeneticAlgorithm
+from neuroevo.genome import Genome, develop, initial_weights
+from neuroevo.layers import Linear
+from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.noise import gaussian, gaussian_reference
+
+PAPER_VOCAB = 2051
+
+
+def test_noise_matches_pure_python_reference() -> None:
+    """The tensor noise equals the integer-exact Python spec to float32 rounding, for any offset."""
+    for seed, start in [(0, 0), (12345, 0), (2**31 - 1, 1000)]:
+        tensor = gaussian([seed], 300, start=start)[0]
+        reference = torch.tensor(gaussian_reference(seed, 300, start), dtype=torch.float32)
+        torch.testing.assert_close(tensor, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_noise_rows_are_independent_of_batching() -> None:
+    """Row s of a batched draw equals the same seed drawn alone (bit for bit on one device)."""
+    batched = gaussian([3, 9, 27], 640)
+    assert torch.equal(batched[1], gaussian([9], 640)[0])
+
+
+def test_noise_is_standard_normal() -> None:
+    """A million draws have mean ≈ 0, std ≈ 1 and Gaussian tails; different seeds are uncorrelated."""
+    x = gaussian([1, 2], 500_000)
+    assert abs(x[0].mean().item()) < 0.01 and abs(x[0].std().item() - 1) < 0.01
+    assert abs((x[0].abs() > 2).float().mean().item() - 0.0455) < 0.003
+    assert abs(torch.corrcoef(x)[0, 1].item()) < 0.01
+
+
+def _paper_layout(encoding: EncodingConfig, **model) -> ParamLayout:
+    return Transformer(ModelConfig(**model), encoding, PAPER_VOCAB).layout
+
+
+@pytest.mark.parametrize("encoding, model, genome", [
+    (EncodingConfig("dense"), {}, 99_507),
+    (EncodingConfig("factorized", 4, {"embedding": 32}), {}, 75_955),
+    (EncodingConfig("dense"), {"hidden": 4, "ff": 16}, 11_671),
+    (EncodingConfig("factorized", 1, {"embedding": 4}), {}, 13_023),
+])
+def test_genome_sizes_match_the_paper(encoding: EncodingConfig, model: dict, genome: int) -> None:
+    """Genome dimensions equal the reference's counts for the four TinyStories conditions."""
+    layout = _paper_layout(encoding, **model)
+    assert layout.dim == genome
+    layer_norms = 3 * 2 * 2 * model.get("hidden", 32)
+    assert layout.searched_dim == genome - layer_norms
+
+
+def test_factor_init_and_mutation_scales_follow_the_reference() -> None:
+    """Factor stds use the in>out rule and mutate at √mr; dense weights Kaiming at mr; biases √2·mr."""
+    layout = ParamLayout()
+    Linear(layout, "wide", d_in=128, d_out=32, rank=4)     # in > out: √(2/fan_in)
+    Linear(layout, "tall", d_in=32, d_out=128, rank=4)     # in ≤ out: √(√2/fan_in)
+    Linear(layout, "dense", d_in=32, d_out=16)
+    specs = {s.name: s for s in layout.specs}
+    assert specs["wide.B"].init_std == pytest.approx(math.sqrt(2 / 128))
+    assert specs["wide.A"].init_std == pytest.approx(math.sqrt(2 / 4))
+    assert specs["tall.B"].init_std == pytest.approx(math.sqrt(math.sqrt(2) / 32))
+    assert specs["tall.A"].init_std == pytest.approx(math.sqrt(math.sqrt(2) / 4))
+    std = layout.mutation_std(0.01)
+    start = layout.offsets["wide.B"]
+    assert std[start].item() == pytest.approx(math.sqrt(2 / 128) * 0.1)     # √0.01 for factors
+    start = layout.offsets["dense.weight"]
+    assert std[start].item() == pytest.approx(math.sqrt(2 / 32) * 0.01)
+    start = layout.offsets["dense.bias"]
+    assert std[start].item() == pytest.approx(math.sqrt(2) * 0.01)
+    assert layout.init_std()[start].item() == 0.0                            # biases start at 0
+
+
+def test_rank_above_the_layer_is_rejected() -> None:
+    """A rank larger than min(in, out) raises an EncodingError naming the layer."""
+    with pytest.raises(EncodingError, match="blocks.0.attn.q"):
+        _paper_layout(EncodingConfig("factorized", 20, {"embedding": 32}))
+
+
+def _toy_ga(population: int = 12, elites: int = 3, generations: int = 30) -> GeneticAlgorithm:
+    layout = ParamLayout()
+    Linear(layout, "a", 6, 5, rank=2)
+    Linear(layout, "b", 5, 3)
+    return GeneticAlgorithm(layout, GAConfig(population, elites, generations), seed=7)
+
+
+def _toy_fitness(theta: torch.Tensor) -> torch.Tensor:
+    return -(theta - 0.5).pow(2).sum(1)
+
+
+def test_elites_survive_unmutated_and_first() -> None:
+    """The top-k of a generation start the next one, in rank order, with identical weights."""
+    ga = _toy_ga()
+    theta = ga.ask().clone()
+    fitness = _toy_fitness(theta)
+    record = ga.tell(fitness)
+    assert record.elite_indices == torch.argsort(-fitness)[:3].tolist()
+    assert torch.equal(ga.ask()[:3], theta[record.elite_indices])
+    assert ga.ask().shape == theta.shape
+
+
+def test_children_carry_one_new_gene_from_a_survivor() -> None:
+    """Each child is a survivor's chain plus exactly one mutation gene at the configured rate."""
+    ga = _toy_ga()
+    ga.tell(_toy_fitness(ga.ask()))
+    elites = ga.genomes[:3]
+    for child in ga.genomes[3:]:
+        parent = Genome(child.init_seed, child.mutations[:-1])
+        assert parent in elites
+        assert child.mutations[-1][1] == 0.01
+
+
+def test_develop_from_scratch_equals_the_ga_cache() -> None:
+    """After many generations, replaying each chain from its seeds gives the GA's cached weights."""
+    ga = _toy_ga(generations=40)
+    for _ in range(25):
+        ga.tell(_toy_fitness(ga.ask()))
+    assert max(len(g.mutations) for g in ga.genomes) >= 10
+    for genome, cached in zip(ga.genomes, ga.ask()):
+        torch.testing.assert_close(develop(genome, ga.layout)[0], cached, rtol=1e-6, atol=1e-6)
+
+
+def test_ga_improves_a_known_objective() -> None:
+    """On a smooth toy objective the elite's fitness rises: selection and mutation point uphill."""
+    ga = _toy_ga(population=32, elites=4, generations=60)
+    first = _toy_fitness(ga.ask()).max().item()
+    while not ga.done:
+        record = ga.tell(_toy_fitness(ga.ask()))
+    assert record.stats["best"] > first + 0.5
+
+
+def test_state_dict_round_trip_rebreeds_the_same_population() -> None:
+    """Loading a checkpoint re-breeds exactly the children the original GA bred."""
+    ga = _toy_ga()
+    ga.tell(_toy_fitness(ga.ask()))
+    restored = _toy_ga()
+    restored.load_state_dict(ga.state_dict())
+    assert restored.genomes == ga.genomes
+    assert torch.equal(restored.ask(), ga.ask())
+
+
+def test_genome_json_round_trip_is_small() -> None:
+    """A 300-generation chain serialises to a few KB and reads back unchanged."""
+    genome = Genome(123, tuple((2**31 - 1 - i, 0.01) for i in range(300)))
+    import json
+    text = json.dumps(genome.to_dict())
+    assert len(text) < 4000
+    assert Genome.from_dict(json.loads(text)) == genome
+
+
+def test_initial_weights_have_the_specified_distribution() -> None:
+    """Fresh genomes draw each tensor at its init std; layer-norm scales start at exactly 1."""
+    layout = _paper_layout(EncodingConfig("dense"))
+    theta = initial_weights(layout, list(range(4)), torch.device("cpu"))
+    views = layout.views(theta)
+    assert views["embed.weight"].std().item() == pytest.approx(1.0, rel=0.02)
+    assert views["blocks.0.ff1.weight"].std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.05)
+    assert torch.all(views["blocks.0.ln1.scale"] == 1) and torch.all(views["blocks.0.attn.q.bias"] == 0)

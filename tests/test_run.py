@@ -1,0 +1,150 @@
+"""Whole runs through the CLI: reproducibility, resume after kill -9, learning, clean failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neuroevo.cli import main
+
+CONFIGS = Path("configs/tinystories")
+ENCODING_CONFIGS = ["dense", "factorized", "factorized-rank1", "small"]
+
+
+def _run(config: str, out: Path, overrides: list[str], *extra: str) -> int:
+    args = ["run", str(CONFIGS / f"{config}.yaml"), "--out", str(out), "--quiet", *extra]
+    for item in overrides:
+        args += ["--set", item]
+    return main(args)
+
+
+def test_run_writes_the_run_directory_contract(tmp_path: Path, tiny_lm_overrides) -> None:
+    """A run leaves fitness.csv, timing.csv, elite.json (a few KB) and summary.json behind."""
+    out = tmp_path / "run"
+    assert _run("factorized", out, tiny_lm_overrides) == 0
+    header = (out / "fitness.csv").read_text().splitlines()[0].split(",")
+    assert header[:8] == ["generation", "best", "mean", "median", "std", "worst", "elite_mean",
+                          "mr_mean"]
+    assert len((out / "fitness.csv").read_text().splitlines()) == 1 + 3
+    assert (out / "timing.csv").read_text().startswith("generation,eval_seconds,wall_seconds")
+    assert (out / "elite.json").stat().st_size < 4096
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoding"] == "factorized" and summary["params"]["searched"] > 0
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_same_seed_same_log_and_different_seed_different_log(tmp_path: Path,
+                                                             tiny_lm_overrides) -> None:
+    """Same config and seed give a byte-identical fitness.csv; another seed gives another one."""
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        assert _run("dense", tmp_path / name, tiny_lm_overrides + [f"seed={seed}"]) == 0
+    logs = {name: (tmp_path / name / "fitness.csv").read_bytes() for name in "abc"}
+    assert logs["a"] == logs["b"]
+    assert logs["a"] != logs["c"]
+
+
+def test_kill_minus_nine_then_resume_reproduces_the_log(tmp_path: Path, tiny_lm_overrides) -> None:
+    """A run killed with SIGKILL mid-run and resumed writes the uninterrupted run's fitness.csv."""
+    overrides = tiny_lm_overrides + ["ga.generations=14", "ga.population=16",
+                                     "task.n_sequences=16"]
+    assert _run("factorized", tmp_path / "whole", overrides) == 0
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "neuroevo.cli", "run", str(CONFIGS / "factorized.yaml"),
+               "--out", str(out), "--quiet"] + [a for o in overrides for a in ("--set", o)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fitness = out / "fitness.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if fitness.exists() and len(fitness.read_text().splitlines()) >= 1 + 4:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    rows_at_kill = len(fitness.read_text().splitlines()) - 1
+    assert 4 <= rows_at_kill < 14 and not (out / "summary.json").exists()
+
+    assert _run("factorized", out, overrides, "--resume") == 0
+    assert fitness.read_bytes() == (tmp_path / "whole" / "fitness.csv").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ENCODING_CONFIGS)
+def test_quick_preset_learns(tmp_path: Path, config: str) -> None:
+    """On the quick preset every encoding's best fitness rises by > 0.1 nats in 20 generations."""
+    cache = os.environ["NEUROEVO_TEST_CACHE"]
+    assert _run(config, tmp_path / config, [f"task.cache_dir={cache}"], "--preset", "quick") == 0
+    rows = (tmp_path / config / "fitness.csv").read_text().splitlines()[1:]
+    first, last = (float(rows[i].split(",")[1]) for i in (0, -1))
+    assert len(rows) == 20
+    assert last > first + 0.1, f"{config}: best {first:.3f} → {last:.3f}"
+
+
+@pytest.mark.parametrize("override, message", [
+    (["ga.populaton=8"], "unknown key ga.populaton"),
+    (["encoding.kind=sparse"], "unknown encoding 'sparse'"),
+    (["task.name=chess"], "unknown task 'chess'"),
+    (["ga.population=ten"], "ga.population: expected int"),
+    (["encoding.kind=factorized", "encoding.rank=64"], "rank 64 for layer"),
+    (["task.text=data/missing.txt"], "data/missing.txt"),
+])
+def test_bad_config_fails_with_one_line_and_no_run_dir(tmp_path: Path, tiny_lm_overrides, capsys,
+                                                       override: list[str], message: str) -> None:
+    """Each bad config stops with exit 2, one stderr line naming the problem, and no run dir."""
+    out = tmp_path / "never"
+    assert _run("dense", out, tiny_lm_overrides + override) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_unknown_preset_names_the_choices(tmp_path: Path, capsys) -> None:
+    """An unknown preset is refused with the presets the config does define."""
+    assert _run("dense", tmp_path / "x", [], "--preset", "huge") == 2
+    assert "unknown preset 'huge' (choices: quick)" in capsys.readouterr().err
+
+
+def test_describe_matches_a_hand_count(capsys, tiny_lm_overrides) -> None:
+    """`describe --json` reports the paper model's genome (99,507) and per-layer searched sizes."""
+    cache = [o for o in tiny_lm_overrides if o.startswith("task.cache_dir")]
+    args = ["describe", str(CONFIGS / "factorized.yaml"), "--json", "--preset", "quick"]
+    for item in cache + ["task.vocab_size=2048"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    # hand count, factorized paper model: embedding (2051·32 + 32·32) + out bias 2051;
+    # per block: 3 × (32·4 + 4·16 + 16) q/k/v, (16·4 + 4·32 + 32) out, (32·4 + 4·128 + 128) ff1,
+    # (128·4 + 4·32 + 32) ff2, 2 × 64 frozen layer norm
+    block = 3 * (128 + 64 + 16) + (64 + 128 + 32) + (128 + 512 + 128) + (512 + 128 + 32)
+    searched = 2051 * 32 + 32 * 32 + 2051 + 3 * block
+    assert report["totals"]["searched"] == searched
+    assert report["totals"]["genome"] == searched + 3 * 128 == 75_955
+    assert report["totals"]["network"] == 99_507
+    rows = {row["layer"]: row for row in report["layers"]}
+    assert rows["blocks.0.ff1"]["searched"] == 128 + 512 + 128
+    assert rows["embed"]["encoding"] == "factorized r=32"
+
+
+def test_replay_redevelops_the_elite(tmp_path: Path, tiny_lm_overrides, capsys) -> None:
+    """`replay elite.json` re-develops the chain and reproduces the logged fitness."""
+    out = tmp_path / "run"
+    assert _run("small", out, tiny_lm_overrides) == 0
+    capsys.readouterr()
+    assert main(["replay", str(out / "elite.json"), "--device", "cpu"]) == 0
+    assert "matches the logged" in capsys.readouterr().out
+
+
+def test_existing_run_dir_needs_resume(tmp_path: Path, tiny_lm_overrides, capsys) -> None:
+    """Starting a run over a finished one is refused unless --resume is given."""
+    out = tmp_path / "run"
+    assert _run("small", out, tiny_lm_overrides) == 0
+    assert _run("small", out, tiny_lm_overrides) == 2
+    assert "--resume" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""The population-batched transformer against obvious references (tolerances: float32, 1e-5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuroevo.encoding import EncodingConfig
+from neuroevo.genome import initial_weights
+from neuroevo.layers import developed_linear_weight
+from neuroevo.models.transformer import ModelConfig, Transformer
+
+VOCAB = 61
+ENCODINGS = {
+    "dense": (EncodingConfig("dense"), ModelConfig()),
+    "factorized": (EncodingConfig("factorized", 4, {"embedding": 8}), ModelConfig()),
+    "factorized-rank1": (EncodingConfig("factorized", 1, {"embedding": 4}), ModelConfig()),
+    "small": (EncodingConfig("dense"), ModelConfig(hidden=4, ff=16)),
+}
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four sequences of lengths 12, 9, 5, 2, right-padded with 0."""
+    lengths = torch.tensor([12, 9, 5, 2])
+    tokens = torch.randint(3, VOCAB, (4, 12), generator=torch.Generator().manual_seed(1))
+    tokens[torch.arange(12)[None, :] >= lengths[:, None]] = 0
+    return tokens, lengths
+
+
+def _population(model: Transformer, size: int = 5) -> torch.Tensor:
+    theta = initial_weights(model.layout, list(range(size)), torch.device("cpu"))
+    # a little mutation noise so individuals differ in every tensor, biases included
+    return theta + 0.01 * torch.randn_like(theta) * (model.layout.mutation_std(0.01) > 0)
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_batched_forward_equals_per_individual(name: str) -> None:
+    """Scoring P individuals at once equals scoring each alone (atol 1e-5), any chunking."""
+    encoding, config = ENCODINGS[name]
+    model = Transformer(config, encoding, VOCAB)
+    theta = _population(model)
+    tokens, lengths = _batch()
+    batched = model.negative_cross_entropy(model.layout.views(theta), tokens, lengths,
+                                           token_chunk=5)
+    alone = torch.cat([model.negative_cross_entropy(model.layout.views(theta[i:i + 1]), tokens,
+                                                    lengths) for i in range(len(theta))])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+def _dense_twin(factorized: Transformer, theta: torch.Tensor) -> tuple[Transformer, torch.Tensor]:
+    """A dense model whose every W is the factorized model's developed A·B."""
+    dense = Transformer(factorized.cfg, EncodingConfig("dense"), VOCAB)
+    p = factorized.layout.views(theta)
+    out = torch.empty(theta.shape[0], dense.layout.dim)
+    q = dense.layout.views(out)
+    for name, view in q.items():
+        if name in p:
+            view.copy_(p[name])
+        elif name == "embed.weight":
+            view.copy_(torch.bmm(p["embed.B"], p["embed.A"]))
+    for block_f, block_d in zip(factorized.blocks, dense.blocks):
+        for lf, ld in [(block_f.q, block_d.q), (block_f.k, block_d.k), (block_f.v, block_d.v),
+                       (block_f.out, block_d.out), (block_f.ff1, block_d.ff1),
+                       (block_f.ff2, block_d.ff2)]:
+            q[f"{ld.name}.weight"].copy_(developed_linear_weight(lf, p))
+    return dense, out
+
+
+def test_factorized_forward_equals_dense_with_developed_weights() -> None:
+    """(x·B)·A everywhere gives the same loss as the dense network with W = A·B (atol 1e-4)."""
+    encoding, config = ENCODINGS["factorized"]
+    model = Transformer(config, encoding, VOCAB)
+    theta = _population(model)
+    dense, dense_theta = _dense_twin(model, theta)
+    tokens, lengths = _batch()
+    torch.testing.assert_close(
+        model.negative_cross_entropy(model.layout.views(theta), tokens, lengths),
+        dense.negative_cross_entropy(dense.layout.views(dense_theta), tokens, lengths),
+        rtol=1e-4, atol=1e-4)
+
+
+def test_loss_is_the_mean_of_per_sequence_mean_cross_entropy() -> None:
+    """Fitness equals −mean over sequences of F.cross_entropy over each sequence's own targets."""
+    encoding, config = ENCODINGS["dense"]
+    model = Transformer(config, encoding, VOCAB)
+    theta = _population(model, 1)
+    p = model.layout.views(theta)
+    tokens, lengths = _batch()
+    hidden = model.hidden_states(p, tokens).view(4, 12, -1)               # (B, T, H), P = 1
+    logits = hidden @ p["embed.weight"][0].T + p["embed.out_bias"][0]
+    per_sequence = [F.cross_entropy(logits[b, :n - 1], tokens[b, 1:n]) for b, n in
+                    enumerate(lengths.tolist())]
+    expected = -torch.stack(per_sequence).mean()
+    torch.testing.assert_close(model.negative_cross_entropy(p, tokens, lengths)[0], expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_padding_does_not_change_the_loss() -> None:
+    """Extra right padding (any token id) leaves every individual's fitness unchanged."""
+    encoding, config = ENCODINGS["factorized"]
+    model = Transformer(config, encoding, VOCAB)
+    theta = _population(model)
+    tokens, lengths = _batch()
+    padded = torch.cat([tokens, torch.randint(0, VOCAB, (4, 6))], dim=1)
+    torch.testing.assert_close(
+        model.negative_cross_entropy(model.layout.views(theta), tokens, lengths),
+        model.negative_cross_entropy(model.layout.views(theta), padded, lengths),
+        rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_causal() -> None:
+    """Changing a later token never changes the hidden state at earlier positions."""
+    encoding, config = ENCODINGS["dense"]
+    model = Transformer(config, encoding, VOCAB)
+    p = model.layout.views(_population(model, 2))
+    tokens, _ = _batch()
+    changed = tokens.clone()
+    changed[:, 6] = (changed[:, 6] + 1) % VOCAB
+    before = model.hidden_states(p, tokens).view(2, 4, 12, -1)
+    after = model.hidden_states(p, changed).view(2, 4, 12, -1)
+    torch.testing.assert_close(before[:, :, :6], after[:, :, :6])
+    assert not torch.allclose(before[:, :, 6:], after[:, :, 6:])
