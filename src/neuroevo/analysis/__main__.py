@@ -1,0 +1,103 @@
+"""`python -m neuroevo.analysis <subcommand>`: the entry points the workflow rules call.
+
+Subcommands: `aggregate` (run dirs → fitness_long.csv, runs.csv), `tables` (runs.csv → the paper's
+tables), `figure NAME` (one table → one figure's PDF + PNG), `report` (tables + figures → report).
+Keeping the logic here lets every rule be a one-line shell command. Errors print one line, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import aggregate, figures, grid, report, tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one subcommand; a contract violation is one line on stderr, exit 1."""
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"neuroevo.analysis {args.command}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _aggregate(args: argparse.Namespace) -> None:
+    long, runs = aggregate.aggregate(grid.load(args.grid), args.runs_root)
+    for table, path in ((long, args.long), (runs, args.runs)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+
+
+def _tables(args: argparse.Namespace) -> None:
+    built = tables.build(_read(args.runs), grid.load(args.grid))
+    for name, table in built.items():
+        tables.write(table, args.out_dir / name)
+
+
+def _figure(args: argparse.Namespace) -> None:
+    g = grid.load(args.grid)
+    function, _ = figures.FIGURES[args.name]
+    function(_read(args.table), g.task(args.task), g.preset, args.out)
+
+
+def _report(args: argparse.Namespace) -> None:
+    report.write(
+        grid.load(args.grid),
+        _read(args.runs),
+        report.table_paths(args.tables_dir, tables.TABLES),
+        [Path(p) for p in args.figures if p.suffix == ".png"],
+        args.md,
+        args.html,
+    )
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """A results table written by `aggregate` (nullable integer rank kept as such)."""
+    return pd.read_csv(path, dtype={"rank": "Int64"})
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m neuroevo.analysis", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("aggregate", help="all run dirs of the grid → fitness_long.csv and runs.csv")
+    p.add_argument("--grid", type=Path, required=True, help="results/<preset>/grid.json")
+    p.add_argument("--runs-root", type=Path, required=True, help="results/<preset>/runs")
+    p.add_argument("--long", type=Path, required=True, help="output: fitness_long.csv")
+    p.add_argument("--runs", type=Path, required=True, help="output: runs.csv")
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("tables", help="runs.csv → final, kruskal, pairwise tables (.csv .md .tex)")
+    p.add_argument("--grid", type=Path, required=True)
+    p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=_tables)
+
+    p = sub.add_parser("figure", help="one figure of one task → <out>.pdf and <out>.png")
+    p.add_argument("name", choices=sorted(figures.FIGURES))
+    p.add_argument("--grid", type=Path, required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--table", type=Path, required=True, help="fitness_long.csv or runs.csv, as the figure needs")
+    p.add_argument("--out", type=Path, required=True, help="output path without extension")
+    p.set_defaults(func=_figure)
+
+    p = sub.add_parser("report", help="tables + figures → report.md and self-contained report.html")
+    p.add_argument("--grid", type=Path, required=True)
+    p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--tables-dir", type=Path, required=True)
+    p.add_argument("--figures", type=Path, nargs="*", default=[], help="figure files (PNG are embedded)")
+    p.add_argument("--md", type=Path, required=True)
+    p.add_argument("--html", type=Path, required=True)
+    p.set_defaults(func=_report)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

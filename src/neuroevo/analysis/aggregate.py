@@ -1,0 +1,76 @@
+"""Gather every run of a preset's grid into two long tables, the inputs of all tables and figures.
+
+`fitness_long.csv` has one row per (run, generation): the grid's identity columns (task, variant,
+encoding, rank, seed) followed by every fitness.csv and timing.csv column (task-specific ones such as
+`env_steps` or CarRacing's wave columns are empty for other tasks). `runs.csv` has one row per run:
+parameter counts, the final numbers of summary.json and the task's compared score at the last
+generation (`final_score`, the value the paper's tests use).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .grid import Grid, Task, Variant
+from .runs import Run, RunDirError, load_run, run_dir
+
+ID_COLUMNS = ["task", "variant", "encoding", "rank", "seed"]
+
+
+def aggregate(grid: Grid, runs_root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load every (task, variant, seed) of the grid from `runs_root`: (fitness_long, runs)."""
+    long_parts, rows = [], []
+    for task in grid.tasks:
+        for variant in task.variants:
+            for seed in task.seeds:
+                run = load_run(run_dir(runs_root, task.name, variant.name, seed), seed=seed)
+                if task.series not in run.fitness.columns:
+                    raise RunDirError(f"{run.path / 'fitness.csv'}: missing column {task.series!r} (the task's series)")
+                long_parts.append(_long(task, variant, run))
+                rows.append(_row(task, variant, run))
+    long = pd.concat(long_parts, ignore_index=True)
+    runs = pd.DataFrame(rows)
+    for table in (long, runs):
+        table["rank"] = table["rank"].astype("Int64")  # nullable: dense and small have no rank
+    return long, runs
+
+
+def _long(task: Task, variant: Variant, run: Run) -> pd.DataFrame:
+    """One run's generations with identity columns in front and timing columns joined on."""
+    frame = run.fitness.merge(run.timing, on="generation", how="left", suffixes=("", "_timing"))
+    ids = _ids(task, variant, run)
+    for position, column in enumerate(ID_COLUMNS):
+        frame.insert(position, column, ids[column])
+    return frame
+
+
+def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
+    """One run's summary numbers, flattened."""
+    params, final = run.summary["params"], run.summary["final"]
+    return {
+        **_ids(task, variant, run),
+        "device": run.summary.get("device"),
+        "versions": json.dumps(run.summary.get("versions", {}), sort_keys=True),
+        "params_network": params["network"],
+        "params_genome": params["genome"],
+        "params_searched": params["searched"],
+        "final_generation": final.get("generation", int(run.fitness["generation"].iloc[-1])),
+        "final_best": final.get("best"),
+        "final_elite_mean": final.get("elite_mean"),
+        "final_score": float(run.fitness[task.series].iloc[-1]),
+        "eval_seconds_mean": float(run.timing["eval_seconds"].mean()),
+        "wall_seconds": run.summary["wall_seconds"],
+    }
+
+
+def _ids(task: Task, variant: Variant, run: Run) -> dict[str, object]:
+    return {
+        "task": task.name,
+        "variant": variant.name,
+        "encoding": run.summary["encoding"],
+        "rank": variant.rank,
+        "seed": int(run.summary["seed"]),
+    }

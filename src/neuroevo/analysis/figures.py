@@ -1,0 +1,155 @@
+"""One function per figure; each is a pure function of one results table and writes PDF + PNG.
+
+- `fitness`: the paper's main figure — the task's series (best fitness) per generation, mean over
+  seeds with the paper's mean ± 1.96·SEM band (tinystories/plot.py, */plot-series.py).
+- `final`: last-generation score per variant, box plot with one dot per seed.
+- `runtime`: evaluation seconds per generation per variant, mean ± 1.96·SEM (the paper's CarRacing
+  result: better agents end episodes later, so evaluation time tracks early termination).
+- `rank`: last-generation score against the factorization rank (rank sweep), dense/small as lines.
+- `searched`: last-generation score against the searched degrees of freedom (log x).
+Figures that take `fitness_long.csv` are marked "long", those that take `runs.csv` are marked "runs".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+from . import stats, style
+from .grid import Task
+
+FigureFn = Callable[[pd.DataFrame, Task, str, Path], list[Path]]
+
+
+def fitness(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Best fitness per generation: mean over seeds ± 1.96·SEM, one line per variant."""
+    return _curves(long, task, preset, stem, column=task.series, ylabel=task.ylabel,
+                   title=f"Best fitness per generation — {task.title}")
+
+
+def runtime(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Evaluation wall time per generation: mean over seeds ± 1.96·SEM, one line per variant."""
+    return _curves(long, task, preset, stem, column="eval_seconds", ylabel="Evaluation time (s)",
+                   title=f"Evaluation time per generation — {task.title}")
+
+
+def final(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Distribution of the last-generation score over seeds, one box (and dots) per variant."""
+    data = _task_rows(runs, task)
+    order = style.ordered(task, data["variant"])
+    names, colours = style.labels(task), style.palette(task)
+    style.apply()
+    fig, ax = plt.subplots(figsize=style.FIGSIZE)
+    sns.boxplot(data=data, x="variant", y="final_score", hue="variant", order=order, hue_order=order,
+                palette=colours, ax=ax, showfliers=False, legend=False, boxprops={"alpha": 0.5})
+    sns.stripplot(data=data, x="variant", y="final_score", hue="variant", order=order, hue_order=order,
+                  palette=colours, ax=ax, size=5, jitter=0.15, edgecolor="black", linewidth=0.5, legend=False)
+    ax.set_xticks(range(len(order)), [names[v] for v in order], rotation=20, ha="right")
+    ax.set(xlabel="", ylabel=task.ylabel,
+           title=f"Last generation ({_last_generation(data)}) — {task.title}")
+    return _finish(fig, preset, stem)
+
+
+def rank(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Last-generation score against rank: seeds as dots, mean with 95% t-interval; dense/small as lines."""
+    data = _task_rows(runs, task)
+    ranked = data[data["rank"].notna()].astype({"rank": int})
+    if ranked["rank"].nunique() < 2:
+        raise ValueError(f"figure rank: task {task.name!r} has fewer than two ranks in runs.csv")
+    colours = style.palette(task)
+    style.apply()
+    fig, ax = plt.subplots(figsize=style.FIGSIZE)
+    ax.scatter(ranked["rank"], ranked["final_score"], s=14, color="0.5", alpha=0.7, label="one seed")
+    summary = _intervals(ranked, "rank")
+    ax.errorbar(summary.index, summary["mean"], yerr=[summary["mean"] - summary["low"], summary["high"] - summary["mean"]],
+                fmt="o-", color="black", capsize=3, label="mean, 95% t-interval")
+    for name in style.ordered(task, data.loc[data["rank"].isna(), "variant"]):
+        ax.axhline(data.loc[data["variant"] == name, "final_score"].mean(), ls="--", color=colours[name],
+                   label=f"{style.labels(task)[name]} (mean)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(ranked["rank"].unique()), [str(r) for r in sorted(ranked["rank"].unique())])
+    ax.set(xlabel="Rank", ylabel=task.ylabel, title=f"Rank sweep — {task.title}")
+    ax.legend(fontsize=7)
+    return _finish(fig, preset, stem)
+
+
+def searched(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Last-generation score against searched genome dimensions (log x), mean ± 95% t-interval per variant."""
+    data = _task_rows(runs, task)
+    names, colours = style.labels(task), style.palette(task)
+    style.apply()
+    fig, ax = plt.subplots(figsize=style.FIGSIZE)
+    for name in style.ordered(task, data["variant"]):
+        group = data[data["variant"] == name]
+        ci = stats.t_interval(group["final_score"].tolist())
+        x = float(group["params_searched"].iloc[0])
+        ax.scatter([x] * len(group), group["final_score"], s=12, color=colours[name], alpha=0.5)
+        ax.errorbar([x], [ci.mean], yerr=_yerr(ci), fmt="o", color=colours[name], capsize=3, label=names[name])
+    ax.set_xscale("log")
+    ax.set(xlabel="Searched degrees of freedom (genome dimensions)", ylabel=task.ylabel,
+           title=f"Score vs search-space size — {task.title}")
+    ax.legend(fontsize=7)
+    return _finish(fig, preset, stem)
+
+
+# name → (function, the table it takes: "long" = fitness_long.csv, "runs" = runs.csv)
+FIGURES: dict[str, tuple[FigureFn, str]] = {
+    "fitness": (fitness, "long"),
+    "final": (final, "runs"),
+    "runtime": (runtime, "long"),
+    "rank": (rank, "runs"),
+    "searched": (searched, "runs"),
+}
+
+
+def _curves(long: pd.DataFrame, task: Task, preset: str, stem: Path, column: str, ylabel: str, title: str) -> list[Path]:
+    """Mean over seeds per generation with the paper's ±1.96·SEM band, one line per variant."""
+    data = _task_rows(long, task)
+    names, colours = style.labels(task), style.palette(task)
+    style.apply()
+    fig, ax = plt.subplots(figsize=style.FIGSIZE)
+    for name in style.ordered(task, data["variant"]):
+        band = _intervals(data[data["variant"] == name], "generation", column=column, interval=stats.normal_band)
+        ax.plot(band.index, band["mean"], color=colours[name], label=names[name])
+        ax.fill_between(band.index, band["low"], band["high"], color=colours[name], alpha=0.2, linewidth=0)
+    ax.set(xlabel="Generation", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+    return _finish(fig, preset, stem)
+
+
+def _intervals(data: pd.DataFrame, by: str, column: str = "final_score",
+               interval: Callable[[list[float]], stats.Interval] = stats.t_interval) -> pd.DataFrame:
+    """mean/low/high of `column` over seeds for each value of `by`."""
+    rows = {key: interval(group[column].tolist()) for key, group in data.groupby(by)}
+    return pd.DataFrame({"mean": [i.mean for i in rows.values()], "low": [i.low for i in rows.values()],
+                         "high": [i.high for i in rows.values()]}, index=list(rows))
+
+
+def _yerr(ci: stats.Interval) -> list[list[float]]:
+    """Asymmetric error bar lengths; zero when the interval is undefined (a single seed)."""
+    if pd.isna(ci.low):
+        return [[0.0], [0.0]]
+    return [[ci.mean - ci.low], [ci.high - ci.mean]]
+
+
+def _task_rows(table: pd.DataFrame, task: Task) -> pd.DataFrame:
+    data = table[table["task"] == task.name]
+    if data.empty:
+        raise ValueError(f"no rows for task {task.name!r} in the table")
+    return data
+
+
+def _last_generation(data: pd.DataFrame) -> str:
+    generations = sorted(data["final_generation"].unique())
+    return str(generations[0]) if len(generations) == 1 else "/".join(map(str, generations))
+
+
+def _finish(fig: plt.Figure, preset: str, stem: Path) -> list[Path]:
+    style.stamp(fig, preset)
+    return style.save(fig, stem)

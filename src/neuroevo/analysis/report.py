@@ -1,0 +1,137 @@
+"""The reproduction report `paper/<preset>/report.{md,html}`: setup, every table, every figure, and
+what the paper states next to what this reproduction measured.
+
+Markdown links figures relative to the report; the HTML is self-contained (PNG figures inlined as
+data URIs, Markdown rendered with markdown-it-py, which `rich` already depends on), so it can be
+mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from markdown_it import MarkdownIt
+
+from .grid import Grid
+from .style import label
+
+# What reference-method.md states about the paper's runs, per task family. None = not stated there
+# (shown as "n/a"). Genome sizes are the reference's own count, layer-norm parameters included.
+PAPER = {
+    "tinystories": {
+        "generations": 300,
+        "seeds": None,  # not determined from the authors' code (reference-method.md §5)
+        "genome": {"dense": 99_507, "factorized-r4": 75_955, "small": 11_671, "factorized-r1": 13_023},
+    },
+    "car_racing": {"generations": 40, "seeds": 15, "genome": {}},
+    "atari": {"generations": 300, "seeds": None, "genome": {}},
+}
+NOTE = (
+    "The paper's final scores are not stated in reference-method.md, so those cells read n/a; its genome "
+    "sizes count layer-norm parameters, which an engine may or may not count in `params.genome`."
+)
+CSS = (
+    "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
+    "table{border-collapse:collapse;font-size:.85em;margin:1em 0}th,td{border:1px solid #ccc;padding:.2em .5em}"
+    "img{max-width:100%}code{background:#f4f4f4}.warn{color:#b00}"
+)
+
+
+def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list[Path],
+          out_md: Path, out_html: Path) -> None:
+    """Write both reports; `tables` maps table name → its .md file, `figures` lists PNG files."""
+    def relative(png: Path) -> str:
+        return os.path.relpath(png, out_md.parent)
+
+    def inline(png: Path) -> str:
+        return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(markdown(grid, runs, tables, figures, relative))
+    body = MarkdownIt("commonmark").enable("table").render(markdown(grid, runs, tables, figures, inline))
+    out_html.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Report ({grid.preset})</title>"
+        f"<style>{CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list[Path],
+             image_src: Callable[[Path], str]) -> str:
+    """The report as Markdown; `image_src` turns a PNG path into the `src` written for it."""
+    parts = [f"# Reproduction report — preset `{grid.preset}`\n"]
+    if grid.preset != "paper":
+        parts.append(f"**Preset `{grid.preset}`: reduced scale for checking the pipeline; "
+                     "these numbers are not the paper's experiment.**\n")
+    parts += [_setup(grid, runs), "## Tables\n"]
+    captions = {
+        "final": "Last-generation score per variant over seeds (mean, std, 95% Student-t interval) and parameter counts.",
+        "kruskal": "Kruskal–Wallis test across the compared groups at the last generation.",
+        "pairwise": "Pairwise Wilcoxon rank-sum (as the paper) and Mann–Whitney U tests; Glass's Δ = "
+                    "(mean(a) − mean(b)) / std(b, ddof 0).",
+    }
+    for name, path in tables.items():
+        parts.append(f"### {name}\n\n{captions.get(name, '')}\n\n{path.read_text()}\n")
+    parts.append("## Figures\n")
+    for task in grid.tasks:
+        parts.append(f"### {task.title}\n")
+        for png in sorted(p for p in figures if p.stem.rsplit("_", 1)[0] == task.name):
+            name = png.stem.rsplit("_", 1)[1]
+            parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — `{png.with_suffix('.pdf')}`\n")
+    parts += ["## Paper vs this reproduction\n", _paper_vs_repro(grid, runs).to_markdown(index=False) + "\n",
+              f"\n{NOTE}\n"]
+    return "\n".join(parts)
+
+
+def _setup(grid: Grid, runs: pd.DataFrame) -> str:
+    """Which engine configs, overrides and seeds ran, on which devices and software versions."""
+    rows = [
+        {"task": t.name, "variant": v.name, "legend": label(v), "config": f"`{v.config}`",
+         "overrides": " ".join(f"`{k}={val}`" for k, val in v.overrides.items()) or "—",
+         "seeds": ", ".join(map(str, t.seeds))}
+        for t in grid.tasks for v in t.variants
+    ]
+    devices = ", ".join(sorted(runs["device"].dropna().astype(str).unique())) or "n/a"
+    versions = "\n".join(f"- `{v}`" for v in sorted(runs["versions"].dropna().unique()))
+    return ("## Setup\n\n" + pd.DataFrame(rows).to_markdown(index=False) +
+            f"\n\nDevices: {devices}. Software versions recorded by the runs:\n\n{versions}\n")
+
+
+def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, variant, quantity): the paper's value (or n/a) next to ours."""
+    rows = []
+    for task in grid.tasks:
+        paper = PAPER.get(task.family, {})
+        for variant in task.variants:
+            group = runs[(runs["task"] == task.name) & (runs["variant"] == variant.name)]
+            scores = group["final_score"]
+            ours = {
+                "generations": str(int(group["final_generation"].max())),
+                "seeds": str(len(group)),
+                "genome dimensions": str(int(group["params_genome"].iloc[0])),
+                "final score (mean ± std)": f"{scores.mean():.4g} ± {scores.std(ddof=1):.2g}"
+                if len(scores) > 1 else f"{scores.mean():.4g}",
+            }
+            theirs = {
+                "generations": paper.get("generations"),
+                "seeds": paper.get("seeds"),
+                "genome dimensions": paper.get("genome", {}).get(variant.name),
+                "final score (mean ± std)": None,
+            }
+            rows += [{"task": task.name, "variant": variant.name, "quantity": q,
+                      "paper": "n/a" if theirs[q] is None else f"{theirs[q]:,}", "this reproduction": ours[q]}
+                     for q in ours]
+    return pd.DataFrame(rows)
+
+
+def table_paths(tables_dir: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """name → `<tables_dir>/<name>.md`, failing with one line if one is missing."""
+    paths = {name: tables_dir / f"{name}.md" for name in names}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"report: missing table(s) {', '.join(missing)}")
+    return paths
+

@@ -1,0 +1,110 @@
+"""Pure statistics over per-seed final scores, following the paper's analysis scripts.
+
+Garbus & Pollack (2025) compare conditions at the last generation with a Kruskal–Wallis test over
+(dense, factorized, small), pairwise Wilcoxon rank-sum tests (`scipy.stats.ranksums`) and Glass's Δ
+with the control's population standard deviation (ddof 0); their curves show mean ± 1.96·SEM over
+seeds (reference-method.md §5). We add the Mann–Whitney U test (exact for small samples, where the
+rank-sum's normal approximation is poor) and a Student-t interval for the tables.
+Functions take plain sequences and return floats; NaN stands for "undefined for these samples".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+Z_95 = 1.96  # the paper's band multiplier (normal approximation, whatever the number of seeds)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its lower and upper bound."""
+
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A test statistic and its two-sided p-value."""
+
+    statistic: float
+    p_value: float
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Student-t confidence interval of the mean over seeds; bounds are NaN below two values."""
+    x = _array(values)
+    mean = float(x.mean()) if x.size else math.nan
+    if x.size < 2:
+        return Interval(mean, math.nan, math.nan)
+    sem = float(sps.sem(x))
+    if sem == 0.0:
+        return Interval(mean, mean, mean)
+    low, high = sps.t.interval(confidence, df=x.size - 1, loc=mean, scale=sem)
+    return Interval(mean, float(low), float(high))
+
+
+def normal_band(values: Sequence[float]) -> Interval:
+    """The paper's plotted band, mean ± 1.96·SEM (SEM with ddof 1); bounds are NaN below two values."""
+    x = _array(values)
+    mean = float(x.mean()) if x.size else math.nan
+    if x.size < 2:
+        return Interval(mean, math.nan, math.nan)
+    half = Z_95 * float(sps.sem(x))
+    return Interval(mean, mean - half, mean + half)
+
+
+def kruskal(groups: Sequence[Sequence[float]]) -> TestResult:
+    """Kruskal–Wallis H test across groups; NaN when fewer than two groups or all values tie."""
+    arrays = [_array(g) for g in groups]
+    if len(arrays) < 2 or any(a.size == 0 for a in arrays) or _all_tied(arrays):
+        return TestResult(math.nan, math.nan)
+    result = sps.kruskal(*arrays)
+    return TestResult(float(result.statistic), float(result.pvalue))
+
+
+def ranksums(a: Sequence[float], b: Sequence[float]) -> TestResult:
+    """Wilcoxon rank-sum test (normal approximation, z statistic), exactly as the paper's scripts."""
+    x, y = _array(a), _array(b)
+    if x.size == 0 or y.size == 0:
+        return TestResult(math.nan, math.nan)
+    result = sps.ranksums(x, y)
+    return TestResult(float(result.statistic), float(result.pvalue))
+
+
+def mannwhitney(a: Sequence[float], b: Sequence[float]) -> TestResult:
+    """Two-sided Mann–Whitney U test (scipy's default method: exact for small untied samples)."""
+    x, y = _array(a), _array(b)
+    if x.size == 0 or y.size == 0:
+        return TestResult(math.nan, math.nan)
+    result = sps.mannwhitneyu(x, y, alternative="two-sided")
+    return TestResult(float(result.statistic), float(result.pvalue))
+
+
+def glass_delta(treatment: Sequence[float], control: Sequence[float]) -> float:
+    """Glass's Δ = (mean(treatment) − mean(control)) / std(control, ddof=0); NaN if the control has no spread."""
+    x, y = _array(treatment), _array(control)
+    if x.size == 0 or y.size == 0:
+        return math.nan
+    spread = float(y.std(ddof=0))
+    if spread == 0.0:
+        return math.nan
+    return (float(x.mean()) - float(y.mean())) / spread
+
+
+def _array(values: Sequence[float]) -> np.ndarray:
+    """Finite float values only: a run that diverged to NaN must not poison the group."""
+    x = np.asarray(values, dtype=float)
+    return x[np.isfinite(x)]
+
+
+def _all_tied(arrays: list[np.ndarray]) -> bool:
+    """Kruskal–Wallis is undefined when every value is equal (scipy returns NaN with a warning)."""
+    pooled = np.concatenate(arrays)
+    return bool(np.all(pooled == pooled[0]))

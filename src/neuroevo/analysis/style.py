@@ -1,0 +1,86 @@
+"""One look for every figure: seaborn "paper" theme, the colourblind palette the paper's scripts use,
+the paper's legend names, a fixed colour per variant, and a preset stamp in the corner.
+
+Colours follow a task's variant order in the grid (dense, factorized, small, smaller rank, …), so
+the same condition has the same colour in every figure of that task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window (also under SLURM)
+
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import seaborn as sns  # noqa: E402
+
+from .grid import Task, Variant  # noqa: E402
+
+# Legend names of the paper's figures (tinystories/plot.py), keyed by the grid's variant names.
+PAPER_LABELS = {
+    "dense": "No Factorization",
+    "factorized-r4": "Low-Rank Factorization (Larger Rank)",
+    "factorized": "Low-Rank Factorization",
+    "small": "No Factorization (Small)",
+    "factorized-r1": "Low-Rank Factorization (Smaller Rank)",
+}
+FIGSIZE = (5.0, 4.0)  # inches, as the paper's tinystories/plot.py
+
+
+def apply() -> None:
+    """Set the theme once per process; every figure function calls it."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"savefig.bbox": "tight", "savefig.dpi": 200, "pdf.fonttype": 42})
+
+
+def label(variant: Variant) -> str:
+    """The legend name: the grid's explicit label, else the paper's, else the rank or the name."""
+    if variant.label:
+        return variant.label
+    if variant.name in PAPER_LABELS:
+        return PAPER_LABELS[variant.name]
+    if variant.rank is not None:
+        return f"Low-Rank Factorization (Rank {variant.rank})"
+    return variant.name
+
+
+def palette(task: Task) -> dict[str, tuple[float, float, float]]:
+    """Variant name → colour, by the task's variant order."""
+    colours = sns.color_palette("colorblind", n_colors=max(len(task.variants), 1))
+    return {v.name: colours[i] for i, v in enumerate(task.variants)}
+
+
+def labels(task: Task) -> dict[str, str]:
+    """Variant name → legend name for one task."""
+    return {v.name: label(v) for v in task.variants}
+
+
+def stamp(fig: plt.Figure, preset: str) -> None:
+    """Write the preset in the lower-right corner so a quick figure is never taken for the paper's.
+
+    It goes just below the laid-out figure (the tight bounding box of `save` takes it in), so it
+    never covers tick labels or the axis label.
+    """
+    fig.tight_layout()
+    text = f"preset: {preset}" if preset == "paper" else f"preset: {preset} (not the paper's scale)"
+    colour = "0.4" if preset == "paper" else "tab:red"
+    fig.text(0.995, 0.0, text, ha="right", va="top", fontsize=7, color=colour)
+
+
+def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
+    """Write `<stem>.pdf` and `<stem>.png`, close the figure, return both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.parent / f"{stem.name}.pdf", stem.parent / f"{stem.name}.png"]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
+def ordered(task: Task, present: Sequence[str]) -> list[str]:
+    """The task's variant names that are present, in grid order."""
+    return [v.name for v in task.variants if v.name in set(present)]

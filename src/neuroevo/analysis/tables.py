@@ -1,0 +1,136 @@
+"""The paper's comparison tables from `runs.csv`, each written as CSV, Markdown and LaTeX.
+
+- `final`: per task × variant, the last-generation score over seeds (mean, std, 95% Student-t
+  interval) with the network, genome and searched parameter counts and the mean evaluation time.
+- `kruskal`: per task, Kruskal–Wallis across the compared groups (paper: dense, factorized, small).
+- `pairwise`: per task and pair of compared groups, Wilcoxon rank-sum (as the paper) and
+  Mann–Whitney U p-values, and Glass's Δ of the first group against the second (the control).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+
+from . import stats
+from .grid import Grid, Task
+from .style import label
+
+TABLES = ("final", "kruskal", "pairwise")
+
+
+def final_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Last-generation score per task × variant with its 95% t-interval and parameter counts."""
+    rows = []
+    for task in grid.tasks:
+        for variant in task.variants:
+            group = _group(runs, task.name, variant.name)
+            ci = stats.t_interval(group["final_score"].tolist())
+            rows.append({
+                "task": task.name,
+                "variant": variant.name,
+                "label": label(variant),
+                "rank": variant.rank,
+                "n_seeds": len(group),
+                "mean": ci.mean,
+                "std": float(group["final_score"].std(ddof=1)) if len(group) > 1 else float("nan"),
+                "ci95_low": ci.low,
+                "ci95_high": ci.high,
+                "params_network": _single(group, "params_network", task, variant.name),
+                "params_genome": _single(group, "params_genome", task, variant.name),
+                "params_searched": _single(group, "params_searched", task, variant.name),
+                "eval_seconds_mean": float(group["eval_seconds_mean"].mean()),
+            })
+    table = pd.DataFrame(rows)
+    table["rank"] = table["rank"].astype("Int64")
+    return table
+
+
+def kruskal_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Kruskal–Wallis H and p across each task's compared groups (NaN if fewer than two)."""
+    rows = []
+    for task in grid.tasks:
+        groups = [_scores(runs, task, name) for name in task.compare]
+        result = stats.kruskal(groups)
+        rows.append({
+            "task": task.name,
+            "groups": ", ".join(task.compare),
+            "n_per_group": ", ".join(str(len(g)) for g in groups),
+            "H": result.statistic,
+            "p_value": result.p_value,
+        })
+    return pd.DataFrame(rows)
+
+
+def pairwise_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Rank-sum and Mann–Whitney p-values and Glass's Δ for every pair of compared groups.
+
+    Pairs put the treatment (the factorized group) first, so Δ reads "factorized vs control",
+    the paper's orientation; pairs without it keep the grid's order.
+    """
+    rows = []
+    for task in grid.tasks:
+        for a, b in _pairs(task):
+            x, y = _scores(runs, task, a), _scores(runs, task, b)
+            rank_sum, mwu = stats.ranksums(x, y), stats.mannwhitney(x, y)
+            rows.append({
+                "task": task.name,
+                "a": a,
+                "b": b,
+                "mean_a": sum(x) / len(x) if x else float("nan"),
+                "mean_b": sum(y) / len(y) if y else float("nan"),
+                "ranksums_z": rank_sum.statistic,
+                "ranksums_p": rank_sum.p_value,
+                "mannwhitney_u": mwu.statistic,
+                "mannwhitney_p": mwu.p_value,
+                "glass_delta": stats.glass_delta(x, y),
+            })
+    columns = ["task", "a", "b", "mean_a", "mean_b", "ranksums_z", "ranksums_p",
+               "mannwhitney_u", "mannwhitney_p", "glass_delta"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def build(runs: pd.DataFrame, grid: Grid) -> dict[str, pd.DataFrame]:
+    """All tables by name (the names of TABLES)."""
+    return {
+        "final": final_table(runs, grid),
+        "kruskal": kruskal_table(runs, grid),
+        "pairwise": pairwise_table(runs, grid),
+    }
+
+
+def write(table: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """`<stem>.csv` (full precision), `<stem>.md` and `<stem>.tex` (4 significant digits)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.parent / f"{stem.name}.{ext}" for ext in ("csv", "md", "tex")]
+    table.to_csv(paths[0], index=False)
+    printable = table.astype(object).where(table.notna(), None)  # pandas' <NA> would print literally
+    paths[1].write_text(printable.to_markdown(index=False, floatfmt=".4g", missingval="—") + "\n")
+    paths[2].write_text(table.to_latex(index=False, float_format="{:.4g}".format, na_rep="--", escape=True))
+    return paths
+
+
+def _pairs(task: Task) -> list[tuple[str, str]]:
+    pairs = []
+    for a, b in itertools.combinations(task.compare, 2):
+        pairs.append((b, a) if b == task.treatment else (a, b))
+    return pairs
+
+
+def _group(runs: pd.DataFrame, task: str, variant: str) -> pd.DataFrame:
+    return runs[(runs["task"] == task) & (runs["variant"] == variant)]
+
+
+def _scores(runs: pd.DataFrame, task: Task, variant: str) -> list[float]:
+    return _group(runs, task.name, variant)["final_score"].astype(float).tolist()
+
+
+def _single(group: pd.DataFrame, column: str, task: Task, variant: str) -> int | None:
+    """A count that must agree across seeds (the architecture does not depend on the seed)."""
+    values = group[column].unique()
+    if len(values) > 1:
+        raise ValueError(f"runs.csv: {task.name}/{variant} has differing {column} across seeds: {sorted(values)}")
+    return int(values[0]) if len(values) else None

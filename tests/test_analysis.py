@@ -1,0 +1,266 @@
+"""The analysis (neuroevo.analysis) on synthetic run directories whose answers are known.
+
+A fixture writes run directories in the engine's format with fitness values chosen by formula, so
+means, intervals, p-values and Glass's Δ can be checked against scipy and by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from neuroevo.analysis import __main__ as cli
+from neuroevo.analysis import aggregate, figures, grid, report, stats, style, tables
+from neuroevo.analysis.runs import RunDirError, load_run
+
+GENERATIONS = 4
+SEEDS = (0, 1, 2)
+# Per-variant offset of the synthetic best fitness; seeds add irregular amounts so groups overlap.
+OFFSET = {"dense": -6.0, "factorized-r4": -5.5, "small": -7.0, "factorized-r1": -6.5}
+SEED_NOISE = (0.0, 0.31, -0.17)
+RANK = {"factorized-r4": 4, "factorized-r1": 1}
+SEARCHED = {"dense": 99_507, "factorized-r4": 75_955, "small": 11_671, "factorized-r1": 13_023}
+
+
+def synthetic_best(variant: str, seed: int, generation: int) -> float:
+    """The `best` column of the fixture: improves by 0.1 per generation."""
+    return OFFSET[variant] + SEED_NOISE[seed] + 0.1 * generation
+
+
+def final_scores(variant: str) -> list[float]:
+    return [synthetic_best(variant, s, GENERATIONS) for s in SEEDS]
+
+
+def write_run(path: Path, variant: str, seed: int) -> None:
+    """One run directory in the engine's format (fitness.csv, timing.csv, elite.json, summary.json)."""
+    path.mkdir(parents=True)
+    gens = np.arange(1, GENERATIONS + 1)
+    best = np.array([synthetic_best(variant, seed, g) for g in gens])
+    pd.DataFrame({
+        "generation": gens, "best": best, "mean": best - 1, "median": best - 1.1, "std": 0.5,
+        "worst": best - 3, "elite_mean": best - 0.2, "mr_mean": 0.01, "evaluations": 8 * gens,
+    }).to_csv(path / "fitness.csv", index=False)
+    eval_seconds = 0.5 + 0.1 * gens + 0.01 * seed
+    pd.DataFrame({"generation": gens, "eval_seconds": eval_seconds, "wall_seconds": np.cumsum(eval_seconds + 0.05)}
+                 ).to_csv(path / "timing.csv", index=False)
+    (path / "elite.json").write_text(json.dumps({"seeds": [seed]}))
+    summary = {
+        "task": "tinystories", "encoding": "factorized" if variant in RANK else "dense", "seed": seed,
+        "preset": "quick", "device": "cpu", "versions": {"torch": "2.13.0"},
+        "params": {"network": 99_000 if variant != "small" else 11_000, "genome": SEARCHED[variant],
+                   "searched": SEARCHED[variant]},
+        "final": {"best": float(best[-1]), "elite_mean": float(best[-1] - 0.2), "generation": GENERATIONS},
+        "wall_seconds": 3.0, "config": {},
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """results/quick/ with grid.json and one run directory per variant × seed."""
+    root = tmp_path / "results" / "quick"
+    variants = {v: {"config": f"configs/tinystories/{v}.yaml", "set": {}, "rank": RANK.get(v)} for v in OFFSET}
+    spec = {"preset": "quick", "tasks": {"tinystories": {
+        "family": "tinystories", "title": "TinyStories", "series": "best", "ylabel": "−CE",
+        "seeds": list(SEEDS), "variants": variants, "compare": ["dense", "factorized-r4", "small"],
+        "treatment": "factorized-r4",
+    }}}
+    root.mkdir(parents=True)
+    (root / "grid.json").write_text(json.dumps(spec))
+    for variant in OFFSET:
+        for seed in SEEDS:
+            write_run(root / "runs" / "tinystories" / variant / f"seed{seed}", variant, seed)
+    return root
+
+
+@pytest.fixture
+def tables_of(results: Path) -> tuple[grid.Grid, pd.DataFrame, pd.DataFrame]:
+    """The grid and the aggregated (fitness_long, runs) tables of the fixture."""
+    g = grid.load(results / "grid.json")
+    long, runs = aggregate.aggregate(g, results / "runs")
+    return g, long, runs
+
+
+def test_aggregate_long_table_has_identity_then_every_column(tables_of) -> None:
+    """fitness_long has one row per run × generation, identity columns first, timing joined on."""
+    _, long, _ = tables_of
+    assert list(long.columns[:5]) == ["task", "variant", "encoding", "rank", "seed"]
+    assert len(long) == len(OFFSET) * len(SEEDS) * GENERATIONS
+    assert {"best", "elite_mean", "evaluations", "eval_seconds", "wall_seconds"} <= set(long.columns)
+    row = long[(long["variant"] == "small") & (long["seed"] == 1) & (long["generation"] == 2)].iloc[0]
+    assert row["best"] == pytest.approx(synthetic_best("small", 1, 2))
+    assert row["eval_seconds"] == pytest.approx(0.71)
+    assert row["encoding"] == "dense" and pd.isna(row["rank"])
+
+
+def test_runs_table_takes_final_score_from_the_series_at_the_last_generation(tables_of) -> None:
+    """runs.csv has one row per run; final_score is the task's series at generation G."""
+    _, _, runs = tables_of
+    assert len(runs) == len(OFFSET) * len(SEEDS)
+    r1 = runs[runs["variant"] == "factorized-r1"].sort_values("seed")
+    assert r1["final_score"].tolist() == pytest.approx(final_scores("factorized-r1"))
+    assert r1["rank"].tolist() == [1, 1, 1]
+    assert (r1["params_searched"] == SEARCHED["factorized-r1"]).all()
+    assert (runs["final_generation"] == GENERATIONS).all()
+
+
+def test_final_table_mean_and_t_interval_match_scipy(tables_of) -> None:
+    """The final table's mean and 95% interval equal scipy.stats.t.interval over the seeds."""
+    g, _, runs = tables_of
+    table = tables.final_table(runs, g).set_index("variant")
+    for variant in OFFSET:
+        x = np.array(final_scores(variant))
+        low, high = sps.t.interval(0.95, df=len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+        assert table.loc[variant, "mean"] == pytest.approx(x.mean())
+        assert table.loc[variant, "ci95_low"] == pytest.approx(low)
+        assert table.loc[variant, "ci95_high"] == pytest.approx(high)
+        assert table.loc[variant, "n_seeds"] == len(SEEDS)
+    assert table.loc["small", "params_searched"] == SEARCHED["small"]
+
+
+def test_kruskal_table_matches_scipy_over_the_compared_groups(tables_of) -> None:
+    """Kruskal–Wallis runs over dense, factorized-r4 and small only (the paper leaves rank 1 out)."""
+    g, _, runs = tables_of
+    row = tables.kruskal_table(runs, g).iloc[0]
+    expected = sps.kruskal(final_scores("dense"), final_scores("factorized-r4"), final_scores("small"))
+    assert row["groups"] == "dense, factorized-r4, small"
+    assert row["H"] == pytest.approx(expected.statistic)
+    assert row["p_value"] == pytest.approx(expected.pvalue)
+
+
+def test_pairwise_table_matches_scipy_and_glass_delta_by_hand(tables_of) -> None:
+    """Each pair's rank-sum and Mann–Whitney p equal scipy's; Glass's Δ uses the control's ddof-0 std."""
+    g, _, runs = tables_of
+    table = tables.pairwise_table(runs, g)
+    assert list(zip(table["a"], table["b"])) == [
+        ("factorized-r4", "dense"), ("dense", "small"), ("factorized-r4", "small")]
+    for _, row in table.iterrows():
+        a, b = final_scores(row["a"]), final_scores(row["b"])
+        assert row["ranksums_p"] == pytest.approx(sps.ranksums(a, b).pvalue)
+        assert row["mannwhitney_p"] == pytest.approx(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+        mean_b = sum(b) / len(b)
+        std_b = math.sqrt(sum((v - mean_b) ** 2 for v in b) / len(b))
+        assert row["glass_delta"] == pytest.approx((sum(a) / len(a) - mean_b) / std_b)
+
+
+def test_stats_are_nan_where_undefined() -> None:
+    """One seed has no interval; a control without spread has no Glass's Δ; all-tied groups no H."""
+    assert math.isnan(stats.t_interval([1.0]).low)
+    assert math.isnan(stats.glass_delta([1.0, 2.0], [3.0, 3.0]))
+    assert math.isnan(stats.kruskal([[1.0, 1.0], [1.0, 1.0]]).p_value)
+    band = stats.normal_band([1.0, 2.0, 3.0])
+    assert band.high - band.mean == pytest.approx(1.96 * sps.sem([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("generation,best,mean\n1,0,0\n", "missing column(s) median"),
+        ("generation,best,mean,median,std,worst,elite_mean,mr_mean,evaluations\n1,abc,0,0,0,0,0,0,8\n",
+         "non-numeric value 'abc' in column 'best'"),
+        ("", "empty"),
+        ("generation,best,mean,median,std,worst,elite_mean,mr_mean,evaluations\n", "no generations"),
+        ("generation,best,mean,median,std,worst,elite_mean,mr_mean,evaluations\n2,0,0,0,0,0,0,0,8\n",
+         "generations must run 1..1"),
+    ],
+    ids=["missing-column", "non-numeric", "empty", "header-only", "gap"],
+)
+def test_malformed_fitness_csv_fails_with_one_line_naming_the_file(results: Path, content: str, message: str) -> None:
+    """A broken fitness.csv is rejected with a single-line error that names the file and the problem."""
+    run = results / "runs" / "tinystories" / "dense" / "seed0"
+    (run / "fitness.csv").write_text(content)
+    with pytest.raises(RunDirError) as info:
+        load_run(run)
+    text = str(info.value)
+    assert "\n" not in text
+    assert str(run / "fitness.csv") in text and message in text
+
+
+def test_cli_reports_a_malformed_run_in_one_line(results: Path, tmp_path: Path, capsys) -> None:
+    """`python -m neuroevo.analysis aggregate` exits 1 with one stderr line naming the broken file."""
+    broken = results / "runs" / "tinystories" / "small" / "seed2" / "fitness.csv"
+    broken.write_text("generation,best\n1,0\n")
+    code = cli.main(["aggregate", "--grid", str(results / "grid.json"), "--runs-root", str(results / "runs"),
+                     "--long", str(tmp_path / "l.csv"), "--runs", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and str(broken) in err
+
+
+def test_summary_seed_must_match_the_directory(results: Path) -> None:
+    """A summary.json whose seed disagrees with its seed<k> directory is rejected."""
+    run = results / "runs" / "tinystories" / "dense" / "seed1"
+    with pytest.raises(RunDirError, match="seed 1 but the directory says seed2"):
+        load_run(run, seed=2)
+
+
+@pytest.mark.parametrize("name", sorted(figures.FIGURES))
+def test_each_figure_writes_non_empty_pdf_and_png(tables_of, tmp_path: Path, name: str) -> None:
+    """Every figure function writes <stem>.pdf and <stem>.png, both non-empty."""
+    g, long, runs = tables_of
+    function, table = figures.FIGURES[name]
+    paths = function(long if table == "long" else runs, g.task("tinystories"), g.preset, tmp_path / f"tinystories_{name}")
+    assert [p.suffix for p in paths] == [".pdf", ".png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_figures_are_stamped_with_their_preset(tables_of, tmp_path: Path, monkeypatch) -> None:
+    """A quick-preset figure carries 'preset: quick' in a corner, so it cannot pass for the paper's."""
+    g, long, _ = tables_of
+    seen: list[str] = []
+
+    def spy(fig, stem):
+        seen.extend(t.get_text() for t in fig.texts)
+        return []
+
+    monkeypatch.setattr(style, "save", spy)
+    figures.fitness(long, g.task("tinystories"), g.preset, tmp_path / "x")
+    assert any(t.startswith("preset: quick") for t in seen)
+
+
+def test_legend_names_are_the_papers() -> None:
+    """The four TinyStories conditions get the paper's legend names; other ranks name their rank."""
+    names = {v: style.label(grid.Variant(v, "c.yaml", {}, RANK.get(v), None)) for v in OFFSET}
+    assert names == {
+        "dense": "No Factorization",
+        "factorized-r4": "Low-Rank Factorization (Larger Rank)",
+        "small": "No Factorization (Small)",
+        "factorized-r1": "Low-Rank Factorization (Smaller Rank)",
+    }
+    assert style.label(grid.Variant("factorized-r8", "c.yaml", {}, 8, None)) == "Low-Rank Factorization (Rank 8)"
+
+
+def test_cli_builds_tables_figures_and_a_self_contained_report(results: Path, tmp_path: Path) -> None:
+    """aggregate → tables → figure → report through the CLI; the HTML inlines its figures."""
+    gpath, tdir, fdir = str(results / "grid.json"), results / "tables", tmp_path / "figures"
+    assert cli.main(["aggregate", "--grid", gpath, "--runs-root", str(results / "runs"),
+                     "--long", str(tdir / "fitness_long.csv"), "--runs", str(tdir / "runs.csv")]) == 0
+    assert cli.main(["tables", "--grid", gpath, "--runs", str(tdir / "runs.csv"), "--out-dir", str(tdir)]) == 0
+    for name in tables.TABLES:
+        assert all((tdir / f"{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex"))
+    assert cli.main(["figure", "fitness", "--grid", gpath, "--task", "tinystories",
+                     "--table", str(tdir / "fitness_long.csv"), "--out", str(fdir / "tinystories_fitness")]) == 0
+    md, html = tmp_path / "paper" / "report.md", tmp_path / "paper" / "report.html"
+    assert cli.main(["report", "--grid", gpath, "--runs", str(tdir / "runs.csv"), "--tables-dir", str(tdir),
+                     "--figures", str(fdir / "tinystories_fitness.pdf"), str(fdir / "tinystories_fitness.png"),
+                     "--md", str(md), "--html", str(html)]) == 0
+    text, page = md.read_text(), html.read_text()
+    assert "../figures/tinystories_fitness.png" in text
+    assert "Paper vs this reproduction" in text and "99,507" in text and "n/a" in text
+    assert "data:image/png;base64," in page and "<table>" in page
+    assert "not the paper's experiment" in text
+
+
+def test_report_paper_column_uses_reference_numbers(tables_of) -> None:
+    """The paper-vs-reproduction table states the reference's genome sizes and n/a for unknown scores."""
+    g, _, runs = tables_of
+    rows = report._paper_vs_repro(g, runs).set_index(["variant", "quantity"])
+    assert rows.loc[("factorized-r4", "genome dimensions"), "paper"] == "75,955"
+    assert rows.loc[("dense", "generations"), "paper"] == "300"
+    assert rows.loc[("dense", "final score (mean ± std)"), "paper"] == "n/a"
+    assert rows.loc[("dense", "seeds"), "this reproduction"] == "3"
