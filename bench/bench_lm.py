@@ -1,0 +1,297 @@
+"""How fast is one generation of the TinyStories GA, and how close is it to what it must cost?
+
+All figures come from one run on one device, so their ratios are meaningful:
+
+1. the device's fp32 GEMM ceiling (a large square matmul);
+2. the unavoidable part: the tied-embedding logits GEMM + cross-entropy for exactly the tokens
+   the engine scores, for all P individuals (hidden states given) — no model can skip it;
+3. the engine's whole population forward + loss for each model (paper dense/factorized, rank-1,
+   small): seconds per generation, achieved GFLOP/s, fraction of the ceiling, ratio to (2);
+4. the same models as a plain `torch.nn.Module` evaluated individual by individual — what one
+   writes first — and the engine's speed-up over it.
+
+Usage: python bench/bench_lm.py [--population 32 --batch 16 --seq-len 64 --repeats 3]
+       python bench/bench_lm.py --paper-scale     # P=512, 1024 sequences (use on a GPU)
+Tokens are random ids (the cost does not depend on their values); every sequence has full length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuroevo.encoding import EncodingConfig
+from neuroevo.genome import initial_weights
+from neuroevo.layers import Linear
+from neuroevo.models.transformer import ModelConfig, Transformer
+
+VOCAB = 2051
+MODELS = {
+    "paper dense": (EncodingConfig("dense"), ModelConfig()),
+    "paper factorized r4": (EncodingConfig("factorized", 4, {"embedding": 32}), ModelConfig()),
+    "paper factorized r1": (EncodingConfig("factorized", 1, {"embedding": 4}), ModelConfig()),
+    "small dense": (EncodingConfig("dense"), ModelConfig(hidden=4, ff=16)),
+}
+
+
+@dataclass
+class Setting:
+    population: int
+    batch: int
+    seq_len: int
+    device: torch.device
+    pop_chunk: int
+    token_chunk: int
+    repeats: int
+
+    def label(self) -> str:
+        return (f"P={self.population} B={self.batch} T={self.seq_len} device={_device_name(self.device)} "
+                f"fp32 torch {torch.__version__}")
+
+
+def main() -> None:
+    args = _arguments()
+    device = torch.device(args.device if args.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.paper_scale:
+        args.population, args.batch, args.seq_len = 512, 1024, args.seq_len or 256
+    setting = Setting(args.population, args.batch, args.seq_len or 64, device,
+                      args.pop_chunk or (args.population if device.type == "cuda" else 4),
+                      args.token_chunk, args.repeats)
+    print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk}, "
+          f"token_chunk={setting.token_chunk}, median of {setting.repeats} after 1 warm-up")
+    ceiling = gemm_ceiling(device, setting.repeats)
+    print(f"fp32 GEMM ceiling ({_device_name(device)}, 2048³ matmul): {ceiling:.1f} GFLOP/s")
+
+    tokens = torch.randint(3, VOCAB, (setting.batch, setting.seq_len),
+                           generator=torch.Generator().manual_seed(0)).to(device)
+    lengths = torch.full((setting.batch,), setting.seq_len, device=device)
+    for name, (encoding, config) in MODELS.items():
+        if name not in args.models:
+            continue
+        model = Transformer(config, encoding, VOCAB)
+        theta = initial_weights(model.layout, list(range(setting.population)), device)
+        unavoidable = time_unavoidable(model, theta, tokens, lengths, setting)
+        whole = time_engine(model, theta, tokens, lengths, setting)
+        flops = forward_flops(model, setting)
+        line = (f"{name:>20} | {setting.label()} | engine {whole:.4f} s/gen, "
+                f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
+                f" | logits+CE alone {unavoidable:.4f} s | engine / unavoidable "
+                f"{whole / unavoidable:.2f}×")
+        if not args.skip_loop:
+            loop = time_plain_loop(model, theta, tokens, lengths, setting, encoding, config)
+            line += f" | plain nn.Module loop {loop:.4f} s/gen | speed-up {loop / whole:.2f}×"
+        print(line, flush=True)
+
+
+def gemm_ceiling(device: torch.device, repeats: int) -> float:
+    a = torch.randn(2048, 2048, device=device)
+    b = torch.randn(2048, 2048, device=device)
+    seconds = _median_time(lambda: a @ b, device, repeats)
+    return 2 * 2048**3 / seconds / 1e9
+
+
+@torch.no_grad()
+def time_unavoidable(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
+                     lengths: torch.Tensor, s: Setting) -> float:
+    """The logits GEMM (at the model's K) + cross-entropy over the scored tokens, tiled exactly
+    like the engine, with random hidden states standing in for the transformer's output."""
+    n_scored = int((lengths - 1).sum())
+    targets = tokens[:, 1:].reshape(-1)[:n_scored]
+
+    def run() -> None:
+        for start in range(0, s.population, s.pop_chunk):
+            p = model.layout.views(theta[start:start + s.pop_chunk])
+            weight, inner = model.embedding.output_projection(p)               # (P, V, K)
+            bias = model.embedding.out_bias(p).unsqueeze(1)
+            k = weight.shape[2]
+            hidden = torch.ones(weight.shape[0], n_scored, k, device=theta.device)
+            for t in range(0, n_scored, s.token_chunk):
+                logits = torch.baddbmm(bias, hidden[:, t:t + s.token_chunk], weight.transpose(1, 2))
+                F.cross_entropy(logits.flatten(0, 1),
+                                targets[t:t + s.token_chunk].repeat(weight.shape[0]),
+                                reduction="none")
+
+    return _median_time(run, theta.device, s.repeats)
+
+
+@torch.no_grad()
+def time_engine(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
+                lengths: torch.Tensor, s: Setting) -> float:
+    def run() -> None:
+        for start in range(0, s.population, s.pop_chunk):
+            model.negative_cross_entropy(model.layout.views(theta[start:start + s.pop_chunk]),
+                                         tokens, lengths, s.token_chunk)
+
+    return _median_time(run, theta.device, s.repeats)
+
+
+class PlainLM(nn.Module):
+    """The same network written the obvious way: nn.Linear layers (two per factorized matrix),
+    SDPA attention, full logits and F.cross_entropy; one individual at a time."""
+
+    def __init__(self, config: ModelConfig, encoding: EncodingConfig) -> None:
+        super().__init__()
+        width = config.n_heads * config.head_dim
+        self.config = config
+
+        def linear(d_in: int, d_out: int, layer_type: str) -> nn.Module:
+            rank = encoding.rank_for(layer_type)
+            if rank is None:
+                return nn.Linear(d_in, d_out)
+            return nn.Sequential(nn.Linear(d_in, rank, bias=False), nn.Linear(rank, d_out))
+
+        rank = encoding.rank_for("embedding")
+        self.embed = nn.Embedding(VOCAB, config.hidden) if rank is None else nn.Sequential(
+            nn.Embedding(VOCAB, rank), nn.Linear(rank, config.hidden, bias=False))
+        self.out_bias = nn.Parameter(torch.zeros(VOCAB))
+        self.blocks = nn.ModuleList()
+        for _ in range(config.n_blocks):
+            self.blocks.append(nn.ModuleDict({
+                "q": linear(config.hidden, width, "qkv"), "k": linear(config.hidden, width, "qkv"),
+                "v": linear(config.hidden, width, "qkv"),
+                "out": linear(width, config.hidden, "attn_out"),
+                "ln1": nn.LayerNorm(config.hidden, eps=config.ln_eps),
+                "ff1": linear(config.hidden, config.ff, "ff"),
+                "ff2": linear(config.ff, config.hidden, "ff"),
+                "ln2": nn.LayerNorm(config.hidden, eps=config.ln_eps)}))
+
+    def output_weight(self) -> torch.Tensor:
+        if isinstance(self.embed, nn.Embedding):
+            return self.embed.weight
+        return self.embed[0].weight @ self.embed[1].weight.T                  # (V, H)
+
+    def loss(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        b, t = tokens.shape
+        x = self.embed(tokens)                                                # (B, T, H)
+        for block in self.blocks:
+            def heads(y: torch.Tensor) -> torch.Tensor:
+                return y.view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
+            att = F.scaled_dot_product_attention(heads(block["q"](x)), heads(block["k"](x)),
+                                                 heads(block["v"](x)), is_causal=True)
+            x = block["ln1"](x + block["out"](att.transpose(1, 2).reshape(b, t, -1)))
+            x = block["ln2"](x + block["ff2"](torch.relu(block["ff1"](x))))
+        logits = x @ self.output_weight().T + self.out_bias                   # (B, T, V)
+        mask = torch.arange(t - 1, device=tokens.device)[None] < (lengths[:, None] - 1)
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), tokens[:, 1:].reshape(-1),
+                             reduction="none").view(b, t - 1)
+        return ((ce * mask).sum(1) / mask.sum(1)).mean()
+
+
+@torch.no_grad()
+def time_plain_loop(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
+                    lengths: torch.Tensor, s: Setting, encoding: EncodingConfig,
+                    config: ModelConfig) -> float:
+    """Per-individual loop: load each genome's weights into the module, then score it."""
+    plain = PlainLM(config, encoding).to(theta.device)
+    targets = _plain_parameter_map(plain, model)
+
+    def run() -> None:
+        for i in range(s.population):
+            p = model.layout.views(theta[i:i + 1])
+            for parameter, (name, transpose) in targets.items():
+                value = p[name][0]
+                parameter.copy_(value.T if transpose else value)
+            plain.loss(tokens, lengths)
+
+    return _median_time(run, theta.device, s.repeats)
+
+
+def _plain_parameter_map(plain: PlainLM, model: Transformer) -> dict:
+    """nn.Module parameter → (layout name, whether the engine stores it transposed)."""
+    mapping = {}
+    embed = model.embedding
+    if embed.rank is None:
+        mapping[plain.embed.weight] = (f"{embed.name}.weight", False)
+    else:
+        mapping[plain.embed[0].weight] = (f"{embed.name}.B", False)
+        mapping[plain.embed[1].weight] = (f"{embed.name}.A", True)
+    mapping[plain.out_bias] = (f"{embed.name}.out_bias", False)
+    for block, plain_block in zip(model.blocks, plain.blocks):
+        for key in ("q", "k", "v", "out", "ff1", "ff2"):
+            layer: Linear = getattr(block, key)
+            module = plain_block[key]
+            if layer.rank is None:
+                mapping[module.weight] = (f"{layer.name}.weight", True)
+                mapping[module.bias] = (f"{layer.name}.bias", False)
+            else:
+                mapping[module[0].weight] = (f"{layer.name}.B", True)
+                mapping[module[1].weight] = (f"{layer.name}.A", True)
+                mapping[module[1].bias] = (f"{layer.name}.bias", False)
+    return mapping
+
+
+def forward_flops(model: Transformer, s: Setting) -> float:
+    """Multiply-add FLOPs of one generation: every matmul, causal attention counted at T/2."""
+    tokens = s.batch * s.seq_len
+    scored = s.batch * (s.seq_len - 1)
+    c = model.cfg
+    width = c.n_heads * c.head_dim
+
+    def linear(layer: Linear, d_in: int, d_out: int) -> int:
+        return 2 * (d_in * d_out if layer.rank is None else layer.rank * (d_in + d_out))
+
+    per_token = 0 if model.embedding.rank is None else 2 * model.embedding.rank * c.hidden
+    for block in model.blocks:
+        per_token += 3 * linear(block.q, c.hidden, width) + linear(block.out, width, c.hidden)
+        per_token += linear(block.ff1, c.hidden, c.ff) + linear(block.ff2, c.ff, c.hidden)
+        per_token += 2 * 2 * (s.seq_len / 2) * width                           # QKᵀ and AV
+    k = c.hidden if model.embedding.rank is None else model.embedding.rank
+    logits = 2 * k * VOCAB * scored
+    if model.embedding.rank is not None:
+        logits += 2 * c.hidden * k * scored
+    return s.population * (per_token * tokens + logits)
+
+
+def _median_time(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu×{torch.get_num_threads()}"
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--population", type=int, default=32, help="P, individuals per generation")
+    parser.add_argument("--batch", type=int, default=16, help="sequences scored per individual")
+    parser.add_argument("--seq-len", type=int, default=0, help="tokens per sequence (default 64; "
+                        "256 with --paper-scale)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--pop-chunk", type=int, default=0,
+                        help="individuals per forward chunk (default: engine's: 4 on CPU, all on GPU)")
+    parser.add_argument("--token-chunk", type=int, default=512, help="scored tokens per logits tile")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
+                        metavar="MODEL", help=f"subset of: {', '.join(MODELS)}")
+    parser.add_argument("--skip-loop", action="store_true", help="skip the slow nn.Module loop")
+    parser.add_argument("--paper-scale", action="store_true",
+                        help="P=512 and 1024 sequences (the paper's evaluation set size)")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
