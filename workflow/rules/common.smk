@@ -1,0 +1,197 @@
+"""The grid: configs/experiments.yaml (already schema-validated) resolved per preset into run
+directories, evolve arguments and analysis targets. Every rule takes its preset from the
+`{preset}` wildcard, so `figures/quick/...` builds the quick grid whatever `config["preset"]` is.
+Cross-references the schema cannot express (variant names, engine config files) are checked here,
+at DAG build, each failing with one line.
+"""
+
+import json
+import shlex
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+PRESET = config["preset"]
+TABLES = ["final", "kruskal", "pairwise"]
+# Figure name → the results table it is drawn from (neuroevo.analysis.figures.FIGURES).
+FIGURE_TABLE = {
+    "fitness": "fitness_long",
+    "final": "runs",
+    "runtime": "fitness_long",
+    "rank": "runs",
+    "searched": "runs",
+}
+RL_FAMILIES = {"atari", "car_racing", "mujoco"}
+
+
+def preset_config(preset):
+    """The `presets.<preset>` entry, or a one-line error listing the known presets."""
+    if preset not in config["presets"]:
+        raise WorkflowError(
+            f"configs/experiments.yaml: unknown preset {preset!r} (known: {', '.join(config['presets'])})"
+        )
+    return config["presets"][preset]
+
+
+def runs(preset):
+    """Task → run entry of the preset, for tasks of enabled families only, in config order."""
+    return {
+        task: entry
+        for task, entry in preset_config(preset)["runs"].items()
+        if config["tasks"][task]["family"] in config["families"]
+    }
+
+
+def seeds(preset, task):
+    """Seeds 0..n-1 of one task (CarRacing's paper seeds are 0–14)."""
+    return list(range(runs(preset)[task].get("seeds", preset_config(preset)["seeds"])))
+
+
+def variant_config(task, variant):
+    """The task's variant entry: engine config file, `--set` overrides, rank, label."""
+    return config["tasks"][task]["variants"][variant]
+
+
+def run_dirs(preset):
+    """Every run directory of the preset's grid."""
+    return [
+        f"results/{preset}/runs/{task}/{variant}/seed{seed}"
+        for task, entry in runs(preset).items()
+        for variant in entry["variants"]
+        for seed in seeds(preset, task)
+    ]
+
+
+def figure_names(preset, task):
+    """The figures a task gets; the rank figure only with at least two ranks to compare."""
+    ranks = {variant_config(task, v).get("rank") for v in runs(preset)[task]["variants"]} - {None}
+    return [name for name in FIGURE_TABLE if name != "rank" or len(ranks) >= 2]
+
+
+def figure_files(preset, exts=("pdf", "png")):
+    """Every figure file of the preset."""
+    return [
+        f"figures/{preset}/{task}_{name}.{ext}"
+        for task in runs(preset)
+        for name in figure_names(preset, task)
+        for ext in exts
+    ]
+
+
+def table_files(preset):
+    return [f"results/{preset}/tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md", "tex")]
+
+
+def all_targets(preset):
+    """The default target: tables, figures and the report of the preset."""
+    return (
+        table_files(preset)
+        + figure_files(preset)
+        + [f"paper/{preset}/report.md", f"paper/{preset}/report.html"]
+    )
+
+
+def grid_spec(preset):
+    """The part of the grid the analysis needs, written to results/<preset>/grid.json."""
+    tasks = {}
+    for task, entry in runs(preset).items():
+        spec = config["tasks"][task]
+        chosen = entry["variants"]
+        tasks[task] = {
+            "family": spec["family"],
+            "title": spec["title"],
+            "series": spec["series"],
+            "ylabel": spec["ylabel"],
+            "seeds": seeds(preset, task),
+            "variants": {v: variant_config(task, v) for v in chosen},
+            "compare": [v for v in spec["compare"] if v in chosen],
+            "treatment": spec["treatment"] if spec["treatment"] in chosen else None,
+        }
+    return {"preset": preset, "tasks": tasks}
+
+
+def evolve_resources(preset, task):
+    """The preset's evolve resources, with the task's overrides merged key by key."""
+    return {**preset_config(preset)["resources"], **runs(preset)[task]["resources"]}
+
+
+def evolve_args(wildcards):
+    """Everything after `neuroevo run CONFIG --out DIR`: preset, device, seed and overrides."""
+    preset = preset_config(wildcards.preset)
+    args = []
+    if preset["engine_preset"]:
+        args += ["--preset", preset["engine_preset"]]
+    args += ["--device", preset["device"], "--set", f"seed={wildcards.seed}"]
+    overrides = variant_config(wildcards.task, wildcards.variant)["set"]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={_scalar(value)}"]  # the engine takes one KEY=VALUE per --set
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def engine_configs(wildcards):
+    """The variant's engine config and the files it `extends` (so editing a base reruns its runs)."""
+    path = Path(variant_config(wildcards.task, wildcards.variant)["config"])
+    chain = [str(path)]
+    while path.exists():
+        parent = (yaml.safe_load(path.read_text()) or {}).get("extends")
+        if not parent:
+            break
+        path = path.parent / parent
+        chain.append(str(path))
+    return chain
+
+
+def conda_env(wildcards):
+    """Engine env for TinyStories, the RL env (gymnasium, ALE, Box2D, MuJoCo) for the rest."""
+    family = config["tasks"][wildcards.task]["family"]
+    return "../../envs/rl.yaml" if family in RL_FAMILIES else "../../envs/engine.yaml"
+
+
+def _scalar(value):
+    """A YAML scalar as the engine's `--set` reads it (true/false/null, numbers, strings as is)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _check_grid():
+    """Cross-references of every preset, and engine configs of the selected one, exist."""
+    tasks = config["tasks"]
+    for name, task in tasks.items():
+        for key in [*task["compare"], *([task["treatment"]] if task["treatment"] else [])]:
+            if key not in task["variants"]:
+                raise WorkflowError(f"configs/experiments.yaml: tasks.{name} compares unknown variant {key!r}")
+    for preset, entry in config["presets"].items():
+        for task, run in entry["runs"].items():
+            if task not in tasks:
+                raise WorkflowError(f"configs/experiments.yaml: presets.{preset}.runs has unknown task {task!r}")
+            for variant in run["variants"]:
+                if variant not in tasks[task]["variants"]:
+                    raise WorkflowError(
+                        f"configs/experiments.yaml: presets.{preset}.runs.{task} has unknown variant {variant!r}"
+                    )
+    if not runs(PRESET):
+        raise WorkflowError(
+            f"configs/experiments.yaml: preset {PRESET!r} runs no task of the enabled families {config['families']}"
+        )
+    for task, run in runs(PRESET).items():
+        for variant in run["variants"]:
+            path = variant_config(task, variant)["config"]
+            if not Path(path).exists():
+                raise WorkflowError(
+                    f"engine config {path} (task {task}, variant {variant}) does not exist; "
+                    f"remove {task} from `families` or `presets.{PRESET}.runs` until it lands"
+                )
+
+
+_check_grid()
+
+
+# One pattern per wildcard, from the config's own names, so no path can match two ways
+# (variants longest first: `factorized-r1` must not match inside `factorized-r16`).
+WILDCARDS = {
+    "preset": "|".join(config["presets"]),
+    "task": "|".join(config["tasks"]),
+    "variant": "|".join(sorted({v for t in config["tasks"].values() for v in t["variants"]}, key=len, reverse=True)),
+    "seed": r"\d+",
+    "figure": "|".join(FIGURE_TABLE),
+}

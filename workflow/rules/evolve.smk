@@ -1,0 +1,32 @@
+# One engine run per (preset, task, variant, seed). The engine owns the run; the workflow only
+# chooses its config, overrides and directory.
+#
+# Only summary.json (written last, so it means "finished") is declared as output: Snakemake deletes
+# declared outputs before a (re)try, and deleting fitness.csv would make `--resume` continue a log
+# that lost its first generations. The aggregate rule reads the sibling files and validates them.
+
+
+rule evolve:
+    input:
+        config=engine_configs,
+        data=lambda w: runs(w.preset)[w.task]["data"],
+    output:
+        summary="results/{preset}/runs/{task}/{variant}/seed{seed}/summary.json",
+    params:
+        config=lambda w: variant_config(w.task, w.variant)["config"],
+        run_dir=lambda w, output: str(Path(output.summary).parent),
+        args=evolve_args,
+    log:
+        "logs/{preset}/evolve/{task}/{variant}/seed{seed}.log",
+    conda:
+        conda_env
+    threads: lambda w: evolve_resources(w.preset, w.task)["threads"]
+    resources:
+        mem_mb=lambda w: evolve_resources(w.preset, w.task)["mem_mb"],
+        runtime=lambda w: evolve_resources(w.preset, w.task)["runtime"],
+        gpu=lambda w: evolve_resources(w.preset, w.task)["gpu"],
+    # A retry resumes from RUN_DIR/checkpoint (--resume is a no-op on a fresh directory), so a
+    # preempted or timed-out job loses at most one checkpoint interval.
+    retries: 2
+    shell:
+        "neuroevo run {params.config} --out {params.run_dir} {params.args} --resume > {log} 2>&1"
