@@ -1,0 +1,216 @@
+"""The Snakemake workflow: its DAG is exactly the configured grid, config errors name the bad key,
+the SLURM profile asks for GPUs, and (slow) a tiny grid runs end to end with the real engine.
+
+Dry runs happen in a temporary working directory holding a copy of configs/experiments.yaml and
+empty stand-ins for every engine config and data file it names, so the grid logic is tested
+whatever configs have landed; the end-to-end test uses the real configs and engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = yaml.safe_load((REPO / "configs" / "experiments.yaml").read_text())
+ALL_FAMILIES = ["tinystories", "atari", "car_racing", "mujoco"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the repository's Snakefile in `workdir`; stdout and stderr come back merged."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    output = result.stdout + result.stderr
+    if check and result.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{output[-3000:]}")
+    return subprocess.CompletedProcess(command, result.returncode, output, "")
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run, rule → count."""
+    table = output.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def evolve_outputs(output: str) -> set[str]:
+    """The summary.json every evolve job of a dry run would write."""
+    return set(re.findall(r"rule evolve:\n(?:.*\n)*?\s+output: (\S+)", output))
+
+
+def expected_runs(preset: str, families: list[str]) -> set[str]:
+    """The grid computed straight from experiments.yaml, independently of the workflow's code."""
+    entry = EXPERIMENTS["presets"][preset]
+    return {
+        f"results/{preset}/runs/{task}/{variant}/seed{seed}/summary.json"
+        for task, run in entry["runs"].items()
+        if EXPERIMENTS["tasks"][task]["family"] in families
+        for variant in run["variants"]
+        for seed in range(run.get("seeds", entry["seeds"]))
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A working directory with configs/experiments.yaml and stand-ins for every file it references."""
+    (tmp_path / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "experiments.yaml", tmp_path / "configs" / "experiments.yaml")
+    referenced = [v["config"] for t in EXPERIMENTS["tasks"].values() for v in t["variants"].values()]
+    referenced += [d for p in EXPERIMENTS["presets"].values() for r in p["runs"].values() for d in r.get("data", [])]
+    for path in referenced:
+        if path != "data/tinystories/first10k.txt":  # made by the fetch rule
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text("{}\n")
+    return tmp_path
+
+
+def families_arg(families: list[str]) -> str:
+    return "families=[" + ",".join(repr(f) for f in families) + "]"
+
+
+@pytest.mark.parametrize("preset", ["paper", "quick"])
+@pytest.mark.parametrize("families", [["tinystories"], ALL_FAMILIES], ids=["default", "all-families"])
+def test_dry_run_enumerates_exactly_the_grid(workdir: Path, preset: str, families: list[str]) -> None:
+    """The evolve jobs of a dry run are exactly preset × enabled tasks × variants × seeds."""
+    output = snakemake(workdir, "-n", "--config", f"preset={preset}", families_arg(families)).stdout
+    expected = expected_runs(preset, families)
+    assert evolve_outputs(output) == expected
+    assert job_counts(output)["evolve"] == len(expected)
+    assert ("fetch_tinystories" in job_counts(output)) == (preset == "paper")
+
+
+def test_grid_sizes_are_the_documented_ones(workdir: Path) -> None:
+    """Paper: 7 TinyStories variants × 5 seeds; with every family, + 4 games, CarRacing × 15 seeds, 2 MuJoCo envs."""
+    assert len(expected_runs("paper", ["tinystories"])) == 35
+    assert len(expected_runs("paper", ALL_FAMILIES)) == 35 + 4 * 3 * 5 + 3 * 15 + 2 * 3 * 5
+    assert len(expected_runs("quick", ["tinystories"])) == 4 * 2
+    assert len(expected_runs("quick", ALL_FAMILIES)) == 8 + 3 * 3 * 2
+
+
+def test_evolve_command_carries_preset_seed_and_overrides(workdir: Path) -> None:
+    """A rank-sweep run passes its rank overrides, one `--set` each, after the seed, and always --resume."""
+    output = snakemake(workdir, "-n", "-p", "results/paper/runs/tinystories/factorized-r2/seed3/summary.json").stdout
+    assert ("neuroevo run configs/tinystories/factorized.yaml --out results/paper/runs/tinystories/factorized-r2/seed3"
+            " --device auto --set seed=3 --set encoding.rank=2 --set encoding.ranks.embedding=16 --resume") in output
+    quick = snakemake(workdir, "-n", "-p", "results/quick/runs/tinystories/dense/seed1/summary.json").stdout
+    assert "--preset quick --device cpu --set seed=1 --resume" in quick
+
+
+def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:
+    """Asking for one figure schedules the runs, the aggregation and that figure: no tables, no report."""
+    output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
+    assert job_counts(output) == {"evolve": 8, "grid": 1, "aggregate": 1, "figure_fitness": 1}
+
+
+def test_unknown_config_key_fails_naming_it(workdir: Path) -> None:
+    """`--config seedz=3` fails schema validation with a message naming 'seedz'."""
+    result = snakemake(workdir, "-n", "--config", "seedz=3", check=False)
+    assert result.returncode != 0 and "'seedz' was unexpected" in result.stdout
+
+
+def test_bad_nested_key_in_a_configfile_fails_naming_it(workdir: Path) -> None:
+    """A typo deep in an experiments file given with --configfile is rejected, naming the key."""
+    bad = yaml.safe_load((workdir / "configs" / "experiments.yaml").read_text())
+    bad["presets"]["quick"]["runs"]["tinystories"]["seedz"] = 3
+    path = workdir / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config", check=False)
+    assert result.returncode != 0 and "'seedz' was unexpected" in result.stdout
+
+
+def test_unknown_variant_in_a_preset_fails_naming_it(workdir: Path) -> None:
+    """A preset that runs a variant the task does not define fails at DAG build, naming both."""
+    bad = yaml.safe_load((workdir / "configs" / "experiments.yaml").read_text())
+    bad["presets"]["quick"]["runs"]["tinystories"]["variants"].append("factorized-r3")
+    (workdir / "configs" / "experiments.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    result = snakemake(workdir, "-n", check=False)
+    assert result.returncode != 0
+    assert "presets.quick.runs.tinystories has unknown variant 'factorized-r3'" in result.stdout
+
+
+def test_missing_engine_config_fails_at_dag_build_naming_the_file(workdir: Path) -> None:
+    """If a referenced engine config is missing, the dry run fails with one line naming that file."""
+    (workdir / "configs" / "tinystories" / "small.yaml").unlink()
+    result = snakemake(workdir, "-n", check=False)
+    assert result.returncode != 0
+    assert "engine config configs/tinystories/small.yaml (task tinystories, variant small) does not exist" in result.stdout
+
+
+def test_slurm_profile_submits_evolve_jobs_with_a_gpu(workdir: Path) -> None:
+    """With profiles/slurm the paper's evolve jobs ask SLURM for one GPU, their memory and time."""
+    output = snakemake(workdir, "-n", "--workflow-profile", str(REPO / "profiles" / "slurm")).stdout
+    blocks = re.findall(r"rule evolve:\n(?:.*\n)*?\s+resources: (.*)", output)
+    assert len(blocks) == 35
+    for resources in blocks:
+        assert "gpu=1" in resources and "mem_mb=32000" in resources and "runtime=1440" in resources
+        assert "slurm_partition=" in resources and "slurm_account=" in resources
+
+
+# --- end to end (needs the engine) -----------------------------------------------------------
+
+TINY = {  # a seconds-long TinyStories run: the shipped corpus, 8 individuals, 3 generations
+    "ga.generations": 3, "ga.population": 8, "ga.elites": 2, "task.n_sequences": 8, "task.max_len": 24,
+    "model.n_blocks": 1,
+}
+
+
+def tiny_experiments(cache: Path) -> dict:
+    """2 variants (two ranks, so every figure applies) × 2 seeds of the quick preset, tiny runs."""
+    overrides = {**TINY, "task.cache_dir": str(cache)}
+    return {
+        "preset": "quick",
+        "families": ["tinystories"],
+        "tasks": {"tinystories": {
+            "family": "tinystories", "title": "TinyStories", "series": "best",
+            "ylabel": "Negative Cross-Entropy Loss", "compare": ["factorized-r4", "factorized-r2"],
+            "treatment": "factorized-r2",
+            "variants": {
+                "factorized-r4": {"config": "configs/tinystories/factorized.yaml", "rank": 4, "set": overrides},
+                "factorized-r2": {"config": "configs/tinystories/factorized.yaml", "rank": 2,
+                                  "set": {**overrides, "encoding.rank": 2, "encoding.ranks.embedding": 16}},
+            },
+        }},
+        "presets": {"quick": {
+            "engine_preset": "quick", "device": "cpu", "seeds": 2,
+            "resources": {"threads": 1, "mem_mb": 2000, "runtime": 10, "gpu": 0},
+            "runs": {"tinystories": {"variants": ["factorized-r4", "factorized-r2"], "data": ["data/quickstories.txt"]}},
+        }},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("neuroevo.cli") is None, reason="the engine (neuroevo.cli) has not landed")
+def test_tiny_grid_end_to_end_then_nothing_to_do_then_one_figure(tmp_path: Path) -> None:
+    """A tiny grid runs through evolve → tables → figures → report; a rerun does nothing; a deleted
+    figure is rebuilt alone (and the report that embeds it is refreshed)."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tinystories").symlink_to(REPO / "configs" / "tinystories")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "quickstories.txt").symlink_to(REPO / "data" / "quickstories.txt")
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(yaml.safe_dump(tiny_experiments(tmp_path / "cache")))
+
+    run = snakemake(tmp_path, "--configfile", str(experiments)).stdout
+    assert job_counts(run)["evolve"] == 4
+    for name in ("final", "kruskal", "pairwise"):
+        assert all((tmp_path / f"results/quick/tables/{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex"))
+    for name in ("fitness", "final", "runtime", "rank", "searched"):
+        assert all((tmp_path / f"figures/quick/tinystories_{name}.{ext}").stat().st_size > 0 for ext in ("pdf", "png"))
+    html = (tmp_path / "paper/quick/report.html").read_text()
+    assert "data:image/png;base64," in html and "Paper vs this reproduction" in html
+
+    assert "Nothing to be done" in snakemake(tmp_path, "--configfile", str(experiments)).stdout
+
+    (tmp_path / "figures/quick/tinystories_final.pdf").unlink()
+    alone = snakemake(tmp_path, "figures/quick/tinystories_final.pdf", "--configfile", str(experiments)).stdout
+    assert job_counts(alone) == {"figure_final": 1}
+    again = snakemake(tmp_path, "--configfile", str(experiments)).stdout
+    assert job_counts(again) == {"report": 1, "all": 1}
