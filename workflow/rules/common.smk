@@ -179,7 +179,7 @@ def _check_grid():
             if not Path(path).exists():
                 raise WorkflowError(
                     f"engine config {path} (task {task}, variant {variant}) does not exist; "
-                    f"remove {task} from `families` or `presets.{PRESET}.runs` until it lands"
+                    f"take family {config['tasks'][task]['family']!r} out of `families` until it lands"
                 )
 
 
