@@ -204,7 +204,8 @@ def test_each_figure_writes_non_empty_pdf_and_png(tables_of, tmp_path: Path, nam
     """Every figure function writes <stem>.pdf and <stem>.png, both non-empty."""
     g, long, runs = tables_of
     function, table = figures.FIGURES[name]
-    paths = function(long if table == "long" else runs, g.task("tinystories"), g.preset, tmp_path / f"tinystories_{name}")
+    data = long if table == "long" else runs
+    paths = function(data, g.task("tinystories"), g.preset, tmp_path / f"tinystories_{name}")
     assert [p.suffix for p in paths] == [".pdf", ".png"]
     assert all(p.stat().st_size > 1000 for p in paths)
 

@@ -28,7 +28,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     """Run the repository's Snakefile in `workdir`; stdout and stderr come back merged."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{output[-3000:]}")
@@ -141,7 +142,8 @@ def test_missing_engine_config_fails_at_dag_build_naming_the_file(workdir: Path)
     (workdir / "configs" / "tinystories" / "small.yaml").unlink()
     result = snakemake(workdir, "-n", check=False)
     assert result.returncode != 0
-    assert "engine config configs/tinystories/small.yaml (task tinystories, variant small) does not exist" in result.stdout
+    message = "engine config configs/tinystories/small.yaml (task tinystories, variant small) does not exist"
+    assert message in result.stdout
 
 
 def test_slurm_profile_submits_evolve_jobs_with_a_gpu(workdir: Path) -> None:
@@ -181,7 +183,8 @@ def tiny_experiments(cache: Path) -> dict:
         "presets": {"quick": {
             "engine_preset": "quick", "device": "cpu", "seeds": 2,
             "resources": {"threads": 1, "mem_mb": 2000, "runtime": 10, "gpu": 0},
-            "runs": {"tinystories": {"variants": ["factorized-r4", "factorized-r2"], "data": ["data/quickstories.txt"]}},
+            "runs": {"tinystories": {"variants": ["factorized-r4", "factorized-r2"],
+                                     "data": ["data/quickstories.txt"]}},
         }},
     }
 

@@ -39,9 +39,15 @@ rule tables:
         grid=rules.grid.output[0],
         runs=rules.aggregate.output.runs,
     output:
-        final=report("results/{preset}/tables/final.csv", caption="../report/table_final.rst", category="Tables"),
-        kruskal=report("results/{preset}/tables/kruskal.csv", caption="../report/table_kruskal.rst", category="Tables"),
-        pairwise=report("results/{preset}/tables/pairwise.csv", caption="../report/table_pairwise.rst", category="Tables"),
+        final=report(
+            "results/{preset}/tables/final.csv", caption="../report/table_final.rst", category="Tables"
+        ),
+        kruskal=report(
+            "results/{preset}/tables/kruskal.csv", caption="../report/table_kruskal.rst", category="Tables"
+        ),
+        pairwise=report(
+            "results/{preset}/tables/pairwise.csv", caption="../report/table_pairwise.rst", category="Tables"
+        ),
         markdown=expand("results/{{preset}}/tables/{name}.md", name=TABLES),
         latex=expand("results/{{preset}}/tables/{name}.tex", name=TABLES),
     params:

@@ -66,7 +66,8 @@ def rank(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=style.FIGSIZE)
     ax.scatter(ranked["rank"], ranked["final_score"], s=14, color="0.5", alpha=0.7, label="one seed")
     summary = _intervals(ranked, "rank")
-    ax.errorbar(summary.index, summary["mean"], yerr=[summary["mean"] - summary["low"], summary["high"] - summary["mean"]],
+    yerr = [summary["mean"] - summary["low"], summary["high"] - summary["mean"]]
+    ax.errorbar(summary.index, summary["mean"], yerr=yerr,
                 fmt="o-", color="black", capsize=3, label="mean, 95% t-interval")
     for name in style.ordered(task, data.loc[data["rank"].isna(), "variant"]):
         ax.axhline(data.loc[data["variant"] == name, "final_score"].mean(), ls="--", color=colours[name],
@@ -107,7 +108,8 @@ FIGURES: dict[str, tuple[FigureFn, str]] = {
 }
 
 
-def _curves(long: pd.DataFrame, task: Task, preset: str, stem: Path, column: str, ylabel: str, title: str) -> list[Path]:
+def _curves(long: pd.DataFrame, task: Task, preset: str, stem: Path,
+            column: str, ylabel: str, title: str) -> list[Path]:
     """Mean over seeds per generation with the paper's ±1.96·SEM band, one line per variant."""
     data = _task_rows(long, task)
     names, colours = style.labels(task), style.palette(task)

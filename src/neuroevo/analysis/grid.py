@@ -38,13 +38,6 @@ class Task:
     compare: tuple[str, ...]  # groups of the Kruskal–Wallis and pairwise tests
     treatment: str | None  # the factorized group whose Glass's Δ is taken against each control
 
-    def variant(self, name: str) -> Variant:
-        """The variant called `name`, or a one-line error naming the task."""
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise KeyError(f"task {self.name!r} has no variant {name!r}")
-
 
 @dataclass(frozen=True)
 class Grid:

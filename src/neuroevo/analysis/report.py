@@ -68,7 +68,8 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
                      "these numbers are not the paper's experiment.**\n")
     parts += [_setup(grid, runs), "## Tables\n"]
     captions = {
-        "final": "Last-generation score per variant over seeds (mean, std, 95% Student-t interval) and parameter counts.",
+        "final": "Last-generation score per variant over seeds (mean, std, 95% Student-t interval) "
+                 "and parameter counts.",
         "kruskal": "Kruskal–Wallis test across the compared groups at the last generation.",
         "pairwise": "Pairwise Wilcoxon rank-sum (as the paper) and Mann–Whitney U tests; Glass's Δ = "
                     "(mean(a) − mean(b)) / std(b, ddof 0).",
