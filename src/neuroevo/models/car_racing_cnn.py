@@ -1,0 +1,33 @@
+"""The CarRacing policy CNN of Garbus & Pollack (2025) §3, built by the shared `ConvPolicy`.
+
+12×64×64 (4 stacked RGB frames) → four unpadded 4×4 stride-2 convolutions 32, 64, 128, 256
+(spatial 31, 14, 6, 2) → flatten 1024 → dense 256 → dense 3 (steer, gas, brake), ReLU after every
+layer but the last (the reference's config puts `relu` on all four convolutions). The outputs are
+the raw actions: no tanh or clamp, the environment clips them itself. Small baseline: channels
+(4, 4, 8, 16), flatten 64, 32 hidden units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neuroevo.encoding import EncodingConfig
+from neuroevo.models.atari_cnn import ConvPolicy
+
+CAR_RACING_KERNELS = ((4, 2),) * 4  # (kernel, stride) of each convolution, §3
+N_ACTIONS = 3  # steer, gas, brake
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """CarRacing CNN widths; defaults are the paper's (small: (4, 4, 8, 16) and 32)."""
+
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # output channels of the four convolutions
+    hidden: int = 256  # units of the dense layer after the flatten
+
+
+def car_racing_cnn(config: ModelConfig, encoding: EncodingConfig, frame_stack: int = 4,
+                   resolution: int = 64) -> ConvPolicy:
+    """The §3 network on `frame_stack` RGB frames of resolution², 3 raw action outputs."""
+    return ConvPolicy(encoding, (3 * frame_stack, resolution, resolution), CAR_RACING_KERNELS,
+                      config.channels, config.hidden, N_ACTIONS)

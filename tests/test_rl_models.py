@@ -1,0 +1,133 @@
+"""The RL policy networks: batched forwards against per-individual references, and genome sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuroevo.encoding import EncodingConfig
+from neuroevo.genome import initial_weights
+from neuroevo.layers import developed_linear_weight
+from neuroevo.models.atari_cnn import ConvPolicy, ModelConfig as AtariConfig, atari_cnn
+from neuroevo.models.car_racing_cnn import ModelConfig as CarConfig, car_racing_cnn
+from neuroevo.models.mlp import MLPPolicy, ModelConfig as MLPConfig
+
+DENSE = EncodingConfig("dense")
+FACTORIZED = EncodingConfig("factorized", rank=2)
+ENCODINGS = [pytest.param(DENSE, id="dense"), pytest.param(FACTORIZED, id="factorized")]
+
+
+def _population(layout, pop: int, seed: int = 0) -> torch.Tensor:
+    """(P, D) weights; biases get noise too, so a wrong bias slice cannot hide behind zeros."""
+    theta = initial_weights(layout, list(range(seed, seed + pop)), torch.device("cpu"))
+    return theta + 0.05 * torch.randn_like(theta)
+
+
+def _small_cnn(encoding: EncodingConfig) -> ConvPolicy:
+    """The Atari small net on a 36×36 input: every layer type, fast enough to loop over."""
+    return ConvPolicy(encoding, (12, 36, 36), ((8, 4), (4, 2), (3, 1)), (4, 8, 8), 16, 5)
+
+
+def _looped_cnn(model: ConvPolicy, p: dict, obs: torch.Tensor) -> torch.Tensor:
+    """The obvious reference: one individual at a time, developed kernels and matrices."""
+    outs = []
+    for i in range(obs.shape[0]):
+        one = {name: value[i:i + 1] for name, value in p.items()}
+        x = obs[i]                                                         # (N, C, H, W)
+        for conv in model.convs:
+            kernel = conv.developed_kernel(one)[0]
+            x = F.relu(F.conv2d(x, kernel, one[f"{conv.name}.bias"][0], stride=conv.stride))
+        x = x.flatten(1)
+        for layer, act in ((model.hidden, F.relu), (model.out, lambda y: y)):
+            x = act(x @ developed_linear_weight(layer, one)[0] + one[f"{layer.name}.bias"][0])
+        outs.append(x)
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_cnn_batched_forward_equals_per_individual_loop(encoding: EncodingConfig) -> None:
+    """The population-batched CNN forward gives each individual what its own network gives."""
+    model = _small_cnn(encoding)
+    p = model.layout.views(_population(model.layout, pop=3))
+    obs = torch.rand(3, 2, 12, 36, 36)
+    torch.testing.assert_close(model.forward(p, obs), _looped_cnn(model, p, obs),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_factorized_conv_equals_dense_conv_with_developed_kernel() -> None:
+    """A rank-r conv then a halved 1×1 conv equals one conv with the developed kernel A·B/2."""
+    model = _small_cnn(FACTORIZED)
+    conv = model.convs[1]
+    p = model.layout.views(_population(model.layout, pop=3))
+    x = torch.rand(2, 3 * conv.c_in, 8, 8)                                 # (N, P·C, H, W)
+    kernel = conv.developed_kernel(p).reshape(3 * conv.c_out, conv.c_in, 4, 4)
+    dense = F.conv2d(x, kernel, p[f"{conv.name}.bias"].reshape(-1), stride=conv.stride, groups=3)
+    torch.testing.assert_close(conv(p, x), dense, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_mlp_batched_forward_equals_per_individual_loop(encoding: EncodingConfig) -> None:
+    """The batched MLP equals a per-individual tanh MLP whose output is rescaled to the bounds."""
+    low, high = torch.tensor([-1.0, 0.0, -0.4]), torch.tensor([1.0, 2.0, 0.4])
+    model = MLPPolicy(MLPConfig(hidden=(8, 8)), encoding, 5, low, high)
+    p = model.layout.views(_population(model.layout, pop=4))
+    obs = 3 * torch.randn(4, 6, 5)
+    expected = []
+    for i in range(4):
+        one = {name: value[i:i + 1] for name, value in p.items()}
+        x = obs[i]
+        for layer in model.hidden:
+            x = torch.tanh(x @ developed_linear_weight(layer, one)[0] + one[f"{layer.name}.bias"][0])
+        y = torch.tanh(x @ one["out.weight"][0] + one["out.bias"][0])
+        expected.append(low + (y + 1) / 2 * (high - low))
+    actions = model.forward(p, obs)
+    torch.testing.assert_close(actions, torch.stack(expected), rtol=1e-5, atol=1e-6)
+    assert bool(((actions >= low) & (actions <= high)).all())
+
+
+def _conv_count(c_in: int, c_out: int, k: int, rank: int | None) -> int:
+    return (k * k * c_in * c_out if rank is None else rank * (k * k * c_in + c_out)) + c_out
+
+
+def _dense_count(d_in: int, d_out: int, rank: int | None) -> int:
+    return (d_in * d_out if rank is None else rank * (d_in + d_out)) + d_out
+
+
+@pytest.mark.parametrize("channels,hidden,rank", [
+    ((32, 64, 64), 256, None), ((32, 64, 64), 256, 4), ((4, 8, 8), 32, None)])
+def test_atari_cnn_searched_size_matches_hand_count(channels, hidden, rank) -> None:
+    """The Atari genome holds exactly the paper net's weights (dense, rank-4 or small)."""
+    encoding = DENSE if rank is None else EncodingConfig("factorized", rank=rank)
+    model = atari_cnn(AtariConfig(channels, hidden), encoding, n_actions=18)
+    c1, c2, c3 = channels
+    expected = (_conv_count(12, c1, 8, rank) + _conv_count(c1, c2, 4, rank)
+                + _conv_count(c2, c3, 3, rank) + _dense_count(c3 * 7 * 7, hidden, rank)
+                + _dense_count(hidden, 18, None))
+    assert model.features == c3 * 49
+    assert model.layout.searched_dim == model.layout.dim == expected
+    if rank is None and channels == (32, 64, 64):
+        assert expected == 902_066  # 3136→256 dominates: 802,816 of it
+
+
+@pytest.mark.parametrize("channels,hidden,rank", [
+    ((32, 64, 128, 256), 256, None), ((32, 64, 128, 256), 256, 1), ((4, 4, 8, 16), 32, None)])
+def test_car_racing_cnn_searched_size_matches_hand_count(channels, hidden, rank) -> None:
+    """The CarRacing genome holds exactly the paper net's weights (dense, rank-1 or small)."""
+    encoding = DENSE if rank is None else EncodingConfig("factorized", rank=rank)
+    model = car_racing_cnn(CarConfig(channels, hidden), encoding)
+    sizes = (12,) + channels
+    expected = sum(_conv_count(sizes[i], sizes[i + 1], 4, rank) for i in range(4))
+    expected += _dense_count(channels[-1] * 2 * 2, hidden, rank) + _dense_count(hidden, 3, None)
+    assert model.features == channels[-1] * 4  # spatial 31, 14, 6, 2
+    assert model.layout.searched_dim == expected
+    out = model.forward(model.layout.views(_population(model.layout, 2)), torch.rand(2, 1, 12, 64, 64))
+    assert out.shape == (2, 1, 3)
+
+
+def test_output_layer_stays_dense_when_factorized() -> None:
+    """Factorizing touches `conv` and `hidden` layers only; the output layer keeps a full matrix."""
+    model = atari_cnn(AtariConfig(), EncodingConfig("factorized", rank=4), n_actions=18)
+    names = {spec.name for spec in model.layout.specs}
+    assert {"out.weight", "hidden.A", "hidden.B", "conv1.A", "conv3.B"} <= names
+    assert "hidden.weight" not in names and "out.A" not in names
