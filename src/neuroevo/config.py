@@ -47,7 +47,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model),
-                "encoding": dataclasses.asdict(self.encoding), "ga": dataclasses.asdict(self.ga),
+                "encoding": self.encoding.to_dict(), "ga": dataclasses.asdict(self.ga),
                 "seed": self.seed, "device": self.device, "preset": self.preset}
 
     def digest(self, exclude_device: bool = True) -> str:

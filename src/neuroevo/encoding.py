@@ -5,27 +5,33 @@ mutation gene (before × mutation rate), and whether it is a low-rank factor. A 
 concatenates the specs into one flat genome of dimension D; a population is then a (P, D) tensor
 and each spec is a (P, *shape) view of it.
 
-The encoding decides, per weight matrix, whether the genome holds W itself (`dense`) or its
-factors (`factorized`: W = A·B with a rank per layer type). The smaller non-factorized baseline
-is `dense` with a smaller model config, not a separate code path. Initial and mutation stds follow
-the reference implementation (see reference-method.md §1.1):
+The encoding decides, per weight matrix, whether the genome holds W itself (`dense`), its
+factors (`factorized`: W = A·B with a rank per layer type), or only k of its entries (`sparse`, an
+extension beyond the paper: k = r·(in + out), the dimensions a rank-r factorization searches, with
+the rest of W frozen at a shared seeded init; see `layers.SparseWeight`). The sparse encoding asks
+whether the factorized advantage comes from the size of the search space or from its structure.
+The smaller non-factorized baseline is `dense` with a smaller model config, not a separate code
+path. Initial and mutation stds follow the reference implementation (see reference-method.md §1.1):
 
 * dense weight: Kaiming normal, std √(2/fan_in); the same std scaled by mr for mutations;
 * bias: zero at init, mutations N(0, 2)·mr (Kaiming on a vector, whose fan_in is 1);
 * factor of a matrix with full shape (out, in): std √(2/fan_in(factor)) if in > out, else
   √(√2/fan_in(factor)), with fan_in(A: out×r) = r and fan_in(B: r×in) = in; factor mutations use
   √mr instead of mr, because a perturbation of both factors enters W as a product;
-* layer-norm scale and bias: 1 and 0, never mutated.
+* layer-norm scale and bias: 1 and 0, never mutated;
+* sparse entries: the dense std of their matrix, for the initial gene and (× mr) for mutations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import torch
 
-ENCODINGS = ("dense", "factorized")
+ENCODINGS = ("dense", "factorized", "sparse")
+SPARSE_SELECTIONS = ("random", "magnitude")
 
 
 class EncodingError(ValueError):
@@ -50,18 +56,52 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
-class EncodingConfig:
-    """Which weight matrices are factorized, and at which rank."""
+class SparseChoice:
+    """How one sparse-encoded matrix picks the k entries its genome holds."""
 
-    kind: str = "dense"  # "dense" | "factorized"
+    rank: int  # k = rank·(in + out), what a factorization of this rank would search
+    selection: str  # "random" entries, or those of largest |init| ("magnitude")
+    seed: int  # seed of the frozen shared weights and of the random choice
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    """Which weight matrices are factorized (or sparse), and at which rank."""
+
+    kind: str = "dense"  # "dense" | "factorized" | "sparse"
     rank: int = 4  # rank of every factorized layer type not named in `ranks`
     ranks: dict[str, int] = field(default_factory=dict)  # per layer type, e.g. {"embedding": 32}
+    sparse_selection: str = "random"  # sparse only: "random" | "magnitude" (largest |init|)
+    sparse_seed: int = 0  # sparse only: frozen weights and index choice; shared by every run seed
+
+    def __post_init__(self) -> None:
+        if self.sparse_selection not in SPARSE_SELECTIONS:
+            raise ValueError(f"encoding.sparse_selection must be one of "
+                             f"{', '.join(SPARSE_SELECTIONS)}, got {self.sparse_selection!r}")
+        if not 0 <= self.sparse_seed < 2**31:
+            raise ValueError(f"encoding.sparse_seed must be in [0, 2**31), got {self.sparse_seed}")
 
     def rank_for(self, layer_type: str) -> int | None:
-        """The rank of a matrix of this layer type, or None when it is searched densely."""
+        """The rank of a matrix of this layer type, or None when it is not factorized."""
         if self.kind != "factorized":
             return None
         return self.ranks.get(layer_type, self.rank)
+
+    def sparse_for(self, layer_type: str) -> SparseChoice | None:
+        """How a matrix of this layer type is sparsely searched, or None when it is not."""
+        if self.kind != "sparse":
+            return None
+        return SparseChoice(self.ranks.get(layer_type, self.rank), self.sparse_selection,
+                            self.sparse_seed)
+
+    def to_dict(self) -> dict:
+        """The fields as a dict, the sparse ones only for the sparse kind: adding that encoding
+        left every dense and factorized config's digest, and so the resumability of its runs,
+        unchanged."""
+        data = dataclasses.asdict(self)
+        if self.kind != "sparse":
+            del data["sparse_selection"], data["sparse_seed"]
+        return data
 
 
 @dataclass
@@ -78,6 +118,11 @@ class ParamLayout:
         return sum(spec.numel for spec in self.specs)
 
     @property
+    def sparse(self) -> bool:
+        """Whether any layer is sparse-encoded (a model that ignores `sparse_for` has none)."""
+        return any(row["encoding"].startswith("sparse") for row in self.rows)
+
+    @property
     def searched_dim(self) -> int:
         """Dimensions the GA actually moves: the size of the search space."""
         return sum(spec.numel for spec in self.specs if spec.mutable)
@@ -90,15 +135,18 @@ class ParamLayout:
         return spec.name
 
     def describe_layer(self, name: str, kind: str, full_shape: tuple[int, ...], rank: int | None,
-                       param_names: list[str], weights: int) -> None:
+                       param_names: list[str], weights: int, encoding: str | None = None) -> None:
         """Record one logical layer: its developed shape, its weight count (W and bias) and the
-        genome entries that encode it, for `neuroevo describe` and summary.json."""
+        genome entries that encode it, for `neuroevo describe` and summary.json. `encoding`
+        names it when it is neither dense nor factorized (a sparse layer)."""
         by_name = {spec.name: spec for spec in self.specs}
         specs = [by_name[n] for n in param_names]
         self.network_weights += weights
+        if encoding is None:
+            encoding = "dense" if rank is None else f"factorized r={rank}"
         self.rows.append({
             "layer": name, "kind": kind, "shape": "×".join(map(str, full_shape)),
-            "encoding": "dense" if rank is None else f"factorized r={rank}",
+            "encoding": encoding,
             "genome": ", ".join(f"{s.name.rsplit('.', 1)[-1]} {'×'.join(map(str, s.shape))}"
                                 for s in specs),
             "weights": weights,
@@ -150,7 +198,8 @@ def factor_std(full_in: int, full_out: int, factor_fan_in: int, conv: bool = Fal
 
 
 def check_rank(name: str, rank: int, d_in: int, d_out: int) -> None:
-    """A rank at or above min(in, out) searches more dimensions than W itself: reject it."""
+    """A rank above min(in, out) searches more dimensions than W itself: reject it. Sparse layers
+    take the same bound, so one rank sweep is valid for both encodings."""
     if rank < 1 or rank > min(d_in, d_out):
         raise EncodingError(
             f"rank {rank} for layer {name!r} ({d_out}×{d_in}) must be between 1 and "

@@ -10,15 +10,23 @@ Storage convention: activations are row vectors, so a dense linear weight is sto
 applied as x @ W. The reference writes W as (out, in) = A·B with A (out×r) and B (r×in); here
 `.B` holds Bᵀ (in×r) and `.A` holds Aᵀ (r×out), so x @ Wᵀ = (x @ Bᵀ) @ Aᵀ, and each factor keeps the
 reference's name and initial std.
+
+Sparse layers (an extension, `SparseWeight`) hold k entries of W in the genome and develop W by
+writing them into a frozen matrix shared by the whole population.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import (
-    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_std, kaiming_std)
+    BIAS_MUTATION_STD, ParamLayout, ParamSpec, SparseChoice, check_rank, factor_std, kaiming_std)
+from neuroevo.noise import gaussian
 
 Params = dict[str, torch.Tensor]
 
@@ -28,13 +36,68 @@ def _bias(layout: ParamLayout, name: str, size: int) -> str:
                                 mutation_std=BIAS_MUTATION_STD))
 
 
+class SparseWeight:
+    """A weight matrix whose genome holds only k of its entries (lottery-ticket style search).
+
+    k = r·(in + out), the dimensions a rank-r factorization of the same matrix searches (capped at
+    the matrix size, where the encoding becomes dense), so sparse and factorized search spaces
+    have the same size and differ only in structure. The other entries are frozen at a random
+    init drawn once from (`encoding.sparse_seed`, layer name) with the dense init distribution,
+    shared by every individual and every run seed, like the architecture.
+
+    The genome's k values *replace* the frozen entries. They start from each individual's own
+    initial gene with the dense init std and mutate with the dense rule (std·mr), so at k = in·out
+    the encoding is exactly dense. Selection `random` picks k entries uniformly (seeded);
+    `magnitude` picks the k largest |init|, leaving the frozen remainder the weakest part of the
+    random matrix.
+    """
+
+    def __init__(self, layout: ParamLayout, name: str, shape: tuple[int, ...], init_std: float,
+                 choice: SparseChoice, k: int) -> None:
+        self.name, self.shape, self.choice = f"{name}.values", shape, choice
+        numel = math.prod(shape)
+        self.k = min(k, numel)
+        layer_seed = (choice.seed << 32) | zlib.crc32(name.encode())
+        # drawn on the CPU whatever the run's device, so every device develops the same weights
+        self.base = init_std * gaussian([layer_seed], numel)[0]                   # (n,)
+        if choice.selection == "magnitude":
+            index = torch.topk(self.base.abs(), self.k).indices
+        else:
+            rng = np.random.default_rng([choice.seed, zlib.crc32(name.encode())])
+            index = torch.as_tensor(rng.choice(numel, self.k, replace=False))
+        self.index = index.sort().values                                           # (k,)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        layout.add(ParamSpec(self.name, (self.k,), init_std, init_std))
+
+    @property
+    def label(self) -> str:
+        return f"sparse k={self.k} ({self.choice.selection}, r={self.choice.rank})"
+
+    def develop(self, p: Params) -> torch.Tensor:
+        """(P, *shape): the frozen matrix with each individual's k values written in."""
+        values = p[self.name]                                                      # (P, k)
+        if values.device not in self._on_device:
+            self._on_device[values.device] = (self.base.to(values.device),
+                                              self.index.to(values.device))
+        base, index = self._on_device[values.device]
+        full = base.expand(values.shape[0], -1).index_copy(1, index, values)      # (P, n)
+        return full.view(values.shape[0], *self.shape)
+
+
 class Linear:
-    """y = x·W + b for every individual; W dense (in, out) or factorized (x·B)·A at rank r."""
+    """y = x·W + b for every individual; W dense (in, out), factorized (x·B)·A at rank r, or
+    sparse (k entries of W searched, `sparse` given)."""
 
     def __init__(self, layout: ParamLayout, name: str, d_in: int, d_out: int,
-                 rank: int | None = None, bias: bool = True, kind: str = "linear") -> None:
-        self.name, self.rank = name, rank
-        if rank is None:
+                 rank: int | None = None, bias: bool = True, kind: str = "linear",
+                 sparse: SparseChoice | None = None) -> None:
+        self.name, self.rank, self.sparse = name, rank, None
+        if sparse is not None:
+            check_rank(name, sparse.rank, d_in, d_out)
+            self.sparse = SparseWeight(layout, name, (d_in, d_out), kaiming_std(d_in), sparse,
+                                       k=sparse.rank * (d_in + d_out))
+            names = [self.sparse.name]
+        elif rank is None:
             std = kaiming_std(d_in)
             names = [layout.add(ParamSpec(f"{name}.weight", (d_in, d_out), std, std))]
         else:
@@ -47,7 +110,14 @@ class Linear:
         if bias:
             names.append(_bias(layout, name, d_out))
         layout.describe_layer(name, kind, (d_out, d_in), rank, names,
-                              weights=d_in * d_out + (d_out if bias else 0))
+                              weights=d_in * d_out + (d_out if bias else 0),
+                              encoding=self.sparse.label if self.sparse else None)
+
+    def weight(self, p: Params) -> torch.Tensor:
+        """(P, in, out) W of an unfactorized layer: the genome's own, or the developed sparse one."""
+        if self.sparse is not None:
+            return self.sparse.develop(p)
+        return p[f"{self.name}.weight"]
 
     def __call__(self, p: Params, x: torch.Tensor,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,7 +133,7 @@ class Linear:
         else:
             start = bias
         if self.rank is None:
-            w = p[f"{self.name}.weight"]                                    # (P, in, out)
+            w = self.weight(p)                                              # (P, in, out)
         else:
             x = torch.bmm(x, p[f"{self.name}.B"])                           # (P, N, r)
             w = p[f"{self.name}.A"]                                         # (P, r, out)
@@ -78,7 +148,7 @@ def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor) -> torch.Tens
     stack of their A factors, so W is still never built.
     """
     if all(layer.rank is None for layer in layers):
-        w = torch.cat([p[f"{layer.name}.weight"] for layer in layers], dim=2)   # (P, in, Σout)
+        w = torch.cat([layer.weight(p) for layer in layers], dim=2)            # (P, in, Σout)
     elif all(layer.rank is not None for layer in layers):
         x = torch.bmm(x, torch.cat([p[f"{layer.name}.B"] for layer in layers], dim=2))
         w = _block_diagonal([p[f"{layer.name}.A"] for layer in layers])      # (P, Σr, Σout)
@@ -108,9 +178,14 @@ class TiedEmbedding:
     """
 
     def __init__(self, layout: ParamLayout, name: str, vocab: int, hidden: int,
-                 rank: int | None = None) -> None:
-        self.name, self.rank = name, rank
-        if rank is None:
+                 rank: int | None = None, sparse: SparseChoice | None = None) -> None:
+        self.name, self.rank, self.sparse = name, rank, None
+        if sparse is not None:
+            check_rank(name, sparse.rank, vocab, hidden)
+            self.sparse = SparseWeight(layout, name, (vocab, hidden), 1.0, sparse,
+                                       k=sparse.rank * (vocab + hidden))
+            names = [self.sparse.name]
+        elif rank is None:
             names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden), 1.0, 1.0))]
         else:
             check_rank(name, rank, vocab, hidden)
@@ -121,12 +196,19 @@ class TiedEmbedding:
         names.append(layout.add(ParamSpec(f"{name}.out_bias", (vocab,), BIAS_MUTATION_STD,
                                           BIAS_MUTATION_STD)))
         layout.describe_layer(name, "embedding (tied)", (hidden, vocab), rank, names,
-                              weights=vocab * hidden + vocab)
+                              weights=vocab * hidden + vocab,
+                              encoding=self.sparse.label if self.sparse else None)
+
+    def _weight(self, p: Params) -> torch.Tensor:
+        """(P, vocab, H) E of an unfactorized embedding (the genome's, or developed sparse)."""
+        if self.sparse is not None:
+            return self.sparse.develop(p)
+        return p[f"{self.name}.weight"]
 
     def embed(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N,) shared by all individuals → (P, N, hidden)."""
         if self.rank is None:
-            return p[f"{self.name}.weight"][:, tokens]                       # (P, N, H)
+            return self._weight(p)[:, tokens]                                # (P, N, H)
         return torch.bmm(p[f"{self.name}.B"][:, tokens], p[f"{self.name}.A"])  # (P,N,r)·(P,r,H)
 
     def output_projection(self, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -136,7 +218,7 @@ class TiedEmbedding:
         logits GEMM runs at K = r instead of K = hidden.
         """
         if self.rank is None:
-            return p[f"{self.name}.weight"], None
+            return self._weight(p), None
         return p[f"{self.name}.B"], p[f"{self.name}.A"].transpose(1, 2)
 
     def out_bias(self, p: Params) -> torch.Tensor:
@@ -173,11 +255,16 @@ class Conv2d:
     """
 
     def __init__(self, layout: ParamLayout, name: str, c_in: int, c_out: int, kernel: int,
-                 stride: int, rank: int | None = None) -> None:
-        self.name, self.rank, self.stride = name, rank, stride
+                 stride: int, rank: int | None = None, sparse: SparseChoice | None = None) -> None:
+        self.name, self.rank, self.stride, self.sparse = name, rank, stride, None
         self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
         fan_in = kernel * kernel * c_in
-        if rank is None:
+        if sparse is not None:  # k matches the rank-r conv factors: r·(kh·kw·cin + cout)
+            check_rank(name, sparse.rank, fan_in, c_out)
+            self.sparse = SparseWeight(layout, name, (c_out, c_in, kernel, kernel),
+                                       kaiming_std(fan_in), sparse, k=sparse.rank * (fan_in + c_out))
+            names = [self.sparse.name]
+        elif rank is None:
             std = kaiming_std(fan_in)
             names = [layout.add(ParamSpec(f"{name}.weight", (c_out, c_in, kernel, kernel),
                                           std, std))]
@@ -190,15 +277,16 @@ class Conv2d:
                      layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b, std_b, factor=True))]
         names.append(_bias(layout, name, c_out))
         layout.describe_layer(name, "conv", (c_out, c_in, kernel, kernel), rank, names,
-                              weights=fan_in * c_out + c_out)
+                              weights=fan_in * c_out + c_out,
+                              encoding=self.sparse.label if self.sparse else None)
 
     def __call__(self, p: Params, x: torch.Tensor) -> torch.Tensor:
         """x (N, P·c_in, H, W) → (N, P·c_out, H', W')."""
         pop = p[f"{self.name}.bias"].shape[0]
         bias = p[f"{self.name}.bias"].reshape(pop * self.c_out)              # (P·cout,)
         if self.rank is None:
-            kernel = p[f"{self.name}.weight"].reshape(pop * self.c_out, self.c_in, self.kernel,
-                                                      self.kernel)
+            kernel = self._weight(p).reshape(pop * self.c_out, self.c_in, self.kernel,
+                                             self.kernel)
             return F.conv2d(x, kernel, bias, stride=self.stride, groups=pop)
         kernel_a = p[f"{self.name}.A"].reshape(pop * self.rank, self.c_in, self.kernel,
                                                self.kernel)
@@ -209,14 +297,20 @@ class Conv2d:
     def developed_kernel(self, p: Params) -> torch.Tensor:
         """The full (P, cout, cin, k, k) kernel a factorized conv stands for (tests, analysis)."""
         if self.rank is None:
-            return p[f"{self.name}.weight"]
+            return self._weight(p)
         a = p[f"{self.name}.A"].flatten(2)                                   # (P, r, cin·k·k)
         w = 0.5 * torch.bmm(p[f"{self.name}.B"], a)                          # (P, cout, cin·k·k)
         return w.unflatten(2, (self.c_in, self.kernel, self.kernel))
+
+    def _weight(self, p: Params) -> torch.Tensor:
+        """(P, cout, cin, k, k) kernel of an unfactorized conv (the genome's, or developed sparse)."""
+        if self.sparse is not None:
+            return self.sparse.develop(p)
+        return p[f"{self.name}.weight"]
 
 
 def developed_linear_weight(layer: Linear, p: Params) -> torch.Tensor:
     """The (P, in, out) matrix a linear layer stands for: W itself, or Bᵀ·Aᵀ for factors."""
     if layer.rank is None:
-        return p[f"{layer.name}.weight"]
+        return layer.weight(p)
     return torch.bmm(p[f"{layer.name}.B"], p[f"{layer.name}.A"])

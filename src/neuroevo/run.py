@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 import neuroevo
 from neuroevo.config import RunConfig
+from neuroevo.encoding import EncodingError
 from neuroevo.ga import GeneticAlgorithm
 from neuroevo.genome import save_genome
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save, write_json
@@ -38,7 +39,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_task(config: RunConfig, device: torch.device) -> Task:
-    return task_module(config.task.name).build(config, device)
+    task = task_module(config.task.name).build(config, device)
+    if config.encoding.kind == "sparse" and not task.layout.sparse:
+        raise EncodingError(f"encoding 'sparse' is not wired into the {config.task.name} model "
+                            "(its layers take no `sparse=`): use dense or factorized")
+    return task
 
 
 @dataclass

@@ -42,14 +42,15 @@ class Block:
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.q, self.k, self.v = (
             Linear(layout, f"{name}.attn.{p}", cfg.hidden, width, encoding.rank_for("qkv"),
-                   kind="attention q/k/v") for p in "qkv")
+                   kind="attention q/k/v", sparse=encoding.sparse_for("qkv")) for p in "qkv")
         self.out = Linear(layout, f"{name}.attn.out", width, cfg.hidden,
-                          encoding.rank_for("attn_out"), kind="attention out")
+                          encoding.rank_for("attn_out"), kind="attention out",
+                          sparse=encoding.sparse_for("attn_out"))
         self.ln1 = LayerNorm(layout, f"{name}.ln1", cfg.hidden, cfg.ln_eps)
         self.ff1 = Linear(layout, f"{name}.ff1", cfg.hidden, cfg.ff, encoding.rank_for("ff"),
-                          kind="feed-forward")
+                          kind="feed-forward", sparse=encoding.sparse_for("ff"))
         self.ff2 = Linear(layout, f"{name}.ff2", cfg.ff, cfg.hidden, encoding.rank_for("ff"),
-                          kind="feed-forward")
+                          kind="feed-forward", sparse=encoding.sparse_for("ff"))
         self.ln2 = LayerNorm(layout, f"{name}.ln2", cfg.hidden, cfg.ln_eps)
 
     def __call__(self, p: Params, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -72,7 +73,8 @@ class Transformer:
         self.cfg, self.vocab = cfg, vocab
         self.layout = ParamLayout()
         self.embedding = TiedEmbedding(self.layout, "embed", vocab, cfg.hidden,
-                                       encoding.rank_for("embedding"))
+                                       encoding.rank_for("embedding"),
+                                       encoding.sparse_for("embedding"))
         self.blocks = [Block(self.layout, f"blocks.{i}", cfg, encoding)
                        for i in range(cfg.n_blocks)]
 
