@@ -125,10 +125,14 @@ class Linear:
 
         The residual is folded into the GEMM's accumulator (baddbmm's `input`), and the bias is
         added to it in place, which saves a full pass over the activations per layer: on a CPU
-        these tiny layers are bound by memory passes, not FLOPs. `residual` is overwritten.
+        these tiny layers are bound by memory passes, not FLOPs. `residual` is overwritten, unless
+        autograd records it (gradient.py): its backward still needs the old value, so the bias is
+        then added out of place (the same sum, bit for bit).
         """
         bias = p[f"{self.name}.bias"].unsqueeze(1) if self.bias else None       # (P, 1, out)
-        if residual is not None:
+        if residual is not None and bias is not None and residual.requires_grad:
+            start = residual + bias
+        elif residual is not None:
             start = residual.add_(bias) if bias is not None else residual
         else:
             start = bias
