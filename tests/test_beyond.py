@@ -120,3 +120,86 @@ def test_sparse_keys_stay_out_of_dense_and_factorized_configs() -> None:
     sparse = EncodingConfig("sparse", 4, {"embedding": 32})
     assert sparse.rank_for("ff") is None
     assert sparse.sparse_for("embedding") == SparseChoice(32, "random", 0)
+
+
+# --- the gradient-descent reference ------------------------------------------------------------
+
+def _tiny_config(path: str, overrides: list[str], *extra: str):
+    from neuroevo.config import load_config
+    return load_config(path, None, overrides + ["device=cpu", *extra])
+
+
+def test_gradient_descent_lowers_the_loss(tiny_lm_overrides: list[str], tmp_path) -> None:
+    """Adam on the dense tiny LM ends with a higher fitness (lower CE) than it started."""
+    import pandas as pd
+
+    from neuroevo.gradient import GradientConfig, train
+
+    config = _tiny_config("configs/tinystories/dense.yaml", tiny_lm_overrides)
+    summary = train(config, tmp_path, GradientConfig(lr=1e-2, steps=15), progress=False)
+    log = pd.read_csv(tmp_path / "gradient.csv")
+    assert list(log["step"]) == list(range(1, 16))
+    assert list(log["forward_passes"]) == [3.0 * s for s in range(1, 16)]
+    assert log["fitness"].iloc[-1] > log["fitness"].iloc[0] + 0.5
+    assert summary["trained_dims"] == summary["searched_dims"]
+
+
+def test_gradient_budget_matches_the_ga_forward_passes(tiny_lm_overrides: list[str]) -> None:
+    """population 8 × 3 generations = 24 forward passes buy 24 / 3 = 8 Adam steps."""
+    from neuroevo.gradient import matched_steps
+
+    config = _tiny_config("configs/tinystories/dense.yaml", tiny_lm_overrides)
+    assert matched_steps(config, forward_cost=3.0) == 8
+
+
+def test_lora_style_descent_moves_only_the_factors(tiny_lm_overrides: list[str], tmp_path) -> None:
+    """The factorized GD run trains the factor entries and leaves biases, output bias and layer
+    norms exactly at the GA's first initial individual."""
+    from neuroevo.gradient import GradientConfig, train
+    from neuroevo.run import build_task
+
+    config = _tiny_config("configs/tinystories/factorized.yaml", tiny_lm_overrides)
+    summary = train(config, tmp_path, GradientConfig(lr=1e-2, steps=4), progress=False)
+    layout = build_task(config, torch.device("cpu")).layout
+    start = initial_weights(layout, [summary["init_seed"]], torch.device("cpu"))
+    after = torch.load(tmp_path / "weights.pt")
+    moved = {name: not torch.equal(a, b) for (name, a), b in
+             zip(layout.views(after).items(), layout.views(start).values())}
+    factors = {spec.name for spec in layout.specs if spec.factor}
+    assert {name for name, m in moved.items() if m} == factors
+    assert summary["trained_dims"] == sum(spec.numel for spec in layout.specs if spec.factor)
+
+
+# --- mutation effects ---------------------------------------------------------------------------
+
+def test_mutation_effects_probe_the_runs_own_survivors(tiny_lm_overrides: list[str],
+                                                       tmp_path) -> None:
+    """Probing leaves the GA's trajectory alone: the best survivor probed at a generation has the
+    fitness `neuroevo run` logs as that generation's best, and delta = child − parent."""
+    import pandas as pd
+
+    from neuroevo.mutation_effects import ProbeConfig, probe
+    from neuroevo.run import run
+
+    config = _tiny_config("configs/tinystories/factorized.yaml", tiny_lm_overrides)
+    run(config, tmp_path / "run", progress=False)
+    logged = pd.read_csv(tmp_path / "run" / "fitness.csv").set_index("generation")["best"]
+    probe(config, tmp_path / "probe", ProbeConfig((1, 3), parents=2, mutations=5), progress=False)
+    table = pd.read_csv(tmp_path / "probe" / "mutation_effects.csv")
+    assert len(table) == 2 * 2 * 5
+    assert set(table["parent"]) == {0, 1}  # ga.elites = 2: both survivors
+    best = table[table["parent"] == 0].groupby("generation")["parent_fitness"].first()
+    assert best.to_dict() == {g: logged[g] for g in (1, 3)}
+    assert (table["delta"] == table["child_fitness"] - table["parent_fitness"]).all()
+    assert table["delta"].abs().gt(0).all() and table["env_steps"].isna().all()
+
+
+def test_mutation_effects_reject_generations_outside_the_run(tiny_lm_overrides: list[str],
+                                                             tmp_path) -> None:
+    """A probed generation beyond ga.generations stops before any compute, naming the bound."""
+    from neuroevo.mutation_effects import ProbeConfig, probe
+    from neuroevo.run import RunError
+
+    config = _tiny_config("configs/tinystories/dense.yaml", tiny_lm_overrides)
+    with pytest.raises(RunError, match=r"outside 1\.\.3"):
+        probe(config, tmp_path, ProbeConfig((4,)), progress=False)

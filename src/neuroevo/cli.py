@@ -1,4 +1,5 @@
-"""`neuroevo`: run, describe and replay evolution runs; fetch data. Wiring only.
+"""`neuroevo`: run, describe and replay evolution runs; fetch data; the analyses beyond the paper
+(mutation effects, the gradient-descent reference). Wiring only.
 
 Every user-facing error (bad config, missing data, unknown task) ends as one line on stderr and
 exit status 2, before any compute is spent.
@@ -19,6 +20,9 @@ EPILOG = """examples:
   neuroevo run configs/tinystories/dense.yaml --out runs/x --resume      # continue a killed run
   neuroevo describe configs/tinystories/factorized.yaml                  # search-space sizes
   neuroevo replay runs/lm-fact/elite.json                                # re-develop the elite
+  neuroevo mutation-effects configs/tinystories/factorized.yaml --preset quick --out runs/me \
+      --generations 1 10 20 --parents 4 --mutations 32           # fitness change of 1 mutation
+  neuroevo gradient configs/tinystories/dense.yaml --preset quick --out runs/gd   # Adam reference
 """
 
 
@@ -72,6 +76,35 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--video", type=Path, help="RL tasks: record the elite playing (mp4)")
     replay.set_defaults(handler=_replay)
 
+    effects = commands.add_parser(
+        "mutation-effects", help="fitness change of single mutations of the GA's survivors",
+        description="Run the GA of a config and, at chosen generations, score many one-gene "
+                    "children of sampled survivors beside their parent (mutation_effects.csv).")
+    _config_arguments(effects)
+    effects.add_argument("--out", required=True, type=Path, help="directory to write")
+    effects.add_argument("--generations", type=int, nargs="+", required=True,
+                         help="generations (1..ga.generations) whose survivors are probed")
+    effects.add_argument("--parents", type=int, default=4, help="survivors probed per generation")
+    effects.add_argument("--mutations", type=int, default=32, help="children per parent")
+    effects.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    effects.add_argument("--quiet", action="store_true", help="no progress bar")
+    effects.set_defaults(handler=_mutation_effects)
+
+    gradient = commands.add_parser(
+        "gradient", help="train the language model with Adam (the GD reference)",
+        description="Train the config's model with Adam from the GA's first initial individual, "
+                    "for the GA's budget of forward passes (gradient.csv).")
+    _config_arguments(gradient)
+    gradient.add_argument("--out", required=True, type=Path, help="directory to write")
+    gradient.add_argument("--lr", type=float, default=3e-3, help="Adam step size")
+    gradient.add_argument("--forward-cost", type=float, default=3.0,
+                          help="forward passes one step costs (forward + backward)")
+    gradient.add_argument("--steps", type=int,
+                          help="Adam steps (default: population·generations / forward cost)")
+    gradient.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    gradient.add_argument("--quiet", action="store_true", help="no progress bar")
+    gradient.set_defaults(handler=_gradient)
+
     fetch = commands.add_parser("fetch-data", help="download a dataset (needs internet)")
     fetch.add_argument("dataset", choices=("tinystories",))
     fetch.add_argument("--out", type=Path, default=Path("data/tinystories"))
@@ -97,6 +130,32 @@ def _run(args: argparse.Namespace) -> int:
     final = summary["final"]
     print(f"{args.out}: best {final['best']:.6g}, elite mean {final['elite_mean']:.6g} "
           f"after {final['generation']} generations ({summary['wall_seconds']:.1f} s)")
+    return 0
+
+
+def _mutation_effects(args: argparse.Namespace) -> int:
+    from neuroevo.config import load_config
+    from neuroevo.mutation_effects import ProbeConfig, probe
+
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    config = load_config(args.config, args.preset, overrides)
+    summary = probe(config, args.out, ProbeConfig(tuple(args.generations), args.parents,
+                                                  args.mutations), progress=not args.quiet)
+    print(f"{args.out}: {summary['probes']} single-mutation children scored "
+          f"({summary['wall_seconds']:.1f} s)")
+    return 0
+
+
+def _gradient(args: argparse.Namespace) -> int:
+    from neuroevo.config import load_config
+    from neuroevo.gradient import GradientConfig, train
+
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    config = load_config(args.config, args.preset, overrides)
+    summary = train(config, args.out, GradientConfig(args.lr, args.forward_cost, args.steps),
+                    progress=not args.quiet)
+    print(f"{args.out}: fitness {summary['final']['fitness']:.6g} after {summary['steps']} Adam "
+          f"steps ({summary['forward_passes']:g} forward passes, {summary['wall_seconds']:.1f} s)")
     return 0
 
 
