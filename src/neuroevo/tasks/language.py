@@ -7,8 +7,9 @@ batch per generation from a stream seeded by the run seed, and `max_len` truncat
 are options beyond the paper (see the README's "Differences from the paper").
 
 Every individual sees the same token batch, so the batch is built once per generation and the
-population is evaluated in chunks of `pop_chunk` individuals: the whole population at once on a
-GPU, a few at a time on a CPU, where the (P, tokens, vocab) logits would otherwise spill the caches.
+population is evaluated in chunks of `pop_chunk` individuals: a few at a time on a CPU, where the
+(P, tokens, vocab) logits would otherwise spill the caches, and as many as fit a fixed activation
+budget on a GPU (the paper's 512 individuals × 1024 stories would need tens of GB at once).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class TaskConfig:
     max_len: int | None = None  # truncate each sequence to this many tokens (None = paper)
     sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
     cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
-    pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (all on GPU, 4 on CPU)
+    pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (4 on CPU, memory-bound on GPU)
     token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
 
     def __post_init__(self) -> None:
@@ -61,7 +62,19 @@ class LanguageTask:
         self.layout = self.model.layout
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
                        if task.sampling == "fixed" else None)
-        self.pop_chunk = task.pop_chunk or (0 if device.type == "cuda" else 4)
+        self.pop_chunk = task.pop_chunk
+
+    def _chunk(self, batch: EvalBatch, population: int) -> int:
+        """Individuals per forward call: the config's, else 4 on CPU (cache-sized, measured by
+        bench/bench_lm.py) or, on GPU, as many as keep the widest activation (P, B·T, ff) under
+        2**28 floats (1 GiB)."""
+        if self.pop_chunk:
+            return self.pop_chunk
+        if self.device.type != "cuda":
+            return 4
+        widest = batch.tokens.numel() * max(self.model.cfg.ff, 3 * self.model.cfg.n_heads
+                                            * self.model.cfg.head_dim, self.model.cfg.hidden)
+        return max(1, min(population, 2**28 // widest))
 
     def batch(self, generation: int) -> EvalBatch:
         if self._fixed is not None:
@@ -73,7 +86,7 @@ class LanguageTask:
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
         batch = self.batch(generation)
         tokens, lengths = batch.tokens.to(self.device), batch.lengths.to(self.device)
-        chunk = self.pop_chunk or theta.shape[0]
+        chunk = self._chunk(batch, theta.shape[0])
         fitness = torch.cat([
             self.model.negative_cross_entropy(self.layout.views(theta[i:i + chunk]), tokens,
                                               lengths, self.config.token_chunk)
