@@ -78,7 +78,8 @@ def test_mlp_batched_forward_equals_per_individual_loop(encoding: EncodingConfig
         one = {name: value[i:i + 1] for name, value in p.items()}
         x = obs[i]
         for layer in model.hidden:
-            x = torch.tanh(x @ developed_linear_weight(layer, one)[0] + one[f"{layer.name}.bias"][0])
+            weight = developed_linear_weight(layer, one)[0]
+            x = torch.tanh(x @ weight + one[f"{layer.name}.bias"][0])
         y = torch.tanh(x @ one["out.weight"][0] + one["out.bias"][0])
         expected.append(low + (y + 1) / 2 * (high - low))
     actions = model.forward(p, obs)
@@ -121,7 +122,8 @@ def test_car_racing_cnn_searched_size_matches_hand_count(channels, hidden, rank)
     expected += _dense_count(channels[-1] * 2 * 2, hidden, rank) + _dense_count(hidden, 3, None)
     assert model.features == channels[-1] * 4  # spatial 31, 14, 6, 2
     assert model.layout.searched_dim == expected
-    out = model.forward(model.layout.views(_population(model.layout, 2)), torch.rand(2, 1, 12, 64, 64))
+    p = model.layout.views(_population(model.layout, 2))
+    out = model.forward(p, torch.rand(2, 1, 12, 64, 64))
     assert out.shape == (2, 1, 3)
 
 

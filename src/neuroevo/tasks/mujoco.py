@@ -1,0 +1,144 @@
+"""MuJoCo continuous control (gymnasium v5 environments): an extension beyond the paper.
+
+The same Deep GA and encodings on a tanh MLP (`models/mlp.py`): each individual plays `episodes`
+episodes per generation from seeds derived from (run seed, generation, individual, episode);
+fitness = mean episode return (the sum of the environment's own rewards). Episodes end when the
+environment terminates (e.g. Hopper falls) or after `max_steps` steps.
+
+Kept simple on purpose: no observation normalisation (ES papers normalise with running statistics,
+which would make a genome's behaviour depend on the history of the run) and no action noise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+
+from neuroevo.encoding import EncodingConfig
+from neuroevo.models.mlp import MLPPolicy, ModelConfig
+from neuroevo.tasks import Evaluation
+from neuroevo.tasks.rollout import (
+    GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, replay_in_process,
+    rollout)
+
+__all__ = ["ModelConfig", "TaskConfig", "MujocoTask", "build"]
+
+
+def mujoco_env_ids() -> list[str]:
+    """The gymnasium v5 MuJoCo environments this task accepts."""
+    return sorted(env_id for env_id, spec in gym.registry.items()
+                  if isinstance(spec.entry_point, str) and env_id.endswith("-v5")
+                  and spec.entry_point.startswith("gymnasium.envs.mujoco"))
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "mujoco"
+    env_id: str = "HalfCheetah-v5"  # any gymnasium v5 MuJoCo id
+    episodes: int = 1  # episodes per individual per generation; fitness = their mean return
+    max_steps: int = 1000  # step cap per episode (the v5 default time limit)
+    workers: int = 0  # environment worker processes; 0 = one per available core
+
+    def __post_init__(self) -> None:
+        valid = mujoco_env_ids()
+        if self.env_id not in valid:
+            raise ValueError(f"unknown MuJoCo env {self.env_id!r} in task.env_id "
+                             f"(valid: {', '.join(valid)})")
+
+
+def make_env(env_id: str, max_steps: int, render_mode: str | None = None) -> gym.Env:
+    """One environment with the task's step cap (module level, so worker processes can build it)."""
+    mujoco.set_mju_user_warning(_warn_once)
+    return gym.make(env_id, max_episode_steps=max_steps, render_mode=render_mode)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """MuJoCo's compiler repeats a deprecation warning (HalfCheetah's `settotalmass`) for every
+    environment built: hundreds of identical lines per run. Print each distinct one once."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+
+class MujocoTask:
+    """Scores a population of MLP policies on one MuJoCo environment."""
+
+    extra_columns: tuple[str, ...] = ("env_steps",)
+
+    def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
+                 device: torch.device) -> None:
+        self.config, self.seed, self.device = task, seed, device
+        probe = make_env(task.env_id, task.max_steps)
+        self.obs_dim = int(probe.observation_space.shape[0])
+        low, high = probe.action_space.low, probe.action_space.high
+        probe.close()
+        self.model = MLPPolicy(model, encoding, self.obs_dim, torch.as_tensor(low),
+                               torch.as_tensor(high))
+        self.layout = self.model.layout
+        self.spec = RolloutSpec(max_steps=task.max_steps)
+        self.workers = task.workers or available_cores()
+        self._pool: GymPool | None = None
+
+    @property
+    def pool(self) -> GymPool:
+        if self._pool is None:  # started on first use: building a task must stay cheap
+            self._pool = GymPool(partial(make_env, self.config.env_id, self.config.max_steps),
+                                 self.workers)
+        return self._pool
+
+    def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
+        seeds = episode_seeds(self.seed, generation, range(theta.shape[0]),
+                              range(self.config.episodes))
+        result = self.play(theta, seeds)
+        return Evaluation(fitness=torch.from_numpy(result.returns.mean(axis=1)),
+                          columns={"env_steps": result.env_steps})
+
+    def summary(self) -> dict:
+        return {"env_id": self.config.env_id, "obs_dim": self.obs_dim,
+                "act_dim": int(self.model.center.numel()), "episodes": self.config.episodes,
+                "max_steps": self.config.max_steps, "workers": self.workers,
+                "preprocessing": "raw observations (no normalisation); tanh actions rescaled "
+                                 "to the action bounds",
+                "fitness": "mean episode return over `episodes` seeded episodes"}
+
+    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
+               individual: int = 0) -> float:
+        """Play episode 0 of `individual` at `generation` again (its seed, its return), optionally
+        filmed; with episodes = 1 that is the fitness the log holds for that individual."""
+        seeds = episode_seeds(self.seed, generation, [individual], [0])
+        if video is not None:
+            os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless told otherwise
+        result = replay_in_process(lambda pool: self.play(theta.to(self.device), seeds, pool),
+                                   partial(make_env, self.config.env_id, self.config.max_steps),
+                                   video)
+        return float(result.returns[0, 0])
+
+    def play(self, theta: torch.Tensor, seeds: np.ndarray, pool: GymPool | None = None
+             ) -> RolloutResult:
+        """Play one episode per seed (P, E) for each of theta's P individuals."""
+        return rollout(self.model, theta, pool or self.pool, seeds, self.spec, self.preprocess,
+                       _actions)
+
+    @staticmethod
+    def preprocess(raw: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(raw).float()                               # (n, obs_dim)
+
+
+def _actions(outputs: torch.Tensor, slots: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    return outputs.numpy()                                                 # (s, act_dim), in bounds
+
+
+def build(config: Any, device: torch.device) -> MujocoTask:
+    return MujocoTask(config.task, config.model, config.encoding, config.seed, device)

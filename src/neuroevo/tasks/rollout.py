@@ -1,0 +1,308 @@
+"""Vectorised episodes for a whole population: the machinery the Atari, CarRacing and MuJoCo tasks
+share.
+
+Every (individual, episode) pair gets its own environment slot, and all slots run in lockstep:
+each step, one policy forward scores the observations of every individual still playing (a
+grouped convolution or a bmm over the population axis, on the task's device), and the environment
+pool steps only the slots whose episode is still running. A finished episode is masked out: its
+slot is never stepped again. Individuals whose episodes have all finished are dropped from the
+forward batch once enough of them have (`compact_below`), so late steps do not pay for the dead.
+
+Frame stacks live in one uint8 tensor (slots, K, C, H, W); a new episode's stack repeats its first
+frame, as gymnasium's FrameStackObservation(padding_type="reset") does. Episode seeds are a pure
+function of (run seed, generation, individual, episode), so a rollout is reproducible and resuming
+a run replays exactly the episodes an uninterrupted one would have played.
+
+`GymPool` holds gymnasium environments, sharded over worker processes (one per core by default)
+that step only the slots they are sent. gymnasium's own AsyncVectorEnv runs one process per
+environment and steps all of them every call, which cannot skip finished episodes and does not
+scale to hundreds of slots on a few cores; SyncVectorEnv is GymPool with no workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import tempfile
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from neuroevo.encoding import ParamLayout
+from neuroevo.layers import Params
+
+
+class PolicyModel(Protocol):
+    layout: ParamLayout
+
+    def forward(self, p: Params, obs: torch.Tensor) -> torch.Tensor:
+        """obs (P, N, ...) float → (P, N, n_outputs)."""
+
+
+class EnvPool(Protocol):
+    """Environment slots 0..n−1, reset together when a rollout starts, then stepped by subset."""
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        """Start one episode per seed in slots 0..len(seeds)−1 → (n, *raw_obs) first frames."""
+
+    def step(self, slots: np.ndarray, actions: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step only `slots` → (raw_obs (s, ...), rewards (s,), ended (s,) terminated|truncated)."""
+
+    def close(self) -> None: ...
+
+
+# (raw observations from the pool) → (n, *frame) tensor: uint8 pixels (C, H, W) or float vectors
+Preprocess = Callable[[np.ndarray], torch.Tensor]
+# (policy outputs (s, n_outputs) on CPU, slots (s,), steps taken so far (s,)) → actions (s, ...)
+Act = Callable[[torch.Tensor, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    max_steps: int  # agent steps per episode, no-op steps included; the episode ends at the cap
+    frame_stack: int = 1  # frames concatenated on the channel axis, oldest first
+    obs_scale: float = 1.0  # the stored frames are multiplied by this before the forward (1/255)
+    negative_streak: int = 0  # end an episode after this many consecutive rewards < 0 (0: never)
+    compact_below: float = 0.75  # re-gather the forward batch when live individuals fall below this
+
+
+@dataclass
+class RolloutResult:
+    returns: np.ndarray  # (P, E) float64: sum of the raw step rewards of each episode
+    lengths: np.ndarray  # (P, E) agent steps of each episode
+    env_steps: int  # Σ lengths: environment steps actually taken
+
+
+@torch.no_grad()
+def rollout(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.ndarray,
+            spec: RolloutSpec, preprocess: Preprocess, act: Act) -> RolloutResult:
+    """Play seeds.shape[1] episodes for each of the theta.shape[0] individuals, all at once.
+
+    theta (P, D) on the task's device; seeds (P, E), one per episode; slot i·E + e plays
+    individual i's episode e.
+    """
+    pop, episodes = seeds.shape
+    n = pop * episodes
+    device = theta.device
+    first = preprocess(pool.reset(seeds.reshape(-1)))                     # (n, *frame)
+    stack = first.unsqueeze(1).repeat_interleave(spec.frame_stack, dim=1)  # (n, K, *frame)
+    frame_shape = tuple(first.shape[1:])
+    returns = np.zeros(n)
+    lengths = np.zeros(n, dtype=np.int64)
+    streak = np.zeros(n, dtype=np.int64)  # consecutive negative rewards up to the last step
+    done = np.zeros(n, dtype=bool)
+    views = model.layout.views(theta)
+    batch = np.empty(0, dtype=np.int64)
+    params: Params = {}
+    while not done.all():
+        # compact: keep the forward batch to the individuals that still play (a copy of their
+        # weights, so only when enough have finished for the saving to pay for the gather)
+        live = np.flatnonzero(~done.reshape(pop, episodes).all(axis=1))
+        if len(batch) == 0 or len(live) <= spec.compact_below * len(batch):
+            batch = live
+            index = torch.as_tensor(batch, device=device)
+            params = {name: view.index_select(0, index) for name, view in views.items()}
+        grid = (batch[:, None] * episodes + np.arange(episodes)).reshape(-1)  # (B·E,) slots
+        # act: one forward for every live individual's E observations
+        obs = stack[torch.from_numpy(grid)].to(device)                     # (B·E, K, *frame)
+        obs = obs.reshape(len(batch), episodes, spec.frame_stack * frame_shape[0],
+                          *frame_shape[1:]).float().mul_(spec.obs_scale)   # (B, E, K·C, ...)
+        outputs = model.forward(params, obs).reshape(len(grid), -1).cpu()  # (B·E, n_outputs)
+        playing = ~done[grid]
+        slots = grid[playing]
+        actions = act(outputs[torch.from_numpy(playing)], slots, lengths[slots])
+        # step: only the slots whose episode is still running
+        raw, rewards, ended = pool.step(slots, actions)
+        returns[slots] += rewards
+        lengths[slots] += 1
+        streak[slots] = np.where(rewards < 0, streak[slots] + 1, 0)
+        ended = ended | (lengths[slots] >= spec.max_steps)
+        if spec.negative_streak:
+            ended |= streak[slots] >= spec.negative_streak
+        done[slots] = ended
+        new = preprocess(raw).unsqueeze(1)                                 # (s, 1, *frame)
+        index = torch.from_numpy(slots)
+        stack[index] = torch.cat([stack[index, 1:], new], dim=1)           # drop the oldest frame
+    return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
+                         int(lengths.sum()))
+
+
+def episode_seeds(run_seed: int, generation: int, individuals: range | list[int] | np.ndarray,
+                  episodes: range | list[int]) -> np.ndarray:
+    """(len(individuals), len(episodes)) 31-bit seeds, each a hash of (run seed, generation,
+    individual, episode): independent episodes for every individual, the same ones on a rerun."""
+    return np.array([[np.random.SeedSequence([run_seed, generation, int(i), int(e)])
+                      .generate_state(1)[0] >> 1 for e in episodes] for i in individuals],
+                    dtype=np.int64)
+
+
+@contextmanager
+def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
+    """Yield a wrapper that films one environment with gymnasium's RecordVideo (the identity when
+    `video` is None); when the block ends, the first episode's mp4 is moved to `video`.
+
+    Close the filmed environment inside the block: RecordVideo writes the file on close (an early
+    stop or a step cap ends the episode without the environment knowing).
+    """
+    if video is None:
+        yield lambda env: env
+        return
+    from gymnasium.wrappers import RecordVideo
+
+    try:
+        import moviepy  # noqa: F401  (RecordVideo's encoder)
+    except ImportError:
+        raise RuntimeError("recording a video needs moviepy: pip install moviepy") from None
+    with tempfile.TemporaryDirectory() as folder:
+        yield lambda env: RecordVideo(env, folder, episode_trigger=lambda episode: episode == 0,
+                                      name_prefix="replay")
+        clips = sorted(Path(folder).glob("*.mp4"))
+        if not clips:
+            raise RuntimeError("the filmed environment wrote no video (was it closed?)")
+        Path(video).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(clips[0]), video)
+
+
+def replay_in_process(play: Callable[["GymPool"], RolloutResult],
+                      make_env: Callable[[str | None], Any], video: Path | None) -> RolloutResult:
+    """`play` on a one-slot pool in this process, its environment built by make_env(render_mode)
+    and filmed when `video` is set (replays of a single individual)."""
+    with filmed(video) as wrap:
+        pool = GymPool(lambda: wrap(make_env(None if video is None else "rgb_array")), workers=0)
+        try:
+            return play(pool)
+        finally:
+            pool.close()  # before the block ends: RecordVideo writes the file on close
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class GymPool:
+    """Slots of gymnasium environments, stepped only where asked.
+
+    `workers` processes each own the slots s with s % workers == their index and create their
+    environments on first use; workers=0 steps every slot in this process (what SyncVectorEnv
+    does). `make_env` must be picklable (a module-level function or a functools.partial of one).
+    """
+
+    def __init__(self, make_env: Callable[[], Any], workers: int) -> None:
+        self.workers = workers
+        self._local = _Shard(make_env) if workers == 0 else None
+        self._pipes: list[Any] = []
+        self._procs: list[mp.process.BaseProcess] = []
+        context = mp.get_context()
+        for _ in range(workers):
+            parent, child = context.Pipe()
+            proc = context.Process(target=_serve, args=(child, make_env), daemon=True)
+            proc.start()
+            child.close()
+            self._pipes.append(parent)
+            self._procs.append(proc)
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        if self._local is not None:
+            return self._local.reset(seeds)
+        shards = range(min(self.workers, len(seeds)))
+        parts = self._call({w: ("reset", seeds[w::self.workers]) for w in shards})
+        out = np.empty((len(seeds), *parts[0].shape[1:]), dtype=parts[0].dtype)
+        for w in shards:
+            out[w::self.workers] = parts[w]
+        return out
+
+    def step(self, slots: np.ndarray, actions: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._local is not None:
+            return self._local.step(slots, actions)
+        owner = slots % self.workers
+        masks = {w: owner == w for w in range(self.workers) if (owner == w).any()}
+        parts = self._call({w: ("step", slots[m] // self.workers, actions[m])
+                            for w, m in masks.items()})
+        obs_0 = next(iter(parts.values()))[0]
+        obs = np.empty((len(slots), *obs_0.shape[1:]), dtype=obs_0.dtype)
+        rewards, ended = np.empty(len(slots)), np.empty(len(slots), dtype=bool)
+        for w, m in masks.items():
+            obs[m], rewards[m], ended[m] = parts[w]
+        return obs, rewards, ended
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+        for pipe, proc in zip(self._pipes, self._procs):
+            try:
+                pipe.send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        self._pipes, self._procs = [], []
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _call(self, messages: dict[int, tuple]) -> dict[int, Any]:
+        """Send every worker its message first, then collect: the workers run in parallel."""
+        for w, message in messages.items():
+            self._pipes[w].send(message)
+        replies = {w: self._pipes[w].recv() for w in messages}
+        for status, payload in replies.values():
+            if status == "error":
+                raise RuntimeError(f"environment worker failed:\n{payload}")
+        return {w: payload for w, (_, payload) in replies.items()}
+
+
+class _Shard:
+    """The environments of one worker; slot-local indices, created on first use."""
+
+    def __init__(self, make_env: Callable[[], Any]) -> None:
+        self.make_env = make_env
+        self.envs: list[Any] = []
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        while len(self.envs) < len(seeds):
+            self.envs.append(self.make_env())
+        return np.stack([env.reset(seed=int(seed))[0] for env, seed in zip(self.envs, seeds)])
+
+    def step(self, local: np.ndarray, actions: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs, rewards, ended = [], np.empty(len(local)), np.empty(len(local), dtype=bool)
+        for k, (i, action) in enumerate(zip(local, actions)):
+            o, rewards[k], terminated, truncated, _ = self.envs[i].step(action)
+            obs.append(o)
+            ended[k] = terminated or truncated
+        return np.stack(obs), rewards, ended
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+
+def _serve(pipe: Any, make_env: Callable[[], Any]) -> None:
+    """A worker process: answer ("reset", seeds) / ("step", local, actions) until ("close",)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    shard = _Shard(make_env)
+    try:
+        while True:
+            command, *args = pipe.recv()
+            if command == "close":
+                break
+            try:
+                pipe.send(("ok", getattr(shard, command)(*args)))
+            except Exception:  # reported to the parent, which raises it with this traceback
+                pipe.send(("error", traceback.format_exc()))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        shard.close()

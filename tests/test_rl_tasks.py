@@ -1,0 +1,201 @@
+"""RL tasks: environments played by the policies, reproducible rollouts, the two-wave selection,
+CarRacing's early stop and one-line config errors. Episodes are capped at a few dozen steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+gym = pytest.importorskip("gymnasium")
+pytest.importorskip("ale_py")
+
+from neuroevo.config import ConfigError, load_config  # noqa: E402
+from neuroevo.genome import initial_weights  # noqa: E402
+from neuroevo.tasks import task_module  # noqa: E402
+from neuroevo.tasks.atari import no_op_steps  # noqa: E402
+from neuroevo.tasks.car_racing import area_weights, rank_two_waves, select_finalists  # noqa: E402
+from neuroevo.tasks.rollout import GymPool, episode_seeds  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def _task(config: str, *overrides: str):
+    cfg = load_config(config, overrides=overrides)
+    return task_module(cfg.task.name).build(cfg, CPU), cfg
+
+
+def _population(task, pop: int) -> torch.Tensor:
+    return initial_weights(task.layout, list(range(pop)), CPU)
+
+
+@pytest.mark.parametrize("game,n_actions", [("frostbite", 18), ("asteroids", 14),
+                                            ("gravitar", 18), ("kangaroo", 18)])
+def test_atari_game_is_played_by_the_policy(game: str, n_actions: int) -> None:
+    """Each of the paper's four games runs its minimal action set under the batched CNN."""
+    task, _ = _task(f"configs/atari/{game}/small.yaml", "ga.population=2", "ga.elites=1",
+                    "task.max_steps=20")
+    evaluation = task.evaluate(_population(task, 2), generation=1)
+    assert task.n_actions == n_actions
+    assert evaluation.fitness.shape == (2,)
+    assert evaluation.columns == {"env_steps": 40}  # no game ends within 20 steps
+
+
+def test_car_racing_is_played_by_the_policy_in_two_waves() -> None:
+    """CarRacing-v3 runs both waves under the paper's CNN and logs the wave columns."""
+    task, _ = _task("configs/car_racing/dense.yaml", "ga.population=2", "ga.elites=1",
+                    "task.finalists=1", "task.first_wave_episodes=1",
+                    "task.second_wave_episodes=1", "task.max_steps=12", "task.workers=1")
+    evaluation = task.evaluate(_population(task, 2), generation=1)
+    assert set(evaluation.columns) == set(task.extra_columns)
+    assert evaluation.columns["env_steps"] <= 3 * 12  # 2 first-wave episodes + 1 second-wave
+    assert sorted(evaluation.order.tolist()) == [0, 1]
+
+
+def test_mujoco_env_is_played_by_the_policy() -> None:
+    """A MuJoCo v5 environment runs under the batched MLP; Hopper may fall before the cap."""
+    task, _ = _task("configs/mujoco/hopper/factorized.yaml", "ga.population=3", "ga.elites=1",
+                    "task.max_steps=30", "task.workers=1")
+    evaluation = task.evaluate(_population(task, 3), generation=1)
+    assert evaluation.fitness.shape == (3,) and torch.isfinite(evaluation.fitness).all()
+    assert 3 <= evaluation.columns["env_steps"] <= 90
+
+
+@pytest.mark.parametrize("config,overrides", [
+    ("configs/mujoco/halfcheetah/dense.yaml", ("task.max_steps=40", "task.workers=2")),
+    ("configs/atari/asteroids/small.yaml", ("task.max_steps=60",)),
+])
+def test_rollout_with_fixed_seed_gives_the_same_returns(config: str, overrides: tuple) -> None:
+    """A generation replays the same episodes (even after others ran); another one does not."""
+    task, _ = _task(config, "ga.population=4", "ga.elites=1", *overrides)
+    theta = _population(task, 4)
+    first = task.evaluate(theta, generation=1)
+    other = task.evaluate(theta, generation=2)
+    again = task.evaluate(theta, generation=1)
+    assert torch.equal(first.fitness, again.fitness)
+    assert first.columns == again.columns
+    assert not torch.equal(first.fitness, other.fitness)
+
+
+def test_replay_reproduces_an_individuals_evaluated_fitness() -> None:
+    """Replaying individual i at generation g alone scores what the batched evaluation gave it."""
+    task, _ = _task("configs/atari/kangaroo/small.yaml", "ga.population=3", "ga.elites=1",
+                    "task.max_steps=80")
+    theta = _population(task, 3)
+    fitness = task.evaluate(theta, generation=5).fitness
+    replayed = [task.replay(theta[i:i + 1], 5, individual=i) for i in range(3)]
+    assert replayed == fitness.tolist()
+
+
+def test_replay_films_the_episode_it_scores(tmp_path) -> None:
+    """With --video, replay writes an mp4 of the episode and still returns the same score."""
+    pytest.importorskip("moviepy")
+    task, _ = _task("configs/atari/frostbite/small.yaml", "ga.population=1", "ga.elites=1",
+                    "task.max_steps=30")
+    theta = _population(task, 1)
+    video = tmp_path / "elite.mp4"
+    assert task.replay(theta, 1, video=video) == task.replay(theta, 1)
+    assert video.stat().st_size > 1000
+
+
+def test_two_wave_selection_ranks_finalists_by_all_their_episodes() -> None:
+    """Finalists come first by their 6-episode sum, the rest by wave-1 sum; fitness is a mean."""
+    first = np.array([10.0, 50.0, 30.0, 40.0, 20.0, 0.0])                 # 2-episode sums
+    finalists = select_finalists(first, 3)
+    assert finalists.tolist() == [1, 3, 2]
+    total = np.array([60.0, 120.0, 90.0])                     # 6-episode sums of 1, 3, 2
+    waves = rank_two_waves(first, finalists, total, first_episodes=2, total_episodes=6, elites=2)
+    assert waves.order.tolist() == [3, 2, 1, 4, 0, 5]
+    assert waves.fitness.tolist() == [5.0, 10.0, 15.0, 20.0, 10.0, 0.0]
+    assert waves.columns == pytest.approx({
+        "first_wave_mean": 150 / 6 / 6, "first_wave_best": 50 / 6,   # the reference's /6 for all
+        "second_wave_mean": (20 + 15) / 2, "second_wave_best": 20.0})  # the 2 elites
+
+
+def test_finalist_ties_keep_population_order() -> None:
+    """Equal wave-1 sums are broken by population index, so the selection is reproducible."""
+    assert select_finalists(np.array([1.0, 3.0, 3.0, 1.0, 3.0]), 4).tolist() == [1, 2, 4, 0]
+
+
+def test_early_stop_ends_a_car_racing_episode_after_21_negative_rewards() -> None:
+    """A car that never moves earns −0.1 per step after its first, so the episode ends near step
+    22, far before the step cap."""
+    task, _ = _task("configs/car_racing/small.yaml", "ga.elites=1", "task.max_steps=200",
+                    "task.workers=0")
+    still = torch.zeros(1, task.layout.dim)  # every output 0: no steering, gas or brake
+    result = task.play(still, episode_seeds(0, 1, [0], [0]))
+    assert 21 <= int(result.lengths[0, 0]) <= 25
+    assert result.returns[0, 0] < 10
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("task.env_id", "Cheetah-v9", "unknown MuJoCo env 'Cheetah-v9' in task.env_id (valid: Ant-v5"),
+    ("task.game", "Pacmann", "unknown Atari game 'Pacmann' in task.game (valid: Adventure"),
+])
+def test_unknown_environment_is_a_one_line_config_error(key: str, value: str,
+                                                         fragment: str) -> None:
+    """A misspelt environment stops at config time with one line listing the valid choices."""
+    config = ("configs/mujoco/hopper/dense.yaml" if "env_id" in key
+              else "configs/atari/frostbite/dense.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_config(config, overrides=[f"{key}={value}"])
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_area_resize_weights_average_the_covered_pixels() -> None:
+    """INTER_AREA weights: an integer factor is a box average; 96 → 64 mixes 2 pixels per row."""
+    torch.testing.assert_close(area_weights(6, 3), torch.tensor([
+        [0.5, 0.5, 0, 0, 0, 0], [0, 0, 0.5, 0.5, 0, 0], [0, 0, 0, 0, 0.5, 0.5]]))
+    weights = area_weights(96, 64)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(64))
+    assert weights[0].tolist()[:3] == pytest.approx([2 / 3, 1 / 3, 0])
+    assert int((weights > 0).sum(dim=1).max()) == 2
+
+
+class _CountingEnv(gym.Env):
+    """Observation = steps taken (the seed after a reset); reward = the action; ends at step 3."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.array([seed], dtype=np.float64), {}
+
+    def step(self, action):
+        self.steps += 1
+        obs = np.array([self.steps], dtype=np.float64)
+        return obs, float(action[0]), self.steps >= 3, False, {}
+
+
+def test_gym_pool_steps_only_the_slots_it_is_sent() -> None:
+    """Slots spread over worker processes advance only when stepped, and come back in order."""
+    pool = GymPool(_CountingEnv, workers=2)
+    try:
+        assert pool.reset(np.array([10, 11, 12, 13])).ravel().tolist() == [10, 11, 12, 13]
+        pool.step(np.array([1, 2]), np.zeros((2, 1)))
+        pool.step(np.array([2]), np.zeros((1, 1)))
+        actions = np.array([[0.1], [0.2], [0.3], [0.4]])
+        obs, rewards, ended = pool.step(np.array([0, 1, 2, 3]), actions)
+        assert obs.ravel().tolist() == [1, 2, 3, 1]
+        assert rewards.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+        assert ended.tolist() == [False, False, True, False]
+    finally:
+        pool.close()
+
+
+def test_episode_seeds_are_a_pure_function_of_run_generation_individual_episode() -> None:
+    """Seeds repeat for the same coordinates and differ when any coordinate changes."""
+    seeds = episode_seeds(7, 3, range(4), range(2))
+    assert np.array_equal(seeds, episode_seeds(7, 3, range(4), range(2)))
+    assert np.array_equal(seeds[2:3, 1:], episode_seeds(7, 3, [2], [1]))
+    assert len({*seeds.ravel(), *episode_seeds(7, 4, range(4), range(2)).ravel(),
+                *episode_seeds(8, 3, range(4), range(2)).ravel()}) == 24
+
+
+def test_no_op_starts_cover_zero_to_noop_max_minus_one() -> None:
+    """Each episode starts with s−1 NOOPs, s ~ U{1..noop_max}: 0..29 for the paper's 30."""
+    counts = no_op_steps(np.arange(3000), noop_max=30)
+    assert counts.min() == 0 and counts.max() == 29 and len(np.unique(counts)) == 30
+    assert not no_op_steps(np.arange(10), noop_max=1).any()
