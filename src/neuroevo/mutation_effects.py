@@ -35,7 +35,7 @@ from neuroevo.logs import atomic_write_text, write_json
 from neuroevo.run import RunError, build_task, resolve_device
 from neuroevo.tasks import Task
 
-COLUMNS = ("generation", "parent", "child", "seed", "mutation_rate",
+COLUMNS = ("generation", "parent", "child", "mutation_seed", "mutation_rate",
            "parent_fitness", "child_fitness", "delta", "env_steps")
 PROBE_STREAM = 0x70726F6265  # third entropy word of the probes' generator ("probe")
 
@@ -87,7 +87,7 @@ def _probe_generation(task: Task, ga: GeneticAlgorithm, config: RunConfig,
     """Score `mutations` one-gene children of each sampled survivor beside their parent.
 
     `parent` is the survivor's rank (0 = best); the child of row i is the parent's chain plus the
-    gene (seed, mutation_rate), so every probe can be re-developed.
+    gene (mutation_seed, mutation_rate), so every probe can be re-developed.
     """
     k = config.ga.elites
     rng = np.random.default_rng([config.seed, generation, PROBE_STREAM])
@@ -108,7 +108,7 @@ def _probe_generation(task: Task, ga: GeneticAlgorithm, config: RunConfig,
         fitness = evaluation.fitness.detach().to("cpu", torch.float64)
         steps = evaluation.columns.get("env_steps")
         per_individual = float(steps) / (settings.mutations + 1) if steps is not None else ""
-        rows += [{"generation": generation, "parent": rank, "child": i, "seed": seeds[i],
+        rows += [{"generation": generation, "parent": rank, "child": i, "mutation_seed": seeds[i],
                   "mutation_rate": rates[i],
                   "parent_fitness": fitness[0].item(), "child_fitness": fitness[1 + i].item(),
                   "delta": (fitness[1 + i] - fitness[0]).item(), "env_steps": per_individual}
