@@ -203,3 +203,172 @@ def test_mutation_effects_reject_generations_outside_the_run(tiny_lm_overrides: 
     config = _tiny_config("configs/tinystories/dense.yaml", tiny_lm_overrides)
     with pytest.raises(RunError, match=r"outside 1\.\.3"):
         probe(config, tmp_path, ProbeConfig((4,)), progress=False)
+
+
+# --- the analyses, on synthetic tables with known answers ---------------------------------------
+
+def _task(variants: dict[str, int | None]):
+    from neuroevo.analysis.grid import Task, Variant
+
+    return Task(name="lm", family="tinystories", title="LM", series="best", ylabel="−CE",
+                seeds=(0, 1, 2), compare=(), treatment=None,
+                variants=tuple(Variant(v, "c.yaml", {}, r, None) for v, r in variants.items()))
+
+
+def _write_seed_tables(root, name: str, tables: dict[tuple[str, int], "object"]) -> list:
+    paths = []
+    for (variant, seed), table in tables.items():
+        path = root / "lm" / variant / f"seed{seed}" / name
+        path.parent.mkdir(parents=True)
+        table.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def test_mutation_effect_statistics_of_a_known_delta_table(tmp_path) -> None:
+    """Deltas (−0.5, −0.1, 0, 0.0005, 0.2) at tol 1e-3: 1/5 beneficial, 2/5 neutral, 2/5
+    deleterious, mean deleterious harm 0.3, mean benefit 0.2, median 0; per generation too."""
+    import pandas as pd
+
+    from neuroevo.analysis import beyond_mutations
+
+    probes = pd.DataFrame({"generation": [1, 1, 2, 2, 2], "mutation_seed": [7, 8, 9, 10, 11],
+                           "delta": [-0.5, -0.1, 0.0, 5e-4, 0.2],
+                           "env_steps": [100.0, 100.0, 50.0, 50.0, 50.0]})
+    paths = _write_seed_tables(tmp_path, "mutation_effects.csv", {("dense", 0): probes})
+    table = beyond_mutations.summarize(beyond_mutations.load(paths), tolerance=1e-3)
+    overall = table[table["generation"] == "all"].iloc[0]
+    assert (overall["n"], overall["beneficial"], overall["neutral"], overall["deleterious"]) \
+        == (5, 0.2, 0.4, 0.4)
+    assert overall["mean_deleterious"] == pytest.approx(0.3)
+    assert (overall["mean_beneficial"], overall["median_delta"]) == (0.2, 0.0)
+    assert overall["env_steps"] == pytest.approx(70.0)
+    by_generation = table.set_index("generation")
+    assert by_generation.loc["1", "deleterious"] == 1.0 and by_generation.loc["2", "neutral"] == 2 / 3
+    files = beyond_mutations.figure(beyond_mutations.load(paths), _task({"dense": None}), "quick",
+                                    tmp_path / "fig", 1e-3)
+    assert all(f.stat().st_size > 0 for f in files)
+
+
+def test_mutation_effect_fractions_recover_a_known_distribution(tmp_path) -> None:
+    """20,000 deltas ~ N(−0.1, 0.1²) with tol 0.05: the beneficial and deleterious fractions are
+    the normal's P(Δ > 0.05) and P(Δ < −0.05) within sampling error (±0.01), and the mean harm is
+    the truncated normal's E[−Δ | Δ < −0.05]."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from neuroevo.analysis import beyond_mutations
+
+    delta = np.random.default_rng(0).normal(-0.1, 0.1, 20_000)
+    probes = pd.DataFrame({"task": "lm", "variant": "f", "generation": 1, "delta": delta})
+    row = beyond_mutations.summarize(probes, tolerance=0.05).iloc[0]
+    normal = stats.norm(-0.1, 0.1)
+    assert row["beneficial"] == pytest.approx(normal.sf(0.05), abs=0.01)
+    assert row["deleterious"] == pytest.approx(normal.cdf(-0.05), abs=0.01)
+    truncated = stats.truncnorm(-np.inf, (-0.05 + 0.1) / 0.1, loc=-0.1, scale=0.1)
+    assert row["mean_deleterious"] == pytest.approx(-truncated.mean(), abs=0.003)
+
+
+def test_gradient_table_finds_the_forward_passes_adam_needs_to_match_the_ga(tmp_path) -> None:
+    """GA: 8 evaluations per generation for 3 generations, best = generation (final 3 after 24
+    passes); Adam: fitness = step after 3·step passes, so it reaches 3 at step 3 = 9 passes."""
+    import pandas as pd
+
+    from neuroevo.analysis import beyond_gradient
+
+    long = pd.DataFrame([{"task": "lm", "variant": "dense", "seed": s, "generation": g,
+                          "best": float(g), "evaluations": 8} for s in (0, 1) for g in (1, 2, 3)])
+    logs = {("dense", s): pd.DataFrame({"step": range(1, 9), "forward_passes": [3.0 * i for i in
+                                                                               range(1, 9)],
+                                        "fitness": [float(i) for i in range(1, 9)]})
+            for s in (0, 1)}
+    paths = _write_seed_tables(tmp_path, "gradient.csv", logs)
+    task = _task({"dense": None})
+    curves = beyond_gradient.curves(long, beyond_gradient.load(paths), task)
+    assert curves.loc[curves["method"] == "GA", "forward_passes"].max() == 24
+    table = beyond_gradient.table(curves, task).set_index("method")
+    assert table.loc["GA", "final_mean"] == 3.0 and table.loc["GD", "final_mean"] == 8.0
+    assert table.loc["GD", "passes_to_ga_final"] == 9.0
+    assert table.loc["GD", "share_of_ga_budget"] == pytest.approx(9 / 24)
+    assert all(f.stat().st_size > 0 for f in beyond_gradient.figure(curves, task, "quick",
+                                                                     tmp_path / "fig"))
+
+
+def _runs_table():
+    """runs.csv rows: factorized r1/r4, sparse-random r1/r4, a magnitude r4 and small; 3 seeds."""
+    import pandas as pd
+
+    spec = {  # variant: (scheme, rank, searched, scores of seeds 0..2)
+        "factorized-r1": ("factorized", 1, 13_000, [-8.0, -8.2, -8.1]),
+        "factorized-r4": ("factorized", 4, 75_000, [-7.0, -7.1, -6.9]),
+        "sparse-r1": ("sparse-random", 1, 12_900, [-9.0, -9.1, -8.9]),
+        "sparse-r4": ("sparse-random", 4, 74_000, [-7.5, -7.6, -7.4]),
+        "sparse-magnitude-r4": ("sparse-magnitude", 4, 74_000, [-7.2, -7.3, -7.1]),
+        "small": ("dense", None, 11_600, [-9.5, -9.6, -9.4]),
+    }
+    rows = [{"task": "lm", "variant": v, "scheme": scheme, "encoding": scheme.split("-")[0],
+             "rank": rank, "seed": seed, "params_searched": searched, "final_score": score}
+            for v, (scheme, rank, searched, scores) in spec.items()
+            for seed, score in enumerate(scores)]
+    runs = pd.DataFrame(rows)
+    runs["rank"] = runs["rank"].astype("Int64")
+    ranks = {v: s[1] for v, s in spec.items()}
+    return runs, _task(ranks)
+
+
+def test_rank_study_table_orders_schemes_by_rank_with_their_means(tmp_path) -> None:
+    """One row per variant with its scheme, rank, searched dimensions and mean over seeds;
+    factorized, then sparse random, then sparse magnitude, each by rank, then the unranked."""
+    from neuroevo.analysis import beyond_search
+
+    runs, task = _runs_table()
+    table = beyond_search.rank_table(runs, task)
+    assert list(table["variant"]) == ["factorized-r1", "factorized-r4", "sparse-r1", "sparse-r4",
+                                      "sparse-magnitude-r4", "small"]
+    row = table.set_index("variant").loc["sparse-r4"]
+    assert (row["scheme"], row["rank"], row["searched"]) == ("sparse-random", 4, 74_000)
+    assert row["mean"] == pytest.approx(-7.5) and row["ci95_low"] < -7.5 < row["ci95_high"]
+    assert all(f.stat().st_size > 0 for f in beyond_search.rank_figure(runs, task, "quick",
+                                                                        tmp_path / "fig"))
+
+
+def test_sparse_table_pairs_each_sparse_variant_with_the_factorization_of_its_rank(tmp_path) -> None:
+    """Sparse r1 vs factorized r1: difference 0.9; sparse r4 vs factorized r4: 0.5; the
+    magnitude variant: 0.2; fully separated seeds give Glass's Δ = diff / std(sparse, ddof 0)."""
+    import numpy as np
+
+    from neuroevo.analysis import beyond_search
+
+    runs, task = _runs_table()
+    table = beyond_search.sparse_table(runs, task).set_index("sparse")
+    assert table.loc["sparse-r1", "factorized"] == "factorized-r1"
+    assert table.loc["sparse-r1", "difference"] == pytest.approx(0.9)
+    assert table.loc["sparse-r4", "difference"] == pytest.approx(0.5)
+    assert table.loc["sparse-magnitude-r4", "difference"] == pytest.approx(0.2)
+    assert table.loc["sparse-r4", "glass_delta"] == pytest.approx(0.5 / np.std([-7.5, -7.6, -7.4]))
+    assert table.loc["sparse-r4", "mannwhitney_p"] == pytest.approx(0.1)  # exact, 3 vs 3, separated
+    assert all(f.stat().st_size > 0 for f in beyond_search.sparse_figure(runs, task, "quick",
+                                                                         tmp_path / "fig"))
+    with pytest.raises(ValueError, match="needs exactly one factorized variant of rank 1"):
+        beyond_search.sparse_table(runs[runs["variant"] != "factorized-r1"], task)
+
+
+def test_report_gains_a_beyond_section_in_item_order(tmp_path) -> None:
+    """Given beyond tables and figures, the report's Markdown ends with "Beyond the paper", one
+    subsection per item in the issue's order, each with its figure and table."""
+    from neuroevo.analysis import beyond
+
+    for stem in ("car_racing_mutation_effects", "lm_sparse", "lm_gradient"):
+        (tmp_path / f"{stem}.md").write_text(f"| table {stem} |\n")
+        (tmp_path / f"{stem}.png").write_bytes(b"png")
+    text = beyond.section(sorted(tmp_path.glob("*.md")), sorted(tmp_path.glob("*.png")),
+                          image_src=lambda p: p.name)
+    assert text.startswith("## Beyond the paper")
+    headings = [line for line in text.splitlines() if line.startswith("### ")]
+    assert headings == ["### Mutation effects — car_racing", "### Gradient-descent reference — lm",
+                        "### Sparse encoding: structure or size? — lm"]
+    assert "![Gradient-descent reference: lm](lm_gradient.png)" in text
+    assert "| table lm_sparse |" in text
+    with pytest.raises(ValueError, match="not a beyond-the-paper output"):
+        beyond.split("lm_fitness")

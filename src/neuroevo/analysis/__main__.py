@@ -1,19 +1,25 @@
 """`python -m neuroevo.analysis <subcommand>`: the entry points the workflow rules call.
 
 Subcommands: `aggregate` (run dirs → fitness_long.csv, runs.csv), `tables` (runs.csv → the paper's
-tables), `figure NAME` (one table → one figure's PDF + PNG), `report` (tables + figures → report).
-Keeping the logic here lets every rule be a one-line shell command. Errors print one line, exit 1.
+tables), `figure NAME` (one table → one figure's PDF + PNG), `report` (tables + figures → report),
+and beyond the paper (issue #7), each one task's table + figure: `mutation-effects`, `gradient`,
+`rank-study`, `sparse`. Keeping the logic here lets every rule be a one-line shell command. Errors
+print one line, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from . import aggregate, figures, grid, report, tables
+from . import (aggregate, beyond_gradient, beyond_mutations, beyond_search, figures, grid, report,
+               tables)
+from .figures import FigureFn
+from .grid import Task
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +61,35 @@ def _report(args: argparse.Namespace) -> None:
         [Path(p) for p in args.figures if p.suffix == ".png"],
         args.md,
         args.html,
+        [p for p in args.beyond_tables if p.suffix == ".md"],
+        args.beyond_figures,
     )
+
+
+def _mutation_effects(args: argparse.Namespace) -> None:
+    g = grid.load(args.grid)
+    probes = beyond_mutations.load(args.probes)
+    tables.write(beyond_mutations.summarize(probes, args.tolerance), args.table)
+    beyond_mutations.figure(probes, g.task(args.task), g.preset, args.figure, args.tolerance)
+
+
+def _gradient(args: argparse.Namespace) -> None:
+    g = grid.load(args.grid)
+    task = g.task(args.task)
+    curves = beyond_gradient.curves(_read(args.long), beyond_gradient.load(args.logs), task)
+    tables.write(beyond_gradient.table(curves, task), args.table)
+    beyond_gradient.figure(curves, task, g.preset, args.figure)
+
+
+def _search(table_fn: Callable[[pd.DataFrame, Task], pd.DataFrame],
+            figure_fn: FigureFn) -> Callable[[argparse.Namespace], None]:
+    """A runs.csv analysis of beyond_search: its table and its figure."""
+    def run(args: argparse.Namespace) -> None:
+        g = grid.load(args.grid)
+        task, runs = g.task(args.task), _read(args.runs)
+        tables.write(table_fn(runs, task), args.table)
+        figure_fn(runs, task, g.preset, args.figure)
+    return run
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -95,8 +129,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=Path, nargs="*", default=[], help="figure files (PNG are embedded)")
     p.add_argument("--md", type=Path, required=True)
     p.add_argument("--html", type=Path, required=True)
+    p.add_argument("--beyond-tables", type=Path, nargs="*", default=[],
+                   help="beyond-the-paper tables (<task>_<item>; the .md ones are embedded)")
+    p.add_argument("--beyond-figures", type=Path, nargs="*", default=[],
+                   help="beyond-the-paper figures (PNG are embedded)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("mutation-effects", help="probe files → mutation-effect table and figure")
+    _beyond_outputs(p)
+    p.add_argument("--probes", type=Path, nargs="+", required=True,
+                   help="<root>/<task>/<variant>/seed<k>/mutation_effects.csv files")
+    p.add_argument("--tolerance", type=float, required=True, help="|delta| up to this is neutral")
+    p.set_defaults(func=_mutation_effects)
+
+    p = sub.add_parser("gradient", help="GA fitness_long.csv + gradient logs → table and figure")
+    _beyond_outputs(p)
+    p.add_argument("--long", type=Path, required=True, help="fitness_long.csv")
+    p.add_argument("--logs", type=Path, nargs="+", required=True,
+                   help="<root>/<task>/<variant>/seed<k>/gradient.csv files")
+    p.set_defaults(func=_gradient)
+
+    for name, table_fn, figure_fn, what in (
+            ("rank-study", beyond_search.rank_table, beyond_search.rank_figure,
+             "score vs rank and searched dimensions per scheme"),
+            ("sparse", beyond_search.sparse_table, beyond_search.sparse_figure,
+             "sparse vs factorized at the same search-space size")):
+        p = sub.add_parser(name, help=f"runs.csv → {what}")
+        _beyond_outputs(p)
+        p.add_argument("--runs", type=Path, required=True, help="runs.csv")
+        p.set_defaults(func=_search(table_fn, figure_fn))
     return parser
+
+
+def _beyond_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grid", type=Path, required=True, help="results/<preset>/grid.json")
+    p.add_argument("--task", required=True)
+    p.add_argument("--table", type=Path, required=True, help="table path without extension")
+    p.add_argument("--figure", type=Path, required=True, help="figure path without extension")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 `fitness_long.csv` has one row per (run, generation): the grid's identity columns (task, variant,
 encoding, rank, seed) followed by every fitness.csv and timing.csv column (task-specific ones such as
 `env_steps` or CarRacing's wave columns are empty for other tasks). `runs.csv` has one row per run:
-parameter counts, the final numbers of summary.json and the task's compared score at the last
-generation (`final_score`, the value the paper's tests use).
+the encoding scheme, parameter counts, the final numbers of summary.json and the task's compared
+score at the last generation (`final_score`, the value the paper's tests use).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
     params, final = run.summary["params"], run.summary["final"]
     return {
         **_ids(task, variant, run),
+        "scheme": _scheme(run.summary),
         "device": run.summary.get("device"),
         "versions": json.dumps(run.summary.get("versions", {}), sort_keys=True),
         "params_network": params["network"],
@@ -74,3 +75,11 @@ def _ids(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         "rank": variant.rank,
         "seed": int(run.summary["seed"]),
     }
+
+
+def _scheme(summary: dict) -> str:
+    """The encoding with its sparse selection (`sparse-random`, `sparse-magnitude`): the analyses
+    beyond the paper tell the two sparse schemes apart."""
+    if summary["encoding"] != "sparse":
+        return summary["encoding"]
+    return f"sparse-{summary['config']['encoding']['sparse_selection']}"

@@ -56,9 +56,10 @@ def final(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]
 
 
 def rank(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
-    """Last-generation score against rank: seeds as dots, mean with 95% t-interval; dense/small as lines."""
+    """Last-generation score against the factorization rank: seeds as dots, mean with 95%
+    t-interval; dense/small as lines (sparse variants, also ranked, are in `beyond_search`)."""
     data = _task_rows(runs, task)
-    ranked = data[data["rank"].notna()].astype({"rank": int})
+    ranked = data[data["rank"].notna() & (data["encoding"] == "factorized")].astype({"rank": int})
     if ranked["rank"].nunique() < 2:
         raise ValueError(f"figure rank: task {task.name!r} has fewer than two ranks in runs.csv")
     colours = style.palette(task)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 from markdown_it import MarkdownIt
 
+from . import beyond
 from .grid import Grid
 from .style import label
 
@@ -42,8 +43,10 @@ CSS = (
 
 
 def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list[Path],
-          out_md: Path, out_html: Path) -> None:
-    """Write both reports; `tables` maps table name → its .md file, `figures` lists PNG files."""
+          out_md: Path, out_html: Path, beyond_tables: Sequence[Path] = (),
+          beyond_figures: Sequence[Path] = ()) -> None:
+    """Write both reports; `tables` maps table name → its .md file, `figures` lists PNG files;
+    the `beyond_*` files (analysis.beyond) make the "Beyond the paper" section."""
     def relative(png: Path) -> str:
         return os.path.relpath(png, out_md.parent)
 
@@ -51,8 +54,10 @@ def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list
         return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
 
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(markdown(grid, runs, tables, figures, relative))
-    body = MarkdownIt("commonmark").enable("table").render(markdown(grid, runs, tables, figures, inline))
+    beyond_files = (beyond_tables, beyond_figures)
+    out_md.write_text(markdown(grid, runs, tables, figures, relative, *beyond_files))
+    body = MarkdownIt("commonmark").enable("table").render(
+        markdown(grid, runs, tables, figures, inline, *beyond_files))
     out_html.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>Report ({grid.preset})</title>"
         f"<style>{CSS}</style></head><body>{body}</body></html>\n"
@@ -60,7 +65,8 @@ def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list
 
 
 def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list[Path],
-             image_src: Callable[[Path], str]) -> str:
+             image_src: Callable[[Path], str], beyond_tables: Sequence[Path] = (),
+             beyond_figures: Sequence[Path] = ()) -> str:
     """The report as Markdown; `image_src` turns a PNG path into the `src` written for it."""
     parts = [f"# Reproduction report — preset `{grid.preset}`\n"]
     if grid.preset != "paper":
@@ -84,6 +90,8 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
             parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — `{png.with_suffix('.pdf')}`\n")
     parts += ["## Paper vs this reproduction\n", _paper_vs_repro(grid, runs).to_markdown(index=False) + "\n",
               f"\n{NOTE}\n"]
+    if beyond_tables:
+        parts.append(beyond.section(beyond_tables, beyond_figures, image_src))
     return "\n".join(parts)
 
 

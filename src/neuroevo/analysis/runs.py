@@ -75,17 +75,7 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """A per-generation CSV: required columns present, all values numeric, generations 1..G in order."""
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: missing") from None
-    except pd.errors.EmptyDataError:
-        raise RunDirError(f"{path}: empty (no header)") from None
-    except pd.errors.ParserError as err:
-        raise RunDirError(f"{path}: unreadable CSV ({str(err).splitlines()[0]})") from None
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise RunDirError(f"{path}: missing column(s) {', '.join(missing)}")
+    table = read_csv(path, required)
     if table.empty:
         raise RunDirError(f"{path}: no generations (header only)")
     for column in table.columns:
@@ -104,4 +94,38 @@ def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     if generations != list(range(1, len(table) + 1)):
         raise RunDirError(f"{path}: generations must run 1..{len(table)} without gaps")
     table["generation"] = table["generation"].astype(int)
+    return table
+
+
+def read_seed_tables(paths: list[Path], required: tuple[str, ...]) -> pd.DataFrame:
+    """CSV files laid out like run directories (`<root>/<task>/<variant>/seed<k>/<file>.csv`, as
+    the analyses beyond the paper write them) concatenated, with task, variant and seed in front."""
+    if not paths:
+        raise RunDirError("no input files given")
+    frames = []
+    for path in map(Path, paths):
+        seed_dir = path.parent
+        if not seed_dir.name.startswith("seed") or not seed_dir.name[4:].isdigit():
+            raise RunDirError(f"{path}: expected <task>/<variant>/seed<k>/{path.name}")
+        frame = read_csv(path, required)
+        frame.insert(0, "task", seed_dir.parent.parent.name)
+        frame.insert(1, "variant", seed_dir.parent.name)
+        frame.insert(2, "seed", int(seed_dir.name[4:]))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV with the required columns, or a one-line error naming the file."""
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing") from None
+    except pd.errors.EmptyDataError:
+        raise RunDirError(f"{path}: empty (no header)") from None
+    except pd.errors.ParserError as err:
+        raise RunDirError(f"{path}: unreadable CSV ({str(err).splitlines()[0]})") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise RunDirError(f"{path}: missing column(s) {', '.join(missing)}")
     return table

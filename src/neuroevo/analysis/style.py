@@ -49,7 +49,9 @@ def label(variant: Variant) -> str:
 
 def palette(task: Task) -> dict[str, tuple[float, float, float]]:
     """Variant name → colour, by the task's variant order."""
-    colours = sns.color_palette("colorblind", n_colors=max(len(task.variants), 1))
+    n = max(len(task.variants), 1)
+    # the colourblind palette has 10 colours; a longer grid (rank and sparse sweeps) would repeat them
+    colours = sns.color_palette("colorblind" if n <= 10 else "husl", n_colors=n)
     return {v.name: colours[i] for i, v in enumerate(task.variants)}
 
 
