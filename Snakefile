@@ -29,6 +29,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/evolve.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/beyond.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -89,11 +89,53 @@ def test_dry_run_enumerates_exactly_the_grid(workdir: Path, preset: str, familie
 
 
 def test_grid_sizes_are_the_documented_ones(workdir: Path) -> None:
-    """Paper: 7 TinyStories variants × 5 seeds; with every family, + 4 games, CarRacing × 15 seeds, 2 MuJoCo envs."""
-    assert len(expected_runs("paper", ["tinystories"])) == 35
-    assert len(expected_runs("paper", ALL_FAMILIES)) == 35 + 4 * 3 * 5 + 3 * 15 + 2 * 3 * 5
-    assert len(expected_runs("quick", ["tinystories"])) == 4 * 2
-    assert len(expected_runs("quick", ALL_FAMILIES)) == 8 + 3 * 3 * 2
+    """Paper: 12 TinyStories variants (the paper's 4, ranks 2–32, 4 sparse) × 5 seeds; with every
+    family, + 4 games, CarRacing × 15 seeds, 2 MuJoCo envs. Quick: the same 12 × 2 seeds."""
+    assert len(expected_runs("paper", ["tinystories"])) == 60
+    assert len(expected_runs("paper", ALL_FAMILIES)) == 60 + 4 * 3 * 5 + 3 * 15 + 2 * 3 * 5
+    assert len(expected_runs("quick", ["tinystories"])) == 12 * 2
+    assert len(expected_runs("quick", ALL_FAMILIES)) == 24 + 3 * 3 * 2
+
+
+def expected_beyond(preset: str, item: str, families: list[str]) -> set[str]:
+    """The engine outputs of one beyond item, computed straight from experiments.yaml."""
+    entry = EXPERIMENTS["presets"][preset]
+    spec = entry["beyond"][item]
+    name = {"mutation_effects": "mutation_effects.csv", "gradient": "gradient.csv"}[item]
+    return {
+        f"results/{preset}/beyond/{item}/{task}/{variant}/seed{seed}/{name}"
+        for task, run in spec["runs"].items()
+        if EXPERIMENTS["tasks"][task]["family"] in families
+        for variant in run["variants"]
+        for seed in range(spec.get("seeds", entry["runs"][task].get("seeds", entry["seeds"])))
+    }
+
+
+@pytest.mark.parametrize("preset", ["paper", "quick"])
+@pytest.mark.parametrize("families", [["tinystories"], ALL_FAMILIES], ids=["default", "all-families"])
+def test_beyond_jobs_are_exactly_the_beyond_grid(workdir: Path, preset: str, families: list[str]) -> None:
+    """`snakemake beyond` schedules the probe and gradient runs of the preset's `beyond` entry
+    (enabled families only) and one analysis per item and task."""
+    output = snakemake(workdir, "-n", "beyond", "--config", f"preset={preset}", families_arg(families)).stdout
+    counts = job_counts(output)
+    for item in ("mutation_effects", "gradient"):
+        outputs = set(re.findall(rf"rule {item}:\n(?:.*\n)*?\s+output: (\S+)", output))
+        assert outputs == expected_beyond(preset, item, families)
+    probed = [t for t in EXPERIMENTS["presets"][preset]["beyond"]["mutation_effects"]["runs"]
+              if EXPERIMENTS["tasks"][t]["family"] in families]
+    assert counts["beyond_mutation_effects"] == len(probed)
+    assert counts["beyond_gradient"] == counts["beyond_rank_study"] == counts["beyond_sparse"] == 1
+
+
+def test_beyond_variant_the_preset_does_not_run_fails_naming_it(workdir: Path) -> None:
+    """A beyond item that probes a variant outside the preset's runs fails at DAG build, naming both."""
+    bad = yaml.safe_load((workdir / "configs" / "experiments.yaml").read_text())
+    bad["presets"]["quick"]["beyond"]["mutation_effects"]["runs"]["tinystories"]["variants"].append("factorized-r64")
+    (workdir / "configs" / "experiments.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    result = snakemake(workdir, "-n", check=False)
+    assert result.returncode != 0
+    assert ("presets.quick.beyond.mutation_effects.runs.tinystories has variant 'factorized-r64', which "
+            "presets.quick.runs.tinystories does not run") in result.stdout
 
 
 def test_evolve_command_carries_preset_seed_and_overrides(workdir: Path) -> None:
@@ -108,7 +150,7 @@ def test_evolve_command_carries_preset_seed_and_overrides(workdir: Path) -> None
 def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:
     """Asking for one figure schedules the runs, the aggregation and that figure: no tables, no report."""
     output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
-    assert job_counts(output) == {"evolve": 8, "grid": 1, "aggregate": 1, "figure_fitness": 1}
+    assert job_counts(output) == {"evolve": 24, "grid": 1, "aggregate": 1, "figure_fitness": 1}
 
 
 def test_unknown_config_key_fails_naming_it(workdir: Path) -> None:
@@ -147,10 +189,12 @@ def test_missing_engine_config_fails_at_dag_build_naming_the_file(workdir: Path)
 
 
 def test_slurm_profile_submits_evolve_jobs_with_a_gpu(workdir: Path) -> None:
-    """With profiles/slurm the paper's evolve jobs ask SLURM for one GPU, their memory and time."""
+    """With profiles/slurm the paper's engine jobs (evolve, and the probe and gradient runs beyond
+    the paper) ask SLURM for one GPU, their memory and time."""
     output = snakemake(workdir, "-n", "--workflow-profile", str(REPO / "profiles" / "slurm")).stdout
-    blocks = re.findall(r"rule evolve:\n(?:.*\n)*?\s+resources: (.*)", output)
-    assert len(blocks) == 35
+    blocks = re.findall(r"rule (?:evolve|mutation_effects|gradient):\n(?:.*\n)*?\s+resources: (.*)", output)
+    beyond = sum(len(expected_beyond("paper", item, ["tinystories"])) for item in ("mutation_effects", "gradient"))
+    assert len(blocks) == 60 + beyond
     for resources in blocks:
         assert "gpu=1" in resources and "mem_mb=32000" in resources and "runtime=1440" in resources
         assert "slurm_partition=" in resources and "slurm_account=" in resources
@@ -165,7 +209,8 @@ TINY = {  # a seconds-long TinyStories run: the shipped corpus, 8 individuals, 3
 
 
 def tiny_experiments(cache: Path) -> dict:
-    """2 variants (two ranks, so every figure applies) × 2 seeds of the quick preset, tiny runs."""
+    """2 variants (two ranks, so every figure applies) × 2 seeds of the quick preset, tiny runs,
+    and tiny beyond-the-paper analyses."""
     overrides = {**TINY, "task.cache_dir": str(cache)}
     return {
         "preset": "quick",
@@ -174,6 +219,7 @@ def tiny_experiments(cache: Path) -> dict:
             "family": "tinystories", "title": "TinyStories", "series": "best",
             "ylabel": "Negative Cross-Entropy Loss", "compare": ["factorized-r4", "factorized-r2"],
             "treatment": "factorized-r2",
+            "neutral_tolerance": 1.0e-3,
             "variants": {
                 "factorized-r4": {"config": "configs/tinystories/factorized.yaml", "rank": 4, "set": overrides},
                 "factorized-r2": {"config": "configs/tinystories/factorized.yaml", "rank": 2,
@@ -185,6 +231,12 @@ def tiny_experiments(cache: Path) -> dict:
             "resources": {"threads": 1, "mem_mb": 2000, "runtime": 10, "gpu": 0},
             "runs": {"tinystories": {"variants": ["factorized-r4", "factorized-r2"],
                                      "data": ["data/quickstories.txt"]}},
+            "beyond": {  # every item but `sparse`, whose variants the unit tests cover
+                "mutation_effects": {"seeds": 1, "runs": {"tinystories": {
+                    "variants": ["factorized-r2"], "generations": [1, 3], "parents": 2, "mutations": 3}}},
+                "gradient": {"seeds": 1, "runs": {"tinystories": {"variants": ["factorized-r4"]}}},
+                "rank_study": ["tinystories"],
+            },
         }},
     }
 
@@ -192,8 +244,8 @@ def tiny_experiments(cache: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("neuroevo.cli") is None, reason="the engine (neuroevo.cli) has not landed")
 def test_tiny_grid_end_to_end_then_nothing_to_do_then_one_figure(tmp_path: Path) -> None:
-    """A tiny grid runs through evolve → tables → figures → report; a rerun does nothing; a deleted
-    figure is rebuilt alone (and the report that embeds it is refreshed)."""
+    """A tiny grid runs through evolve → tables → figures → beyond the paper → report; a rerun does
+    nothing; a deleted figure is rebuilt alone (and the report that embeds it is refreshed)."""
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "tinystories").symlink_to(REPO / "configs" / "tinystories")
     (tmp_path / "data").mkdir()
@@ -207,8 +259,12 @@ def test_tiny_grid_end_to_end_then_nothing_to_do_then_one_figure(tmp_path: Path)
         assert all((tmp_path / f"results/quick/tables/{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex"))
     for name in ("fitness", "final", "runtime", "rank", "searched"):
         assert all((tmp_path / f"figures/quick/tinystories_{name}.{ext}").stat().st_size > 0 for ext in ("pdf", "png"))
+    for name in ("mutation_effects", "gradient", "rank_study"):
+        assert (tmp_path / f"results/quick/tables/beyond/tinystories_{name}.md").stat().st_size > 0
+        assert (tmp_path / f"figures/quick/beyond/tinystories_{name}.png").stat().st_size > 0
     html = (tmp_path / "paper/quick/report.html").read_text()
     assert "data:image/png;base64," in html and "Paper vs this reproduction" in html
+    assert "Beyond the paper" in html and "Rank and search-space study" in html
 
     assert "Nothing to be done" in snakemake(tmp_path, "--configfile", str(experiments)).stdout
 

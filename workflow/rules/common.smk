@@ -84,12 +84,62 @@ def table_files(preset):
 
 
 def all_targets(preset):
-    """The default target: tables, figures and the report of the preset."""
+    """The default target: tables, figures, the analyses beyond the paper and the report."""
     return (
         table_files(preset)
         + figure_files(preset)
+        + beyond_files(preset)
         + [f"paper/{preset}/report.md", f"paper/{preset}/report.html"]
     )
+
+
+# --- beyond the paper (issue #7) -----------------------------------------------------------------
+BEYOND_ENGINE = {"mutation_effects": "mutation_effects.csv", "gradient": "gradient.csv"}  # item → file
+BEYOND_RUNS_CSV = ("rank_study", "sparse")  # items drawn from runs.csv alone
+
+
+def beyond_tasks(preset, item):
+    """Tasks of one beyond item in the preset, enabled families only: task → entry (or None)."""
+    spec = preset_config(preset).get("beyond", {}).get(item)
+    if not spec:
+        return {}
+    chosen = spec["runs"] if item in BEYOND_ENGINE else dict.fromkeys(spec)
+    return {task: entry for task, entry in chosen.items() if task in runs(preset)}
+
+
+def beyond_run_dirs(preset, item, task):
+    """The engine directories of a beyond item for one task: variants × seeds."""
+    spec = preset_config(preset)["beyond"][item]
+    n_seeds = spec.get("seeds", len(seeds(preset, task)))
+    return [
+        f"results/{preset}/beyond/{item}/{task}/{variant}/seed{seed}"
+        for variant in spec["runs"][task]["variants"]
+        for seed in range(n_seeds)
+    ]
+
+
+def beyond_outputs(preset, folder, exts):
+    """`<folder>/beyond/<task>_<item>.<ext>` for every item and task of the preset."""
+    return [
+        f"{folder}/beyond/{task}_{item}.{ext}"
+        for item in [*BEYOND_ENGINE, *BEYOND_RUNS_CSV]
+        for task in beyond_tasks(preset, item)
+        for ext in exts
+    ]
+
+
+def beyond_files(preset):
+    """Every table and figure beyond the paper of the preset."""
+    return beyond_outputs(preset, f"results/{preset}/tables", ("csv", "md", "tex")) + beyond_outputs(
+        preset, f"figures/{preset}", ("pdf", "png")
+    )
+
+
+def probe_args(wildcards):
+    """`neuroevo mutation-effects` options of the task: probed generations, parents, mutations."""
+    entry = preset_config(wildcards.preset)["beyond"]["mutation_effects"]["runs"][wildcards.task]
+    generations = " ".join(map(str, entry["generations"]))
+    return f"--generations {generations} --parents {entry['parents']} --mutations {entry['mutations']}"
 
 
 def grid_spec(preset):
@@ -169,6 +219,8 @@ def _check_grid():
                     raise WorkflowError(
                         f"configs/experiments.yaml: presets.{preset}.runs.{task} has unknown variant {variant!r}"
                     )
+    for preset, entry in config["presets"].items():
+        _check_beyond(preset, entry.get("beyond", {}))
     if not runs(PRESET):
         raise WorkflowError(
             f"configs/experiments.yaml: preset {PRESET!r} runs no task of the enabled families {config['families']}"
@@ -181,6 +233,26 @@ def _check_grid():
                     f"engine config {path} (task {task}, variant {variant}) does not exist; "
                     f"take family {config['tasks'][task]['family']!r} out of `families` until it lands"
                 )
+
+
+def _check_beyond(preset, beyond):
+    """Beyond items name tasks and variants the preset runs (they share its labels and GA runs)."""
+    where = f"configs/experiments.yaml: presets.{preset}.beyond"
+    run_entries = config["presets"][preset]["runs"]
+    for item, spec in beyond.items():
+        chosen = spec["runs"] if item in BEYOND_ENGINE else dict.fromkeys(spec, {"variants": []})
+        for task, entry in chosen.items():
+            if task not in run_entries:
+                raise WorkflowError(f"{where}.{item} names task {task!r}, which presets.{preset}.runs does not run")
+            for variant in entry["variants"]:
+                if variant not in run_entries[task]["variants"]:
+                    raise WorkflowError(
+                        f"{where}.{item}.runs.{task} has variant {variant!r}, which presets.{preset}.runs.{task} does not run"
+                    )
+            if item == "mutation_effects" and "neutral_tolerance" not in config["tasks"][task]:
+                raise WorkflowError(f"{where}.mutation_effects probes {task!r}: set tasks.{task}.neutral_tolerance")
+            if item == "gradient" and config["tasks"][task]["family"] != "tinystories":
+                raise WorkflowError(f"{where}.gradient.runs.{task}: gradient descent needs a tinystories task")
 
 
 _check_grid()

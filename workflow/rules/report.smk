@@ -1,5 +1,5 @@
 # The generated paper: paper/<preset>/report.md and a self-contained report.html with the setup,
-# every table, every figure and the paper-vs-reproduction comparison.
+# every table, every figure, the paper-vs-reproduction comparison and "Beyond the paper".
 
 
 rule report:
@@ -8,6 +8,8 @@ rule report:
         runs=rules.aggregate.output.runs,
         tables=rules.tables.output.markdown,
         figures=lambda w: figure_files(w.preset),
+        beyond_tables=lambda w: beyond_outputs(w.preset, f"results/{w.preset}/tables", ("md",)),
+        beyond_figures=lambda w: beyond_outputs(w.preset, f"figures/{w.preset}", ("png",)),
     output:
         md="paper/{preset}/report.md",
         html=report("paper/{preset}/report.html", caption="../report/report.rst", category="Report"),
@@ -20,4 +22,5 @@ rule report:
     localrule: True
     shell:
         "python -m neuroevo.analysis report --grid {input.grid} --runs {input.runs} --tables-dir {params.tables_dir}"
-        " --figures {input.figures} --md {output.md} --html {output.html} > {log} 2>&1"
+        " --figures {input.figures} --beyond-tables {input.beyond_tables} --beyond-figures {input.beyond_figures}"
+        " --md {output.md} --html {output.html} > {log} 2>&1"
