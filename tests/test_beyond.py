@@ -23,7 +23,7 @@ def _population(layout: ParamLayout, size: int = 3) -> torch.Tensor:
 # --- the sparse encoding ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("selection", ["random", "magnitude"])
-def test_sparse_linear_genome_holds_k_entries_and_the_rest_is_the_frozen_init(selection: str) -> None:
+def test_sparse_linear_genome_holds_k_entries_and_the_rest_is_frozen(selection: str) -> None:
     """A sparse (in=12, out=8) layer at rank 2 searches k = 2·(12+8) = 40 entries; its developed W
     equals the shared init except at those entries, which hold the genome's values."""
     layout = ParamLayout()
@@ -244,7 +244,8 @@ def test_mutation_effect_statistics_of_a_known_delta_table(tmp_path) -> None:
     assert (overall["mean_beneficial"], overall["median_delta"]) == (0.2, 0.0)
     assert overall["env_steps"] == pytest.approx(70.0)
     by_generation = table.set_index("generation")
-    assert by_generation.loc["1", "deleterious"] == 1.0 and by_generation.loc["2", "neutral"] == 2 / 3
+    assert by_generation.loc["1", "deleterious"] == 1.0
+    assert by_generation.loc["2", "neutral"] == 2 / 3
     files = beyond_mutations.figure(beyond_mutations.load(paths), _task({"dense": None}), "quick",
                                     tmp_path / "fig", 1e-3)
     assert all(f.stat().st_size > 0 for f in files)
@@ -333,7 +334,7 @@ def test_rank_study_table_orders_schemes_by_rank_with_their_means(tmp_path) -> N
                                                                         tmp_path / "fig"))
 
 
-def test_sparse_table_pairs_each_sparse_variant_with_the_factorization_of_its_rank(tmp_path) -> None:
+def test_sparse_table_pairs_sparse_with_the_factorization_of_its_rank(tmp_path) -> None:
     """Sparse r1 vs factorized r1: difference 0.9; sparse r4 vs factorized r4: 0.5; the
     magnitude variant: 0.2; fully separated seeds give Glass's Δ = diff / std(sparse, ddof 0)."""
     import numpy as np

@@ -114,7 +114,7 @@ class Linear:
                               encoding=self.sparse.label if self.sparse else None)
 
     def weight(self, p: Params) -> torch.Tensor:
-        """(P, in, out) W of an unfactorized layer: the genome's own, or the developed sparse one."""
+        """(P, in, out) W of an unfactorized layer: the genome's, or the developed sparse one."""
         if self.sparse is not None:
             return self.sparse.develop(p)
         return p[f"{self.name}.weight"]
@@ -266,7 +266,8 @@ class Conv2d:
         if sparse is not None:  # k matches the rank-r conv factors: r·(kh·kw·cin + cout)
             check_rank(name, sparse.rank, fan_in, c_out)
             self.sparse = SparseWeight(layout, name, (c_out, c_in, kernel, kernel),
-                                       kaiming_std(fan_in), sparse, k=sparse.rank * (fan_in + c_out))
+                                       kaiming_std(fan_in), sparse,
+                                       k=sparse.rank * (fan_in + c_out))
             names = [self.sparse.name]
         elif rank is None:
             std = kaiming_std(fan_in)
@@ -307,7 +308,7 @@ class Conv2d:
         return w.unflatten(2, (self.c_in, self.kernel, self.kernel))
 
     def _weight(self, p: Params) -> torch.Tensor:
-        """(P, cout, cin, k, k) kernel of an unfactorized conv (the genome's, or developed sparse)."""
+        """(P, cout, cin, k, k) kernel of an unfactorized conv (the genome's, or sparse)."""
         if self.sparse is not None:
             return self.sparse.develop(p)
         return p[f"{self.name}.weight"]

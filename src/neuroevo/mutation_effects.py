@@ -11,8 +11,9 @@ draws a child's (a 31-bit seed, a rate from `ga.mutation_rates`, the layout's pe
 √mr for factors). A parent and its children are scored in one batched `task.evaluate` call at that
 generation (the same evaluation batch the GA used), so delta = child − parent fitness has no data
 noise for TinyStories. For episodic tasks the children play other episode seeds than the parent
-(seeds follow the population index), so there delta includes episode noise, and Evaluation
-reports environment steps only per call: `env_steps` is that call's mean per individual.
+(seeds follow the population index), so there delta includes episode noise (and CarRacing's two
+waves score the call's finalists on more episodes than the rest), and Evaluation reports
+environment steps only per call: `env_steps` is that call's mean per individual.
 The probes draw from their own random stream and never change the GA's.
 """
 

@@ -55,26 +55,14 @@ rule gradient:
         "neuroevo gradient {params.config} --out {params.out_dir} {params.args} --lr {params.lr} --quiet > {log} 2>&1"
 
 
-def _beyond_report(item, kind):
-    """report() wrappers of one analysis output: tables under Tables, figures under Figures."""
-    folder = "results/{preset}/tables" if kind == "table" else "figures/{preset}"
-    ext = "csv" if kind == "table" else "pdf"
-    return report(
-        f"{folder}/beyond/{{task}}_{item}.{ext}",
-        caption=f"../report/beyond_{item}.rst",
-        category="Beyond the paper",
-        subcategory="{task}",
-    )
-
-
 rule beyond_mutation_effects:
     input:
         grid=rules.grid.output[0],
         probes=lambda w: [f"{d}/mutation_effects.csv" for d in beyond_run_dirs(w.preset, "mutation_effects", w.task)],
     output:
-        table=_beyond_report("mutation_effects", "table"),
+        table=beyond_report("mutation_effects", "table"),
         other_tables=multiext("results/{preset}/tables/beyond/{task}_mutation_effects", ".md", ".tex"),
-        figure=_beyond_report("mutation_effects", "figure"),
+        figure=beyond_report("mutation_effects", "figure"),
         png="figures/{preset}/beyond/{task}_mutation_effects.png",
     params:
         tolerance=lambda w: config["tasks"][w.task]["neutral_tolerance"],
@@ -97,9 +85,9 @@ rule beyond_gradient:
         long=rules.aggregate.output.long,
         logs=lambda w: [f"{d}/gradient.csv" for d in beyond_run_dirs(w.preset, "gradient", w.task)],
     output:
-        table=_beyond_report("gradient", "table"),
+        table=beyond_report("gradient", "table"),
         other_tables=multiext("results/{preset}/tables/beyond/{task}_gradient", ".md", ".tex"),
-        figure=_beyond_report("gradient", "figure"),
+        figure=beyond_report("gradient", "figure"),
         png="figures/{preset}/beyond/{task}_gradient.png",
     params:
         table=lambda w, output: output.table[: -len(".csv")],
@@ -124,9 +112,9 @@ for _item in BEYOND_RUNS_CSV:
             grid=rules.grid.output[0],
             runs=rules.aggregate.output.runs,
         output:
-            table=_beyond_report(_item, "table"),
+            table=beyond_report(_item, "table"),
             other_tables=multiext(f"results/{{preset}}/tables/beyond/{{task}}_{_item}", ".md", ".tex"),
-            figure=_beyond_report(_item, "figure"),
+            figure=beyond_report(_item, "figure"),
             png=f"figures/{{preset}}/beyond/{{task}}_{_item}.png",
         params:
             subcommand=_item.replace("_", "-"),

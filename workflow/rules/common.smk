@@ -135,6 +135,18 @@ def beyond_files(preset):
     )
 
 
+def beyond_report(item, kind):
+    """The report() output of one beyond analysis: its CSV table or PDF figure, with its caption."""
+    folder = "results/{preset}/tables" if kind == "table" else "figures/{preset}"
+    ext = "csv" if kind == "table" else "pdf"
+    return report(
+        f"{folder}/beyond/{{task}}_{item}.{ext}",
+        caption=f"../report/beyond_{item}.rst",
+        category="Beyond the paper",
+        subcategory="{task}",
+    )
+
+
 def probe_args(wildcards):
     """`neuroevo mutation-effects` options of the task: probed generations, parents, mutations."""
     entry = preset_config(wildcards.preset)["beyond"]["mutation_effects"]["runs"][wildcards.task]

@@ -56,7 +56,7 @@ def section(tables: Sequence[Path], figures: Sequence[Path],
     pngs = {png.stem: png for png in figures if png.suffix == ".png"}
     found = sorted((list(ITEMS).index(split(t.stem)[1]), split(t.stem)[0], t) for t in tables)
     parts = ["## Beyond the paper\n",
-             "Analyses the paper argues for but does not run (issue #7); not the paper's results.\n"]
+             "Analyses the paper argues for but does not run (issue #7), not its results.\n"]
     for _, task, table in found:
         title, caption = ITEMS[split(table.stem)[1]]
         parts.append(f"### {title} — {task}\n\n{caption}\n")

@@ -55,7 +55,8 @@ def table(curves: pd.DataFrame, task: Task) -> pd.DataFrame:
             ci = stats.t_interval(last["fitness"].tolist())
             final[method] = ci.mean
             rows.append({"task": task.name, "variant": variant, "method": method,
-                         "n_seeds": len(last), "forward_passes": float(last["forward_passes"].max()),
+                         "n_seeds": len(last),
+                         "forward_passes": float(last["forward_passes"].max()),
                          "final_mean": ci.mean, "ci95_low": ci.low, "ci95_high": ci.high,
                          "passes_to_ga_final": float("nan"), "share_of_ga_budget": float("nan")})
         gd = curves[(curves["variant"] == variant) & (curves["method"] == "GD")]
