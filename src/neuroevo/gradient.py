@@ -64,7 +64,7 @@ def train(config: RunConfig, out: Path, settings: GradientConfig, progress: bool
     """Train with Adam; write `gradient.csv` (one row per step), the trained (1, D) genome row
     `weights.pt` and `summary.json` into `out`.
 
-    Deterministic on one device and minutes long, so there is no checkpoint: a rerun overwrites.
+    Deterministic on one device, so there is no checkpoint: a rerun starts over and overwrites.
     """
     out = Path(out)
     device = resolve_device(config.device)
