@@ -113,7 +113,7 @@ def time_unavoidable(model: Transformer, theta: torch.Tensor, tokens: torch.Tens
             k = weight.shape[2]
             hidden = torch.ones(weight.shape[0], n_scored, k, device=theta.device)
             for t in range(0, n_scored, s.token_chunk):
-                logits = torch.baddbmm(bias, hidden[:, t:t + s.token_chunk], weight.transpose(1, 2))
+                logits = torch.bmm(hidden[:, t:t + s.token_chunk], weight.transpose(1, 2)).add_(bias)
                 F.cross_entropy(logits.flatten(0, 1),
                                 targets[t:t + s.token_chunk].repeat(weight.shape[0]),
                                 reduction="none")
