@@ -8,10 +8,10 @@ pool steps only the slots whose episode is still running. A finished episode is 
 slot is never stepped again. Individuals whose episodes have all finished are dropped from the
 forward batch once enough of them have (`compact_below`), so late steps do not pay for the dead.
 
-Frame stacks live in one uint8 tensor (slots, K, C, H, W); a new episode's stack repeats its first
-frame, as gymnasium's FrameStackObservation(padding_type="reset") does. Episode seeds are a pure
-function of (run seed, generation, individual, episode), so a rollout is reproducible and resuming
-a run replays exactly the episodes an uninterrupted one would have played.
+Frame stacks live in one tensor (slots, K, C, H, W) used as a ring buffer; a new episode's
+stack repeats its first frame, as gymnasium's FrameStackObservation(padding_type="reset") does.
+Episode seeds are a pure function of (run seed, generation, individual, episode), so a rollout is
+reproducible and resuming a run replays exactly the episodes an uninterrupted one would have played.
 
 `GymPool` holds gymnasium environments, sharded over worker processes (one per core by default)
 that step only the slots they are sent. gymnasium's own AsyncVectorEnv runs one process per
@@ -69,9 +69,10 @@ Act = Callable[[torch.Tensor, np.ndarray, np.ndarray], np.ndarray]
 class RolloutSpec:
     max_steps: int  # agent steps per episode, no-op steps included; the episode ends at the cap
     frame_stack: int = 1  # frames concatenated on the channel axis, oldest first
-    obs_scale: float = 1.0  # the stored frames are multiplied by this before the forward (1/255)
+    obs_scale: float = 1.0  # frames are multiplied by this before the forward sees them (1/255)
     negative_streak: int = 0  # end an episode after this many consecutive rewards < 0 (0: never)
     compact_below: float = 0.75  # re-gather the forward batch when live individuals fall below this
+    forward_threads: int = 0  # torch threads during the rollout (0: leave torch's setting)
 
 
 @dataclass
@@ -89,11 +90,25 @@ def rollout(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.nd
     theta (P, D) on the task's device; seeds (P, E), one per episode; slot i·E + e plays
     individual i's episode e.
     """
+    threads = torch.get_num_threads()
+    if spec.forward_threads:
+        torch.set_num_threads(spec.forward_threads)
+    try:
+        return _lockstep(model, theta, pool, seeds, spec, preprocess, act)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.ndarray,
+              spec: RolloutSpec, preprocess: Preprocess, act: Act) -> RolloutResult:
     pop, episodes = seeds.shape
-    n = pop * episodes
+    n, k = pop * episodes, spec.frame_stack
     device = theta.device
-    first = preprocess(pool.reset(seeds.reshape(-1)))                     # (n, *frame)
-    stack = first.unsqueeze(1).repeat_interleave(spec.frame_stack, dim=1)  # (n, K, *frame)
+    first = preprocess(pool.reset(seeds.reshape(-1))).to(device) * spec.obs_scale  # (n, *frame)
+    # frame stacks as ring buffers on the device, already scaled: every live slot steps in
+    # lockstep, so step t writes position t % K of all of them (one frame per slot crosses to the
+    # device and is converted once) and one gather reads every stack oldest first
+    stack = first.unsqueeze(1).repeat_interleave(k, dim=1)                # (n, K, *frame) float
     frame_shape = tuple(first.shape[1:])
     returns = np.zeros(n)
     lengths = np.zeros(n, dtype=np.int64)
@@ -102,6 +117,7 @@ def rollout(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.nd
     views = model.layout.views(theta)
     batch = np.empty(0, dtype=np.int64)
     params: Params = {}
+    t = 0
     while not done.all():
         # compact: keep the forward batch to the individuals that still play (a copy of their
         # weights, so only when enough have finished for the saving to pay for the gather)
@@ -112,9 +128,10 @@ def rollout(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.nd
             params = {name: view.index_select(0, index) for name, view in views.items()}
         grid = (batch[:, None] * episodes + np.arange(episodes)).reshape(-1)  # (B·E,) slots
         # act: one forward for every live individual's E observations
-        obs = stack[torch.from_numpy(grid)].to(device)                     # (B·E, K, *frame)
-        obs = obs.reshape(len(batch), episodes, spec.frame_stack * frame_shape[0],
-                          *frame_shape[1:]).float().mul_(spec.obs_scale)   # (B, E, K·C, ...)
+        oldest_first = torch.arange(t, t + k, device=device) % k           # (K,) ring positions
+        grid_index = torch.from_numpy(grid).to(device)
+        obs = stack[grid_index[:, None], oldest_first[None, :]]            # (B·E, K, *frame)
+        obs = obs.view(len(batch), episodes, k * frame_shape[0], *frame_shape[1:])  # (B,E,K·C,..)
         outputs = model.forward(params, obs).reshape(len(grid), -1).cpu()  # (B·E, n_outputs)
         playing = ~done[grid]
         slots = grid[playing]
@@ -128,9 +145,9 @@ def rollout(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.nd
         if spec.negative_streak:
             ended |= streak[slots] >= spec.negative_streak
         done[slots] = ended
-        new = preprocess(raw).unsqueeze(1)                                 # (s, 1, *frame)
-        index = torch.from_numpy(slots)
-        stack[index] = torch.cat([stack[index, 1:], new], dim=1)           # drop the oldest frame
+        new = preprocess(raw).to(device) * spec.obs_scale                  # (s, *frame)
+        stack[torch.from_numpy(slots).to(device), t % k] = new             # replaces the oldest
+        t += 1
     return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
                          int(lengths.sum()))
 
@@ -161,17 +178,18 @@ def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
         raise RuntimeError("recording a video needs moviepy: pip install moviepy") from None
-    with tempfile.TemporaryDirectory() as folder:
-        yield lambda env: RecordVideo(env, folder, episode_trigger=lambda episode: episode == 0,
-                                      name_prefix="replay")
-        clips = sorted(Path(folder).glob("*.mp4"))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "video"  # a new folder: RecordVideo warns about existing ones
+        yield lambda env: RecordVideo(env, str(folder), name_prefix="replay",
+                                      episode_trigger=lambda episode: episode == 0)
+        clips = sorted(folder.glob("*.mp4"))
         if not clips:
             raise RuntimeError("the filmed environment wrote no video (was it closed?)")
         Path(video).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(clips[0]), video)
 
 
-def replay_in_process(play: Callable[["GymPool"], RolloutResult],
+def replay_in_process(play: Callable[[GymPool], RolloutResult],
                       make_env: Callable[[str | None], Any], video: Path | None) -> RolloutResult:
     """`play` on a one-slot pool in this process, its environment built by make_env(render_mode)
     and filmed when `video` is set (replays of a single individual)."""
