@@ -90,7 +90,7 @@ def test_quick_preset_learns(tmp_path: Path, config: str) -> None:
 
 @pytest.mark.parametrize("override, message", [
     (["ga.populaton=8"], "unknown key ga.populaton"),
-    (["encoding.kind=sparse"], "unknown encoding 'sparse'"),
+    (["encoding.kind=lowrank"], "unknown encoding 'lowrank'"),
     (["task.name=chess"], "unknown task 'chess'"),
     (["ga.population=ten"], "ga.population: expected int"),
     (["encoding.kind=factorized", "encoding.rank=64"], "rank 64 for layer"),
