@@ -69,12 +69,10 @@ class TaskConfig:
 class AtariPool:
     """`EnvPool` over one AtariVectorEnv of exactly as many environments as the rollout has slots.
 
-    The seeds only set the slots' no-op starts (see `AtariTask.play`): ALE without sticky
-    actions is deterministic, so the environments are reset unseeded.
-
-    `shadow`, a gymnasium `ALE/<Game>-v5` environment (e.g. wrapped in RecordVideo), is fed slot
-    0's seed and actions: ALE is deterministic without sticky actions, so it replays slot 0's
-    episode at full resolution for a video.
+    ALE without sticky actions is deterministic: an episode is fixed by its no-op start (drawn
+    from its seed in `AtariTask.play`) and its actions, so the environments are reset unseeded,
+    and `shadow`, a gymnasium `ALE/<Game>-v5` environment (e.g. wrapped in RecordVideo) fed slot
+    0's actions, replays slot 0's episode at full resolution for a video.
     """
 
     def __init__(self, game: str, resolution: int, threads: int, shadow: gym.Env | None = None

@@ -116,7 +116,6 @@ def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.
     done = np.zeros(n, dtype=bool)
     views = model.layout.views(theta)
     batch = np.empty(0, dtype=np.int64)
-    params: Params = {}
     t = 0
     while not done.all():
         # compact: keep the forward batch to the individuals that still play (a copy of their
@@ -126,16 +125,20 @@ def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.
             batch = live
             index = torch.as_tensor(batch, device=device)
             params = {name: view.index_select(0, index) for name, view in views.items()}
-        grid = (batch[:, None] * episodes + np.arange(episodes)).reshape(-1)  # (B·E,) slots
-        # act: one forward for every live individual's E observations
-        oldest_first = torch.arange(t, t + k, device=device) % k           # (K,) ring positions
-        grid_index = torch.from_numpy(grid).to(device)
-        obs = stack[grid_index[:, None], oldest_first[None, :]]            # (B·E, K, *frame)
-        obs = obs.view(len(batch), episodes, k * frame_shape[0], *frame_shape[1:])  # (B,E,K·C,..)
+            grid = (batch[:, None] * episodes + np.arange(episodes)).reshape(-1)  # (B·E,) slots
+            grid_index = torch.from_numpy(grid).to(device)
+            # reused every step: a fresh buffer this size costs more in page faults than the copy
+            frames = torch.empty(len(grid), k, *frame_shape, device=device)  # (B·E, K, *frame)
+        # act: one forward for every live individual's E observations, stacks oldest first
+        for j in range(k):
+            torch.index_select(stack[:, (t + j) % k], 0, grid_index, out=frames[:, j])
+        obs = frames.view(len(batch), episodes, k * frame_shape[0], *frame_shape[1:])  # (B,E,KC..)
         outputs = model.forward(params, obs).reshape(len(grid), -1).cpu()  # (B·E, n_outputs)
         playing = ~done[grid]
         slots = grid[playing]
-        actions = act(outputs[torch.from_numpy(playing)], slots, lengths[slots])
+        if not playing.all():
+            outputs = outputs[torch.from_numpy(playing)]                   # (s, n_outputs)
+        actions = act(outputs, slots, lengths[slots])
         # step: only the slots whose episode is still running
         raw, rewards, ended = pool.step(slots, actions)
         returns[slots] += rewards
@@ -146,7 +149,7 @@ def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.
             ended |= streak[slots] >= spec.negative_streak
         done[slots] = ended
         new = preprocess(raw).to(device) * spec.obs_scale                  # (s, *frame)
-        stack[torch.from_numpy(slots).to(device), t % k] = new             # replaces the oldest
+        stack[:, t % k].index_copy_(0, torch.from_numpy(slots).to(device), new)  # the oldest
         t += 1
     return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
                          int(lengths.sum()))
