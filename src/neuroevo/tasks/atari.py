@@ -34,7 +34,7 @@ from neuroevo.encoding import EncodingConfig
 from neuroevo.models.atari_cnn import ModelConfig, atari_cnn
 from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
-    RolloutResult, RolloutSpec, available_cores, episode_seeds, filmed, rollout)
+    RolloutResult, RolloutSpec, available_cores, episode_seeds, filmed, mean_return, rollout)
 
 __all__ = ["ModelConfig", "TaskConfig", "AtariTask", "AtariPool", "build", "rom_id"]
 
@@ -137,11 +137,7 @@ class AtariTask:
         self.pool = AtariPool(task.game, task.resolution, task.threads or available_cores())
 
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
-        seeds = episode_seeds(self.seed, generation, range(theta.shape[0]),
-                              range(self.config.episodes))
-        result = self.play(theta, seeds)
-        return Evaluation(fitness=torch.from_numpy(result.returns.mean(axis=1)),
-                          columns={"env_steps": result.env_steps})
+        return mean_return(self.play, theta, self.seed, generation, self.config.episodes)
 
     def summary(self) -> dict:
         cfg = self.config

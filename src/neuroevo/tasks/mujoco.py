@@ -27,8 +27,8 @@ from neuroevo.encoding import EncodingConfig
 from neuroevo.models.mlp import MLPPolicy, ModelConfig
 from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
-    GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, replay_in_process,
-    rollout)
+    GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, mean_return,
+    replay_in_process, rollout)
 
 __all__ = ["ModelConfig", "TaskConfig", "MujocoTask", "build"]
 
@@ -101,11 +101,7 @@ class MujocoTask:
         return self._pool
 
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
-        seeds = episode_seeds(self.seed, generation, range(theta.shape[0]),
-                              range(self.config.episodes))
-        result = self.play(theta, seeds)
-        return Evaluation(fitness=torch.from_numpy(result.returns.mean(axis=1)),
-                          columns={"env_steps": result.env_steps})
+        return mean_return(self.play, theta, self.seed, generation, self.config.episodes)
 
     def summary(self) -> dict:
         return {"env_id": self.config.env_id, "obs_dim": self.obs_dim,

@@ -37,6 +37,7 @@ import torch
 
 from neuroevo.encoding import ParamLayout
 from neuroevo.layers import Params
+from neuroevo.tasks import Evaluation
 
 
 class PolicyModel(Protocol):
@@ -153,6 +154,16 @@ def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.
         t += 1
     return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
                          int(lengths.sum()))
+
+
+def mean_return(play: Callable[[torch.Tensor, np.ndarray], RolloutResult], theta: torch.Tensor,
+                run_seed: int, generation: int, episodes: int) -> Evaluation:
+    """Every individual plays `episodes` seeded episodes: fitness = its mean return (the
+    reference's sum over one episode, and ranking-equivalent to a sum over several)."""
+    seeds = episode_seeds(run_seed, generation, range(theta.shape[0]), range(episodes))
+    result = play(theta, seeds)
+    return Evaluation(fitness=torch.from_numpy(result.returns.mean(axis=1)),
+                      columns={"env_steps": result.env_steps})
 
 
 def episode_seeds(run_seed: int, generation: int, individuals: range | list[int] | np.ndarray,
