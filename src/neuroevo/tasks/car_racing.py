@@ -182,7 +182,8 @@ def area_weights(size_in: int, size_out: int) -> torch.Tensor:
 
     Output pixel o averages the input interval [o·s, (o+1)·s), s = size_in / size_out, each input
     pixel weighted by its overlap. For 96 → 64 the 2-D weights are ninths, so no average lands
-    within rounding error of a .5 tie and the rounded result is OpenCV's exactly.
+    within float error of a .5 tie: summation order cannot flip a rounded pixel. (Checked against
+    ale_py's OpenCV resize for Atari's 210×160 → 84, up to ±1 on ties; OpenCV is not installed.)
     """
     scale = size_in / size_out
     lo = torch.arange(size_out, dtype=torch.float64)[:, None] * scale      # (out, 1)
