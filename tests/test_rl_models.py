@@ -15,7 +15,9 @@ from neuroevo.models.mlp import MLPPolicy, ModelConfig as MLPConfig
 
 DENSE = EncodingConfig("dense")
 FACTORIZED = EncodingConfig("factorized", rank=2)
-ENCODINGS = [pytest.param(DENSE, id="dense"), pytest.param(FACTORIZED, id="factorized")]
+SPARSE = EncodingConfig("sparse", rank=2)
+ENCODINGS = [pytest.param(DENSE, id="dense"), pytest.param(FACTORIZED, id="factorized"),
+             pytest.param(SPARSE, id="sparse")]
 
 
 def _population(layout, pop: int, seed: int = 0) -> torch.Tensor:

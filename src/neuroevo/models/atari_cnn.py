@@ -7,8 +7,8 @@ layer but the last. The paper's small baseline uses channels (4, 8, 8) and 32 hi
 
 `ConvPolicy` is the shared builder: any stack of unpadded convolutions, a hidden dense layer and a
 dense output. The CarRacing network (`car_racing_cnn.py`) is the same family with other kernels.
-Layer types for `EncodingConfig.rank_for`: every convolution is `conv`, the dense layer after the
-flatten is `hidden`; the output layer is always dense, as in the reference.
+Layer types for `EncodingConfig.rank_for` / `sparse_for`: every convolution is `conv`, the dense
+layer after the flatten is `hidden`; the output layer is always dense, as in the reference.
 """
 
 from __future__ import annotations
@@ -51,13 +51,15 @@ class ConvPolicy:
         self.convs: list[Conv2d] = []
         for i, ((kernel, stride), c_out) in enumerate(zip(kernels, channels), start=1):
             self.convs.append(Conv2d(self.layout, f"conv{i}", c, c_out, kernel, stride,
-                                     rank=encoding.rank_for("conv")))
+                                     rank=encoding.rank_for("conv"),
+                                     sparse=encoding.sparse_for("conv")))
             c, h, w = c_out, (h - kernel) // stride + 1, (w - kernel) // stride + 1
         if h < 1 or w < 1:
             raise ValueError(f"input {in_shape} is too small for the convolutions {kernels}")
         self.features = c * h * w  # flatten size: 3136 for the paper's Atari net
         self.hidden = Linear(self.layout, "hidden", self.features, hidden,
-                             rank=encoding.rank_for("hidden"), kind="hidden")
+                             rank=encoding.rank_for("hidden"), kind="hidden",
+                             sparse=encoding.sparse_for("hidden"))
         self.out = Linear(self.layout, "out", hidden, n_outputs, rank=None, kind="output")
 
     def forward(self, p: Params, obs: torch.Tensor) -> torch.Tensor:

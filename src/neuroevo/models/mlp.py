@@ -5,7 +5,8 @@ MuJoCo policies of Salimans et al. (2017): without observation normalisation (no
 MuJoCo observations reach tens, and a bounded activation keeps a Gaussian-perturbed network's
 hidden state in range instead of letting one large input dominate the way an unbounded ReLU does.
 The output is squashed by tanh and rescaled to the action bounds, so every genome is a valid
-policy. Layer types: every hidden layer is `hidden` (factorizable); the output layer is dense.
+policy. Layer types: every hidden layer is `hidden` (factorizable, or sparse); the output
+layer is dense.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class MLPPolicy:
         width = obs_dim
         for i, units in enumerate(config.hidden, start=1):
             self.hidden.append(Linear(self.layout, f"hidden{i}", width, units,
-                                      rank=encoding.rank_for("hidden"), kind="hidden"))
+                                      rank=encoding.rank_for("hidden"), kind="hidden",
+                                      sparse=encoding.sparse_for("hidden")))
             width = units
         self.out = Linear(self.layout, "out", width, len(action_low), rank=None, kind="output")
         low, high = action_low.float(), action_high.float()
