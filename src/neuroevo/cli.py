@@ -198,7 +198,8 @@ def _replay(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     task = build_task(config, device)
     theta = develop(genome, task.layout, device)
-    fitness = task.replay(theta, meta["generation"], video=args.video)
+    fitness = task.replay(theta, meta["generation"], video=args.video,
+                          individual=meta.get("individual", 0))
     logged = float(meta["fitness"])
     tolerance = 1e-4 * max(1.0, abs(logged))
     verdict = "matches" if abs(fitness - logged) <= tolerance else "differs from"

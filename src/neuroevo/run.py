@@ -114,7 +114,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         timing_log.append({"generation": record.generation, "eval_seconds": eval_seconds,
                            "wall_seconds": time.perf_counter() - started})
         save_genome(paths.elite, record.best_genome, fitness=record.stats["best"],
-                    generation=record.generation, config=config.to_dict(),
+                    generation=record.generation, individual=record.best_index, config=config.to_dict(),
                     config_digest=config.digest())
         atomic_torch_save({"ga": ga.state_dict(), "config_digest": config.digest()},
                           paths.checkpoint)

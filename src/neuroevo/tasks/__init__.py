@@ -40,8 +40,8 @@ class Evaluation:
     """The result of evaluating one generation's population."""
 
     fitness: torch.Tensor  # (P,) float, higher is better
-    columns: dict[str, float] = field(default_factory=dict)  # extra deterministic fitness.csv columns
-    order: torch.Tensor | None = None  # explicit ranking for staged selection; None = by fitness
+    columns: dict[str, float] = field(default_factory=dict)  # extra fitness.csv columns
+    order: torch.Tensor | None = None  # ranking for staged selection; None = by fitness
 
 
 class Task(Protocol):
@@ -54,9 +54,10 @@ class Task(Protocol):
     def summary(self) -> dict:
         """What the task ran on (data hashes, env ids, sizes), recorded in summary.json."""
 
-    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None) -> float:
-        """Re-evaluate one (1, D) individual with the protocol of `generation` (the data batch or
-        the episode seeds that generation used), optionally filming it (RL tasks)."""
+    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
+               individual: int = 0) -> float:
+        """Re-evaluate one (1, D) individual as position `individual` of `generation` was (the
+        data batch or the episode seeds it used), optionally filming it (RL tasks)."""
 
 
 def task_module(name: str) -> ModuleType:

@@ -102,8 +102,10 @@ class LanguageTask:
                 "eval_targets": int(batch.n_targets),
                 "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
 
-    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None) -> float:
-        """Re-score one individual on the batch of `generation` (bit-comparable to the log)."""
+    def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
+               individual: int = 0) -> float:
+        """Re-score one individual on the batch of `generation` (every individual of a generation
+        sees the same batch, so `individual` does not matter)."""
         if video is not None:
             raise ValueError("--video is for the RL tasks; a language model has nothing to film")
         return float(self.evaluate(theta.to(self.device), generation).fitness[0])
