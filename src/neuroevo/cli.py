@@ -120,12 +120,18 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="override one key, e.g. ga.population=64")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """The validated RunConfig of a command that takes CONFIG, --preset, --set and --device."""
     from neuroevo.config import load_config
-    from neuroevo.run import run
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
-    config = load_config(args.config, args.preset, overrides)
+    return load_config(args.config, args.preset, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from neuroevo.run import run
+
+    config = _load(args)
     summary = run(config, args.out, resume=args.resume, progress=not args.quiet)
     final = summary["final"]
     print(f"{args.out}: best {final['best']:.6g}, elite mean {final['elite_mean']:.6g} "
@@ -134,11 +140,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _mutation_effects(args: argparse.Namespace) -> int:
-    from neuroevo.config import load_config
     from neuroevo.mutation_effects import ProbeConfig, probe
 
-    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
-    config = load_config(args.config, args.preset, overrides)
+    config = _load(args)
     summary = probe(config, args.out, ProbeConfig(tuple(args.generations), args.parents,
                                                   args.mutations), progress=not args.quiet)
     print(f"{args.out}: {summary['probes']} single-mutation children scored "
@@ -147,11 +151,9 @@ def _mutation_effects(args: argparse.Namespace) -> int:
 
 
 def _gradient(args: argparse.Namespace) -> int:
-    from neuroevo.config import load_config
     from neuroevo.gradient import GradientConfig, train
 
-    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
-    config = load_config(args.config, args.preset, overrides)
+    config = _load(args)
     summary = train(config, args.out, GradientConfig(args.lr, args.forward_cost, args.steps),
                     progress=not args.quiet)
     print(f"{args.out}: fitness {summary['final']['fitness']:.6g} after {summary['steps']} Adam "
