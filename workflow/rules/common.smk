@@ -178,13 +178,23 @@ def evolve_resources(preset, task):
     return {**preset_config(preset)["resources"], **runs(preset)[task]["resources"]}
 
 
+# The engine key that sizes each RL family's environment pool. Left at its default (one worker per
+# core of the machine), every job on a shared node would spawn a full pool and oversubscribe it.
+ENV_WORKERS_KEY = {"atari": "task.threads", "car_racing": "task.workers", "mujoco": "task.workers"}
+
+
 def evolve_args(wildcards):
-    """Everything after `neuroevo run CONFIG --out DIR`: preset, device, seed and overrides."""
+    """Everything after `neuroevo run CONFIG --out DIR`: preset, device, seed, the environment
+    pool sized to the job's threads, and the variant's overrides."""
     preset = preset_config(wildcards.preset)
     args = []
     if preset["engine_preset"]:
         args += ["--preset", preset["engine_preset"]]
     args += ["--device", preset["device"], "--set", f"seed={wildcards.seed}"]
+    workers_key = ENV_WORKERS_KEY.get(config["tasks"][wildcards.task]["family"])
+    if workers_key:
+        threads = evolve_resources(wildcards.preset, wildcards.task)["threads"]
+        args += ["--set", f"{workers_key}={threads}"]
     overrides = variant_config(wildcards.task, wildcards.variant)["set"]
     for key, value in overrides.items():
         args += ["--set", f"{key}={_scalar(value)}"]  # the engine takes one KEY=VALUE per --set
