@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One short, prepared GPU session check (issue #6): CUDA-vs-CPU tests, then the LM benchmark at the
+# issue's fixed setting and at the paper's population. Prints everything; ~5 minutes on one H100.
+#   bash bench/gpu_check.sh            (from the repository root, torch with CUDA installed)
+set -euo pipefail
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+python -m pytest -q tests/test_gpu.py tests/test_transformer.py
+# the issue's fixed setting: P=512, 256 sequences × 128 tokens
+python bench/bench_lm.py --device cuda --population 512 --batch 256 --seq-len 128 --skip-loop
+# the loop baseline at a smaller population (a per-individual loop of 512 is minutes)
+python bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
+    --models "paper dense" "paper factorized r4"
+python bench/bench_rl.py --device cuda --families atari mujoco
