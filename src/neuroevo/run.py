@@ -85,9 +85,10 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
     timing_log = CsvLog(paths.timing, TIMING_COLUMNS)
     previous_wall = 0.0
+    digest, resolved = config.digest(), config.to_dict()  # fixed for the run: computed once
     if resume and paths.checkpoint.exists():
         state = torch.load(paths.checkpoint, weights_only=False)
-        if state["config_digest"] != config.digest():
+        if state["config_digest"] != digest:
             raise RunError(f"{paths.checkpoint} was written by a different config: "
                            "resume with the same config and --set values, or use a new --out")
         ga.load_state_dict(state["ga"])
@@ -114,10 +115,9 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         timing_log.append({"generation": record.generation, "eval_seconds": eval_seconds,
                            "wall_seconds": time.perf_counter() - started})
         save_genome(paths.elite, record.best_genome, fitness=record.stats["best"],
-                    generation=record.generation, individual=record.best_index, config=config.to_dict(),
-                    config_digest=config.digest())
-        atomic_torch_save({"ga": ga.state_dict(), "config_digest": config.digest()},
-                          paths.checkpoint)
+                    generation=record.generation, individual=record.best_index, config=resolved,
+                    config_digest=digest)
+        atomic_torch_save({"ga": ga.state_dict(), "config_digest": digest}, paths.checkpoint)
         bar.set_postfix(best=f"{record.stats['best']:.4g}", mean=f"{record.stats['mean']:.4g}",
                         s_gen=f"{eval_seconds:.2f}")
         bar.update(1)
