@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
+from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.layers import Linear
 from neuroevo.models.transformer import ModelConfig, Transformer
 
@@ -47,6 +49,7 @@ class Setting:
     seq_len: int
     device: torch.device
     pop_chunk: int
+    pop_tile: int | None  # individuals per logits tile (None: the whole chunk)
     token_chunk: int
     repeats: int
 
@@ -61,11 +64,17 @@ def main() -> None:
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.paper_scale:
         args.population, args.batch, args.seq_len = 512, 1024, args.seq_len or 256
+    on_gpu = device.type == "cuda"  # the engine's defaults (tasks/language.py)
     setting = Setting(args.population, args.batch, args.seq_len or 64, device,
-                      args.pop_chunk or (args.population if device.type == "cuda" else 4),
-                      args.token_chunk, args.repeats)
+                      args.pop_chunk or (args.population if on_gpu else 16),
+                      args.pop_tile or (None if on_gpu else 4), args.token_chunk, args.repeats)
+    if device.type == "cpu":
+        cpu_kernels.retain_freed_memory()  # as the language task does on CPU
+    kernels = ("fused CPU kernels " + ("on" if cpu_kernels.library() is not None else "off")
+               if device.type == "cpu" else "torch kernels")
     print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk}, "
-          f"token_chunk={setting.token_chunk}, median of {setting.repeats} after 1 warm-up")
+          f"pop_tile={setting.pop_tile or 'chunk'}, token_chunk={setting.token_chunk}, "
+          f"{kernels}; median of {setting.repeats} interleaved repeats after 1 warm-up")
     ceiling = gemm_ceiling(device, setting.repeats)
     print(f"fp32 GEMM ceiling ({_device_name(device)}, 2048³ matmul): {ceiling:.1f} GFLOP/s")
 
@@ -77,16 +86,19 @@ def main() -> None:
             continue
         model = Transformer(config, encoding, VOCAB)
         theta = initial_weights(model.layout, list(range(setting.population)), device)
-        unavoidable = time_unavoidable(model, theta, tokens, lengths, setting)
-        whole = time_engine(model, theta, tokens, lengths, setting)
+        work = [unavoidable_work(model, theta, tokens, lengths, setting),
+                engine_work(model, theta, tokens, lengths, setting)]
+        if not args.skip_loop:
+            work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, setting))
+        unavoidable, whole, *loop = _interleaved_medians(work, device, setting.repeats)
         flops = forward_flops(model, setting)
         line = (f"{name:>20} | {setting.label()} | engine {whole:.4f} s/gen, "
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
                 f" | logits+CE alone {unavoidable:.4f} s | engine / unavoidable "
                 f"{whole / unavoidable:.2f}×")
-        if not args.skip_loop:
-            loop = time_plain_loop(model, theta, tokens, lengths, setting, encoding, config)
-            line += f" | plain nn.Module loop {loop:.4f} s/gen | speed-up {loop / whole:.2f}×"
+        if loop:
+            line += (f" | plain nn.Module loop {loop[0]:.4f} s/gen | speed-up "
+                     f"{loop[0] / whole:.2f}×")
         print(line, flush=True)
 
 
@@ -97,17 +109,18 @@ def gemm_ceiling(device: torch.device, repeats: int) -> float:
     return 2 * 2048**3 / seconds / 1e9
 
 
-@torch.no_grad()
-def time_unavoidable(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
-                     lengths: torch.Tensor, s: Setting) -> float:
+def unavoidable_work(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
+                     lengths: torch.Tensor, s: Setting) -> Callable[[], None]:
     """The logits GEMM (at the model's K) + cross-entropy over the scored tokens, tiled exactly
-    like the engine, with random hidden states standing in for the transformer's output."""
+    like the engine, with constant hidden states standing in for the transformer's output."""
     n_scored = int((lengths - 1).sum())
     targets = tokens[:, 1:].reshape(-1)[:n_scored]
+    tile = s.pop_tile or s.pop_chunk
 
+    @torch.no_grad()
     def run() -> None:
-        for start in range(0, s.population, s.pop_chunk):
-            p = model.layout.views(theta[start:start + s.pop_chunk])
+        for start in range(0, s.population, tile):
+            p = model.layout.views(theta[start:start + tile])
             weight, inner = model.embedding.output_projection(p)               # (P, V, K)
             bias = model.embedding.out_bias(p).unsqueeze(1)
             k = weight.shape[2]
@@ -118,18 +131,18 @@ def time_unavoidable(model: Transformer, theta: torch.Tensor, tokens: torch.Tens
                                 targets[t:t + s.token_chunk].repeat(weight.shape[0]),
                                 reduction="none")
 
-    return _median_time(run, theta.device, s.repeats)
+    return run
 
 
-@torch.no_grad()
-def time_engine(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
-                lengths: torch.Tensor, s: Setting) -> float:
+def engine_work(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
+                lengths: torch.Tensor, s: Setting) -> Callable[[], None]:
+    @torch.no_grad()
     def run() -> None:
         for start in range(0, s.population, s.pop_chunk):
             model.negative_cross_entropy(model.layout.views(theta[start:start + s.pop_chunk]),
-                                         tokens, lengths, s.token_chunk)
+                                         tokens, lengths, s.token_chunk, s.pop_tile)
 
-    return _median_time(run, theta.device, s.repeats)
+    return run
 
 
 class PlainLM(nn.Module):
@@ -185,14 +198,14 @@ class PlainLM(nn.Module):
         return ((ce * mask).sum(1) / mask.sum(1)).mean()
 
 
-@torch.no_grad()
-def time_plain_loop(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
-                    lengths: torch.Tensor, s: Setting, encoding: EncodingConfig,
-                    config: ModelConfig) -> float:
+def plain_loop_work(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
+                    lengths: torch.Tensor, encoding: EncodingConfig, config: ModelConfig,
+                    s: Setting) -> Callable[[], None]:
     """Per-individual loop: load each genome's weights into the module, then score it."""
     plain = PlainLM(config, encoding).to(theta.device)
     targets = _plain_parameter_map(plain, model)
 
+    @torch.no_grad()
     def run() -> None:
         for i in range(s.population):
             p = model.layout.views(theta[i:i + 1])
@@ -201,7 +214,7 @@ def time_plain_loop(model: Transformer, theta: torch.Tensor, tokens: torch.Tenso
                 parameter.copy_(value.T if transpose else value)
             plain.loss(tokens, lengths)
 
-    return _median_time(run, theta.device, s.repeats)
+    return run
 
 
 def _plain_parameter_map(plain: PlainLM, model: Transformer) -> dict:
@@ -250,6 +263,23 @@ def forward_flops(model: Transformer, s: Setting) -> float:
     return s.population * (per_token * tokens + logits)
 
 
+def _interleaved_medians(work: list[Callable[[], None]], device: torch.device,
+                         repeats: int) -> list[float]:
+    """Median seconds of each callable, measured in turns (a, b, c, a, b, c, …) after one
+    warm-up each, so a slow spell of a shared machine hits every figure of a ratio alike."""
+    for fn in work:
+        fn()
+    _sync(device)
+    times: list[list[float]] = [[] for _ in work]
+    for _ in range(repeats):
+        for fn, bucket in zip(work, times):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
+
+
 def _median_time(fn, device: torch.device, repeats: int) -> float:
     fn()
     _sync(device)
@@ -282,7 +312,9 @@ def _arguments() -> argparse.Namespace:
                         "256 with --paper-scale)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--pop-chunk", type=int, default=0,
-                        help="individuals per forward chunk (default: engine's: 4 on CPU, all on GPU)")
+                        help="individuals per forward chunk (default: engine's: 16 on CPU, all on GPU)")
+    parser.add_argument("--pop-tile", type=int, default=0, help="individuals per logits tile "
+                        "(default: engine's: 4 on CPU, the whole chunk on GPU)")
     parser.add_argument("--token-chunk", type=int, default=512, help="scored tokens per logits tile")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),

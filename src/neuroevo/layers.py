@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from neuroevo.encoding import (
     BIAS_MUTATION_STD, ParamLayout, ParamSpec, SparseChoice, check_rank, factor_std, kaiming_std)
+from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
 
 Params = dict[str, torch.Tensor]
@@ -119,9 +120,10 @@ class Linear:
             return self.sparse.develop(p)
         return p[f"{self.name}.weight"]
 
-    def __call__(self, p: Params, x: torch.Tensor,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
-        """x (P, N, in) → (P, N, out); with `residual` (P, N, out), returns residual + x·W + b.
+    def __call__(self, p: Params, x: torch.Tensor, residual: torch.Tensor | None = None,
+                 add_bias: bool = True) -> torch.Tensor:
+        """x (P, N, in) → (P, N, out); with `residual` (P, N, out), returns residual + x·W + b
+        (without b when `add_bias` is False: a caller that fuses the bias into its next pass).
 
         The residual rides in the GEMM's accumulator (baddbmm with a full-size `input`), and the
         bias is added in place to the fresh output: on a CPU these tiny layers are bound by memory
@@ -134,7 +136,14 @@ class Linear:
             x = torch.bmm(x, p[f"{self.name}.B"])                           # (P, N, r)
             w = p[f"{self.name}.A"]                                         # (P, r, out)
         out = torch.bmm(x, w) if residual is None else torch.baddbmm(residual, x, w)
-        return _add_bias(out, p[f"{self.name}.bias"]) if self.bias else out
+        return _add_bias(out, p[f"{self.name}.bias"]) if self.bias and add_bias else out
+
+
+    def relu(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        """relu(x·W + b), with bias and ReLU in one pass on CPU."""
+        if not (self.bias and cpu_kernels.usable(x)):
+            return self(p, x).relu_()
+        return cpu_kernels.bias_relu_(self(p, x, add_bias=False), p[f"{self.name}.bias"])
 
 
 def _add_bias(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -143,12 +152,14 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return out.add_(bias.unsqueeze(1))
 
 
-def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor) -> torch.Tensor:
+def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor,
+                 add_bias: bool = True) -> torch.Tensor:
     """Several linear layers reading the same x, as one GEMM: x (P, N, in) → (P, N, Σ out).
 
     Attention's Q, K and V are three (hidden → 16) maps; one (hidden → 48) GEMM costs a third of
     the calls. Factorized layers concatenate their B factors and multiply by a block-diagonal
-    stack of their A factors, so W is still never built.
+    stack of their A factors, so W is still never built. With `add_bias` False the caller adds
+    `fused_bias(layers, p)` itself (the CPU attention kernel does it while loading).
     """
     if all(layer.rank is None for layer in layers):
         w = torch.cat([layer.weight(p) for layer in layers], dim=2)            # (P, in, Σout)
@@ -156,9 +167,14 @@ def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor) -> torch.Tens
         x = torch.bmm(x, torch.cat([p[f"{layer.name}.B"] for layer in layers], dim=2))
         w = _block_diagonal([p[f"{layer.name}.A"] for layer in layers])      # (P, Σr, Σout)
     else:
-        return torch.cat([layer(p, x) for layer in layers], dim=2)
-    return _add_bias(torch.bmm(x, w), torch.cat([p[f"{layer.name}.bias"] for layer in layers],
-                                                dim=1))
+        return torch.cat([layer(p, x, add_bias=add_bias) for layer in layers], dim=2)
+    out = torch.bmm(x, w)                                                     # (P, N, Σout)
+    return _add_bias(out, fused_bias(layers, p)) if add_bias else out
+
+
+def fused_bias(layers: list[Linear], p: Params) -> torch.Tensor:
+    """(P, Σ out): the biases of `fused_linear`'s layers side by side (each must have one)."""
+    return torch.cat([p[f"{layer.name}.bias"] for layer in layers], dim=1)
 
 
 def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -212,6 +228,7 @@ class TiedEmbedding:
         """tokens (N,) shared by all individuals → (P, N, hidden)."""
         if self.rank is None:
             return self._weight(p)[:, tokens]                                # (P, N, H)
+        # advanced indexing, not index_select: the latter copies the strided (P, V, H) view
         return torch.bmm(p[f"{self.name}.B"][:, tokens], p[f"{self.name}.A"])  # (P,N,r)·(P,r,H)
 
     def output_projection(self, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -246,6 +263,20 @@ class LayerNorm:
         """
         return F.layer_norm(x, (self.size,), p[f"{self.name}.scale"][0],
                             p[f"{self.name}.bias"][0], eps=self.eps)
+
+    def of_linear(self, p: Params, linear: Linear, x: torch.Tensor,
+                  residual: torch.Tensor) -> torch.Tensor:
+        """LN(residual + linear(x)), the post-norm sub-layer output.
+
+        On CPU the residual, the linear layer's bias and the norm are one fused pass over the
+        fresh GEMM output instead of four; elsewhere this is `self(p, linear(p, x, residual))`.
+        """
+        if not cpu_kernels.usable(x, residual):
+            return self(p, linear(p, x, residual=residual))
+        out = linear(p, x, add_bias=False)                                   # (P, N, size)
+        bias = p[f"{linear.name}.bias"] if linear.bias else None
+        return cpu_kernels.residual_layer_norm_(out, residual, bias, p[f"{self.name}.scale"][0],
+                                                p[f"{self.name}.bias"][0], self.eps)
 
 
 class Conv2d:

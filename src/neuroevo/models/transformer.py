@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
-from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
+from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.layers import (
+    LayerNorm, Linear, Params, TiedEmbedding, fused_bias, fused_linear)
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,19 @@ class Block:
         """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately."""
         pop, n, _ = x.shape
         t, width = n // batch, self.n_heads * self.head_dim
-        qkv = fused_linear([self.q, self.k, self.v], p, x)                      # (P, B·T, 3·h·d)
-        qkv = qkv.view(pop * batch, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
-        att = att.transpose(1, 2).reshape(pop, n, width)                      # (P, B·T, h·d)
-        x = self.ln1(p, self.out(p, att, residual=x))
-        hidden = self.ff1(p, x).relu_()                                       # (P, B·T, ff)
-        return self.ln2(p, self.ff2(p, hidden, residual=x))
+        qkv_layers = [self.q, self.k, self.v]
+        if cpu_kernels.usable(x) and self.head_dim <= cpu_kernels.MAX_HEAD_DIM:
+            qkv = fused_linear(qkv_layers, p, x, add_bias=False)               # (P, B·T, 3·h·d)
+            att = cpu_kernels.causal_attention(qkv, fused_bias(qkv_layers, p), batch,
+                                               self.n_heads, self.head_dim)  # (P, B·T, h·d)
+        else:
+            qkv = fused_linear(qkv_layers, p, x)                              # (P, B·T, 3·h·d)
+            qkv = qkv.view(pop * batch, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            att = att.transpose(1, 2).reshape(pop, n, width)                  # (P, B·T, h·d)
+        x = self.ln1.of_linear(p, self.out, att, residual=x)
+        hidden = self.ff1.relu(p, x)                                          # (P, B·T, ff)
+        return self.ln2.of_linear(p, self.ff2, hidden, residual=x)
 
 
 class Transformer:
@@ -88,28 +96,38 @@ class Transformer:
         return x
 
     def negative_cross_entropy(self, p: Params, tokens: torch.Tensor, lengths: torch.Tensor,
-                               token_chunk: int = 512) -> torch.Tensor:
+                               token_chunk: int = 512, pop_tile: int | None = None
+                               ) -> torch.Tensor:
         """Fitness (P,): minus the mean over sequences of each sequence's mean next-token CE.
 
         Matches the reference: position t predicts token t+1 for t < length−1; padding is masked;
-        each sequence weighs equally whatever its length.
+        each sequence weighs equally whatever its length. The logits are made and reduced one
+        tile of `pop_tile` individuals × `token_chunk` scored tokens at a time (None: every
+        individual of `p` in one tile), so they never exist for the whole population at once.
         """
         batch, t = tokens.shape
         h = self.hidden_states(p, tokens)                                     # (P, B·T, H)
+        pop = h.shape[0]
         positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
+        if positions.numel() < h.shape[1]:
+            h = h.index_select(1, positions)                                  # (P, M, H)
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
+        if inner is not None:
+            h = torch.bmm(h, inner)                                           # (P, M, r)
         bias = self.embedding.out_bias(p).unsqueeze(1)                        # (P, 1, V)
-        # bmm + add_ rather than baddbmm: a broadcast bias in baddbmm measured ~1.7× slower on CPU
-        total = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)
-        for start in range(0, positions.numel(), token_chunk):
-            rows = slice(start, start + token_chunk)
-            hc = h[:, positions[rows]]                                        # (P, m, H)
-            if inner is not None:
-                hc = torch.bmm(hc, inner)                                     # (P, m, r)
-            logits = torch.bmm(hc, weight_out.transpose(1, 2)).add_(bias)     # (P, m, V)
-            nll = F.cross_entropy(logits.flatten(0, 1), targets[rows].repeat(h.shape[0]),
-                                  reduction="none").view(h.shape[0], -1)      # (P, m)
-            total += nll @ weights[rows]
+        pop_tile = pop_tile or pop
+        total = torch.zeros(pop, dtype=torch.float32, device=h.device)
+        for first in range(0, pop, pop_tile):
+            ind = slice(first, first + pop_tile)
+            for start in range(0, positions.numel(), token_chunk):
+                rows = slice(start, start + token_chunk)
+                # bmm + add_ rather than baddbmm: a broadcast bias in baddbmm measured ~1.7×
+                # slower on CPU
+                logits = torch.bmm(h[ind, rows], weight_out[ind].transpose(1, 2)).add_(bias[ind])
+                nll = F.cross_entropy(logits.flatten(0, 1),                   # (p·m, V) →
+                                      targets[rows].repeat(logits.shape[0]),
+                                      reduction="none").view(logits.shape[0], -1)  # (p, m)
+                total[ind] += nll @ weights[rows]
         return -total / batch
 
 
@@ -130,7 +148,9 @@ def _scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
 def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
     """Rotate feature pairs (0,1), (2,3), … of the first `dims` features by position 1..T.
 
-    x (P, B, T, H); frequencies 10000^(−2i/dims), as in RoFormer.
+    x (P, B, T, H), a fresh embedding lookup: without autograd it is rotated in place (copying
+    the other H − dims features would cost more than the rotation). Frequencies
+    10000^(−2i/dims), as in RoFormer.
     """
     if dims == 0:
         return x
@@ -141,4 +161,7 @@ def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
     pairs = x[..., :dims].unflatten(-1, (dims // 2, 2))                       # (P, B, T, d/2, 2)
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
-    return torch.cat((rotated, x[..., dims:]), dim=-1)
+    if torch.is_grad_enabled():
+        return torch.cat((rotated, x[..., dims:]), dim=-1)
+    x[..., :dims] = rotated
+    return x

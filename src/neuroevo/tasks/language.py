@@ -7,9 +7,10 @@ batch per generation from a stream seeded by the run seed, and `max_len` truncat
 are options beyond the paper (see the README's "Differences from the paper").
 
 Every individual sees the same token batch, so the batch is built once per generation and the
-population is evaluated in chunks of `pop_chunk` individuals: a few at a time on a CPU, where the
-(P, tokens, vocab) logits would otherwise spill the caches, and as many as fit a fixed activation
-budget on a GPU (the paper's 512 individuals × 1024 stories would need tens of GB at once).
+population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on a CPU, and as many
+as fit a fixed activation budget on a GPU (the paper's 512 individuals × 1024 stories would need
+tens of GB at once). Within a chunk the (individuals, tokens, vocab) logits are made one tile of
+`pop_tile` × `token_chunk` at a time, so on a CPU they stay near the caches.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from neuroevo.data.tinystories import (
     EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
+from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.models.transformer import ModelConfig, Transformer
 from neuroevo.tasks import Evaluation
 
@@ -39,7 +41,8 @@ class TaskConfig:
     max_len: int | None = None  # truncate each sequence to this many tokens (None = paper)
     sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
     cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
-    pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (4 on CPU, memory-bound on GPU)
+    pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
+    pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
     token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
 
     def __post_init__(self) -> None:
@@ -63,18 +66,29 @@ class LanguageTask:
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
                        if task.sampling == "fixed" else None)
         self.pop_chunk = task.pop_chunk
+        if device.type == "cpu":
+            cpu_kernels.retain_freed_memory()
 
     def _chunk(self, batch: EvalBatch, population: int) -> int:
-        """Individuals per forward call: the config's, else 4 on CPU (cache-sized, measured by
-        bench/bench_lm.py) or, on GPU, as many as keep the widest activation (P, B·T, ff) under
-        2**28 floats (1 GiB)."""
+        """Individuals per forward call: the config's, else 16 on CPU (chunks of 2, 4, 8, 16, 32
+        measured 29, 25, 23, 21.6, 21.4 ms of block work per generation in bench/bench_lm.py's
+        setting; 16 keeps the activations near L2/L3) or, on GPU, as many as keep the widest
+        activation (P, B·T, ff) under 2**28 floats (1 GiB)."""
         if self.pop_chunk:
             return self.pop_chunk
         if self.device.type != "cuda":
-            return 4
+            return 16
         widest = batch.tokens.numel() * max(self.model.cfg.ff, 3 * self.model.cfg.n_heads
                                             * self.model.cfg.head_dim, self.model.cfg.hidden)
         return max(1, min(population, 2**28 // widest))
+
+    @property
+    def pop_tile(self) -> int | None:
+        """Individuals per logits tile: the config's, else 4 on CPU (a 4 × 512 × 2051 tile; tiles
+        from 1 × 128 to 16 × 64 measured within 10% of each other) and the whole chunk on GPU."""
+        if self.config.pop_tile:
+            return self.config.pop_tile
+        return None if self.device.type == "cuda" else 4
 
     def batch(self, generation: int) -> EvalBatch:
         if self._fixed is not None:
@@ -89,7 +103,7 @@ class LanguageTask:
         chunk = self._chunk(batch, theta.shape[0])
         fitness = torch.cat([
             self.model.negative_cross_entropy(self.layout.views(theta[i:i + chunk]), tokens,
-                                              lengths, self.config.token_chunk)
+                                              lengths, self.config.token_chunk, self.pop_tile)
             for i in range(0, theta.shape[0], chunk)])  # chunks bound the working set, not a loop
         return Evaluation(fitness=fitness)
 
