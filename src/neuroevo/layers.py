@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 from neuroevo.encoding import (
     BIAS_MUTATION_STD, ParamLayout, ParamSpec, SparseChoice, check_rank, factor_std, kaiming_std)
-from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
 
 Params = dict[str, torch.Tensor]
+LinearOperands = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]  # B, A or W, bias
 
 
 def _bias(layout: ParamLayout, name: str, size: int) -> str:
@@ -120,10 +120,9 @@ class Linear:
             return self.sparse.develop(p)
         return p[f"{self.name}.weight"]
 
-    def __call__(self, p: Params, x: torch.Tensor, residual: torch.Tensor | None = None,
-                 add_bias: bool = True) -> torch.Tensor:
-        """x (P, N, in) → (P, N, out); with `residual` (P, N, out), returns residual + x·W + b
-        (without b when `add_bias` is False: a caller that fuses the bias into its next pass).
+    def __call__(self, p: Params, x: torch.Tensor,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x (P, N, in) → (P, N, out); with `residual` (P, N, out), returns residual + x·W + b.
 
         The residual rides in the GEMM's accumulator (baddbmm with a full-size `input`), and the
         bias is added in place to the fresh output: on a CPU these tiny layers are bound by memory
@@ -136,14 +135,16 @@ class Linear:
             x = torch.bmm(x, p[f"{self.name}.B"])                           # (P, N, r)
             w = p[f"{self.name}.A"]                                         # (P, r, out)
         out = torch.bmm(x, w) if residual is None else torch.baddbmm(residual, x, w)
-        return _add_bias(out, p[f"{self.name}.bias"]) if self.bias and add_bias else out
+        return _add_bias(out, p[f"{self.name}.bias"]) if self.bias else out
 
 
-    def relu(self, p: Params, x: torch.Tensor) -> torch.Tensor:
-        """relu(x·W + b), with bias and ReLU in one pass on CPU."""
-        if not (self.bias and cpu_kernels.usable(x)):
-            return self(p, x).relu_()
-        return cpu_kernels.bias_relu_(self(p, x, add_bias=False), p[f"{self.name}.bias"])
+    def operands(self, p: Params) -> LinearOperands:
+        """(B, A, bias) for a factorized layer, else (None, W, bias): what a kernel that applies
+        the layer itself needs (neuroevo/kernels). A sparse layer's W is developed here."""
+        bias = p[f"{self.name}.bias"] if self.bias else None
+        if self.rank is None:
+            return None, self.weight(p), bias
+        return p[f"{self.name}.B"], p[f"{self.name}.A"], bias
 
 
 def _add_bias(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -152,14 +153,12 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return out.add_(bias.unsqueeze(1))
 
 
-def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor,
-                 add_bias: bool = True) -> torch.Tensor:
+def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor) -> torch.Tensor:
     """Several linear layers reading the same x, as one GEMM: x (P, N, in) → (P, N, Σ out).
 
     Attention's Q, K and V are three (hidden → 16) maps; one (hidden → 48) GEMM costs a third of
     the calls. Factorized layers concatenate their B factors and multiply by a block-diagonal
-    stack of their A factors, so W is still never built. With `add_bias` False the caller adds
-    `fused_bias(layers, p)` itself (the CPU attention kernel does it while loading).
+    stack of their A factors, so W is still never built.
     """
     if all(layer.rank is None for layer in layers):
         w = torch.cat([layer.weight(p) for layer in layers], dim=2)            # (P, in, Σout)
@@ -167,14 +166,9 @@ def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor,
         x = torch.bmm(x, torch.cat([p[f"{layer.name}.B"] for layer in layers], dim=2))
         w = _block_diagonal([p[f"{layer.name}.A"] for layer in layers])      # (P, Σr, Σout)
     else:
-        return torch.cat([layer(p, x, add_bias=add_bias) for layer in layers], dim=2)
-    out = torch.bmm(x, w)                                                     # (P, N, Σout)
-    return _add_bias(out, fused_bias(layers, p)) if add_bias else out
-
-
-def fused_bias(layers: list[Linear], p: Params) -> torch.Tensor:
-    """(P, Σ out): the biases of `fused_linear`'s layers side by side (each must have one)."""
-    return torch.cat([p[f"{layer.name}.bias"] for layer in layers], dim=1)
+        return torch.cat([layer(p, x) for layer in layers], dim=2)
+    return _add_bias(torch.bmm(x, w), torch.cat([p[f"{layer.name}.bias"] for layer in layers],
+                                                dim=1))
 
 
 def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -261,22 +255,11 @@ class LayerNorm:
         Frozen parameters start constant (init std 0) and are never mutated, so every individual
         holds the same scale and bias: row 0 serves the whole population in the fused kernel.
         """
-        return F.layer_norm(x, (self.size,), p[f"{self.name}.scale"][0],
-                            p[f"{self.name}.bias"][0], eps=self.eps)
+        return F.layer_norm(x, (self.size,), *self.scale_shift(p), eps=self.eps)
 
-    def of_linear(self, p: Params, linear: Linear, x: torch.Tensor,
-                  residual: torch.Tensor) -> torch.Tensor:
-        """LN(residual + linear(x)), the post-norm sub-layer output.
-
-        On CPU the residual, the linear layer's bias and the norm are one fused pass over the
-        fresh GEMM output instead of four; elsewhere this is `self(p, linear(p, x, residual))`.
-        """
-        if not cpu_kernels.usable(x, residual):
-            return self(p, linear(p, x, residual=residual))
-        out = linear(p, x, add_bias=False)                                   # (P, N, size)
-        bias = p[f"{linear.name}.bias"] if linear.bias else None
-        return cpu_kernels.residual_layer_norm_(out, residual, bias, p[f"{self.name}.scale"][0],
-                                                p[f"{self.name}.bias"][0], self.eps)
+    def scale_shift(self, p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (size,) scale and shift every individual shares (row 0 of the frozen rows)."""
+        return p[f"{self.name}.scale"][0], p[f"{self.name}.bias"][0]
 
 
 class Conv2d:

@@ -1,18 +1,18 @@
 """Fused CPU kernels for the paper's tiny transformer, compiled from C on first use.
 
-Why: at the paper's sizes the generic kernels waste most of their time. torch's causal
-`scaled_dot_product_attention` with head_dim 4 and T = 64 spends ~3 µs per (sequence, head) on
-a handful of 4-wide dot products (18 of the 40 ms of block work per generation in
-bench/bench_lm.py), and `layer_norm` of 32-wide rows runs at a third of memory speed.
-`cpu_kernels.c` does the same arithmetic with one query per SIMD lane and no stored T×T matrix
-(2.7× faster than SDPA), and fuses the epilogues of the small GEMMs (bias + residual + layer
-norm; bias + ReLU) into one pass each.
+Why: at the paper's sizes (hidden 32, four heads of width 4, ff 128) a block is a dozen tiny
+GEMMs and element-wise passes, and the time goes to memory traffic and per-call overhead rather
+than arithmetic; torch's causal `scaled_dot_product_attention` alone spent ~3 µs per (sequence,
+head) on a handful of 4-wide dot products (18 of 40 ms of block work per generation in
+bench/bench_lm.py). `cpu_kernels.c` runs each post-norm sub-layer, x ← LN(x + f(x)), as one
+kernel over blocks of 16 tokens held in registers and L1 (the feed-forward one reaches ~70% of
+this CPU's fp32 peak), so nothing between a sub-layer's input and output reaches memory.
 
 How: the C file is compiled once per source, compiler and CPU with the system C compiler
-(`cc -O3 -march=native -fopenmp`, well under a second) into `~/.cache/neuroevo/kernels/` (or
+(`cc -O3 -march=native -fopenmp`, about a second) into `~/.cache/neuroevo/kernels/` (or
 `$NEUROEVO_CACHE/kernels`), then loaded with ctypes. Without a compiler, after a failed build, on
-tensors that need gradients, or with `NEUROEVO_CPU_KERNELS=0`, callers use torch's own ops,
-which agree to ~1e-6 (tests/test_cpu_kernels.py).
+tensors that need gradients, or with `NEUROEVO_CPU_KERNELS=0`, the model uses torch's own ops,
+which agree to ~1e-5 (tests/test_cpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ _BASE_FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
 FLAG_SETS = (_BASE_FLAGS + ["-march=native", "-mprefer-vector-width=512"],  # x86 with AVX-512
              _BASE_FLAGS + ["-march=native"],
              _BASE_FLAGS)
-MAX_HEAD_DIM = 64  # fixed-size lane buffers in cpu_kernels.c
+
+LinearOperands = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]  # B, A or W, bias
 
 log = logging.getLogger(__name__)
 
@@ -47,49 +48,71 @@ def usable(*tensors: torch.Tensor) -> bool:
             and library() is not None)
 
 
-def causal_attention(qkv: torch.Tensor, bias: torch.Tensor | None, batch: int, n_heads: int,
-                     head_dim: int) -> torch.Tensor:
-    """Causal attention of each of the B sequences in qkv (P, B·T, 3·h·d), the output of the
-    fused Q/K/V GEMM, with its bias (P, 3·h·d) added on load (None: already added).
+def attention_layer_norm_(x: torch.Tensor, batch: int, q: LinearOperands, k: LinearOperands,
+                          v: LinearOperands, out: LinearOperands, scale: torch.Tensor,
+                          shift: torch.Tensor, eps: float, n_heads: int, head_dim: int
+                          ) -> torch.Tensor:
+    """In place: x ← LN(x + out(causal multi-head attention(q(x), k(x), v(x)))) · scale + shift.
 
-    Returns (P, B·T, h·d): `scaled_dot_product_attention(q, k, v, is_causal=True)` per sequence
-    and head, scale 1/√d.
-    """
-    pop, n, width3 = qkv.shape
-    assert width3 == 3 * n_heads * head_dim and head_dim <= MAX_HEAD_DIM
-    qkv = qkv.contiguous()
-    bias = bias.contiguous() if bias is not None else None
-    out = qkv.new_empty(pop, n, n_heads * head_dim)
-    library().causal_attention(qkv.data_ptr(), _pointer(bias), out.data_ptr(), pop * batch,
-                               batch, n // batch, n_heads, head_dim, head_dim ** -0.5,
-                               torch.get_num_threads())
-    return out
-
-
-def residual_layer_norm_(x: torch.Tensor, residual: torch.Tensor | None, bias: torch.Tensor | None,
-                         scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
-    """In place: x (P, N, C) ← layer_norm(x + residual + bias[:, None]) · scale + shift.
-
-    residual (P, N, C) and bias (P, C) may be None; scale and shift are (C,).
+    x (P, B·T, C), the B sequences of each individual attended separately; q, k, v map C → h·d
+    and `out` maps back, each as `Linear.operands` gives them; scores scaled by 1/√d.
     """
     assert x.is_contiguous()
-    pop, rows, c = x.shape
-    residual = residual.contiguous() if residual is not None else None
-    bias = bias.contiguous() if bias is not None else None
-    scale, shift = scale.contiguous(), shift.contiguous()
-    library().residual_layer_norm(x.data_ptr(), _pointer(residual), _pointer(bias),
-                                  scale.data_ptr(), shift.data_ptr(), pop, rows, c, eps,
-                                  torch.get_num_threads())
+    pop, n, c = x.shape
+    maps = [_LinearMap.of(operands) for operands in (q, k, v, out)]
+    library().attention_layer_norm(x.data_ptr(), *maps, scale.contiguous().data_ptr(),
+                                   shift.contiguous().data_ptr(), pop, batch, n // batch, c,
+                                   n_heads, head_dim, eps, torch.get_num_threads())
     return x
 
 
-def bias_relu_(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """In place: x (P, N, C) ← relu(x + bias[:, None]), bias (P, C)."""
+def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOperands,
+                             scale: torch.Tensor, shift: torch.Tensor, eps: float
+                             ) -> torch.Tensor:
+    """In place: x (P, N, C) ← LN(x + ff2(relu(ff1(x)))) · scale + shift; the (P, N, ff) hidden
+    layer never reaches memory. ff1, ff2 as `Linear.operands` gives them."""
     assert x.is_contiguous()
     pop, rows, c = x.shape
-    bias = bias.contiguous()
-    library().bias_relu(x.data_ptr(), bias.data_ptr(), pop, rows, c, torch.get_num_threads())
+    maps = [_LinearMap.of(ff1), _LinearMap.of(ff2)]
+    library().feed_forward_layer_norm(x.data_ptr(), *maps, scale.contiguous().data_ptr(),
+                                      shift.contiguous().data_ptr(), pop, rows, c,
+                                      ff1[1].shape[-1], eps, torch.get_num_threads())
     return x
+
+
+def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """In place: x (…, T, C) with its first 2·k features rotated pairwise by angles whose cos and
+    sin are (T, k)."""
+    assert x.is_contiguous()
+    t, c = x.shape[-2:]
+    cos, sin = cos.contiguous(), sin.contiguous()
+    library().rotary(x.data_ptr(), cos.data_ptr(), sin.data_ptr(), x.numel() // c, t, c,
+                     2 * cos.shape[1], torch.get_num_threads())
+    return x
+
+
+class _LinearMap(ctypes.Structure):
+    """cpu_kernels.c's `linear_map`: individual 0's tensors and the step to the next individual.
+
+    Views of the population matrix are passed as they are (the step is the genome length);
+    anything not contiguous within an individual is copied first, and kept alive here for the
+    duration of the call.
+    """
+
+    _fields_ = [("b_factor", ctypes.c_void_p), ("a", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("rank", ctypes.c_int64), ("b_stride", ctypes.c_int64),
+                ("a_stride", ctypes.c_int64), ("bias_stride", ctypes.c_int64)]
+
+    @classmethod
+    def of(cls, operands: LinearOperands) -> _LinearMap:
+        b_factor, a, bias = (t if t is None or t[0].is_contiguous() else t.contiguous()
+                             for t in operands)
+        made = cls(_pointer(b_factor), a.data_ptr(), _pointer(bias),
+                   0 if b_factor is None else b_factor.shape[-1],
+                   0 if b_factor is None else b_factor.stride(0), a.stride(0),
+                   0 if bias is None else bias.stride(0))
+        made.keep_alive = (b_factor, a, bias)
+        return made
 
 
 @functools.cache
@@ -113,10 +136,6 @@ def retain_freed_memory() -> bool:
     return bool(mmap_ok and trim_ok)
 
 
-def _pointer(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, or None (with one log line saying why) when they cannot be used."""
@@ -124,7 +143,7 @@ def library() -> ctypes.CDLL | None:
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        log.info("no C compiler found: using torch's attention and layer norm on CPU")
+        log.info("no C compiler found: using torch's ops for the transformer on CPU")
         return None
     for flags in FLAG_SETS:
         try:
@@ -133,7 +152,7 @@ def library() -> ctypes.CDLL | None:
                 return _declare(ctypes.CDLL(str(path)))
         except OSError as error:  # unwritable cache, vanished compiler, unloadable library
             log.debug("kernel build with %s failed: %s", " ".join(flags), error)
-    log.warning("could not compile %s with %s: using torch's attention and layer norm on CPU",
+    log.warning("could not compile %s with %s: using torch's ops for the transformer on CPU",
                 SOURCE.name, compiler)
     return None
 
@@ -170,14 +189,18 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(wanted)))
 
 
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.causal_attention.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_float,
-                                     ctypes.c_int]
-    lib.causal_attention.restype = None
-    lib.residual_layer_norm.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_float,
-                                        ctypes.c_int]
-    lib.residual_layer_norm.restype = None
-    lib.bias_relu.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
-    lib.bias_relu.restype = None
+    i64, ptr, f32, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+    lib.attention_layer_norm.argtypes = [ptr, *[_LinearMap] * 4, ptr, ptr, i64, i64, i64, i64,
+                                         i64, i64, f32, threads]
+    lib.attention_layer_norm.restype = None
+    lib.feed_forward_layer_norm.argtypes = [ptr, _LinearMap, _LinearMap, ptr, ptr, i64, i64, i64,
+                                            i64, f32, threads]
+    lib.feed_forward_layer_norm.restype = None
+    lib.rotary.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, threads]
+    lib.rotary.restype = None
     return lib

@@ -1,19 +1,24 @@
 /* Fused CPU kernels for the population-batched transformer (see cpu.py for why they exist).
  *
- * Plain C with OpenMP, no torch headers: it compiles in well under a second and is loaded with
- * ctypes. Every function works on contiguous float32 buffers whose layout the Python wrapper
- * checks. Threads come from the OpenMP runtime torch already loaded (same libgomp soname), so
- * torch's and these parallel regions share one thread pool.
+ * Each kernel is one whole post-norm sub-layer of a block, x ← LN(x + f(x)), for every
+ * individual and token, with its weights read straight from the population's parameter views.
+ * Activations are processed LANES tokens at a time and held transposed, one feature per vector
+ * and one token per SIMD lane: every weight is then a scalar broadcast into a multiply-add, the
+ * layer norm's sums over features are plain vector adds, and causal attention puts one query in
+ * each lane. Nothing between the sub-layer's input and output reaches memory.
+ *
+ * Plain C with GCC vector extensions and OpenMP, no torch headers: it compiles in about a second
+ * and is loaded with ctypes. Threads come from the OpenMP runtime torch already loaded (same
+ * libgomp soname), so torch's parallel regions and these share one thread pool.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-/* 16 floats in one value: GCC's vector extension, compiled to one AVX-512 register (or two
- * AVX2 / four SSE registers elsewhere), so the kernels do not depend on the auto-vectoriser. */
+/* 16 floats in one value: one AVX-512 register (two AVX2 or four SSE registers elsewhere), so
+ * the kernels do not depend on the auto-vectoriser. */
 #define LANES 16
-#define MAX_HEAD_DIM 64
+#define OUT_BLOCK 16 /* outputs per pass over the inputs: independent accumulators in registers */
 typedef float vfloat __attribute__((vector_size(4 * LANES)));
 typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 
@@ -28,7 +33,7 @@ static inline vfloat blend(vint mask, vfloat yes, vfloat no) {
 static inline vfloat exp2_nonpositive(vfloat x) {
     const vfloat lowest = (vfloat){} - 127.0f;
     x = blend(x < lowest, lowest, x);
-    const vfloat round = (vfloat){} + 12582912.0f;  /* 1.5·2^23: adding it rounds to an integer */
+    const vfloat round = (vfloat){} + 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
     const vfloat n = (x + round) - round;
     const vfloat r = x - n;
     vfloat p = r * 1.535336188319500e-4f + 1.339887440266574e-3f;
@@ -41,121 +46,271 @@ static inline vfloat exp2_nonpositive(vfloat x) {
     return p * (vfloat)two_n;
 }
 
-/* Causal multi-head attention for short sequences and narrow heads (the paper's head_dim 4).
+/* ---- linear maps on transposed blocks ----------------------------------------------------- */
+
+/* One individual-batched linear layer as the engine stores it: y = x·(B·A) + bias for factors
+ * B (n_in, rank) and A (rank, n_out), or y = x·W + bias when b_factor is NULL (then `a` is W,
+ * stored (n_in, n_out)). Each pointer is individual 0's tensor; individual p's lies p·stride
+ * floats further (the genome length for views of the population matrix). */
+typedef struct {
+    const float *b_factor, *a, *bias;
+    int64_t rank, b_stride, a_stride, bias_stride;
+} linear_map;
+
+static linear_map at_individual(linear_map map, int64_t p) {
+    linear_map m = map;
+    m.b_factor = map.b_factor ? map.b_factor + p * map.b_stride : NULL;
+    m.a = map.a + p * map.a_stride;
+    m.bias = map.bias ? map.bias + p * map.bias_stride : NULL;
+    return m;
+}
+
+/* out[j] = bias[j] + residual[j] + Σ_k in[k]·w[k, j] for j < n_out (bias, residual optional). */
+static void lane_matmul(const vfloat *in, int64_t n_in, const float *w, int64_t n_out,
+                        const float *bias, const vfloat *residual, vfloat *out) {
+    int64_t j0 = 0;
+    for (; j0 + OUT_BLOCK <= n_out; j0 += OUT_BLOCK) {
+        vfloat acc[OUT_BLOCK];
+        for (int jj = 0; jj < OUT_BLOCK; ++jj)
+            acc[jj] = ((vfloat){} + (bias ? bias[j0 + jj] : 0.0f))
+                      + (residual ? residual[j0 + jj] : (vfloat){});
+        for (int64_t k = 0; k < n_in; ++k) {
+            const vfloat xk = in[k];
+            const float *wk = w + k * n_out + j0;
+            for (int jj = 0; jj < OUT_BLOCK; ++jj) acc[jj] += xk * wk[jj];
+        }
+        for (int jj = 0; jj < OUT_BLOCK; ++jj) out[j0 + jj] = acc[jj];
+    }
+    for (int64_t j = j0; j < n_out; ++j) {
+        vfloat acc = ((vfloat){} + (bias ? bias[j] : 0.0f)) + (residual ? residual[j] : (vfloat){});
+        for (int64_t k = 0; k < n_in; ++k) acc += in[k] * w[k * n_out + j];
+        out[j] = acc;
+    }
+}
+
+/* out = in·map (+ residual); factorized maps go through `scratch` (rank vectors): (x·B)·A, so W
+ * is never built. */
+static void lane_linear(const vfloat *in, int64_t n_in, linear_map map, int64_t n_out,
+                        const vfloat *residual, vfloat *scratch, vfloat *out) {
+    if (map.b_factor == NULL) {
+        lane_matmul(in, n_in, map.a, n_out, map.bias, residual, out);
+    } else {
+        lane_matmul(in, n_in, map.b_factor, map.rank, NULL, NULL, scratch);
+        lane_matmul(scratch, map.rank, map.a, n_out, map.bias, residual, out);
+    }
+}
+
+/* In place: v[r][c] ← v[c][r] for a 16×16 block, in four stages of two-source shuffles (stage b
+ * swaps bit b of the row index with bit b of the column index): 64 shuffles instead of 256
+ * scalar moves. */
+static void transpose16(vfloat *v) {
+    for (int b = 8; b >= 1; b >>= 1) {
+        vint low, high; /* rows r (bit b clear) and r + b take these lanes of (v[r], v[r + b]) */
+        for (int c = 0; c < LANES; ++c) {
+            low[c] = (c & b) ? LANES + c - b : c;
+            high[c] = (c & b) ? LANES + c : c + b;
+        }
+        for (int r = 0; r < LANES; ++r) {
+            if (r & b) continue;
+            const vfloat a = v[r], other = v[r + b];
+            v[r] = __builtin_shuffle(a, other, low);
+            v[r + b] = __builtin_shuffle(a, other, high);
+        }
+    }
+}
+
+/* rows (n <= LANES tokens of c features, row-major) → c vectors, one token per lane */
+static void load_lanes(const float *rows, int64_t n, int64_t c, vfloat *out) {
+    if (c % LANES == 0) {
+        for (int64_t k0 = 0; k0 < c; k0 += LANES) {
+            vfloat *block = out + k0;
+            for (int l = 0; l < LANES; ++l) {
+                if (l < n) __builtin_memcpy(&block[l], rows + l * c + k0, sizeof(vfloat));
+                else block[l] = (vfloat){};
+            }
+            transpose16(block);
+        }
+        return;
+    }
+    for (int64_t k = 0; k < c; ++k)
+        for (int l = 0; l < LANES; ++l) out[k][l] = l < n ? rows[l * c + k] : 0.0f;
+}
+
+/* c vectors, one token per lane → rows (the first n tokens, row-major with `row` floats between
+ * tokens); `in` is overwritten. */
+static void store_lanes(vfloat *in, int64_t n, int64_t c, float *rows, int64_t row) {
+    if (c % LANES == 0) {
+        for (int64_t k0 = 0; k0 < c; k0 += LANES) {
+            vfloat *block = in + k0;
+            transpose16(block);
+            for (int64_t l = 0; l < n; ++l)
+                __builtin_memcpy(rows + l * row + k0, &block[l], sizeof(vfloat));
+        }
+        return;
+    }
+    for (int64_t k = 0; k < c; ++k)
+        for (int64_t l = 0; l < n; ++l) rows[l * row + k] = in[k][l];
+}
+
+/* rows ← layer_norm(y) · gamma + beta, lane-wise over the c feature vectors of y (overwritten) */
+static void store_layer_norm(vfloat *y, int64_t n, int64_t c, const float *gamma,
+                             const float *beta, float eps, float *rows) {
+    vfloat mean = (vfloat){}, var = (vfloat){}, inv;
+    for (int64_t k = 0; k < c; ++k) mean += y[k];
+    mean /= (float)c;
+    for (int64_t k = 0; k < c; ++k) var += (y[k] - mean) * (y[k] - mean);
+    for (int l = 0; l < LANES; ++l) inv[l] = 1.0f / sqrtf(var[l] / (float)c + eps);
+    for (int64_t k = 0; k < c; ++k) y[k] = (y[k] - mean) * inv * gamma[k] + beta[k];
+    store_lanes(y, n, c, rows, c);
+}
+
+/* ---- the attention sub-layer -------------------------------------------------------------- */
+
+/* In place: x ← LN(x + Wo·attention(x)) for every sequence; x: (pop, seqs·t, c) contiguous,
+ * sequence s of individual p at rows (p·seqs + s)·t. q, k, v map c → heads·head_dim; o maps back
+ * to c. A block's rows are overwritten only after its keys and values are buffered, and later
+ * blocks read only their own rows, so working in place is safe (and saves the write-allocate
+ * traffic of a fresh output tensor).
  *
- * qkv: (n_seq, t, 3·H·D) rows [q heads | k heads | v heads], as the fused Q/K/V GEMM writes them;
- * bias: (n_seq / seq_per_bias, 3·H·D), the GEMM's bias per individual, added on load (or NULL).
- * out: (n_seq, t, H·D). scale multiplies q·k (1/sqrt(D)).
- * One (sequence, head) per task, LANES queries at a time with one query per SIMD lane: a pass
- * over the keys scores them (D multiply-adds per key) and keeps each query's maximum, a second
- * exponentiates and accumulates p·v. Nothing is reduced across lanes and no T×T matrix is
- * stored, which is what makes the generic kernels slow at this head size (their per-row work is
- * a handful of 4-wide dot products). Scores are kept in log2 units so the exponential is 2^x. */
-void causal_attention(const float *qkv, const float *bias, float *out, int64_t n_seq,
-                      int64_t seq_per_bias, int64_t t, int64_t n_heads, int64_t head_dim,
-                      float scale, int n_threads) {
-    const int64_t width = n_heads * head_dim, row = 3 * width;
-    const float scale2 = scale * 1.44269504088896341f;  /* log2(e): exp(s) = 2^(s·log2 e) */
+ * One sequence per task, in blocks of LANES tokens: the block's Q, K, V are projected, its keys
+ * and values appended to a row-major buffer of the sequence so far, and then for each head a
+ * pass over the visible keys scores them (head_dim multiply-adds per key) and keeps each query's
+ * maximum, and a second exponentiates and accumulates p·v. Scores are in log2 units (exp = 2^x)
+ * and no T×T matrix is stored; with head_dim 4 that is what makes torch's generic attention slow
+ * (its per-row work is a handful of 4-wide dot products). */
+void attention_layer_norm(float *x, linear_map q_map, linear_map k_map,
+                          linear_map v_map, linear_map o_map, const float *gamma,
+                          const float *beta, int64_t pop, int64_t seqs, int64_t t, int64_t c,
+                          int64_t n_heads, int64_t head_dim, float eps, int n_threads) {
+    const int64_t width = n_heads * head_dim;
+    const float scale2 = 1.44269504088896341f / sqrtf((float)head_dim); /* log2(e)/√d */
+    int64_t ranks = q_map.rank;
+    ranks = k_map.rank > ranks ? k_map.rank : ranks;
+    ranks = v_map.rank > ranks ? v_map.rank : ranks;
+    ranks = o_map.rank > ranks ? o_map.rank : ranks;
     vint lane;
     for (int l = 0; l < LANES; ++l) lane[l] = l;
 #pragma omp parallel num_threads(n_threads)
     {
-        /* per thread: this head's keys and values (bias added), and one block's scores */
-        float *kv = malloc(sizeof(float) * (size_t)(2 * t * head_dim));
-        vfloat *score = aligned_alloc(sizeof(vfloat), sizeof(vfloat) * (size_t)t);
+        /* per thread: keys and values of the sequence so far (row j: [k heads | v heads]), one
+         * block's scores, and the block's transposed activations */
+        float *kv = malloc(sizeof(float) * (size_t)(2 * t * width));
+        vfloat *lanes = aligned_alloc(sizeof(vfloat),
+                                      sizeof(vfloat) * (size_t)(t + 2 * c + 4 * width + ranks + 1));
+        vfloat *score = lanes, *xin = score + t, *y = xin + c, *q = y + c, *k = q + width;
+        vfloat *v = k + width, *att = v + width, *scratch = att + width;
+        const vfloat minus_inf = (vfloat){} - INFINITY;
 #pragma omp for schedule(static)
-        for (int64_t item = 0; item < n_seq * n_heads; ++item) {
-            const int64_t seq = item / n_heads, h = item % n_heads;
-            const float *base = qkv + seq * t * row + h * head_dim;
-            const float *b = bias ? bias + (seq / seq_per_bias) * row + h * head_dim : NULL;
-            float *k = kv, *v = kv + t * head_dim;
-            for (int64_t j = 0; j < t; ++j)
-                for (int64_t d = 0; d < head_dim; ++d) {
-                    k[j * head_dim + d] = base[j * row + width + d] + (b ? b[width + d] : 0.0f);
-                    v[j * head_dim + d] = base[j * row + 2 * width + d]
-                                          + (b ? b[2 * width + d] : 0.0f);
-                }
-            vfloat q[MAX_HEAD_DIM], acc[MAX_HEAD_DIM];
+        for (int64_t seq = 0; seq < pop * seqs; ++seq) {
+            const int64_t p = seq / seqs;
+            const linear_map qm = at_individual(q_map, p), km = at_individual(k_map, p),
+                             vm = at_individual(v_map, p), om = at_individual(o_map, p);
             for (int64_t i0 = 0; i0 < t; i0 += LANES) {
                 const int64_t n_query = t - i0 < LANES ? t - i0 : LANES, n_key = i0 + n_query;
-                for (int64_t d = 0; d < head_dim; ++d)
-                    for (int l = 0; l < LANES; ++l)
-                        q[d][l] = l < n_query ? (base[(i0 + l) * row + d] + (b ? b[d] : 0.0f))
-                                                * scale2 : 0.0f;
-                /* keys before the block are visible to every lane; inside it, to lanes
-                 * l >= j − i0 */
-                const vfloat minus_inf = (vfloat){} - INFINITY;
-                vfloat m = minus_inf;
-                for (int64_t j = 0; j < n_key; ++j) {
-                    const float *kj = k + j * head_dim;
-                    vfloat s = q[0] * kj[0];
-                    for (int64_t d = 1; d < head_dim; ++d) s += q[d] * kj[d];
-                    s = blend(lane >= (vint){} + (int32_t)(j - i0), s, minus_inf);
-                    score[j] = s;
-                    m = blend(s > m, s, m);
+                load_lanes(x + (seq * t + i0) * c, n_query, c, xin);
+                lane_linear(xin, c, qm, width, NULL, scratch, q);
+                lane_linear(xin, c, km, width, NULL, scratch, k);
+                lane_linear(xin, c, vm, width, NULL, scratch, v);
+                for (int64_t e = 0; e < width; ++e) q[e] *= scale2;
+                store_lanes(k, n_query, width, kv + i0 * 2 * width, 2 * width);
+                store_lanes(v, n_query, width, kv + i0 * 2 * width + width, 2 * width);
+                for (int64_t h = 0; h < n_heads; ++h) {
+                    const vfloat *qh = q + h * head_dim;
+                    vfloat *acc = att + h * head_dim;
+                    /* keys before the block are visible to every lane; inside it, key j to
+                     * lanes l >= j − i0. Two running maxima halve the dependency chain. */
+                    vfloat m = minus_inf, m_odd = minus_inf;
+                    int64_t j = 0;
+                    for (; j + 1 < i0; j += 2) {
+                        const float *kj = kv + j * 2 * width + h * head_dim;
+                        const float *kn = kj + 2 * width;
+                        vfloat s = qh[0] * kj[0], sn = qh[0] * kn[0];
+                        for (int64_t d = 1; d < head_dim; ++d) {
+                            s += qh[d] * kj[d];
+                            sn += qh[d] * kn[d];
+                        }
+                        score[j] = s;
+                        score[j + 1] = sn;
+                        m = blend(s > m, s, m);
+                        m_odd = blend(sn > m_odd, sn, m_odd);
+                    }
+                    for (; j < n_key; ++j) {
+                        const float *kj = kv + j * 2 * width + h * head_dim;
+                        vfloat s = qh[0] * kj[0];
+                        for (int64_t d = 1; d < head_dim; ++d) s += qh[d] * kj[d];
+                        if (j >= i0) s = blend(lane >= (vint){} + (int32_t)(j - i0), s, minus_inf);
+                        score[j] = s;
+                        m = blend(s > m, s, m);
+                    }
+                    m = blend(m_odd > m, m_odd, m);
+                    vfloat total = (vfloat){};
+                    for (int64_t d = 0; d < head_dim; ++d) acc[d] = total;
+                    for (int64_t j = 0; j < n_key; ++j) {
+                        const float *vj = kv + j * 2 * width + width + h * head_dim;
+                        const vfloat pj = exp2_nonpositive(score[j] - m);
+                        total += pj;
+                        for (int64_t d = 0; d < head_dim; ++d) acc[d] += pj * vj[d];
+                    }
+                    const vfloat inv = 1.0f / total;
+                    for (int64_t d = 0; d < head_dim; ++d) acc[d] *= inv;
                 }
-                vfloat total = (vfloat){};
-                for (int64_t d = 0; d < head_dim; ++d) acc[d] = total;
-                for (int64_t j = 0; j < n_key; ++j) {
-                    const float *vj = v + j * head_dim;
-                    const vfloat p = exp2_nonpositive(score[j] - m);
-                    total += p;
-                    for (int64_t d = 0; d < head_dim; ++d) acc[d] += p * vj[d];
-                }
-                for (int l = 0; l < n_query; ++l)
-                    for (int64_t d = 0; d < head_dim; ++d)
-                        out[(seq * t + i0 + l) * width + h * head_dim + d] = acc[d][l] / total[l];
+                lane_linear(att, width, om, c, xin, scratch, y);
+                store_layer_norm(y, n_query, c, gamma, beta, eps, x + (seq * t + i0) * c);
             }
         }
-        free(score);
+        free(lanes);
         free(kv);
     }
 }
 
-/* In place: x[p, r, :] = layer_norm(x[p, r, :] + residual[p, r, :] + bias[p, :]) · gamma + beta.
- * x, residual: (pop, rows, c), residual may be NULL; bias: (pop, c) or NULL; gamma, beta: (c,).
- * The post-norm sub-layer's whole epilogue (residual add, the GEMM's bias, the norm) in one pass
- * over rows of c floats while they are in L1, instead of four passes over the tensor. */
-void residual_layer_norm(float *x, const float *residual, const float *bias, const float *gamma,
-                         const float *beta, int64_t pop, int64_t rows, int64_t c, float eps,
-                         int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t pr = 0; pr < pop * rows; ++pr) {
-        float *v = x + pr * c;
-        const float *b = bias ? bias + (pr / rows) * c : NULL;
-        const float *res = residual ? residual + pr * c : NULL;
-        float mean = 0.0f, var = 0.0f;
-        if (res) {
-#pragma omp simd
-            for (int64_t j = 0; j < c; ++j) v[j] += res[j];
+/* ---- the feed-forward sub-layer ----------------------------------------------------------- */
+
+/* In place, for every individual and token row: x ← LN(x + ff2(relu(ff1(x)))) · gamma + beta.
+ * x: (pop, rows, c) contiguous; ff1 maps c → f, ff2 maps f → c. The (rows, f) hidden layer
+ * exists only as f vectors of one block. */
+void feed_forward_layer_norm(float *x, linear_map ff1, linear_map ff2, const float *gamma,
+                             const float *beta, int64_t pop, int64_t rows, int64_t c, int64_t f,
+                             float eps, int n_threads) {
+    const int64_t blocks = (rows + LANES - 1) / LANES;
+    const int64_t widest = f > c ? f : c;
+    const int64_t ranks = (ff1.rank > ff2.rank ? ff1.rank : ff2.rank) + 1;
+#pragma omp parallel num_threads(n_threads)
+    {
+        /* per thread: the block's input, output, hidden layer and factor scratch, transposed */
+        vfloat *in = aligned_alloc(sizeof(vfloat),
+                                   sizeof(vfloat) * (size_t)(2 * c + widest + ranks));
+        vfloat *y = in + c, *hidden = y + c, *scratch = hidden + widest;
+        const vfloat zero = (vfloat){};
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < pop * blocks; ++task) {
+            const int64_t p = task / blocks, r0 = (task % blocks) * LANES;
+            const int64_t n = rows - r0 < LANES ? rows - r0 : LANES;
+            float *xs = x + (p * rows + r0) * c;
+            load_lanes(xs, n, c, in);
+            lane_linear(in, c, at_individual(ff1, p), f, NULL, scratch, hidden);
+            for (int64_t j = 0; j < f; ++j) hidden[j] = blend(hidden[j] > zero, hidden[j], zero);
+            lane_linear(hidden, f, at_individual(ff2, p), c, in, scratch, y);
+            store_layer_norm(y, n, c, gamma, beta, eps, xs);
         }
-        if (b) {
-#pragma omp simd
-            for (int64_t j = 0; j < c; ++j) v[j] += b[j];
-        }
-#pragma omp simd reduction(+ : mean)
-        for (int64_t j = 0; j < c; ++j) mean += v[j];
-        mean /= (float)c;
-#pragma omp simd reduction(+ : var)
-        for (int64_t j = 0; j < c; ++j) var += (v[j] - mean) * (v[j] - mean);
-        const float inv = 1.0f / sqrtf(var / (float)c + eps);
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j) v[j] = (v[j] - mean) * inv * gamma[j] + beta[j];
+        free(in);
     }
 }
 
-/* In place: x[p, r, :] = max(x[p, r, :] + bias[p, :], 0), the feed-forward's first epilogue.
- * x: (pop, rows, c); bias: (pop, c). */
-void bias_relu(float *x, const float *bias, int64_t pop, int64_t rows, int64_t c,
-               int n_threads) {
+/* ---- rotary position ---------------------------------------------------------------------- */
+
+/* In place: rotate feature pairs (0,1), (2,3), … < dims of every row by its position's angles.
+ * x: (n_rows, c), row r at position r mod t; cos, sin: (t, dims/2). Only the first dims floats
+ * of each row are touched (torch's strided version made several passes over the whole row). */
+void rotary(float *x, const float *cos_table, const float *sin_table, int64_t n_rows, int64_t t,
+            int64_t c, int64_t dims, int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t pr = 0; pr < pop * rows; ++pr) {
-        float *v = x + pr * c;
-        const float *b = bias + (pr / rows) * c;
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j) {
-            const float y = v[j] + b[j];
-            v[j] = y > 0.0f ? y : 0.0f;
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float *v = x + r * c;
+        const float *cs = cos_table + (r % t) * (dims / 2), *sn = sin_table + (r % t) * (dims / 2);
+        for (int64_t i = 0; i < dims / 2; ++i) {
+            const float even = v[2 * i], odd = v[2 * i + 1];
+            v[2 * i] = even * cs[i] - odd * sn[i];
+            v[2 * i + 1] = even * sn[i] + odd * cs[i];
         }
     }
 }

@@ -13,6 +13,7 @@ chunk to per-token log-likelihoods on the spot.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +21,7 @@ import torch.nn.functional as F
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.kernels import cpu as cpu_kernels
-from neuroevo.layers import (
-    LayerNorm, Linear, Params, TiedEmbedding, fused_bias, fused_linear)
+from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
 
 
 @dataclass(frozen=True)
@@ -56,22 +56,27 @@ class Block:
         self.ln2 = LayerNorm(layout, f"{name}.ln2", cfg.hidden, cfg.ln_eps)
 
     def __call__(self, p: Params, x: torch.Tensor, batch: int) -> torch.Tensor:
-        """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately."""
+        """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately.
+
+        On CPU without autograd each sub-layer is one fused kernel (neuroevo/kernels) that works
+        in place: x, the caller's fresh activation, is overwritten and returned.
+        """
+        if cpu_kernels.usable(x) and x.is_contiguous():
+            x = cpu_kernels.attention_layer_norm_(
+                x, batch, *(layer.operands(p) for layer in (self.q, self.k, self.v, self.out)),
+                *self.ln1.scale_shift(p), self.ln1.eps, self.n_heads, self.head_dim)
+            return cpu_kernels.feed_forward_layer_norm_(
+                x, self.ff1.operands(p), self.ff2.operands(p), *self.ln2.scale_shift(p),
+                self.ln2.eps)
         pop, n, _ = x.shape
         t, width = n // batch, self.n_heads * self.head_dim
-        qkv_layers = [self.q, self.k, self.v]
-        if cpu_kernels.usable(x) and self.head_dim <= cpu_kernels.MAX_HEAD_DIM:
-            qkv = fused_linear(qkv_layers, p, x, add_bias=False)               # (P, B·T, 3·h·d)
-            att = cpu_kernels.causal_attention(qkv, fused_bias(qkv_layers, p), batch,
-                                               self.n_heads, self.head_dim)  # (P, B·T, h·d)
-        else:
-            qkv = fused_linear(qkv_layers, p, x)                              # (P, B·T, 3·h·d)
-            qkv = qkv.view(pop * batch, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
-            att = att.transpose(1, 2).reshape(pop, n, width)                  # (P, B·T, h·d)
-        x = self.ln1.of_linear(p, self.out, att, residual=x)
-        hidden = self.ff1.relu(p, x)                                          # (P, B·T, ff)
-        return self.ln2.of_linear(p, self.ff2, hidden, residual=x)
+        qkv = fused_linear([self.q, self.k, self.v], p, x)                      # (P, B·T, 3·h·d)
+        qkv = qkv.view(pop * batch, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+        att = att.transpose(1, 2).reshape(pop, n, width)                      # (P, B·T, h·d)
+        x = self.ln1(p, self.out(p, att, residual=x))
+        hidden = self.ff1(p, x).relu_()                                       # (P, B·T, ff)
+        return self.ln2(p, self.ff2(p, hidden, residual=x))
 
 
 class Transformer:
@@ -109,26 +114,26 @@ class Transformer:
         h = self.hidden_states(p, tokens)                                     # (P, B·T, H)
         pop = h.shape[0]
         positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
-        if positions.numel() < h.shape[1]:
-            h = h.index_select(1, positions)                                  # (P, M, H)
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
-        if inner is not None:
-            h = torch.bmm(h, inner)                                           # (P, M, r)
         bias = self.embedding.out_bias(p).unsqueeze(1)                        # (P, 1, V)
         pop_tile = pop_tile or pop
-        total = torch.zeros(pop, dtype=torch.float32, device=h.device)
-        for first in range(0, pop, pop_tile):
-            ind = slice(first, first + pop_tile)
-            for start in range(0, positions.numel(), token_chunk):
-                rows = slice(start, start + token_chunk)
+        nll = h.new_empty(pop, positions.numel())                             # (P, M)
+        for start in range(0, positions.numel(), token_chunk):
+            rows = slice(start, start + token_chunk)
+            hr = h.index_select(1, positions[rows])                           # (P, m, H)
+            if inner is not None:
+                hr = torch.bmm(hr, inner)                                     # (P, m, r)
+            for first in range(0, pop, pop_tile):
+                ind = slice(first, first + pop_tile)
                 # bmm + add_ rather than baddbmm: a broadcast bias in baddbmm measured ~1.7×
                 # slower on CPU
-                logits = torch.bmm(h[ind, rows], weight_out[ind].transpose(1, 2)).add_(bias[ind])
-                nll = F.cross_entropy(logits.flatten(0, 1),                   # (p·m, V) →
-                                      targets[rows].repeat(logits.shape[0]),
-                                      reduction="none").view(logits.shape[0], -1)  # (p, m)
-                total[ind] += nll @ weights[rows]
-        return -total / batch
+                logits = torch.bmm(hr[ind], weight_out[ind].transpose(1, 2)).add_(bias[ind])
+                nll[ind, rows] = F.cross_entropy(logits.flatten(0, 1),        # (p·m, V) → (p, m)
+                                                 targets[rows].repeat(logits.shape[0]),
+                                                 reduction="none").view(logits.shape[0], -1)
+        # one weighted sum per chunk: a tiny matrix-vector product per tile measured ~2 ms per
+        # generation of thread start-up on CPU
+        return -(nll @ weights) / batch
 
 
 def _scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
@@ -154,10 +159,9 @@ def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
     """
     if dims == 0:
         return x
-    t = x.shape[2]
-    inv_freq = 10000.0 ** (-torch.arange(0, dims, 2, dtype=torch.float32, device=x.device) / dims)
-    angle = torch.arange(1, t + 1, dtype=torch.float32, device=x.device)[:, None] * inv_freq
-    cos, sin = angle.cos(), angle.sin()                                       # (T, dims/2)
+    cos, sin = _rotary_angles(x.shape[2], dims, x.device)                     # (T, dims/2) each
+    if cpu_kernels.usable(x) and x.is_contiguous():
+        return cpu_kernels.rotary_(x, cos, sin)
     pairs = x[..., :dims].unflatten(-1, (dims // 2, 2))                       # (P, B, T, d/2, 2)
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
@@ -165,3 +169,11 @@ def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
         return torch.cat((rotated, x[..., dims:]), dim=-1)
     x[..., :dims] = rotated
     return x
+
+
+@functools.lru_cache(maxsize=16)
+def _rotary_angles(t: int, dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, dims/2) of position·frequency, positions 1..T; the same every generation."""
+    inv_freq = 10000.0 ** (-torch.arange(0, dims, 2, dtype=torch.float32, device=device) / dims)
+    angle = torch.arange(1, t + 1, dtype=torch.float32, device=device)[:, None] * inv_freq
+    return angle.cos(), angle.sin()
