@@ -4,7 +4,8 @@ All figures come from one run on one device, so their ratios are meaningful:
 
 1. the device's fp32 GEMM ceiling (a large square matmul);
 2. the unavoidable part: the tied-embedding logits GEMM + cross-entropy for exactly the tokens
-   the engine scores, for all P individuals (hidden states given) — no model can skip it;
+   the engine scores, for all P individuals — the engine's own code for it, fed constant hidden
+   states (`Transformer.fitness_from_hidden`) — no model can skip it;
 3. the engine's whole population forward + loss for each model (paper dense/factorized, rank-1,
    small): seconds per generation, achieved GFLOP/s, fraction of the ceiling, ratio to (2);
 4. the same models as a plain `torch.nn.Module` evaluated individual by individual — what one
@@ -111,25 +112,18 @@ def gemm_ceiling(device: torch.device, repeats: int) -> float:
 
 def unavoidable_work(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
                      lengths: torch.Tensor, s: Setting) -> Callable[[], None]:
-    """The logits GEMM (at the model's K) + cross-entropy over the scored tokens, tiled exactly
-    like the engine, with constant hidden states standing in for the transformer's output."""
-    n_scored = int((lengths - 1).sum())
-    targets = tokens[:, 1:].reshape(-1)[:n_scored]
-    tile = s.pop_tile or s.pop_chunk
+    """The logits GEMM + cross-entropy over the scored tokens and nothing else: the engine's own
+    `fitness_from_hidden`, same chunks and tiles, fed constant hidden states instead of the
+    transformer's output (for a factorized embedding the logits GEMM is (h·A)·Bᵀ)."""
+    hidden = torch.ones(min(s.pop_chunk, s.population), s.batch * s.seq_len, model.cfg.hidden,
+                        device=theta.device)
 
     @torch.no_grad()
     def run() -> None:
-        for start in range(0, s.population, tile):
-            p = model.layout.views(theta[start:start + tile])
-            weight, inner = model.embedding.output_projection(p)               # (P, V, K)
-            bias = model.embedding.out_bias(p).unsqueeze(1)
-            k = weight.shape[2]
-            hidden = torch.ones(weight.shape[0], n_scored, k, device=theta.device)
-            for t in range(0, n_scored, s.token_chunk):
-                logits = torch.bmm(hidden[:, t:t + s.token_chunk], weight.transpose(1, 2)).add_(bias)
-                F.cross_entropy(logits.flatten(0, 1),
-                                targets[t:t + s.token_chunk].repeat(weight.shape[0]),
-                                reduction="none")
+        for start in range(0, s.population, s.pop_chunk):
+            p = model.layout.views(theta[start:start + s.pop_chunk])
+            model.fitness_from_hidden(p, hidden[:theta[start:start + s.pop_chunk].shape[0]],
+                                      tokens, lengths, s.token_chunk, s.pop_tile)
 
     return run
 

@@ -106,12 +106,23 @@ class Transformer:
         """Fitness (P,): minus the mean over sequences of each sequence's mean next-token CE.
 
         Matches the reference: position t predicts token t+1 for t < length−1; padding is masked;
-        each sequence weighs equally whatever its length. The logits are made and reduced one
-        tile of `pop_tile` individuals × `token_chunk` scored tokens at a time (None: every
-        individual of `p` in one tile), so they never exist for the whole population at once.
+        each sequence weighs equally whatever its length.
         """
-        batch, t = tokens.shape
-        h = self.hidden_states(p, tokens)                                     # (P, B·T, H)
+        return self.fitness_from_hidden(p, self.hidden_states(p, tokens), tokens, lengths,
+                                        token_chunk, pop_tile)
+
+    def fitness_from_hidden(self, p: Params, h: torch.Tensor, tokens: torch.Tensor,
+                            lengths: torch.Tensor, token_chunk: int = 512,
+                            pop_tile: int | None = None) -> torch.Tensor:
+        """The tied-embedding logits and cross-entropy part of `negative_cross_entropy`, from
+        final hidden states h (P, B·T, H) — the part no model can skip (bench/bench_lm.py times
+        it alone).
+
+        The logits are made and reduced one tile of `pop_tile` individuals × `token_chunk` scored
+        tokens at a time (None: every individual of `p` in one tile), so they never exist for
+        the whole population at once; padding positions never reach the vocabulary GEMM.
+        """
+        batch = tokens.shape[0]
         pop = h.shape[0]
         positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
