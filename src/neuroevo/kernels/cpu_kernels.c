@@ -100,54 +100,14 @@ static void lane_linear(const vfloat *in, int64_t n_in, linear_map map, int64_t 
     }
 }
 
-/* In place: v[r][c] ← v[c][r] for a 16×16 block, in four stages of two-source shuffles (stage b
- * swaps bit b of the row index with bit b of the column index): 64 shuffles instead of 256
- * scalar moves. */
-static void transpose16(vfloat *v) {
-    for (int b = 8; b >= 1; b >>= 1) {
-        vint low, high; /* rows r (bit b clear) and r + b take these lanes of (v[r], v[r + b]) */
-        for (int c = 0; c < LANES; ++c) {
-            low[c] = (c & b) ? LANES + c - b : c;
-            high[c] = (c & b) ? LANES + c : c + b;
-        }
-        for (int r = 0; r < LANES; ++r) {
-            if (r & b) continue;
-            const vfloat a = v[r], other = v[r + b];
-            v[r] = __builtin_shuffle(a, other, low);
-            v[r + b] = __builtin_shuffle(a, other, high);
-        }
-    }
-}
-
 /* rows (n <= LANES tokens of c features, row-major) → c vectors, one token per lane */
 static void load_lanes(const float *rows, int64_t n, int64_t c, vfloat *out) {
-    if (c % LANES == 0) {
-        for (int64_t k0 = 0; k0 < c; k0 += LANES) {
-            vfloat *block = out + k0;
-            for (int l = 0; l < LANES; ++l) {
-                if (l < n) __builtin_memcpy(&block[l], rows + l * c + k0, sizeof(vfloat));
-                else block[l] = (vfloat){};
-            }
-            transpose16(block);
-        }
-        return;
-    }
     for (int64_t k = 0; k < c; ++k)
         for (int l = 0; l < LANES; ++l) out[k][l] = l < n ? rows[l * c + k] : 0.0f;
 }
 
-/* c vectors, one token per lane → rows (the first n tokens, row-major with `row` floats between
- * tokens); `in` is overwritten. */
-static void store_lanes(vfloat *in, int64_t n, int64_t c, float *rows, int64_t row) {
-    if (c % LANES == 0) {
-        for (int64_t k0 = 0; k0 < c; k0 += LANES) {
-            vfloat *block = in + k0;
-            transpose16(block);
-            for (int64_t l = 0; l < n; ++l)
-                __builtin_memcpy(rows + l * row + k0, &block[l], sizeof(vfloat));
-        }
-        return;
-    }
+/* c vectors, one token per lane → rows (the first n tokens, `row` floats apart) */
+static void store_lanes(const vfloat *in, int64_t n, int64_t c, float *rows, int64_t row) {
     for (int64_t k = 0; k < c; ++k)
         for (int64_t l = 0; l < n; ++l) rows[l * row + k] = in[k][l];
 }
