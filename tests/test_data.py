@@ -169,6 +169,20 @@ def test_eval_batch_layout(corpus: tinystories.Corpus):
         assert (batch.tokens[b, n:] == PAD_ID).all()
 
 
+def test_length_buckets_hold_every_row_once_padded_to_their_own_longest(corpus: tinystories.Corpus):
+    """Buckets of 5 sorted longest first: every (row, length) appears once, each bucket is only as
+    wide as its longest row, and the real tokens are untouched."""
+    batch = fixed_eval_set(corpus, n_sequences=16)
+    buckets = batch.buckets(5)
+    assert [len(b.lengths) for b in buckets] == [5, 5, 5, 1]
+    assert all(b.tokens.shape[1] == int(b.lengths.max()) for b in buckets)
+    widths = [b.tokens.shape[1] for b in buckets]
+    assert widths == sorted(widths, reverse=True)
+    rows = {(tuple(b.tokens[i, : int(b.lengths[i])].tolist())) for b in buckets for i in range(len(b.lengths))}
+    assert rows == {tuple(batch.tokens[i, : int(batch.lengths[i])].tolist()) for i in range(16)}
+    assert batch.buckets(0) == [batch] and batch.buckets(16) == [batch]
+
+
 def test_max_len_truncates_tail_and_keeps_bos(corpus: tinystories.Corpus):
     """With max_len, rows keep <s> and their first tokens; </s> survives only in rows that fit."""
     full = fixed_eval_set(corpus, n_sequences=32)

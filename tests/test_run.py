@@ -148,3 +148,24 @@ def test_existing_run_dir_needs_resume(tmp_path: Path, tiny_lm_overrides, capsys
     assert _run("small", out, tiny_lm_overrides) == 0
     assert _run("small", out, tiny_lm_overrides) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str]) -> None:
+    """Scoring the evaluation set in length buckets (padding trimmed per bucket) gives the same
+    fitness as one batch padded to the longest story, to float rounding."""
+    import torch
+
+    from neuroevo.config import load_config
+    from neuroevo.genome import initial_weights
+    from neuroevo.run import build_task
+
+    fitness = {}
+    for bucket in (0, 3):
+        config = load_config("configs/tinystories/dense.yaml", None, tiny_lm_overrides + [
+            "device=cpu", "task.max_len=null", "task.n_sequences=8", f"task.length_bucket={bucket}"])
+        task = build_task(config, torch.device("cpu"))
+        theta = initial_weights(task.layout, list(range(5)), torch.device("cpu"))
+        fitness[bucket] = task.evaluate(theta, 1).fitness
+    lengths = task.batch(1).lengths
+    assert int(lengths.max()) > int(lengths.min()) + 20  # the padding that buckets trim is real
+    torch.testing.assert_close(fitness[3], fitness[0], atol=1e-5, rtol=1e-5)

@@ -82,6 +82,24 @@ class EvalBatch:
         """Number of predicted tokens: positions 1..L-1 of every row."""
         return int((self.lengths - 1).sum())
 
+    def buckets(self, size: int) -> list[EvalBatch]:
+        """The rows sorted by length (longest first) in groups of `size`, each padded only to its
+        own longest row: with stories of very different lengths (the paper's 1,024 are padded to
+        the longest) most of the padded batch is padding, and padding costs as much as text in
+        every layer but the loss. Per-row results do not depend on the padding (causal
+        attention never looks right), so a fitness summed over buckets equals the padded one.
+        `size` 0, or at least the number of rows, gives [self].
+        """
+        if size <= 0 or size >= len(self.lengths):
+            return [self]
+        order = torch.sort(self.lengths, descending=True, stable=True).indices
+        groups = []
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
+            lengths = self.lengths[rows]
+            groups.append(EvalBatch(self.tokens[rows, : int(lengths.max())], lengths))
+        return groups
+
 
 def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     """Download the pinned TinyStories training text and write its first `n_stories`, one per line.

@@ -43,6 +43,7 @@ class TaskConfig:
     cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
     pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
     pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
+    length_bucket: int = 64  # sequences per padding bucket (sorted by length); 0 = one padded batch
     token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
 
     def __post_init__(self) -> None:
@@ -65,6 +66,7 @@ class LanguageTask:
         self.layout = self.model.layout
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
                        if task.sampling == "fixed" else None)
+        self._fixed_buckets: list[EvalBatch] | None = None
         self.pop_chunk = task.pop_chunk
         if device.type == "cpu":
             cpu_kernels.retain_freed_memory()
@@ -96,15 +98,28 @@ class LanguageTask:
         return sampled_eval_set(self.corpus, self.config.n_sequences, self.config.max_len,
                                 self.seed, generation)
 
+    def _device_buckets(self, generation: int) -> list[EvalBatch]:
+        """This generation's batch in length buckets, on the run's device (built once for the
+        paper's fixed set)."""
+        if self._fixed is not None and self._fixed_buckets is not None:
+            return self._fixed_buckets
+        buckets = [EvalBatch(b.tokens.to(self.device), b.lengths.to(self.device))
+                   for b in self.batch(generation).buckets(self.config.length_bucket)]
+        if self._fixed is not None:
+            self._fixed_buckets = buckets
+        return buckets
+
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
-        batch = self.batch(generation)
-        tokens, lengths = batch.tokens.to(self.device), batch.lengths.to(self.device)
-        chunk = self._chunk(batch, theta.shape[0])
-        fitness = torch.cat([
-            self.model.negative_cross_entropy(self.layout.views(theta[i:i + chunk]), tokens,
-                                              lengths, self.config.token_chunk, self.pop_tile)
-            for i in range(0, theta.shape[0], chunk)])  # chunks bound the working set, not a loop
+        buckets = self._device_buckets(generation)
+        n_sequences = sum(len(b.lengths) for b in buckets)
+        chunk = self._chunk(buckets[0], theta.shape[0])
+        fitness = torch.cat([  # chunks bound the working set; not a loop over individuals
+            sum(self.model.negative_cross_entropy(self.layout.views(theta[i:i + chunk]), b.tokens,
+                                                  b.lengths, self.config.token_chunk,
+                                                  self.pop_tile) * (len(b.lengths) / n_sequences)
+                for b in buckets)
+            for i in range(0, theta.shape[0], chunk)])
         return Evaluation(fitness=fitness)
 
     def summary(self) -> dict:
