@@ -57,6 +57,25 @@ def test_cnn_batched_forward_equals_per_individual_loop(encoding: EncodingConfig
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_obs", [1, 3])
+def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int) -> None:
+    """A kernel over UNFOLD_MIN_WEIGHTS (CarRacing's conv3 shape) goes through unfold + bmm and
+    gives each individual its own F.conv2d, for one and for several observations each."""
+    from neuroevo.encoding import ParamLayout
+    from neuroevo.layers import UNFOLD_MIN_WEIGHTS, Conv2d
+
+    layout = ParamLayout()
+    conv = Conv2d(layout, "conv", 64, 128, 4, 2)
+    assert 128 * 64 * 16 >= UNFOLD_MIN_WEIGHTS
+    p = layout.views(_population(layout, pop=3))
+    x = torch.randn(n_obs, 3 * 64, 14, 14)
+    got = conv(p, x).view(n_obs, 3, 128, 6, 6)
+    for i in range(3):
+        want = F.conv2d(x.view(n_obs, 3, 64, 14, 14)[:, i], p["conv.weight"][i],
+                        p["conv.bias"][i], stride=2)
+        torch.testing.assert_close(got[:, i], want, rtol=1e-4, atol=1e-5)
+
+
 def test_factorized_conv_equals_dense_conv_with_developed_kernel() -> None:
     """A rank-r conv then a halved 1×1 conv equals one conv with the developed kernel A·B/2."""
     model = _small_cnn(FACTORIZED)
