@@ -13,7 +13,10 @@ All figures come from one run on one device, so their ratios are meaningful:
 
 Usage: python bench/bench_lm.py [--population 32 --batch 16 --seq-len 64 --repeats 3]
        python bench/bench_lm.py --paper-scale     # P=512, 1024 sequences (use on a GPU)
-Tokens are random ids (the cost does not depend on their values); every sequence has full length.
+       python bench/bench_lm.py --min-length 16   # stories of 16..64 tokens, in length buckets
+Tokens are random ids (the cost does not depend on their values); by default every sequence has
+full length, with --min-length lengths are uniform in [min, T] and the engine scores them in
+length buckets as the language task does.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuroevo.data.tinystories import PAD_ID, EvalBatch
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.layers import Linear
 from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.tasks.language import score_population
 
 VOCAB = 2051
 MODELS = {
@@ -79,20 +84,25 @@ def main() -> None:
     ceiling = gemm_ceiling(device, setting.repeats)
     print(f"fp32 GEMM ceiling ({_device_name(device)}, 2048³ matmul): {ceiling:.1f} GFLOP/s")
 
-    tokens = torch.randint(3, VOCAB, (setting.batch, setting.seq_len),
-                           generator=torch.Generator().manual_seed(0)).to(device)
-    lengths = torch.full((setting.batch,), setting.seq_len, device=device)
+    batch = _token_batch(setting, args.min_length or setting.seq_len)
+    buckets = [EvalBatch(b.tokens.to(device), b.lengths.to(device))
+               for b in batch.buckets(args.length_bucket)]
+    computed = sum(b.tokens.numel() for b in buckets)
+    print(f"sequences of {int(batch.lengths.min())}–{setting.seq_len} tokens: "
+          f"{int(batch.lengths.sum()):,} real tokens per individual, {computed:,} computed in "
+          f"{len(buckets)} length bucket(s) of ≤ {args.length_bucket or setting.batch} sequences")
+    tokens, lengths = batch.tokens.to(device), batch.lengths.to(device)
     for name, (encoding, config) in MODELS.items():
         if name not in args.models:
             continue
         model = Transformer(config, encoding, VOCAB)
         theta = initial_weights(model.layout, list(range(setting.population)), device)
-        work = [unavoidable_work(model, theta, tokens, lengths, setting),
-                engine_work(model, theta, tokens, lengths, setting)]
+        work = [unavoidable_work(model, theta, buckets, setting),
+                engine_work(model, theta, buckets, setting)]
         if not args.skip_loop:
             work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, setting))
         unavoidable, whole, *loop = _interleaved_medians(work, device, setting.repeats)
-        flops = forward_flops(model, setting)
+        flops = forward_flops(model, setting.population, batch.lengths)
         line = (f"{name:>20} | {setting.label()} | engine {whole:.4f} s/gen, "
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
                 f" | logits+CE alone {unavoidable:.4f} s | engine / unavoidable "
@@ -110,33 +120,46 @@ def gemm_ceiling(device: torch.device, repeats: int) -> float:
     return 2 * 2048**3 / seconds / 1e9
 
 
-def unavoidable_work(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
-                     lengths: torch.Tensor, s: Setting) -> Callable[[], None]:
+def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
+                     s: Setting) -> Callable[[], None]:
     """The logits GEMM + cross-entropy over the scored tokens and nothing else: the engine's own
-    `fitness_from_hidden`, same chunks and tiles, fed constant hidden states instead of the
-    transformer's output (for a factorized embedding the logits GEMM is (h·A)·Bᵀ)."""
-    hidden = torch.ones(min(s.pop_chunk, s.population), s.batch * s.seq_len, model.cfg.hidden,
-                        device=theta.device)
+    `fitness_from_hidden`, same chunks, buckets and tiles, fed constant hidden states instead of
+    the transformer's output (for a factorized embedding the logits GEMM is (h·A)·Bᵀ)."""
+    hidden: dict[tuple[int, int], torch.Tensor] = {}
+
+    def logits_and_ce(model: Transformer, p: dict, tokens: torch.Tensor, lengths: torch.Tensor,
+                      token_chunk: int, pop_tile: int | None) -> torch.Tensor:
+        key = (next(iter(p.values())).shape[0], tokens.numel())
+        if key not in hidden:
+            hidden[key] = torch.ones(*key, model.cfg.hidden, device=theta.device)
+        return model.fitness_from_hidden(p, hidden[key], tokens, lengths, token_chunk, pop_tile)
 
     @torch.no_grad()
     def run() -> None:
-        for start in range(0, s.population, s.pop_chunk):
-            p = model.layout.views(theta[start:start + s.pop_chunk])
-            model.fitness_from_hidden(p, hidden[:theta[start:start + s.pop_chunk].shape[0]],
-                                      tokens, lengths, s.token_chunk, s.pop_tile)
+        score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile,
+                         score=logits_and_ce)
 
     return run
 
 
-def engine_work(model: Transformer, theta: torch.Tensor, tokens: torch.Tensor,
-                lengths: torch.Tensor, s: Setting) -> Callable[[], None]:
+def engine_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
+                s: Setting) -> Callable[[], None]:
+    """What the language task does per generation (`score_population`)."""
     @torch.no_grad()
     def run() -> None:
-        for start in range(0, s.population, s.pop_chunk):
-            model.negative_cross_entropy(model.layout.views(theta[start:start + s.pop_chunk]),
-                                         tokens, lengths, s.token_chunk, s.pop_tile)
+        score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile)
 
     return run
+
+
+def _token_batch(s: Setting, min_length: int) -> EvalBatch:
+    """Random token ids (the cost does not depend on their values), lengths uniform in
+    [min_length, T] (all T by default), right-padded like the real evaluation set."""
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, VOCAB, (s.batch, s.seq_len), generator=gen)
+    lengths = torch.randint(min(min_length, s.seq_len), s.seq_len + 1, (s.batch,), generator=gen)
+    tokens[torch.arange(s.seq_len)[None, :] >= lengths[:, None]] = PAD_ID
+    return EvalBatch(tokens, lengths)
 
 
 class PlainLM(nn.Module):
@@ -235,10 +258,12 @@ def _plain_parameter_map(plain: PlainLM, model: Transformer) -> dict:
     return mapping
 
 
-def forward_flops(model: Transformer, s: Setting) -> float:
-    """Multiply-add FLOPs of one generation: every matmul, causal attention counted at T/2."""
-    tokens = s.batch * s.seq_len
-    scored = s.batch * (s.seq_len - 1)
+def forward_flops(model: Transformer, population: int, lengths: torch.Tensor) -> float:
+    """Multiply-add FLOPs of one generation on the real tokens: every matmul, causal attention
+    counted at L/2 keys per token."""
+    tokens = int(lengths.sum())
+    scored = int((lengths - 1).sum())
+    attended = float((lengths.double() ** 2 / 2).sum())                      # Σ L·(L/2)
     c = model.cfg
     width = c.n_heads * c.head_dim
 
@@ -246,15 +271,16 @@ def forward_flops(model: Transformer, s: Setting) -> float:
         return 2 * (d_in * d_out if layer.rank is None else layer.rank * (d_in + d_out))
 
     per_token = 0 if model.embedding.rank is None else 2 * model.embedding.rank * c.hidden
+    attention = 0.0
     for block in model.blocks:
         per_token += 3 * linear(block.q, c.hidden, width) + linear(block.out, width, c.hidden)
         per_token += linear(block.ff1, c.hidden, c.ff) + linear(block.ff2, c.ff, c.hidden)
-        per_token += 2 * 2 * (s.seq_len / 2) * width                           # QKᵀ and AV
+        attention += 2 * 2 * attended * width                                  # QKᵀ and AV
     k = c.hidden if model.embedding.rank is None else model.embedding.rank
     logits = 2 * k * VOCAB * scored
     if model.embedding.rank is not None:
         logits += 2 * c.hidden * k * scored
-    return s.population * (per_token * tokens + logits)
+    return population * (per_token * tokens + attention + logits)
 
 
 def _interleaved_medians(work: list[Callable[[], None]], device: torch.device,
@@ -310,6 +336,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--pop-tile", type=int, default=0, help="individuals per logits tile "
                         "(default: engine's: 4 on CPU, the whole chunk on GPU)")
     parser.add_argument("--token-chunk", type=int, default=512, help="scored tokens per logits tile")
+    parser.add_argument("--min-length", type=int, default=0, help="sequence lengths uniform in "
+                        "[MIN, seq-len] (default: every sequence seq-len tokens)")
+    parser.add_argument("--length-bucket", type=int, default=64, help="sequences per length "
+                        "bucket, as task.length_bucket (0: one batch padded to the longest)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                         metavar="MODEL", help=f"subset of: {', '.join(MODELS)}")

@@ -112,15 +112,9 @@ class LanguageTask:
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
         buckets = self._device_buckets(generation)
-        n_sequences = sum(len(b.lengths) for b in buckets)
-        chunk = self._chunk(buckets[0], theta.shape[0])
-        fitness = torch.cat([  # chunks bound the working set; not a loop over individuals
-            sum(self.model.negative_cross_entropy(self.layout.views(theta[i:i + chunk]), b.tokens,
-                                                  b.lengths, self.config.token_chunk,
-                                                  self.pop_tile) * (len(b.lengths) / n_sequences)
-                for b in buckets)
-            for i in range(0, theta.shape[0], chunk)])
-        return Evaluation(fitness=fitness)
+        return Evaluation(fitness=score_population(
+            self.model, theta, buckets, self._chunk(buckets[0], theta.shape[0]),
+            self.config.token_chunk, self.pop_tile))
 
     def summary(self) -> dict:
         batch = self.batch(1)
@@ -138,6 +132,21 @@ class LanguageTask:
         if video is not None:
             raise ValueError("--video is for the RL tasks; a language model has nothing to film")
         return float(self.evaluate(theta.to(self.device), generation).fitness[0])
+
+
+def score_population(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
+                     pop_chunk: int, token_chunk: int, pop_tile: int | None,
+                     score=Transformer.negative_cross_entropy) -> torch.Tensor:
+    """Fitness (P,) of the population theta (P, D) on the sequences of all `buckets`: each
+    bucket's mean weighted by its share of the sequences, so the result is the mean over every
+    sequence of its mean token CE, as one padded batch would give. Chunks of `pop_chunk`
+    individuals bound the working set; there is no loop over individuals. `score` is the model
+    method per chunk and bucket (bench/bench_lm.py swaps in the logits + CE part alone)."""
+    n_sequences = sum(len(b.lengths) for b in buckets)
+    return torch.cat([
+        sum(score(model, model.layout.views(theta[i:i + pop_chunk]), b.tokens, b.lengths,
+                  token_chunk, pop_tile) * (len(b.lengths) / n_sequences) for b in buckets)
+        for i in range(0, theta.shape[0], pop_chunk)])
 
 
 def build(config, device: torch.device) -> LanguageTask:

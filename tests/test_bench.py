@@ -1,0 +1,21 @@
+"""The benchmarks still run end to end (their numbers are for bench/RESULTS.md, not for tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_lm_prints_every_figure_at_a_tiny_size():
+    """bench_lm.py at P=4 with variable lengths in two buckets prints the ceiling, the bucket
+    summary, and per model the engine, the unavoidable part, their ratio and the loop speed-up."""
+    out = subprocess.run(
+        [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "4", "--seq-len",
+         "16", "--repeats", "1", "--min-length", "4", "--length-bucket", "2", "--models",
+         "small dense", "paper factorized r1"], cwd=REPO, capture_output=True, text=True,
+        check=True).stdout
+    assert "GEMM ceiling" in out and "2 length bucket(s)" in out
+    lines = [line for line in out.splitlines() if "engine / unavoidable" in line]
+    assert len(lines) == 2 and all("speed-up" in line for line in lines)
