@@ -11,4 +11,10 @@ python bench/bench_lm.py --device cuda --population 512 --batch 256 --seq-len 12
 # the loop baseline at a smaller population (a per-individual loop of 512 is minutes)
 python bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
     --models "paper dense" "paper factorized r4"
+# goal 2 stand-in (the real first 1,024 stories need the network): P=512, 1,024 stories of
+# 64..512 tokens in length buckets of 64 against one batch padded to the longest
+python bench/bench_lm.py --device cuda --paper-scale --seq-len 512 --min-length 64 --skip-loop \
+    --repeats 3 --models "paper dense" "paper factorized r4"
+python bench/bench_lm.py --device cuda --paper-scale --seq-len 512 --min-length 64 --skip-loop \
+    --repeats 3 --models "paper dense" --length-bucket 0
 python bench/bench_rl.py --device cuda --families atari mujoco
