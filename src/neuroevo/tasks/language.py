@@ -6,11 +6,12 @@ sequences of each sequence's mean token cross-entropy. `sampling: sampled` inste
 batch per generation from a stream seeded by the run seed, and `max_len` truncates sequences; both
 are options beyond the paper (see the README's "Differences from the paper").
 
-Every individual sees the same token batch, so the batch is built once per generation and the
-population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on a CPU, and as many
-as fit a fixed activation budget on a GPU (the paper's 512 individuals × 1024 stories would need
-tens of GB at once). Within a chunk the (individuals, tokens, vocab) logits are made one tile of
-`pop_tile` × `token_chunk` at a time, so on a CPU they stay near the caches.
+Every individual sees the same token batch, so the batch is built once per generation (for the
+paper's fixed set, once per run) and split into length buckets, each padded only to its own
+longest story. The population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on
+a CPU, and as many as fit a fixed activation budget on a GPU (the paper's 512 individuals × 1024
+stories would need tens of GB at once). Within a chunk the (individuals, tokens, vocab) logits
+are made one tile of `pop_tile` × `token_chunk` at a time, so on a CPU they stay near the caches.
 """
 
 from __future__ import annotations
