@@ -121,3 +121,13 @@ def test_attention_is_causal() -> None:
     after = model.hidden_states(p, changed).view(2, 4, 12, -1)
     torch.testing.assert_close(before[:, :, :6], after[:, :, :6])
     assert not torch.allclose(before[:, :, 6:], after[:, :, 6:])
+
+
+def test_head_padding_for_cuda_attention_kernels_changes_nothing() -> None:
+    """Zero-padding head_dim 4 to 8 (what the CUDA path does so that SDPA's memory-efficient
+    kernel applies) gives the unpadded attention, scale 1/√4 kept."""
+    from neuroevo.models.transformer import causal_attention
+
+    q, k, v = torch.randn(3, 2, 4, 9, 4, generator=torch.Generator().manual_seed(0)).unbind(0)
+    torch.testing.assert_close(causal_attention(q, k, v, pad_to=8), causal_attention(q, k, v),
+                               atol=1e-6, rtol=1e-6)

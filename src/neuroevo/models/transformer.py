@@ -72,7 +72,7 @@ class Block:
         t, width = n // batch, self.n_heads * self.head_dim
         qkv = fused_linear([self.q, self.k, self.v], p, x)                      # (P, B·T, 3·h·d)
         qkv = qkv.view(pop * batch, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+        att = causal_attention(qkv[0], qkv[1], qkv[2], pad_to=8 if x.is_cuda else 1)
         att = att.transpose(1, 2).reshape(pop, n, width)                      # (P, B·T, h·d)
         x = self.ln1(p, self.out(p, att, residual=x))
         hidden = self.ff1(p, x).relu_()                                       # (P, B·T, ff)
@@ -145,6 +145,24 @@ class Transformer:
         # one weighted sum per chunk: a tiny matrix-vector product per tile measured ~2 ms per
         # generation of thread start-up on CPU
         return -(nll @ weights) / batch
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     pad_to: int = 1) -> torch.Tensor:
+    """Causal SDPA of (…, T, d) heads, scale 1/√d, with d zero-padded to a multiple of `pad_to`.
+
+    On CUDA, SDPA's memory-efficient and flash kernels need d divisible by 8 (pytorch/pytorch
+    #110630); with the paper's d = 4 it would fall back to the math kernel, which materialises
+    the (…, T, T) scores — gigabytes at the paper's population. Zero features change neither
+    q·k nor, once sliced off, the output.
+    """
+    d = q.shape[-1]
+    if d % pad_to == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    pad = (0, pad_to - d % pad_to)
+    out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad),
+                                         is_causal=True, scale=d ** -0.5)
+    return out[..., :d]
 
 
 def _scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
