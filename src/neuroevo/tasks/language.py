@@ -73,10 +73,10 @@ class LanguageTask:
             cpu_kernels.retain_freed_memory()
 
     def _chunk(self, batch: EvalBatch, population: int) -> int:
-        """Individuals per forward call: the config's, else 16 on CPU (chunks of 2, 4, 8, 16, 32
-        measured 29, 25, 23, 21.6, 21.4 ms of block work per generation in bench/bench_lm.py's
-        setting; 16 keeps the activations near L2/L3) or, on GPU, as many as keep the widest
-        activation (P, B·T, ff) under 2**28 floats (1 GiB)."""
+        """Individuals per forward call: the config's, else 16 on CPU (with the fused kernels,
+        chunks of 2, 4, 8, 16, 32 measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per
+        generation of the paper's dense model in bench/bench_lm.py's setting) or, on GPU, as
+        many as keep the widest activation (P, B·T, ff) under 2**28 floats (1 GiB)."""
         if self.pop_chunk:
             return self.pop_chunk
         if self.device.type != "cuda":
