@@ -7,6 +7,7 @@ plain torch result of the same call.
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 import torch
@@ -24,9 +25,10 @@ needs_kernels = pytest.mark.skipif(cpu_kernels.library() is None,
 
 
 def test_kernels_build_wherever_a_c_compiler_exists():
-    """With a C compiler on PATH the kernels compile and load (else CPU runs lose their speed)."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler")
+    """On Linux with a C compiler on PATH the kernels compile and load (else CPU runs lose their
+    speed silently). Elsewhere (e.g. macOS clang without OpenMP) the fallback is expected."""
+    if sys.platform != "linux" or (shutil.which("cc") is None and shutil.which("gcc") is None):
+        pytest.skip("not Linux with a C compiler")
     assert cpu_kernels.library() is not None
 
 
