@@ -137,7 +137,6 @@ class Linear:
         out = torch.bmm(x, w) if residual is None else torch.baddbmm(residual, x, w)
         return _add_bias(out, p[f"{self.name}.bias"]) if self.bias else out
 
-
     def operands(self, p: Params) -> LinearOperands:
         """(B, A, bias) for a factorized layer, else (None, W, bias): what a kernel that applies
         the layer itself needs (neuroevo/kernels). A sparse layer's W is developed here."""

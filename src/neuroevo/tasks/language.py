@@ -68,7 +68,6 @@ class LanguageTask:
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
                        if task.sampling == "fixed" else None)
         self._fixed_buckets: list[EvalBatch] | None = None
-        self.pop_chunk = task.pop_chunk
         if device.type == "cpu":
             cpu_kernels.retain_freed_memory()
 
@@ -77,8 +76,8 @@ class LanguageTask:
         chunks of 2, 4, 8, 16, 32 measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per
         generation of the paper's dense model in bench/bench_lm.py's setting) or, on GPU, as
         many as keep the widest activation (P, B·T, ff) under 2**28 floats (1 GiB)."""
-        if self.pop_chunk:
-            return self.pop_chunk
+        if self.config.pop_chunk:
+            return self.config.pop_chunk
         if self.device.type != "cuda":
             return 16
         widest = batch.tokens.numel() * max(self.model.cfg.ff, 3 * self.model.cfg.n_heads
@@ -102,7 +101,7 @@ class LanguageTask:
     def _device_buckets(self, generation: int) -> list[EvalBatch]:
         """This generation's batch in length buckets, on the run's device (built once for the
         paper's fixed set)."""
-        if self._fixed is not None and self._fixed_buckets is not None:
+        if self._fixed_buckets is not None:
             return self._fixed_buckets
         buckets = [EvalBatch(b.tokens.to(self.device), b.lengths.to(self.device))
                    for b in self.batch(generation).buckets(self.config.length_bucket)]
