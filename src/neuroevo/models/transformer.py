@@ -9,6 +9,10 @@ The loss is the expensive part: P × tokens × 2051 logits. `negative_cross_entr
 them all: it walks the population and the tokens in chunks small enough to stay in cache, scores
 only positions that have a target (padding never reaches the vocabulary GEMM) and reduces each
 chunk to per-token log-likelihoods on the spot.
+
+On CPU (without autograd) each block's two sub-layers and the rotary step run as fused C kernels
+(neuroevo/kernels); the torch code here is what they are tested against, and what runs on GPU
+and under autograd (`neuroevo gradient`).
 """
 
 from __future__ import annotations
