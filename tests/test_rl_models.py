@@ -76,6 +76,31 @@ def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int) ->
         torch.testing.assert_close(got[:, i], want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_obs, kernel, stride, c_out", [(1, 8, 4, 32), (2, 4, 2, 40)])
+def test_first_layer_conv_kernel_equals_per_individual_conv(n_obs, kernel, stride, c_out):
+    """A first-layer convolution (12 input channels) runs in the fused CPU kernel without
+    autograd and gives each individual its own F.conv2d, also with output channels that do not
+    fill the last SIMD vector and several observations per individual."""
+    from neuroevo.encoding import ParamLayout
+    from neuroevo.kernels import cpu as cpu_kernels
+    from neuroevo.layers import Conv2d
+
+    if cpu_kernels.library() is None:
+        pytest.skip("fused CPU kernels unavailable (no C compiler)")
+    layout = ParamLayout()
+    conv = Conv2d(layout, "conv", 12, c_out, kernel, stride)
+    p = layout.views(_population(layout, pop=3))
+    x = torch.randn(n_obs, 3 * 12, 37, 37)
+    with torch.no_grad():
+        got = conv(p, x)
+    side = (37 - kernel) // stride + 1
+    got = got.view(n_obs, 3, c_out, side, side)
+    for i in range(3):
+        want = F.conv2d(x.view(n_obs, 3, 12, 37, 37)[:, i], p["conv.weight"][i],
+                        p["conv.bias"][i], stride=stride)
+        torch.testing.assert_close(got[:, i], want, rtol=1e-4, atol=1e-5)
+
+
 def test_factorized_conv_equals_dense_conv_with_developed_kernel() -> None:
     """A rank-r conv then a halved 1×1 conv equals one conv with the developed kernel A·B/2."""
     model = _small_cnn(FACTORIZED)

@@ -91,6 +91,22 @@ def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x
 
 
+def conv2d_population(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
+                      stride: int) -> torch.Tensor:
+    """x (N, P·cin, H, W) population-folded → conv(x) + bias, (N, P·cout, H', W'), unpadded;
+    kernel (P, cout, cin, k, k) and bias (P, cout), each contiguous within an individual."""
+    pop, cout, cin, k = kernel.shape[:4]
+    n, _, h, w = x.shape
+    x = x.contiguous()
+    kernel = kernel if kernel[0].is_contiguous() else kernel.contiguous()
+    bias = bias if bias[0].is_contiguous() else bias.contiguous()
+    out = x.new_empty(n, pop * cout, (h - k) // stride + 1, (w - k) // stride + 1)
+    library().conv2d_population(x.data_ptr(), kernel.data_ptr(), kernel.stride(0),
+                                bias.data_ptr(), bias.stride(0), out.data_ptr(), n, pop, cin,
+                                cout, h, w, k, stride, torch.get_num_threads())
+    return out
+
+
 class _LinearMap(ctypes.Structure):
     """cpu_kernels.c's `linear_map`: individual 0's tensors and the step to the next individual.
 
@@ -202,5 +218,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                             i64, f32, threads]
     lib.feed_forward_layer_norm.restype = None
     lib.rotary.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, threads]
+    lib.conv2d_population.argtypes = [ptr, ptr, i64, ptr, i64, ptr, *[i64] * 8, threads]
+    lib.conv2d_population.restype = None
     lib.rotary.restype = None
     return lib
