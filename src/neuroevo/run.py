@@ -22,6 +22,7 @@ from neuroevo.config import RunConfig
 from neuroevo.encoding import EncodingError
 from neuroevo.ga import GeneticAlgorithm
 from neuroevo.genome import save_genome
+from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save, write_json
 from neuroevo.tasks import Task, task_module
 
@@ -140,6 +141,8 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "seed": config.seed,
         "preset": config.preset,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        # the fused kernels and torch's ops round differently (~1e-6): say which ran
+        "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
         "versions": {"neuroevo": neuroevo.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "params": {"network": layout.network_weights, "genome": layout.dim,

@@ -125,8 +125,6 @@ class LanguageTask:
                 "eval_targets": int(batch.n_targets),
                 "eval_positions_computed": sum(b.tokens.numel() for b in
                                                batch.buckets(self.config.length_bucket)),
-                # fused kernels and torch's ops round differently (~1e-6): say which ran
-                "cpu_kernels": self.device.type == "cpu" and cpu_kernels.library() is not None,
                 "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
