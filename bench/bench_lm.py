@@ -37,7 +37,7 @@ from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.layers import Linear
 from neuroevo.models.transformer import ModelConfig, Transformer
-from neuroevo.tasks.language import score_population
+from neuroevo.tasks.language import PRECISIONS, score_population, scorer
 
 VOCAB = 2051
 MODELS = {
@@ -58,10 +58,12 @@ class Setting:
     pop_tile: int | None  # individuals per logits tile (None: the whole chunk)
     token_chunk: int
     repeats: int
+    precision: str = "fp32"  # task.precision: fp32, tf32 or bf16
+    compiled: bool = False  # task.compile
 
     def label(self) -> str:
         return (f"P={self.population} B={self.batch} T={self.seq_len} device={_device_name(self.device)} "
-                f"fp32 torch {torch.__version__}")
+                f"{self.precision}{' compiled' if self.compiled else ''} torch {torch.__version__}")
 
 
 def main() -> None:
@@ -73,7 +75,8 @@ def main() -> None:
     on_gpu = device.type == "cuda"  # the engine's defaults (tasks/language.py)
     setting = Setting(args.population, args.batch, args.seq_len or 64, device,
                       args.pop_chunk or (args.population if on_gpu else 16),
-                      args.pop_tile or (None if on_gpu else 4), args.token_chunk, args.repeats)
+                      args.pop_tile or (None if on_gpu else 4), args.token_chunk, args.repeats,
+                      args.precision, args.compile)
     if device.type == "cpu":
         cpu_kernels.retain_freed_memory()  # as the language task does on CPU
     kernels = ("fused CPU kernels " + ("on" if cpu_kernels.library() is not None else "off")
@@ -97,6 +100,8 @@ def main() -> None:
             continue
         model = Transformer(config, encoding, VOCAB)
         theta = initial_weights(model.layout, list(range(setting.population)), device)
+        levers = setting.precision != "fp32" or setting.compiled
+        deviation = fitness_deviation(model, theta, buckets, setting) if levers else None
         work = [unavoidable_work(model, theta, buckets, setting),
                 engine_work(model, theta, buckets, setting)]
         if not args.skip_loop:
@@ -110,6 +115,8 @@ def main() -> None:
         if loop:
             line += (f" | plain nn.Module loop {loop[0]:.4f} s/gen | speed-up "
                      f"{loop[0] / whole:.2f}×")
+        if deviation is not None:
+            line += f" | max |Δ fitness| vs fp32 eager {deviation:.2e} nats"
         print(line, flush=True)
 
 
@@ -125,19 +132,23 @@ def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[Eval
     """The logits GEMM + cross-entropy over the scored tokens and nothing else: the engine's own
     `fitness_from_hidden`, same chunks, buckets and tiles, fed constant hidden states instead of
     the transformer's output (for a factorized embedding the logits GEMM is (h·A)·Bᵀ)."""
-    hidden: dict[tuple[int, int], torch.Tensor] = {}
+    chunks = {min(s.pop_chunk, s.population - start)
+              for start in range(0, s.population, s.pop_chunk)}
+    hidden = {(pop, b.tokens.numel()): torch.ones(pop, b.tokens.numel(), model.cfg.hidden,
+                                                  device=theta.device)
+              for pop in chunks for b in buckets}  # made up front: no state for compile to guard
 
     def logits_and_ce(model: Transformer, p: dict, tokens: torch.Tensor, lengths: torch.Tensor,
                       token_chunk: int, pop_tile: int | None) -> torch.Tensor:
-        key = (next(iter(p.values())).shape[0], tokens.numel())
-        if key not in hidden:
-            hidden[key] = torch.ones(*key, model.cfg.hidden, device=theta.device)
-        return model.fitness_from_hidden(p, hidden[key], tokens, lengths, token_chunk, pop_tile)
+        h = hidden[(next(iter(p.values())).shape[0], tokens.numel())]
+        return model.fitness_from_hidden(p, h, tokens, lengths, token_chunk, pop_tile)
+
+    score = scorer(s.precision, s.compiled, s.device, method=logits_and_ce)
 
     @torch.no_grad()
     def run() -> None:
         score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile,
-                         score=logits_and_ce)
+                         score=score)
 
     return run
 
@@ -145,11 +156,26 @@ def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[Eval
 def engine_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
                 s: Setting) -> Callable[[], None]:
     """What the language task does per generation (`score_population`)."""
+    score = scorer(s.precision, s.compiled, s.device)
+
     @torch.no_grad()
     def run() -> None:
-        score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile)
+        score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile,
+                         score=score)
 
     return run
+
+
+@torch.no_grad()
+def fitness_deviation(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
+                      s: Setting) -> float:
+    """Largest |fitness − fp32 eager fitness| over the population under the setting's levers."""
+    def fitness(precision: str, compiled: bool) -> torch.Tensor:
+        return score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile,
+                                score=scorer(precision, compiled, s.device))
+
+    reference = fitness("fp32", False)
+    return float((fitness(s.precision, s.compiled) - reference).abs().max())
 
 
 def _token_batch(s: Setting, min_length: int) -> EvalBatch:
@@ -341,6 +367,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--length-bucket", type=int, default=64, help="sequences per length "
                         "bucket, as task.length_bucket (0: one batch padded to the longest)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="task.precision: tf32 matmuls or bf16 autocast (GPU levers)")
+    parser.add_argument("--compile", action="store_true",
+                        help="task.compile: torch.compile the population forward")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                         metavar="MODEL", help=f"subset of: {', '.join(MODELS)}")
     parser.add_argument("--skip-loop", action="store_true", help="skip the slow nn.Module loop")

@@ -19,3 +19,13 @@ def test_bench_lm_prints_every_figure_at_a_tiny_size():
     assert "GEMM ceiling" in out and "2 length bucket(s)" in out
     lines = [line for line in out.splitlines() if "engine / unavoidable" in line]
     assert len(lines) == 2 and all("speed-up" in line for line in lines)
+
+
+def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
+    """With a lever on (bf16 autocast here), each model line also prints the largest fitness
+    deviation from the fp32 eager reference."""
+    out = subprocess.run(
+        [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "2", "--seq-len",
+         "12", "--repeats", "1", "--skip-loop", "--precision", "bf16", "--models", "small dense"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "max |Δ fitness| vs fp32 eager" in out and "bf16" in out

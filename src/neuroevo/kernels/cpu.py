@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the fused kernels can replace torch's ops for these inputs."""
-    return (not torch.is_grad_enabled()
+    """Whether the fused kernels can replace torch's ops for these inputs: CPU float32 tensors,
+    no autograd, and not inside torch.compile (which traces torch's ops instead)."""
+    return (not torch.compiler.is_compiling()
+            and not torch.is_grad_enabled()
             and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
             and library() is not None)
 

@@ -30,6 +30,7 @@ from neuroevo.tasks import Evaluation
 __all__ = ["ModelConfig", "TaskConfig", "LanguageTask", "build"]
 
 SAMPLING = ("fixed", "sampled")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,20 @@ class TaskConfig:
     pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
     length_bucket: int = 64  # sequences per padding bucket (sorted by length); 0 = one padded batch
     token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
+    # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
+    # them to bfloat16 (losses still summed in fp32); `compile` runs the population forward through
+    # torch.compile (the first generation pays for the compilation). bench_lm.py prints how far
+    # each moves the fitness from the fp32 reference.
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING:
             raise ValueError(f"task.sampling must be one of {', '.join(SAMPLING)}, "
                              f"got {self.sampling!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"task.precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
 
 
 class LanguageTask:
@@ -70,6 +80,7 @@ class LanguageTask:
         self._fixed_buckets: list[EvalBatch] | None = None
         if device.type == "cpu":
             cpu_kernels.retain_freed_memory()
+        self._score = scorer(task.precision, task.compile, device)
 
     def _chunk(self, batch: EvalBatch, population: int) -> int:
         """Individuals per forward call: the config's, else 16 on CPU (with the fused kernels,
@@ -114,7 +125,7 @@ class LanguageTask:
         buckets = self._device_buckets(generation)
         return Evaluation(fitness=score_population(
             self.model, theta, buckets, self._chunk(buckets[0], theta.shape[0]),
-            self.config.token_chunk, self.pop_tile))
+            self.config.token_chunk, self.pop_tile, score=self._score))
 
     def summary(self) -> dict:
         batch = self.batch(1)
@@ -149,6 +160,23 @@ def score_population(model: Transformer, theta: torch.Tensor, buckets: list[Eval
         sum(score(model, model.layout.views(theta[i:i + pop_chunk]), b.tokens, b.lengths,
                   token_chunk, pop_tile) * (len(b.lengths) / n_sequences) for b in buckets)
         for i in range(0, theta.shape[0], pop_chunk)])
+
+
+def scorer(precision: str, compiled: bool, device: torch.device,
+           method=Transformer.negative_cross_entropy):
+    """`method` (a Transformer method scoring one chunk) at the requested precision: fp32 as is,
+    tf32 with TF32 matmuls allowed (a process-wide torch setting), bf16 under autocast; then
+    through torch.compile if asked."""
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    score = torch.compile(method, dynamic=False) if compiled else method
+    if precision != "bf16":
+        return score
+
+    def autocast_score(*args, **kwargs) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return score(*args, **kwargs).float()
+
+    return autocast_score
 
 
 def build(config, device: torch.device) -> LanguageTask:
