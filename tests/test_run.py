@@ -171,6 +171,7 @@ def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str]
     torch.testing.assert_close(fitness[3], fitness[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # torch.compile's
 @pytest.mark.parametrize("precision, compiled, tolerance", [
     ("tf32", False, 1e-6),   # no TF32 on a CPU: the same numbers
     ("bf16", False, 0.05),   # bfloat16 matmuls: close, not equal (the stated tolerance, nats)
