@@ -6,7 +6,9 @@ than arithmetic; torch's causal `scaled_dot_product_attention` alone spent ~3 µ
 head) on a handful of 4-wide dot products (18 of 40 ms of block work per generation in
 bench/bench_lm.py). `cpu_kernels.c` runs each post-norm sub-layer, x ← LN(x + f(x)), as one
 kernel over blocks of 16 tokens held in registers and L1 (the feed-forward one reaches ~70% of
-this CPU's fp32 peak), so nothing between a sub-layer's input and output reaches memory.
+this CPU's fp32 peak), so nothing between a sub-layer's input and output reaches memory. For the
+Atari and CarRacing CNNs, MKL-DNN's grouped convolution (one group per individual) is 2× slower
+than it need be on the 12-channel first layer; `conv2d_population` computes it directly.
 
 How: the C file is compiled once per source, compiler and CPU with the system C compiler
 (`cc -O3 -march=native -fopenmp`, about a second) into `~/.cache/neuroevo/kernels/` (or

@@ -1,7 +1,9 @@
-/* Fused CPU kernels for the population-batched transformer (see cpu.py for why they exist).
+/* Fused CPU kernels for the population-batched networks (see cpu.py for why they exist).
  *
- * Each kernel is one whole post-norm sub-layer of a block, x ← LN(x + f(x)), for every
- * individual and token, with its weights read straight from the population's parameter views.
+ * The transformer kernels are each one whole post-norm sub-layer of a block, x ← LN(x + f(x)),
+ * for every individual and token, with its weights read straight from the population's
+ * parameter views; a rotary step and a direct convolution for the CNNs' first layers complete
+ * the set.
  * Activations are processed LANES tokens at a time and held transposed, one feature per vector
  * and one token per SIMD lane: every weight is then a scalar broadcast into a multiply-add, the
  * layer norm's sums over features are plain vector adds, and causal attention puts one query in
