@@ -109,3 +109,22 @@ def test_failed_build_falls_back_to_torch(monkeypatch, tmp_path):
             assert not cpu_kernels.usable(torch.zeros(1))
     finally:
         cpu_kernels.library.cache_clear()
+
+
+@needs_kernels
+def test_unusable_cache_falls_back_to_a_temporary_directory(monkeypatch, tmp_path):
+    """A cache path that cannot be a directory (a read-only home on a cluster) does not switch
+    the kernels off: they are built in a per-user temporary directory instead."""
+    import tempfile
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("NEUROEVO_CACHE", str(blocker))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cpu_kernels.library.cache_clear()
+    try:
+        assert cpu_kernels.library() is not None
+        assert list((tmp_path / "tmp").glob("neuroevo-kernels-*/cpu_kernels-*.so"))
+    finally:
+        cpu_kernels.library.cache_clear()

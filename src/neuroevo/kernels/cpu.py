@@ -12,7 +12,8 @@ than it need be on the 12-channel first layer; `conv2d_population` computes it d
 
 How: the C file is compiled once per source, compiler and CPU with the system C compiler
 (`cc -O3 -march=native -fopenmp`, about a second) into `~/.cache/neuroevo/kernels/` (or
-`$NEUROEVO_CACHE/kernels`), then loaded with ctypes. Without a compiler, after a failed build, on
+`$NEUROEVO_CACHE/kernels`, or a temporary directory when those are read-only), then loaded with
+ctypes. Without a compiler, after a failed build, on
 tensors that need gradients, or with `NEUROEVO_CPU_KERNELS=0`, the model uses torch's own ops,
 which agree to ~1e-5 (tests/test_cpu_kernels.py).
 """
@@ -163,26 +164,38 @@ def library() -> ctypes.CDLL | None:
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        log.info("no C compiler found: using torch's ops for the transformer on CPU")
+        log.info("no C compiler found: using torch's ops on CPU")
         return None
-    for flags in FLAG_SETS:
-        try:
-            path = _cached_build(compiler, flags)
+    for cache in _cache_dirs():
+        for flags in FLAG_SETS:
+            try:
+                path = _cached_build(compiler, flags, cache)
+            except OSError as error:  # an unwritable cache: try the next one
+                log.debug("kernel cache %s unusable: %s", cache, error)
+                break
             if path is not None:
-                return _declare(ctypes.CDLL(str(path)))
-        except OSError as error:  # unwritable cache, vanished compiler, unloadable library
-            log.debug("kernel build with %s failed: %s", " ".join(flags), error)
-    log.warning("could not compile %s with %s: using torch's ops for the transformer on CPU",
-                SOURCE.name, compiler)
+                try:
+                    return _declare(ctypes.CDLL(str(path)))
+                except OSError as error:  # built but not loadable here
+                    log.debug("could not load %s: %s", path, error)
+    log.warning("could not compile %s with %s: using torch's ops on CPU", SOURCE.name, compiler)
     return None
 
 
-def _cached_build(compiler: str, flags: list[str]) -> Path | None:
-    """Compile to a path named by everything that determines the binary; build, then rename, so
-    concurrent runs (Snakemake jobs) never load a half-written library."""
+def _cache_dirs() -> list[Path]:
+    """Where builds are kept: $NEUROEVO_CACHE/kernels or ~/.cache/neuroevo/kernels, else (a
+    read-only home, as on some clusters and CI runners) a per-user temporary directory."""
+    home = Path(os.environ.get("NEUROEVO_CACHE", Path.home() / ".cache" / "neuroevo"))
+    user = getattr(os, "getuid", lambda: 0)()
+    return [home / "kernels", Path(tempfile.gettempdir()) / f"neuroevo-kernels-{user}"]
+
+
+def _cached_build(compiler: str, flags: list[str], cache: Path) -> Path | None:
+    """Compile into `cache` under a name made of everything that determines the binary; build,
+    then rename, so concurrent runs (Snakemake jobs) never load a half-written library. None if
+    the compiler rejects these flags."""
     key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, *flags, _cpu_signature()])
                          .encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("NEUROEVO_CACHE", Path.home() / ".cache" / "neuroevo")) / "kernels"
     target = cache / f"cpu_kernels-{key}.so"
     if target.exists():
         return target
