@@ -49,8 +49,8 @@ class TaskConfig:
     token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
     # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
     # them to bfloat16 (losses still summed in fp32); `compile` runs the population forward through
-    # torch.compile (the first generation pays for the compilation). bench_lm.py prints how far
-    # each moves the fitness from the fp32 reference.
+    # torch.compile (the first generation pays for it, once per distinct chunk and bucket shape).
+    # bench_lm.py prints how far each moves the fitness from the fp32 reference.
     precision: str = "fp32"
     compile: bool = False
 
