@@ -117,6 +117,8 @@ def main() -> None:
                      f"{loop[0] / whole:.2f}×")
         if deviation is not None:
             line += f" | max |Δ fitness| vs fp32 eager {deviation:.2e} nats"
+        if args.paper_scale:  # issue #6 goal 2: the whole run per seed
+            line += f" | 300 generations ≈ {300 * whole / 60:.1f} min per seed"
         print(line, flush=True)
 
 
