@@ -32,8 +32,10 @@ def test_genome_develops_to_the_same_weights_on_cuda() -> None:
 
 @pytest.mark.parametrize("encoding", [EncodingConfig("dense"),
                                       EncodingConfig("factorized", 4, {"embedding": 32})])
+@torch.no_grad()  # as the GA evaluates: the CPU side runs the fused kernels
 def test_population_loss_agrees_across_devices(encoding: EncodingConfig) -> None:
-    """The population's fitness on CUDA matches CPU within 1e-4 nats/token (fp32, TF32 off)."""
+    """The population's fitness on CUDA (torch's ops, heads padded for SDPA) matches CPU (the
+    fused kernels) within 1e-4 nats/token (fp32, TF32 off)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     model = Transformer(ModelConfig(), encoding, 2051)
     theta = initial_weights(model.layout, list(range(8)), torch.device("cpu"))
@@ -42,4 +44,19 @@ def test_population_loss_agrees_across_devices(encoding: EncodingConfig) -> None
     cpu = model.negative_cross_entropy(model.layout.views(theta), tokens, lengths)
     cuda = model.negative_cross_entropy(model.layout.views(theta.cuda()), tokens.cuda(),
                                         lengths.cuda()).cpu()
+    torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_cnn_forward_agrees_across_devices() -> None:
+    """The Atari CNN on CUDA (grouped convolutions) matches CPU (first layer in the fused
+    kernel, the rest grouped) on the same observations."""
+    from neuroevo.models.atari_cnn import ModelConfig as AtariConfig, atari_cnn
+
+    torch.backends.cudnn.allow_tf32 = False
+    model = atari_cnn(AtariConfig(), EncodingConfig("dense"), n_actions=18)
+    theta = initial_weights(model.layout, list(range(4)), torch.device("cpu"))
+    obs = torch.rand(4, 2, 12, 84, 84, generator=torch.Generator().manual_seed(0))
+    cpu = model.forward(model.layout.views(theta), obs)
+    cuda = model.forward(model.layout.views(theta.cuda()), obs.cuda()).cpu()
     torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)
