@@ -78,7 +78,7 @@ def main() -> None:
                       args.pop_tile or (None if on_gpu else 4), args.token_chunk, args.repeats,
                       args.precision, args.compile)
     if device.type == "cpu":
-        cpu_kernels.retain_freed_memory()  # as the language task does on CPU
+        cpu_kernels.retain_freed_memory()  # as `neuroevo run` does on CPU
     kernels = ("fused CPU kernels " + ("on" if cpu_kernels.library() is not None else "off")
                if device.type == "cpu" else "torch kernels")
     print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk}, "

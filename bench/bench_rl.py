@@ -37,6 +37,7 @@ import torch
 
 from neuroevo.config import load_config
 from neuroevo.genome import initial_weights
+from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.tasks import task_module
 from neuroevo.tasks.rollout import GymPool, available_cores, episode_seeds
 
@@ -266,6 +267,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    cpu_kernels.retain_freed_memory()  # as `neuroevo run` does on CPU (the envs always are)
     label = f"{device.type}: {device_label(device)}"
     report(label, f"torch {torch.__version__}, gymnasium {gym.__version__}, float32, "
                   f"one warm-up call before each forward timing; {_load()}")

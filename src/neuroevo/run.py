@@ -40,6 +40,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_task(config: RunConfig, device: torch.device) -> Task:
+    if device.type == "cpu":  # few-MB activations and frames are allocated every step
+        cpu_kernels.retain_freed_memory()
     task = task_module(config.task.name).build(config, device)
     if config.encoding.kind == "sparse" and not task.layout.sparse:
         raise EncodingError(f"encoding 'sparse' is not wired into the {config.task.name} model "

@@ -23,7 +23,6 @@ import torch
 
 from neuroevo.data.tinystories import (
     EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
-from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.models.transformer import ModelConfig, Transformer
 from neuroevo.tasks import Evaluation
 
@@ -78,8 +77,6 @@ class LanguageTask:
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
                        if task.sampling == "fixed" else None)
         self._fixed_buckets: list[EvalBatch] | None = None
-        if device.type == "cpu":
-            cpu_kernels.retain_freed_memory()
         self._score = scorer(task.precision, task.compile, device)
 
     def _chunk(self, batch: EvalBatch, population: int) -> int:
