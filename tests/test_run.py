@@ -150,9 +150,12 @@ def test_existing_run_dir_needs_resume(tmp_path: Path, tiny_lm_overrides, capsys
     assert "--resume" in capsys.readouterr().err
 
 
-def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str]) -> None:
+@pytest.mark.parametrize("pop_chunk", [0, 2])
+def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str],
+                                                    pop_chunk: int) -> None:
     """Scoring the evaluation set in length buckets (padding trimmed per bucket) gives the same
-    fitness as one batch padded to the longest story, to float rounding."""
+    fitness as one batch padded to the longest story, to float rounding — also when the
+    population is split into uneven chunks (5 individuals in chunks of 2)."""
     import torch
 
     from neuroevo.config import load_config
@@ -162,7 +165,8 @@ def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str]
     fitness = {}
     for bucket in (0, 3):
         config = load_config("configs/tinystories/dense.yaml", None, tiny_lm_overrides + [
-            "device=cpu", "task.max_len=null", "task.n_sequences=8", f"task.length_bucket={bucket}"])
+            "device=cpu", "task.max_len=null", "task.n_sequences=8", f"task.length_bucket={bucket}",
+            f"task.pop_chunk={pop_chunk if bucket else 0}"])
         task = build_task(config, torch.device("cpu"))
         theta = initial_weights(task.layout, list(range(5)), torch.device("cpu"))
         fitness[bucket] = task.evaluate(theta, 1).fitness
