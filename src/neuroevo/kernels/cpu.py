@@ -4,13 +4,13 @@ Why: at the paper's sizes (hidden 32, four heads of width 4, ff 128) a block is 
 GEMMs and element-wise passes, and the time goes to memory traffic and per-call overhead rather
 than arithmetic; torch's causal `scaled_dot_product_attention` alone spent ~3 µs per (sequence,
 head) on a handful of 4-wide dot products (18 of 40 ms of block work per generation in
-bench/bench_lm.py). `cpu_kernels.c` runs each post-norm sub-layer, x ← LN(x + f(x)), as one
+bench/bench_lm.py). `transformer.c` runs each post-norm sub-layer, x ← LN(x + f(x)), as one
 kernel over blocks of 16 tokens held in registers and L1 (the feed-forward one reaches ~70% of
 this CPU's fp32 peak), so nothing between a sub-layer's input and output reaches memory. For the
 Atari and CarRacing CNNs, MKL-DNN's grouped convolution (one group per individual) is 2× slower
 than it need be on the 12-channel first layer; `conv2d_population` computes it directly.
 
-How: the C file is compiled once per source, compiler and CPU with the system C compiler
+How: the C files are compiled once per source, compiler and CPU with the system C compiler
 (`cc -O3 -march=native -fopenmp`, about a second) into `~/.cache/neuroevo/kernels/` (or
 `$NEUROEVO_CACHE/kernels`, or a temporary directory when those are read-only), then loaded with
 ctypes. Without a compiler, after a failed build, on
@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("cpu_kernels.c")
+HERE = Path(__file__).parent
+SOURCES = sorted(HERE.glob("*.c"))  # transformer.c, conv.c; both include simd.h
 _BASE_FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
 FLAG_SETS = (_BASE_FLAGS + ["-march=native", "-mprefer-vector-width=512"],  # x86 with AVX-512
              _BASE_FLAGS + ["-march=native"],
@@ -113,7 +114,7 @@ def conv2d_population(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
 
 
 class _LinearMap(ctypes.Structure):
-    """cpu_kernels.c's `linear_map`: individual 0's tensors and the step to the next individual.
+    """transformer.c's `linear_map`: individual 0's tensors and the step to the next individual.
 
     Views of the population matrix are passed as they are (the step is the genome length);
     anything not contiguous within an individual is copied first, and kept alive here for the
@@ -179,7 +180,8 @@ def library() -> ctypes.CDLL | None:
                     return _declare(ctypes.CDLL(str(path)))
                 except OSError as error:  # built but not loadable here
                     log.debug("could not load %s: %s", path, error)
-    log.warning("could not compile %s with %s: using torch's ops on CPU", SOURCE.name, compiler)
+    log.warning("could not compile %s with %s: using torch's ops on CPU",
+                ", ".join(path.name for path in SOURCES), compiler)
     return None
 
 
@@ -195,7 +197,8 @@ def _cached_build(compiler: str, flags: list[str], cache: Path) -> Path | None:
     """Compile into `cache` under a name made of everything that determines the binary; build,
     then rename, so concurrent runs (Snakemake jobs) never load a half-written library. None if
     the compiler rejects these flags."""
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, *flags, _cpu_signature()])
+    texts = [path.read_text() for path in [*SOURCES, HERE / "simd.h"]]
+    key = hashlib.sha256("\0".join([*texts, compiler, *flags, _cpu_signature()])
                          .encode()).hexdigest()[:16]
     target = cache / f"cpu_kernels-{key}.so"
     if target.exists():
@@ -203,8 +206,8 @@ def _cached_build(compiler: str, flags: list[str], cache: Path) -> Path | None:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(built),
-                                 str(SOURCE)], capture_output=True, text=True)
+        result = subprocess.run([compiler, *flags, "-shared", "-fPIC", f"-I{HERE}", "-o",
+                                 str(built), *map(str, SOURCES)], capture_output=True, text=True)
         if result.returncode != 0:
             log.debug("%s %s failed:\n%s", compiler, " ".join(flags), result.stderr)
             return None
