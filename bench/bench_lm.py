@@ -125,7 +125,7 @@ def main() -> None:
 def gemm_ceiling(device: torch.device, repeats: int) -> float:
     a = torch.randn(2048, 2048, device=device)
     b = torch.randn(2048, 2048, device=device)
-    seconds = _median_time(lambda: a @ b, device, repeats)
+    seconds, = _interleaved_medians([lambda: a @ b], device, repeats)
     return 2 * 2048**3 / seconds / 1e9
 
 
@@ -326,18 +326,6 @@ def _interleaved_medians(work: list[Callable[[], None]], device: torch.device,
             _sync(device)
             bucket.append(time.perf_counter() - start)
     return [statistics.median(bucket) for bucket in times]
-
-
-def _median_time(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _sync(device: torch.device) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from neuroevo.kernels import cpu as cpu_kernels
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_LM_OVERRIDES = [
     "task.text=data/quickstories.txt", "task.n_stories=300", "task.vocab_size=512",
@@ -31,3 +33,7 @@ def tiny_lm_overrides(tmp_path_factory) -> list[str]:
     """--set overrides that shrink a TinyStories config to a seconds-long run."""
     cache = Path(os.environ["NEUROEVO_TEST_CACHE"])
     return TINY_LM_OVERRIDES + [f"task.cache_dir={cache}"]
+
+
+needs_cpu_kernels = pytest.mark.skipif(cpu_kernels.library() is None,
+                                       reason="fused CPU kernels unavailable (no C compiler)")

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from conftest import needs_cpu_kernels
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
@@ -20,8 +21,6 @@ from neuroevo.models.transformer import ModelConfig, Transformer
 TOL = 1e-4  # fp32 block outputs of size ~1 (layer-normed); the kernels sum in another order and
 # use their own exp2, and the perturbed weights below make the factor products large
 
-needs_kernels = pytest.mark.skipif(cpu_kernels.library() is None,
-                                   reason="fused CPU kernels unavailable (no C compiler)")
 
 
 def test_kernels_build_wherever_a_c_compiler_exists():
@@ -44,7 +43,7 @@ ENCODINGS = {"dense": EncodingConfig("dense"),
              "rank1": EncodingConfig("factorized", 1, {"embedding": 1})}
 
 
-@needs_kernels
+@needs_cpu_kernels
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
 @pytest.mark.parametrize("t, cfg", [(64, ModelConfig()), (37, ModelConfig()), (1, ModelConfig()),
                                     (20, ModelConfig(hidden=4, ff=16)),
@@ -64,7 +63,7 @@ def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig):
     torch.testing.assert_close(fused, plain.detach(), atol=TOL, rtol=TOL)
 
 
-@needs_kernels
+@needs_cpu_kernels
 def test_fused_attention_survives_extreme_scores():
     """Weights large enough for scores hundreds of nats apart give finite output equal to
     torch's: masked and underflowing keys contribute exactly 0, never NaN."""
@@ -80,7 +79,7 @@ def test_fused_attention_survives_extreme_scores():
     torch.testing.assert_close(fused, plain, atol=1e-4, rtol=1e-4)
 
 
-@needs_kernels
+@needs_cpu_kernels
 @pytest.mark.parametrize("encoding", [EncodingConfig("dense"),
                                       EncodingConfig("factorized", 4, {"embedding": 32})],
                          ids=["dense", "factorized"])
@@ -111,7 +110,7 @@ def test_failed_build_falls_back_to_torch(monkeypatch, tmp_path):
         cpu_kernels.library.cache_clear()
 
 
-@needs_kernels
+@needs_cpu_kernels
 def test_unusable_cache_falls_back_to_a_temporary_directory(monkeypatch, tmp_path):
     """A cache path that cannot be a directory (a read-only home on a cluster) does not switch
     the kernels off: they are built in a per-user temporary directory instead."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import needs_cpu_kernels
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.layers import developed_linear_weight
@@ -76,17 +77,15 @@ def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int) ->
         torch.testing.assert_close(got[:, i], want, rtol=1e-4, atol=1e-5)
 
 
+@needs_cpu_kernels
 @pytest.mark.parametrize("n_obs, kernel, stride, c_out", [(1, 8, 4, 32), (2, 4, 2, 40)])
 def test_first_layer_conv_kernel_equals_per_individual_conv(n_obs, kernel, stride, c_out):
     """A first-layer convolution (12 input channels) runs in the fused CPU kernel without
     autograd and gives each individual its own F.conv2d, also with output channels that do not
     fill the last SIMD vector and several observations per individual."""
     from neuroevo.encoding import ParamLayout
-    from neuroevo.kernels import cpu as cpu_kernels
     from neuroevo.layers import Conv2d
 
-    if cpu_kernels.library() is None:
-        pytest.skip("fused CPU kernels unavailable (no C compiler)")
     layout = ParamLayout()
     conv = Conv2d(layout, "conv", 12, c_out, kernel, stride)
     p = layout.views(_population(layout, pop=3))

@@ -30,7 +30,6 @@ from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
 
 Params = dict[str, torch.Tensor]
-LinearOperands = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]  # B, A or W, bias
 
 
 def _bias(layout: ParamLayout, name: str, size: int) -> str:
@@ -138,7 +137,7 @@ class Linear:
         out = torch.bmm(x, w) if residual is None else torch.baddbmm(residual, x, w)
         return _add_bias(out, p[f"{self.name}.bias"]) if self.bias else out
 
-    def operands(self, p: Params) -> LinearOperands:
+    def operands(self, p: Params) -> cpu_kernels.LinearOperands:
         """(B, A, bias) for a factorized layer, else (None, W, bias): what a kernel that applies
         the layer itself needs (neuroevo/kernels). A sparse layer's W is developed here."""
         bias = p[f"{self.name}.bias"] if self.bias else None
