@@ -10,6 +10,11 @@ import torch
 
 from neuroevo.kernels import cpu as cpu_kernels
 
+if not torch.cuda.is_available():
+    # The Triton kernels' tests (test_gpu_kernels.py) run through Triton's interpreter on CPU. It
+    # is chosen when a kernel is defined, so it must be set before anything imports them.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_LM_OVERRIDES = [
     "task.text=data/quickstories.txt", "task.n_stories=300", "task.vocab_size=512",

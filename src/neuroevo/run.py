@@ -23,6 +23,7 @@ from neuroevo.encoding import EncodingError
 from neuroevo.ga import GeneticAlgorithm
 from neuroevo.genome import save_genome
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save, write_json
 from neuroevo.tasks import Task, task_module
 
@@ -143,8 +144,10 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "seed": config.seed,
         "preset": config.preset,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        # the fused kernels and torch's ops round differently (~1e-6): say which ran
+        # the fused kernels and torch's ops round differently (~1e-6): say which were in use
+        # (the GPU ones serve the transformer only; the CPU ones the first RL convolutions too)
         "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
+        "gpu_kernels": device.type == "cuda" and gpu_kernels.kernels() is not None,
         "versions": {"neuroevo": neuroevo.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "params": {"network": layout.network_weights, "genome": layout.dim,

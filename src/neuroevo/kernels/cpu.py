@@ -103,7 +103,7 @@ def conv2d_population(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
     kernel (P, cout, cin, k, k) and bias (P, cout), each contiguous within an individual."""
     pop, cout, cin, k = kernel.shape[:4]
     n, _, h, w = x.shape
-    x, kernel, bias = x.contiguous(), _per_individual(kernel), _per_individual(bias)
+    x, kernel, bias = x.contiguous(), per_individual(kernel), per_individual(bias)
     out = x.new_empty(n, pop * cout, (h - k) // stride + 1, (w - k) // stride + 1)
     library().conv2d_population(x.data_ptr(), kernel.data_ptr(), kernel.stride(0),
                                 bias.data_ptr(), bias.stride(0), out.data_ptr(), n, pop, cin,
@@ -125,7 +125,7 @@ class _LinearMap(ctypes.Structure):
 
     @classmethod
     def of(cls, operands: LinearOperands) -> _LinearMap:
-        b_factor, a, bias = (None if t is None else _per_individual(t) for t in operands)
+        b_factor, a, bias = (None if t is None else per_individual(t) for t in operands)
         made = cls(_pointer(b_factor), a.data_ptr(), _pointer(bias),
                    0 if b_factor is None else b_factor.shape[-1],
                    0 if b_factor is None else b_factor.stride(0), a.stride(0),
@@ -223,7 +223,7 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(wanted)))
 
 
-def _per_individual(t: torch.Tensor) -> torch.Tensor:
+def per_individual(t: torch.Tensor) -> torch.Tensor:
     """t (P, …) as the kernels read it: each individual's slice contiguous, individuals any
     fixed stride apart (views of the population matrix pass through uncopied)."""
     return t if t[0].is_contiguous() else t.contiguous()

@@ -10,9 +10,10 @@ them all: it walks the population and the tokens in chunks small enough to stay 
 only positions that have a target (padding never reaches the vocabulary GEMM) and reduces each
 chunk to per-token log-likelihoods on the spot.
 
-On CPU (without autograd) each block's two sub-layers and the rotary step run as fused C kernels
-(neuroevo/kernels); the torch code here is what they are tested against, and what runs on GPU
-and under autograd (`neuroevo gradient`).
+Without autograd each block's two sub-layers run as fused kernels (neuroevo/kernels): C on CPU
+(the rotary step too), Triton on CUDA, where the loss is one kernel as well (logits reduced on
+chip, never stored). The torch code here is what they are tested against, and what runs under
+autograd (`neuroevo gradient`), inside torch.compile, and where a kernel is unavailable.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
 
 
@@ -62,14 +64,21 @@ class Block:
     def __call__(self, p: Params, x: torch.Tensor, batch: int) -> torch.Tensor:
         """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately.
 
-        On CPU without autograd each sub-layer is one fused kernel (neuroevo/kernels) that works
-        in place: x, the caller's fresh activation, is overwritten and returned.
+        Without autograd each sub-layer is one fused kernel (neuroevo/kernels: C on CPU, Triton
+        on CUDA); the CPU ones work in place: x, the caller's fresh activation, is overwritten.
         """
         if cpu_kernels.usable(x) and x.is_contiguous():
             x = cpu_kernels.attention_layer_norm_(
                 x, batch, *(layer.operands(p) for layer in (self.q, self.k, self.v, self.out)),
                 *self.ln1.scale_shift(p), self.ln1.eps, self.n_heads, self.head_dim)
             return cpu_kernels.feed_forward_layer_norm_(
+                x, self.ff1.operands(p), self.ff2.operands(p), *self.ln2.scale_shift(p),
+                self.ln2.eps)
+        if gpu_kernels.usable(x):
+            x = gpu_kernels.attention_layer_norm(
+                x, batch, *(layer.operands(p) for layer in (self.q, self.k, self.v, self.out)),
+                *self.ln1.scale_shift(p), self.ln1.eps, self.n_heads, self.head_dim)
+            return gpu_kernels.feed_forward_layer_norm_(
                 x, self.ff1.operands(p), self.ff2.operands(p), *self.ln2.scale_shift(p),
                 self.ln2.eps)
         pop, n, _ = x.shape
@@ -130,6 +139,13 @@ class Transformer:
         pop = h.shape[0]
         positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
+        if gpu_kernels.usable(h):  # logits reduced on chip, never stored
+            if inner is not None:
+                h = torch.bmm(h.index_select(1, positions), inner)            # (P, M, r)
+                positions = torch.arange(positions.numel(), device=h.device)
+            nll = gpu_kernels.negative_log_likelihood(h, positions, weight_out,
+                                                      self.embedding.out_bias(p), targets)
+            return -(nll * weights).sum(1) / batch
         bias = self.embedding.out_bias(p).unsqueeze(1)                        # (P, 1, V)
         pop_tile = pop_tile or pop
         nll = h.new_empty(pop, positions.numel())                             # (P, M)

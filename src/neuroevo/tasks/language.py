@@ -23,6 +23,7 @@ import torch
 
 from neuroevo.data.tinystories import (
     EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
+from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import ModelConfig, Transformer
 from neuroevo.tasks import Evaluation
 
@@ -83,14 +84,16 @@ class LanguageTask:
         """Individuals per forward call: the config's, else 16 on CPU (with the fused kernels,
         chunks of 2, 4, 8, 16, 32 measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per
         generation of the paper's dense model in bench/bench_lm.py's setting) or, on GPU, as
-        many as keep the widest activation (P, B·T, ff) under 2**28 floats (1 GiB)."""
+        many as keep the widest activation under 2**28 floats (1 GiB): with the Triton kernels
+        two hidden-state tensors (P, B·T, hidden), else torch's (P, B·T, ff)."""
         if self.config.pop_chunk:
             return self.config.pop_chunk
         if self.device.type != "cuda":
             return 16
-        widest = batch.tokens.numel() * max(self.model.cfg.ff, 3 * self.model.cfg.n_heads
-                                            * self.model.cfg.head_dim, self.model.cfg.hidden)
-        return max(1, min(population, 2**28 // widest))
+        cfg = self.model.cfg
+        widest = (2 * cfg.hidden if gpu_kernels.kernels() is not None
+                  else max(cfg.ff, 3 * cfg.n_heads * cfg.head_dim, cfg.hidden))
+        return max(1, min(population, 2**28 // (batch.tokens.numel() * widest)))
 
     @property
     def pop_tile(self) -> int | None:

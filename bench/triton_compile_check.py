@@ -1,0 +1,120 @@
+"""Compile the Triton kernels for a Hopper GPU (sm_90a) on any machine, GPU or not.
+
+Runs the paper's models through the Triton path on CPU tensors with every kernel launch
+recorded instead of executed, then compiles each distinct launch (kernel × constants × argument
+types) with Triton's own compiler and ptxas, and prints the registers and spills ptxas reports.
+A kernel that would fail to compile on the GPU fails here; a spilling one shows up before any
+GPU time is spent. Nothing is timed.
+
+    python bench/triton_compile_check.py                      # every model × precision
+    python bench/triton_compile_check.py --models "paper dense" --precisions tf32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not the interpreter's
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_lm import MODELS  # noqa: E402
+
+from neuroevo.genome import initial_weights  # noqa: E402
+from neuroevo.kernels import cpu as cpu_kernels  # noqa: E402
+from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
+from neuroevo.models.transformer import Transformer  # noqa: E402
+
+PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
+VOCAB = 2051
+
+
+def recorded_launches(model_names: list[str], precision: int) -> dict:
+    """{(kernel name, constants): (kernel, args, constants, models)} for one forward of each
+    model, launching nothing (the outputs stay uninitialised, which no one reads)."""
+    launches: dict = {}
+    current = [""]
+
+    def record(kernel, grid, *args, **constants):
+        key = (kernel.__name__, tuple(sorted(constants.items())))
+        launches.setdefault(key, (kernel, args, constants, []))[3].append(current[0])
+
+    patches = [(gpu_kernels, "_launch", record),
+               (gpu_kernels, "usable", lambda x: not torch.is_grad_enabled()),
+               (gpu_kernels, "matmul_precision", lambda: precision),
+               (cpu_kernels, "usable", lambda *tensors: False)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, value in patches:
+        setattr(module, name, value)
+    try:
+        for name in model_names:
+            current[0] = name
+            encoding, config = MODELS[name]
+            model = Transformer(config, encoding, VOCAB)
+            theta = initial_weights(model.layout, [0, 1], torch.device("cpu"))
+            tokens = torch.randint(3, VOCAB, (2, 70))
+            with torch.no_grad():
+                model.negative_cross_entropy(model.layout.views(theta), tokens,
+                                             torch.tensor([70, 40]))
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+    return launches
+
+
+def signature(kernel, args: tuple, constants: dict) -> dict[str, str]:
+    types = {torch.float32: "*fp32", torch.int64: "*i64", torch.int32: "*i32"}
+    runtime = [name for name in kernel.arg_names if name not in constants]
+    sig = {name: "constexpr" for name in constants}
+    for name, arg in zip(runtime, args):
+        if isinstance(arg, torch.Tensor):
+            sig[name] = types[arg.dtype]
+        else:
+            sig[name] = "fp32" if isinstance(arg, float) else "i32"
+    return {name: sig[name] for name in kernel.arg_names}
+
+
+def ptxas_report(ptx: str) -> str:
+    """ptxas -v's register / spill / stack lines for the kernel, condensed to one line."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    ptxas = get_ptxas(90).path  # the one Triton itself uses for sm_90 (it varies by version)
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as handle:
+        handle.write(ptx)
+        handle.flush()
+        result = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", handle.name,
+                                 "-o", os.devnull], capture_output=True, text=True, check=True)
+    wanted = [line.split(":", 1)[-1].strip() for line in result.stderr.splitlines()
+              if "Used" in line or "spill" in line]
+    return ", ".join(part for line in wanted for part in line.split(", ")
+                     if part.startswith("Used") or ("spill" in part and not part.startswith("0 ")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS),
+                        choices=list(PRECISIONS))
+    args = parser.parse_args()
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    print(f"triton {triton.__version__}, target sm_90a, {gpu_kernels.NUM_WARPS} warps")
+    for precision in args.precisions:
+        for (name, _), (kernel, launch_args, constants, models) in sorted(
+                recorded_launches(args.models, PRECISIONS[precision]).items()):
+            source = ASTSource(kernel, signature(kernel, launch_args, constants), constants)
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                      options={"num_warps": gpu_kernels.NUM_WARPS})
+            print(f"{precision:>5} {name:<31} shared {compiled.metadata.shared:>6} B | "
+                  f"{ptxas_report(compiled.asm['ptx'])} | {', '.join(dict.fromkeys(models))}")
+
+
+if __name__ == "__main__":
+    main()

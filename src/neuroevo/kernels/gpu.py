@@ -1,0 +1,157 @@
+"""Fused GPU kernels for the paper's transformer (Triton), and when to use them.
+
+Why: at hidden 32 a population-batched torch forward is a stream of tiny per-individual GEMMs
+and element-wise passes over (P, tokens, ·) activations, plus (P, tokens, 2051) logits written
+and read back for the cross-entropy; at the issue-#6 setting (P = 512, 256 × 128 tokens) the
+logits alone are 137 GB of fp32 traffic per generation. These kernels keep everything between a
+sub-layer's input and output on chip, and reduce the logits to one log-likelihood per token
+without storing them (neuroevo/kernels/triton_lm.py says how).
+
+Used on CUDA tensors without autograd, outside torch.compile, when Triton imports and
+`NEUROEVO_GPU_KERNELS` is not 0; otherwise the model's torch ops run (the reference they are
+tested against, tests/test_gpu_kernels.py, on CPU through Triton's interpreter). Matrix products
+follow the run's precision: autocast to bf16 → bf16 operands, TF32 allowed
+(`torch.set_float32_matmul_precision("high")`) → TF32, else IEEE fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+
+from neuroevo.kernels.cpu import LinearOperands, per_individual
+
+MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
+ROW_BLOCK = 64  # rows (tokens) per program in the feed-forward kernel
+QUERY_BLOCK = 64  # queries per program in the attention kernel
+KEY_BLOCK = 32  # keys per step of its online softmax
+SCORED_BLOCK = 64  # scored tokens per program in the log-likelihood kernel
+VOCAB_BLOCK = 128  # vocabulary entries per tile of the online log-sum-exp
+# Warps per program. Not yet tuned on a GPU; chosen from ptxas's report for sm_90 (Triton 3.6,
+# bench/triton_compile_check.py): with 4 warps the IEEE-fp32 kernels spill up to 26 KB per
+# thread, with 8 under 0.4 KB, and the TF32/bf16 ones use ≤ 255 registers either way.
+NUM_WARPS = 8
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels replace torch's ops for activations x: CUDA float32, no
+    autograd, not inside torch.compile, Triton present, not switched off."""
+    return (x.is_cuda and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and kernels() is not None)
+
+
+@functools.cache
+def kernels() -> ModuleType | None:
+    """neuroevo.kernels.triton_lm, or None without Triton or with NEUROEVO_GPU_KERNELS=0."""
+    if os.environ.get("NEUROEVO_GPU_KERNELS", "1") == "0":
+        return None
+    if importlib.util.find_spec("triton") is None:
+        return None
+    from neuroevo.kernels import triton_lm
+    return triton_lm
+
+
+def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: LinearOperands,
+                         v: LinearOperands, out: LinearOperands, scale: torch.Tensor,
+                         shift: torch.Tensor, eps: float, n_heads: int, head_dim: int
+                         ) -> torch.Tensor:
+    """LN(x + out(causal multi-head attention(q(x), k(x), v(x)))) · scale + shift, as a new
+    tensor; x (P, B·T, C), each of the B sequences attended separately (the arguments of
+    `cpu.attention_layer_norm_`)."""
+    x = x.contiguous()
+    pop, n_rows, n_cols = x.shape
+    seq_len, width = n_rows // batch, n_heads * head_dim
+    result = torch.empty_like(x)
+    maps = [_Operands(ops, x) for ops in (q, k, v, out)]
+    _launch(kernels().attention_layer_norm_kernel, (_cdiv(seq_len, QUERY_BLOCK), batch, pop),
+        x, result, seq_len, n_rows, n_cols, width, *(a for m in maps for a in m.args()),
+        scale.contiguous(), shift.contiguous(), eps, head_dim ** -0.5,
+        HEAD_DIM=head_dim, N_HEADS=n_heads, BLOCK_Q=QUERY_BLOCK, BLOCK_K=KEY_BLOCK,
+        BLOCK_C=_block(n_cols), BLOCK_W=_block(width),
+        **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
+        **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
+        **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
+        PRECISION=matmul_precision())
+    return result
+
+
+def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOperands,
+                             scale: torch.Tensor, shift: torch.Tensor, eps: float
+                             ) -> torch.Tensor:
+    """In place: x (P, N, C) ← LN(x + ff2(relu(ff1(x)))) · scale + shift (the arguments of
+    `cpu.feed_forward_layer_norm_`)."""
+    assert x.is_contiguous()
+    pop, n_rows, n_cols = x.shape
+    first, second = _Operands(ff1, x), _Operands(ff2, x)
+    _launch(kernels().feed_forward_layer_norm_kernel, (_cdiv(n_rows, ROW_BLOCK), pop),
+        x, n_rows, n_cols, first.n_out, *first.args(), *second.args(), scale.contiguous(),
+        shift.contiguous(), eps, BLOCK_M=ROW_BLOCK, BLOCK_C=_block(n_cols),
+        BLOCK_FF=_block(first.n_out), BLOCK_R1=first.block_rank, BLOCK_R2=second.block_rank,
+        FACT1=first.factorized, FACT2=second.factorized, BIAS1=first.has_bias,
+        BIAS2=second.has_bias, PRECISION=matmul_precision())
+    return x
+
+
+def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
+                            bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
+    logits = x[:, rows[m]] · weight[p]ᵀ + bias[p], never stored. x (P, N, K), weight (P, V, K),
+    bias (P, V), rows and targets (M,)."""
+    x, weight, bias = x.contiguous(), per_individual(weight), per_individual(bias)
+    pop, n_scored = x.shape[0], rows.numel()
+    vocab, k_dim = weight.shape[1:]
+    out = x.new_empty(pop, n_scored)
+    _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, SCORED_BLOCK), pop),
+        x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
+        weight.stride(0), bias, bias.stride(0), out, vocab, k_dim,
+        BLOCK_M=SCORED_BLOCK, BLOCK_V=VOCAB_BLOCK, BLOCK_K=_block(k_dim),
+        PRECISION=matmul_precision())
+    return out
+
+
+def matmul_precision() -> int:
+    """The kernels' matrix-product precision, read from the run's torch settings (so that
+    `task.precision` governs both paths): bf16 under autocast, TF32 when torch allows it for
+    fp32 matmuls, else IEEE fp32 (the triton_lm constants)."""
+    if torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+        return 2
+    return 1 if torch.get_float32_matmul_precision() != "highest" else 0
+
+
+def _launch(kernel, grid: tuple[int, ...], *args, **constants) -> None:
+    """Every launch passes here (bench/triton_compile_check.py records them to compile each
+    variant the model uses for the GPU without one)."""
+    kernel[grid](*args, num_warps=NUM_WARPS, **constants)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _block(n: int) -> int:
+    """A power of two ≥ n and ≥ MIN_DOT: the on-chip width of an n-wide operand."""
+    return max(MIN_DOT, 1 << (max(n, 1) - 1).bit_length())
+
+
+class _Operands:
+    """One linear map's kernel arguments: (B, stride, A or W, stride, bias, stride, rank), with
+    a placeholder tensor where there is no B or bias (never read: FACT/BIAS say so)."""
+
+    def __init__(self, operands: LinearOperands, placeholder: torch.Tensor) -> None:
+        b_factor, a, bias = (None if t is None else per_individual(t) for t in operands)
+        self.factorized, self.has_bias = b_factor is not None, bias is not None
+        self.rank = b_factor.shape[-1] if self.factorized else 0
+        self.block_rank = _block(self.rank)
+        self.n_out = a.shape[-1]
+        self.tensors = [b_factor if self.factorized else placeholder, a,
+                        bias if self.has_bias else placeholder]
+
+    def args(self) -> list:
+        b_factor, a, bias = self.tensors
+        return [b_factor, b_factor.stride(0) if self.factorized else 0, a, a.stride(0),
+                bias, bias.stride(0) if self.has_bias else 0, self.rank]

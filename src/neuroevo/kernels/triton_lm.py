@@ -1,0 +1,216 @@
+"""Triton kernels for the paper's transformer on a GPU: one program per individual × row block.
+
+Imported only where Triton is installed (neuroevo/kernels/gpu.py decides). Three kernels, the
+GPU counterparts of transformer.c's fused sub-layers plus the loss:
+
+- `attention_layer_norm_kernel`: Q/K/V projections, causal multi-head attention with an online
+  softmax over key blocks (flash-attention style, keys' K/V recomputed from x per block: at
+  hidden 32 that is cheaper than storing them), the output projection, residual and layer norm;
+  x is read once per query block and the result written once.
+- `feed_forward_layer_norm_kernel`: ff1 → ReLU → ff2 → residual → layer norm, with the (rows, ff)
+  hidden layer held in registers, in place.
+- `negative_log_likelihood_kernel`: tied-embedding logits and cross-entropy with an online
+  log-sum-exp over vocabulary tiles, so the (individuals, tokens, vocab) logits never reach memory.
+
+Every linear map is applied from its operands (dense W, or the factors B then A), so a
+factorized W is never built. Head separation uses column masks rather than slices: a head's
+scores are q masked to that head's columns times all of k, and its output lands in its own
+columns of one accumulator, whose per-head running max and sum are kept broadcast over the
+head's columns. Matrix products go through `_dot`, whose PRECISION (0 = IEEE fp32, 1 = TF32,
+2 = bf16 operands, fp32 accumulation) the caller picks; everything else is fp32.
+
+Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+IEEE, TF32, BF16 = 0, 1, 2
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr):
+    if PRECISION == 2:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    elif PRECISION == 1:
+        return tl.dot(a, b, input_precision="tf32")
+    else:
+        return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def _matmul(x, w_ptr, n_in, n_out, BLOCK_IN: tl.constexpr, BLOCK_OUT: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """x (rows, BLOCK_IN) · W, W (n_in, n_out) row-major at w_ptr, zero-padded to the blocks."""
+    r_in = tl.arange(0, BLOCK_IN)
+    r_out = tl.arange(0, BLOCK_OUT)
+    w = tl.load(w_ptr + r_in[:, None] * n_out + r_out[None, :],
+                mask=(r_in[:, None] < n_in) & (r_out[None, :] < n_out), other=0.0)
+    return _dot(x, w, PRECISION)
+
+
+@triton.jit
+def _linear(x, b_ptr, a_ptr, bias_ptr, n_in, rank, n_out, BLOCK_IN: tl.constexpr,
+            BLOCK_RANK: tl.constexpr, BLOCK_OUT: tl.constexpr, FACTORIZED: tl.constexpr,
+            HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr):
+    """One individual's linear map of the row tile x: x·B·A if FACTORIZED (B (n_in, rank) at
+    b_ptr, A (rank, n_out) at a_ptr), else x·W (W at a_ptr); plus the bias if it has one."""
+    if FACTORIZED:
+        y = _matmul(_matmul(x, b_ptr, n_in, rank, BLOCK_IN, BLOCK_RANK, PRECISION),
+                    a_ptr, rank, n_out, BLOCK_RANK, BLOCK_OUT, PRECISION)
+    else:
+        y = _matmul(x, a_ptr, n_in, n_out, BLOCK_IN, BLOCK_OUT, PRECISION)
+    if HAS_BIAS:
+        cols = tl.arange(0, BLOCK_OUT)
+        y += tl.load(bias_ptr + cols, mask=cols < n_out, other=0.0)[None, :]
+    return y
+
+
+@triton.jit
+def _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C: tl.constexpr):
+    """LN(x + y) · scale + shift over the first n_cols columns (the rest come out 0)."""
+    cols = tl.arange(0, BLOCK_C)
+    real = (cols < n_cols)[None, :]
+    z = tl.where(real, x + y, 0.0)
+    mean = tl.sum(z, axis=1) / n_cols
+    centred = tl.where(real, z - mean[:, None], 0.0)
+    var = tl.sum(centred * centred, axis=1) / n_cols
+    scale = tl.load(scale_ptr + cols, mask=cols < n_cols, other=0.0)
+    shift = tl.load(shift_ptr + cols, mask=cols < n_cols, other=0.0)
+    return centred * tl.rsqrt(var + eps)[:, None] * scale[None, :] + shift[None, :]
+
+
+@triton.jit
+def feed_forward_layer_norm_kernel(
+        x_ptr, n_rows, n_cols, n_ff,
+        b1_ptr, b1_stride, a1_ptr, a1_stride, bias1_ptr, bias1_stride, rank1,
+        b2_ptr, b2_stride, a2_ptr, a2_stride, bias2_ptr, bias2_stride, rank2,
+        scale_ptr, shift_ptr, eps,
+        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_FF: tl.constexpr,
+        BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr, FACT1: tl.constexpr,
+        FACT2: tl.constexpr, BIAS1: tl.constexpr, BIAS2: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """In place, rows of x (P, n_rows, n_cols): x ← LN(x + ff2(relu(ff1(x)))). Grid (row
+    blocks, P)."""
+    p = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_C)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    ptrs = x_ptr + p * n_rows * n_cols + rows[:, None].to(tl.int64) * n_cols + cols[None, :]
+    x = tl.load(ptrs, mask=mask, other=0.0)
+    hidden = _linear(x, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
+                     bias1_ptr + p * bias1_stride, n_cols, rank1, n_ff,
+                     BLOCK_C, BLOCK_R1, BLOCK_FF, FACT1, BIAS1, PRECISION)
+    hidden = tl.maximum(hidden, 0.0)
+    y = _linear(hidden, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
+                bias2_ptr + p * bias2_stride, n_ff, rank2, n_cols,
+                BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, PRECISION)
+    tl.store(ptrs, _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
+             mask=mask)
+
+
+@triton.jit
+def attention_layer_norm_kernel(
+        x_ptr, out_ptr, seq_len, n_rows, n_cols, width,
+        qb_ptr, qb_stride, qa_ptr, qa_stride, qbias_ptr, qbias_stride, q_rank,
+        kb_ptr, kb_stride, ka_ptr, ka_stride, kbias_ptr, kbias_stride, k_rank,
+        vb_ptr, vb_stride, va_ptr, va_stride, vbias_ptr, vbias_stride, v_rank,
+        ob_ptr, ob_stride, oa_ptr, oa_stride, obias_ptr, obias_stride, o_rank,
+        scale_ptr, shift_ptr, eps, sm_scale,
+        HEAD_DIM: tl.constexpr, N_HEADS: tl.constexpr, BLOCK_Q: tl.constexpr,
+        BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+        BLOCK_RQ: tl.constexpr, BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr,
+        BLOCK_RO: tl.constexpr, FACT_Q: tl.constexpr, FACT_K: tl.constexpr,
+        FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
+        BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
+    one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
+    HEAD_DIM. Grid (query blocks, B, P). Not in place: other programs read x's rows as keys."""
+    p = tl.program_id(2).to(tl.int64)
+    first = tl.program_id(1).to(tl.int64) * seq_len
+    base = p * n_rows * n_cols + first * n_cols
+    q_pos = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    cols = tl.arange(0, BLOCK_C)
+    real_cols = (cols < n_cols)[None, :]
+    q_mask = (q_pos < seq_len)[:, None] & real_cols
+    x_q = tl.load(x_ptr + base + q_pos[:, None] * n_cols + cols[None, :], mask=q_mask, other=0.0)
+    q = _linear(x_q, qb_ptr + p * qb_stride, qa_ptr + p * qa_stride,
+                qbias_ptr + p * qbias_stride, n_cols, q_rank, width,
+                BLOCK_C, BLOCK_RQ, BLOCK_W, FACT_Q, BIAS_Q, PRECISION) * sm_scale
+    head_of = tl.arange(0, BLOCK_W) // HEAD_DIM                                # column → head
+    run_max = tl.full((BLOCK_Q, BLOCK_W), float("-inf"), tl.float32)
+    run_sum = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
+    acc = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
+    for start in range(0, (tl.program_id(0) + 1) * BLOCK_Q, BLOCK_K):  # keys ≤ the last query
+        k_pos = start + tl.arange(0, BLOCK_K)
+        x_k = tl.load(x_ptr + base + k_pos[:, None] * n_cols + cols[None, :],
+                      mask=(k_pos < seq_len)[:, None] & real_cols, other=0.0)
+        k = _linear(x_k, kb_ptr + p * kb_stride, ka_ptr + p * ka_stride,
+                    kbias_ptr + p * kbias_stride, n_cols, k_rank, width,
+                    BLOCK_C, BLOCK_RK, BLOCK_W, FACT_K, BIAS_K, PRECISION)
+        v = _linear(x_k, vb_ptr + p * vb_stride, va_ptr + p * va_stride,
+                    vbias_ptr + p * vbias_stride, n_cols, v_rank, width,
+                    BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
+        causal = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
+        for head in tl.static_range(N_HEADS):
+            mine = (head_of == head)[None, :]
+            scores = _dot(tl.where(mine, q, 0.0), tl.trans(k), PRECISION)
+            scores = tl.where(causal, scores, float("-inf"))
+            old_max = tl.max(tl.where(mine, run_max, float("-inf")), axis=1)
+            new_max = tl.maximum(old_max, tl.max(scores, axis=1))
+            rescale = tl.exp(old_max - new_max)
+            probs = tl.exp(scores - new_max[:, None])
+            old_sum = tl.max(tl.where(mine, run_sum, 0.0), axis=1)
+            new_sum = old_sum * rescale + tl.sum(probs, axis=1)
+            update = acc * rescale[:, None] + _dot(probs, tl.where(mine, v, 0.0), PRECISION)
+            acc = tl.where(mine, update, acc)
+            run_max = tl.where(mine, new_max[:, None], run_max)
+            run_sum = tl.where(mine, new_sum[:, None], run_sum)
+    attended = tl.where((head_of < N_HEADS)[None, :], acc / tl.maximum(run_sum, 1e-30), 0.0)
+    y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
+                obias_ptr + p * obias_stride, width, o_rank, n_cols,
+                BLOCK_W, BLOCK_RO, BLOCK_C, FACT_O, BIAS_O, PRECISION)
+    tl.store(out_ptr + base + q_pos[:, None] * n_cols + cols[None, :],
+             _residual_layer_norm(x_q, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
+             mask=q_mask)
+
+
+@triton.jit
+def negative_log_likelihood_kernel(
+        x_ptr, x_stride, rows_ptr, targets_ptr, n_scored, w_ptr, w_stride, bias_ptr,
+        bias_stride, out_ptr, vocab, k_dim,
+        BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """out[p, m] = logsumexp_v(x[p, rows[m]]·w[p, v] + bias[p, v]) − (the same at targets[m]).
+
+    x (P, ·, k_dim) rows, w (P, vocab, k_dim), bias (P, vocab), out (P, n_scored). Grid (scored
+    blocks, P). The vocabulary is walked in tiles with a running max and sum of exponentials."""
+    p = tl.program_id(1).to(tl.int64)
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    scored = m < n_scored
+    ks = tl.arange(0, BLOCK_K)
+    real_k = (ks < k_dim)[None, :]
+    rows = tl.load(rows_ptr + m, mask=scored, other=0).to(tl.int64)
+    x = tl.load(x_ptr + p * x_stride + rows[:, None] * k_dim + ks[None, :],
+                mask=scored[:, None] & real_k, other=0.0)
+    w_base = w_ptr + p * w_stride
+    b_base = bias_ptr + p * bias_stride
+    targets = tl.load(targets_ptr + m, mask=scored, other=0).to(tl.int64)
+    w_target = tl.load(w_base + targets[:, None] * k_dim + ks[None, :], mask=real_k, other=0.0)
+    target_logit = tl.sum(x * w_target, axis=1) + tl.load(b_base + targets)
+    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)
+    for first in range(0, vocab, BLOCK_V):
+        vs = first + tl.arange(0, BLOCK_V)
+        w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
+                    mask=(vs < vocab)[:, None] & real_k, other=0.0)
+        bias = tl.load(b_base + vs, mask=vs < vocab, other=float("-inf"))
+        logits = _dot(x, tl.trans(w), PRECISION) + bias[None, :]
+        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        run_sum = (run_sum * tl.exp(run_max - new_max)
+                   + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+        run_max = new_max
+    tl.store(out_ptr + p * n_scored + m, run_max + tl.log(run_sum) - target_logit, mask=scored)

@@ -1,0 +1,164 @@
+"""The Triton kernels (neuroevo/kernels/triton_lm.py) against the torch ops they replace.
+
+Without a GPU they run on CPU tensors through Triton's interpreter (conftest sets
+TRITON_INTERPRET=1 before anything imports Triton), which executes the same kernel code with
+numpy: these tests check what the kernels compute, not how fast. With a GPU they run compiled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from neuroevo.encoding import EncodingConfig
+from neuroevo.genome import initial_weights
+from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.kernels import gpu as gpu_kernels
+from neuroevo.models.transformer import ModelConfig, Transformer
+
+pytest.importorskip("triton")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
+
+ENCODINGS = {"dense": EncodingConfig("dense"),
+             "factorized": EncodingConfig("factorized", 4, {"embedding": 4}),
+             "rank1": EncodingConfig("factorized", 1, {"embedding": 1})}
+
+
+@pytest.fixture
+def triton_path(monkeypatch: pytest.MonkeyPatch):
+    """Route the model through the Triton kernels on this device (the interpreter on CPU), with
+    the C kernels off so that nothing else can answer."""
+    def usable(x: torch.Tensor) -> bool:
+        return (x.dtype == torch.float32 and not torch.is_grad_enabled()
+                and gpu_kernels.kernels() is not None)
+
+    monkeypatch.setattr(gpu_kernels, "usable", usable)
+    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+
+
+def _model(encoding: EncodingConfig, cfg: ModelConfig, vocab: int, pop: int = 3):
+    model = Transformer(cfg, encoding, vocab=vocab)
+    theta = initial_weights(model.layout, list(range(pop)), DEVICE)
+    theta[:, :] += 0.3 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(7)
+                                     ).to(DEVICE)
+    return model, model.layout.views(theta)
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("t, cfg", [(20, ModelConfig()), (70, ModelConfig()), (1, ModelConfig()),
+                                    (9, ModelConfig(hidden=4, ff=16)),
+                                    (13, ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8))],
+                         ids=["paper", "two-query-blocks", "T=1", "small", "odd-sizes"])
+def test_triton_block_equals_torch_ops(triton_path, encoding: str, t: int, cfg: ModelConfig):
+    """One block through the attention and feed-forward kernels equals torch's SDPA, bmm and
+    layer_norm, for every encoding, a sequence spanning two query blocks, a single token, the
+    small model (hidden 4: operands padded to 16 on chip) and widths that are not powers of 2."""
+    model, p = _model(ENCODINGS[encoding], cfg, vocab=50)
+    block, batch = model.blocks[0], 2
+    x = torch.randn(3, batch * t, cfg.hidden, generator=torch.Generator().manual_seed(t)
+                    ).to(DEVICE)
+    with torch.no_grad():
+        fused = block(p, x.clone(), batch)
+    with torch.enable_grad():  # switches the kernels off
+        plain = block(p, x.clone(), batch).detach()
+    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
+
+
+def test_triton_attention_survives_extreme_scores(triton_path):
+    """Scores hundreds of nats apart give finite output equal to torch's: masked and
+    underflowing keys contribute exactly 0, never NaN, across key blocks."""
+    model, p = _model(ENCODINGS["dense"], ModelConfig(), vocab=50)
+    block = model.blocks[0]
+    for layer in (block.q, block.k):
+        p[f"{layer.name}.weight"].mul_(40)
+    x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    with torch.no_grad():
+        fused = block(p, x.clone(), 2)
+    with torch.enable_grad():
+        plain = block(p, x.clone(), 2).detach()
+    assert torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_triton_fitness_equals_torch_ops(triton_path, encoding: str):
+    """The whole population's fitness (blocks + the on-chip log-likelihood over a vocabulary
+    that is not a multiple of the 128-entry tiles) equals the torch path to 1e-5 nats."""
+    model, p = _model(ENCODINGS[encoding], ModelConfig(n_blocks=2), vocab=300, pop=4)
+    tokens = torch.randint(3, 300, (5, 23), generator=torch.Generator().manual_seed(0)
+                           ).to(DEVICE)
+    lengths = torch.tensor([23, 20, 9, 23, 2], device=DEVICE)
+    with torch.no_grad():
+        fused = model.negative_cross_entropy(p, tokens, lengths)
+    with torch.enable_grad():
+        plain = model.negative_cross_entropy(p, tokens, lengths).detach()
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_log_likelihood_kernel_writes_every_output_and_matches_float64():
+    """Against a float64 reference on fresh random inputs, with the output poisoned first so
+    that an unwritten element fails: rows gathered out of order, targets anywhere in the
+    vocabulary, a population of 2."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 40, 32, generator=gen).to(DEVICE)
+    weight = torch.randn(2, 257, 32, generator=gen).to(DEVICE)
+    bias = torch.randn(2, 257, generator=gen).to(DEVICE)
+    rows = torch.randperm(40, generator=gen)[:29].to(DEVICE)
+    targets = torch.randint(0, 257, (29,), generator=gen).to(DEVICE)
+    logits = torch.einsum("pmk,pvk->pmv", x[:, rows].double(), weight.double()) \
+        + bias.double()[:, None]
+    expected = logits.logsumexp(-1) - logits.gather(2, targets.expand(2, -1)[..., None])[..., 0]
+    with torch.no_grad():
+        got = gpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_precision_follows_the_runs_torch_settings():
+    """task.precision reaches the kernels through torch's own switches: TF32 when fp32 matmuls
+    may use it, bf16 under autocast, IEEE fp32 otherwise."""
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert gpu_kernels.matmul_precision() == 0
+        torch.set_float32_matmul_precision("high")
+        assert gpu_kernels.matmul_precision() == 1
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    if torch.cuda.is_available():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            assert gpu_kernels.matmul_precision() == 2
+
+
+def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch):
+    """NEUROEVO_GPU_KERNELS=0 leaves CUDA runs on torch's ops (for A/B timing and bisecting)."""
+    monkeypatch.setenv("NEUROEVO_GPU_KERNELS", "0")
+    gpu_kernels.kernels.cache_clear()
+    try:
+        assert gpu_kernels.kernels() is None
+    finally:
+        gpu_kernels.kernels.cache_clear()
+
+
+def test_kernels_compile_for_hopper_without_a_gpu():
+    """Every kernel variant the paper's dense and factorized models launch compiles for sm_90a
+    with Triton's compiler and ptxas (bench/triton_compile_check.py), in each precision the
+    interpreter cannot exercise (TF32 and bf16 tensor-core products)."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "triton_compile_check.py"), "--models",
+         "paper dense", "paper factorized r4", "--precisions", "tf32", "bf16"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if "registers" in line]
+    kernels = {line.split()[1] for line in lines}
+    assert kernels == {"attention_layer_norm_kernel", "feed_forward_layer_norm_kernel",
+                       "negative_log_likelihood_kernel"}, result.stdout
+    # per precision: attention and feed-forward for each encoding, one log-likelihood variant
+    # (the factorized model's rank-32 embedding reads as wide as the dense one's)
+    assert len(lines) == 2 * 5
