@@ -2,7 +2,9 @@
 
 All figures come from one run on one device, so their ratios are meaningful:
 
-1. the device's fp32 GEMM ceiling (a large square matmul);
+1. the device's ceilings (bench/ceilings.py): a large square matmul in the run's precision, and
+   the rate of exponentials; with the work's FLOPs and exponentials they give each model's
+   floor, the least a generation can take, and the fraction of it the engine reaches;
 2. the unavoidable part: the tied-embedding logits GEMM + cross-entropy for exactly the tokens
    the engine scores, for all P individuals — the engine's own code for it, fed constant hidden
    states (`Transformer.fitness_from_hidden`) — no model can skip it;
@@ -35,9 +37,12 @@ from neuroevo.data.tinystories import PAD_ID, EvalBatch
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import Linear
 from neuroevo.models.transformer import ModelConfig, Transformer
 from neuroevo.tasks.language import PRECISIONS, score_population, scorer
+
+from ceilings import exp_rate, matmul_ceiling  # bench/, beside this script
 
 VOCAB = 2051
 MODELS = {
@@ -80,12 +85,15 @@ def main() -> None:
     if device.type == "cpu":
         cpu_kernels.retain_freed_memory()  # as `neuroevo run` does on CPU
     kernels = ("fused CPU kernels " + ("on" if cpu_kernels.library() is not None else "off")
-               if device.type == "cpu" else "torch kernels")
+               if device.type == "cpu" else
+               "Triton kernels " + ("on" if gpu_kernels.kernels() is not None else "off"))
     print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk}, "
           f"pop_tile={setting.pop_tile or 'chunk'}, token_chunk={setting.token_chunk}, "
           f"{kernels}; median of {setting.repeats} interleaved repeats after 1 warm-up")
-    ceiling = gemm_ceiling(device, setting.repeats)
-    print(f"fp32 GEMM ceiling ({_device_name(device)}, 2048³ matmul): {ceiling:.1f} GFLOP/s")
+    ceiling = matmul_ceiling(device, setting.precision, setting.repeats) / 1e9
+    exps_per_second = exp_rate(device, setting.repeats)
+    print(f"{setting.precision} GEMM ceiling ({_device_name(device)}, square matmul): "
+          f"{ceiling:.1f} GFLOP/s; exponentials: {exps_per_second / 1e9:.1f} G/s")
 
     batch = _token_batch(setting, args.min_length or setting.seq_len)
     buckets = [EvalBatch(b.tokens.to(device), b.lengths.to(device))
@@ -108,8 +116,12 @@ def main() -> None:
             work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, setting))
         unavoidable, whole, *loop = _interleaved_medians(work, device, setting.repeats)
         flops = forward_flops(model, setting.population, batch.lengths)
+        floors = (flops / ceiling / 1e9,
+                  forward_exponentials(model, setting.population, batch.lengths) / exps_per_second)
         line = (f"{name:>20} | {setting.label()} | engine {whole:.4f} s/gen, "
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
+                f" | floor {max(floors) * 1e3:.2f} ms (matmul {floors[0] * 1e3:.2f}, exp "
+                f"{floors[1] * 1e3:.2f}): engine at {max(floors) / whole:.1%} of it"
                 f" | logits+CE alone {unavoidable:.4f} s | engine / unavoidable "
                 f"{whole / unavoidable:.2f}×")
         if loop:
@@ -120,13 +132,6 @@ def main() -> None:
         if args.paper_scale:  # issue #6 goal 2: the whole run per seed
             line += f" | 300 generations ≈ {300 * whole / 60:.1f} min per seed"
         print(line, flush=True)
-
-
-def gemm_ceiling(device: torch.device, repeats: int) -> float:
-    a = torch.randn(2048, 2048, device=device)
-    b = torch.randn(2048, 2048, device=device)
-    seconds, = _interleaved_medians([lambda: a @ b], device, repeats)
-    return 2 * 2048**3 / seconds / 1e9
 
 
 def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
@@ -309,6 +314,15 @@ def forward_flops(model: Transformer, population: int, lengths: torch.Tensor) ->
     if model.embedding.rank is not None:
         logits += 2 * c.hidden * k * scored
     return population * (per_token * tokens + attention + logits)
+
+
+def forward_exponentials(model: Transformer, population: int, lengths: torch.Tensor) -> float:
+    """Exponentials of one generation on the real tokens: the vocabulary-wide softmax of every
+    scored token, and one per (query, key ≤ query, head) in each block's attention."""
+    scored = int((lengths - 1).sum())
+    attended = float((lengths.double() * (lengths.double() + 1) / 2).sum())
+    c = model.cfg
+    return population * (scored * VOCAB + attended * c.n_heads * c.n_blocks)
 
 
 def _interleaved_medians(work: list[Callable[[], None]], device: torch.device,

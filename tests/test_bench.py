@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import REPO
 
 
@@ -29,3 +32,18 @@ def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
          "12", "--repeats", "1", "--skip-loop", "--precision", "bf16", "--models", "small dense"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "max |Δ fitness| vs fp32 eager" in out and "bf16" in out
+
+
+def test_exp_ceiling_kernel_computes_its_chain():
+    """The kernel that measures a GPU's exponential rate really iterates v ← exp(−v) (run here
+    through Triton's interpreter): a kernel the compiler could shortcut would time nothing."""
+    pytest.importorskip("triton")
+    sys.path.insert(0, str(REPO / "bench"))
+    from ceilings import exp_chain_kernel
+
+    x = torch.rand(32, device="cuda" if torch.cuda.is_available() else "cpu")
+    a, b = x.clone(), x + 0.5
+    for _ in range(5):
+        a, b = torch.exp(-a), torch.exp(-b)
+    exp_chain_kernel()[(2,)](x, STEPS=5, BLOCK=16)
+    torch.testing.assert_close(x, a + b)

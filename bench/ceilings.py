@@ -1,0 +1,101 @@
+"""The device's own ceilings, measured in the same run as the work they bound (issue #6 goal 3).
+
+- `matmul_ceiling`: FLOP/s of one large square matrix product in the benchmark's precision
+  (fp32, TF32 or bf16 operands): what the tensor cores (or the CPU's SIMD units) deliver at best.
+- `exp_rate`: exponentials per second when nothing else limits them. On CUDA a Triton kernel
+  iterates x ← exp(−x) in registers over the whole GPU (compiled, as the loss kernel's `tl.exp`
+  is: a multiply and the special-function unit's ex2); elsewhere torch's vectorised exp of a
+  cache-resident buffer into another.
+
+The LM's cross-entropy needs P × tokens × vocab exponentials per generation, a floor of its own
+that no matmul speed removes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import statistics
+import time
+
+import torch
+
+MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
+PRECISION_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> float:
+    """FLOP/s of an n×n×n product, n = 8192 on CUDA, 2048 on CPU, on random data."""
+    n = MATMUL_SIZE.get(device.type, 2048)
+    dtype = PRECISION_DTYPES[precision]
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    try:
+        seconds = _median_seconds(lambda: a @ b, device, repeats)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    return 2 * n**3 / seconds
+
+
+def exp_rate(device: torch.device, repeats: int) -> float:
+    """Exponentials per second (see the module docstring for how, per device)."""
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        return _triton_exp_rate(device, repeats)
+    x = torch.rand(1 << 18, device=device)  # 1 MB in, 1 MB out: cache-resident (on this
+    out = torch.empty_like(x)                # 2-core Xeon 2^15..2^22 floats gave 7–12 G/s)
+    steps = 32
+
+    def repeated() -> None:
+        for _ in range(steps):
+            torch.exp(x, out=out)
+
+    return steps * x.numel() / _median_seconds(repeated, device, repeats)
+
+
+def _triton_exp_rate(device: torch.device, repeats: int) -> float:
+    steps, block = 1024, 1024
+    programs = 64 * torch.cuda.get_device_properties(device).multi_processor_count
+    x = torch.rand(programs * block, device=device)
+    kernel = exp_chain_kernel()
+    seconds = _median_seconds(lambda: kernel[(programs,)](x, STEPS=steps, BLOCK=block),
+                              device, repeats)
+    return 2 * steps * x.numel() / seconds
+
+
+@functools.cache
+def exp_chain_kernel():
+    """A Triton kernel: each element x ← x' + y' where x' and y' are x and x + ½ after STEPS
+    rounds of v ← exp(−v), in registers (two independent chains hide the unit's latency)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def exp_chain(x_ptr, STEPS: tl.constexpr, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        a = tl.load(x_ptr + offsets)
+        b = a + 0.5
+        for _ in range(STEPS):
+            a = tl.exp(-a)
+            b = tl.exp(-b)
+        tl.store(x_ptr + offsets, a + b)
+
+    return exp_chain
+
+
+def _median_seconds(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(max(repeats, 3)):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
