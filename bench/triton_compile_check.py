@@ -46,7 +46,7 @@ def recorded_launches(model_names: list[str], precision: int) -> dict:
         launches.setdefault(key, (kernel, args, constants, []))[3].append(current[0])
 
     patches = [(gpu_kernels, "_launch", record),
-               (gpu_kernels, "usable", lambda x: not torch.is_grad_enabled()),
+               (gpu_kernels, "usable", gpu_kernels.eligible),
                (gpu_kernels, "matmul_precision", lambda: precision),
                (cpu_kernels, "usable", lambda *tensors: False)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]

@@ -33,11 +33,7 @@ ENCODINGS = {"dense": EncodingConfig("dense"),
 def triton_path(monkeypatch: pytest.MonkeyPatch):
     """Route the model through the Triton kernels on this device (the interpreter on CPU), with
     the C kernels off so that nothing else can answer."""
-    def usable(x: torch.Tensor) -> bool:
-        return (x.dtype == torch.float32 and not torch.is_grad_enabled()
-                and gpu_kernels.kernels() is not None)
-
-    monkeypatch.setattr(gpu_kernels, "usable", usable)
+    monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
 
 
@@ -98,6 +94,23 @@ def test_triton_fitness_equals_torch_ops(triton_path, encoding: str):
     with torch.enable_grad():
         plain = model.negative_cross_entropy(p, tokens, lengths).detach()
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
+    """Under bf16 autocast (task.precision: bf16) the factorized embedding's bmm hands the
+    kernels bf16 activations; they still run and stay within bf16's error of torch's ops."""
+    model, p = _model(ENCODINGS[encoding], ModelConfig(), vocab=300)
+    tokens = torch.randint(3, 300, (3, 19), generator=torch.Generator().manual_seed(2)
+                           ).to(DEVICE)
+    lengths = torch.tensor([19, 7, 12], device=DEVICE)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        with torch.no_grad():
+            fused = model.negative_cross_entropy(p, tokens, lengths)
+        with torch.enable_grad():
+            plain = model.negative_cross_entropy(p, tokens, lengths).detach()
+    assert fused.dtype == torch.float32 and torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, plain.float(), atol=0.05, rtol=0.01)
 
 
 def test_log_likelihood_kernel_writes_every_output_and_matches_float64():

@@ -16,9 +16,11 @@ follow the run's precision: autocast to bf16 → bf16 operands, TF32 allowed
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
+from collections.abc import Iterator
 from types import ModuleType
 
 import torch
@@ -37,12 +39,34 @@ VOCAB_BLOCK = 128  # vocabulary entries per tile of the online log-sum-exp
 NUM_WARPS = 8
 
 
+_switched_off = False
+
+
 def usable(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels replace torch's ops for activations x: CUDA float32, no
-    autograd, not inside torch.compile, Triton present, not switched off."""
-    return (x.is_cuda and x.dtype == torch.float32
+    """Whether the Triton kernels replace torch's ops for activations x: on CUDA, and
+    `eligible`."""
+    return x.is_cuda and eligible(x)
+
+
+def eligible(x: torch.Tensor) -> bool:
+    """Everything but the device (tests run the kernels on CPU through Triton's interpreter):
+    float32 x, or bf16, which a factorized embedding's bmm gives under autocast and the kernels
+    read as float32; no autograd; not inside torch.compile; Triton present; not switched off."""
+    return (x.dtype in (torch.float32, torch.bfloat16) and not _switched_off
             and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and kernels() is not None)
+
+
+@contextlib.contextmanager
+def switched_off() -> Iterator[None]:
+    """torch's ops instead of the kernels within: the reference they are held to
+    (bench/bench_lm.py's fitness deviation)."""
+    global _switched_off
+    previous, _switched_off = _switched_off, True
+    try:
+        yield
+    finally:
+        _switched_off = previous
 
 
 @functools.cache
@@ -63,7 +87,7 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
     """LN(x + out(causal multi-head attention(q(x), k(x), v(x)))) · scale + shift, as a new
     tensor; x (P, B·T, C), each of the B sequences attended separately (the arguments of
     `cpu.attention_layer_norm_`)."""
-    x = x.contiguous()
+    x = x.float().contiguous()
     pop, n_rows, n_cols = x.shape
     seq_len, width = n_rows // batch, n_heads * head_dim
     result = torch.empty_like(x)
@@ -102,7 +126,7 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
     logits = x[:, rows[m]] · weight[p]ᵀ + bias[p], never stored. x (P, N, K), weight (P, V, K),
     bias (P, V), rows and targets (M,)."""
-    x, weight, bias = x.contiguous(), per_individual(weight), per_individual(bias)
+    x, weight, bias = x.float().contiguous(), per_individual(weight), per_individual(bias)
     pop, n_scored = x.shape[0], rows.numel()
     vocab, k_dim = weight.shape[1:]
     out = x.new_empty(pop, n_scored)
