@@ -81,19 +81,25 @@ def test_triton_attention_survives_extreme_scores(triton_path):
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
-def test_triton_fitness_equals_torch_ops(triton_path, encoding: str):
+@pytest.mark.parametrize("precision", [0, 1], ids=["ieee", "tf32"])
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str,
+                                         precision: int):
     """The whole population's fitness (blocks + the on-chip log-likelihood over a vocabulary
-    that is not a multiple of the 128-entry tiles) equals the torch path to 1e-5 nats."""
+    that is not a multiple of the 128-entry tiles) equals the torch path to 1e-5 nats; also
+    with the TF32 launch configuration (128 rows per program), whose products the interpreter
+    computes in fp32 and a GPU in TF32 (hence the looser tolerance there)."""
+    monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
     model, p = _model(ENCODINGS[encoding], ModelConfig(n_blocks=2), vocab=300, pop=4)
-    tokens = torch.randint(3, 300, (5, 23), generator=torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(0)
                            ).to(DEVICE)
-    lengths = torch.tensor([23, 20, 9, 23, 2], device=DEVICE)
+    lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
     with torch.no_grad():
         fused = model.negative_cross_entropy(p, tokens, lengths)
     with torch.enable_grad():
         plain = model.negative_cross_entropy(p, tokens, lengths).detach()
-    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    tol = 2e-2 if precision and DEVICE.type == "cuda" else 1e-5
+    torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])

@@ -28,11 +28,14 @@ import torch
 from neuroevo.kernels.cpu import LinearOperands, per_individual
 
 MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
-ROW_BLOCK = 64  # rows (tokens) per program in the feed-forward kernel
-QUERY_BLOCK = 64  # queries per program in the attention kernel
-KEY_BLOCK = 32  # keys per step of its online softmax
-SCORED_BLOCK = 64  # scored tokens per program in the log-likelihood kernel
+# Rows (tokens) per program of the feed-forward and log-likelihood kernels, by precision: every
+# program re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more
+# rows per program mean less of that traffic; IEEE fp32 products need more registers, and at 128
+# rows its feed-forward kernel spilled 20 KB per thread (ptxas, bench/triton_compile_check.py).
+ROWS_PER_PROGRAM = {0: 64, 1: 128, 2: 128}
 VOCAB_BLOCK = 128  # vocabulary entries per tile of the online log-sum-exp
+QUERY_BLOCK = 64  # queries per program in the attention kernel
+KEY_BLOCK = 32  # keys per step of its online softmax (64 × 32: no spills in TF32 / bf16)
 # Warps per program. Not yet tuned on a GPU; chosen from ptxas's report for sm_90 (Triton 3.6,
 # bench/triton_compile_check.py): with 4 warps the IEEE-fp32 kernels spill up to 26 KB per
 # thread, with 8 under 0.4 KB, and the TF32/bf16 ones use ≤ 255 registers either way.
@@ -112,12 +115,14 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
     assert x.is_contiguous()
     pop, n_rows, n_cols = x.shape
     first, second = _Operands(ff1, x), _Operands(ff2, x)
-    _launch(kernels().feed_forward_layer_norm_kernel, (_cdiv(n_rows, ROW_BLOCK), pop),
+    precision = matmul_precision()
+    rows = ROWS_PER_PROGRAM[precision]
+    _launch(kernels().feed_forward_layer_norm_kernel, (_cdiv(n_rows, rows), pop),
         x, n_rows, n_cols, first.n_out, *first.args(), *second.args(), scale.contiguous(),
-        shift.contiguous(), eps, BLOCK_M=ROW_BLOCK, BLOCK_C=_block(n_cols),
+        shift.contiguous(), eps, BLOCK_M=rows, BLOCK_C=_block(n_cols),
         BLOCK_FF=_block(first.n_out), BLOCK_R1=first.block_rank, BLOCK_R2=second.block_rank,
         FACT1=first.factorized, FACT2=second.factorized, BIAS1=first.has_bias,
-        BIAS2=second.has_bias, PRECISION=matmul_precision())
+        BIAS2=second.has_bias, PRECISION=precision)
     return x
 
 
@@ -130,11 +135,13 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     pop, n_scored = x.shape[0], rows.numel()
     vocab, k_dim = weight.shape[1:]
     out = x.new_empty(pop, n_scored)
-    _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, SCORED_BLOCK), pop),
+    precision = matmul_precision()
+    rows_per_program = ROWS_PER_PROGRAM[precision]
+    _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, rows_per_program), pop),
         x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
         weight.stride(0), bias, bias.stride(0), out, vocab, k_dim,
-        BLOCK_M=SCORED_BLOCK, BLOCK_V=VOCAB_BLOCK, BLOCK_K=_block(k_dim),
-        PRECISION=matmul_precision())
+        BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK, BLOCK_K=_block(k_dim),
+        PRECISION=precision)
     return out
 
 
