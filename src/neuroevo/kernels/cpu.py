@@ -97,6 +97,23 @@ def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x
 
 
+def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
+                            bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
+    logits = x[:, rows[m]] · weight[p]ᵀ + bias[p], never stored. x (P, N, K), weight (P, V, K),
+    bias (P, V), rows and targets (M,) int64."""
+    x, weight, bias = per_individual(x), per_individual(weight), per_individual(bias)
+    rows, targets = rows.contiguous(), targets.contiguous()
+    pop, n = x.shape[0], rows.numel()
+    vocab, k = weight.shape[1:]
+    out = x.new_empty(pop, n)
+    library().negative_log_likelihood(x.data_ptr(), x.stride(0), rows.data_ptr(),
+                                      targets.data_ptr(), n, weight.data_ptr(), weight.stride(0),
+                                      bias.data_ptr(), bias.stride(0), out.data_ptr(), pop, vocab,
+                                      k, torch.get_num_threads())
+    return out
+
+
 def conv2d_population(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
                       stride: int) -> torch.Tensor:
     """x (N, P·cin, H, W) population-folded → conv(x) + bias, (N, P·cout, H', W'), unpadded;
@@ -241,6 +258,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.feed_forward_layer_norm.argtypes = [ptr, _LinearMap, _LinearMap, ptr, ptr, i64, i64, i64,
                                             i64, f32, threads]
     lib.feed_forward_layer_norm.restype = None
+    lib.negative_log_likelihood.argtypes = [ptr, i64, ptr, ptr, i64, ptr, i64, ptr, i64, ptr,
+                                            i64, i64, i64, threads]
+    lib.negative_log_likelihood.restype = None
     lib.rotary.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, threads]
     lib.conv2d_population.argtypes = [ptr, ptr, i64, ptr, i64, ptr, *[i64] * 8, threads]
     lib.conv2d_population.restype = None

@@ -5,7 +5,8 @@
  * processed LANES tokens at a time and held transposed, one feature per vector and one token per
  * SIMD lane: every weight is then a scalar broadcast into a multiply-add, the layer norm's sums
  * over features are plain vector adds, and causal attention puts one query in each lane. Nothing
- * between a sub-layer's input and output reaches memory.
+ * between a sub-layer's input and output reaches memory. The loss, too, is one kernel: the
+ * tied-embedding logits and cross-entropy of each token, without storing the logits.
  */
 #include "simd.h"
 
@@ -238,6 +239,73 @@ void feed_forward_layer_norm(float *x, linear_map ff1, linear_map ff2, const flo
             store_layer_norm(y, n, c, gamma, beta, eps, xs);
         }
         free(in);
+    }
+}
+
+/* ---- the loss: tied-embedding logits and cross-entropy ------------------------------------ */
+
+/* Online log-sum-exp step, in log2 units: fold OUT_BLOCK logit vectors into the running maximum
+ * m and sum of 2^(logit − m); one rescaling exponential per block rather than per logit. */
+static inline void fold_logits(const vfloat *logits, int64_t count, vfloat *m, vfloat *sum) {
+    vfloat block_max = logits[0];
+    for (int64_t j = 1; j < count; ++j) block_max = blend(logits[j] > block_max, logits[j], block_max);
+    const vfloat new_max = blend(block_max > *m, block_max, *m);
+    vfloat total = *sum * exp2_nonpositive(*m - new_max);
+    for (int64_t j = 0; j < count; ++j) total += exp2_nonpositive(logits[j] - new_max);
+    *m = new_max;
+    *sum = total;
+}
+
+/* out[p, i] = logsumexp_v(x_p[rows[i]]·w_p[v] + bias_p[v]) − the same logit at v = targets[i]
+ * (natural log), for n scored tokens of every individual. Individual p's x (·, k) rows, w
+ * (vocab, k) and bias (vocab) start p·x_stride, p·w_stride, p·bias_stride floats in; out is
+ * (pop, n). LANES tokens per task, one per lane, scaled by log2(e) on loading so logits come out
+ * in log2 units; the vocabulary is walked OUT_BLOCK entries at a time (each weight a broadcast
+ * multiply-add) and folded into a running maximum and sum, so no logit reaches memory. */
+void negative_log_likelihood(const float *x, int64_t x_stride, const int64_t *rows,
+                             const int64_t *targets, int64_t n, const float *w, int64_t w_stride,
+                             const float *bias, int64_t bias_stride, float *out, int64_t pop,
+                             int64_t vocab, int64_t k, int n_threads) {
+    const float log2e = 1.44269504088896341f, ln2 = 0.69314718055994531f;
+    const int64_t blocks = (n + LANES - 1) / LANES;
+#pragma omp parallel num_threads(n_threads)
+    {
+        vfloat *xin = aligned_alloc(sizeof(vfloat), sizeof(vfloat) * (size_t)(k + 1));
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < pop * blocks; ++task) {
+            const int64_t p = task / blocks, i0 = (task % blocks) * LANES;
+            const int64_t count = n - i0 < LANES ? n - i0 : LANES;
+            const float *xp = x + p * x_stride, *wp = w + p * w_stride, *bp = bias + p * bias_stride;
+            for (int64_t d = 0; d < k; ++d)
+                for (int l = 0; l < LANES; ++l)
+                    xin[d][l] = l < count ? xp[rows[i0 + l] * k + d] * log2e : 0.0f;
+            vfloat m = (vfloat){} - INFINITY, sum = (vfloat){};
+            vfloat logits[OUT_BLOCK];
+            for (int64_t v0 = 0; v0 < vocab; v0 += OUT_BLOCK) {
+                if (v0 + OUT_BLOCK <= vocab) {
+                    for (int jj = 0; jj < OUT_BLOCK; ++jj) logits[jj] = (vfloat){} + bp[v0 + jj] * log2e;
+                    for (int64_t d = 0; d < k; ++d) {
+                        const vfloat xd = xin[d];
+                        for (int jj = 0; jj < OUT_BLOCK; ++jj) logits[jj] += xd * wp[(v0 + jj) * k + d];
+                    }
+                    fold_logits(logits, OUT_BLOCK, &m, &sum);
+                } else {
+                    const int64_t rest = vocab - v0;
+                    for (int64_t jj = 0; jj < rest; ++jj) {
+                        logits[jj] = (vfloat){} + bp[v0 + jj] * log2e;
+                        for (int64_t d = 0; d < k; ++d) logits[jj] += xin[d] * wp[(v0 + jj) * k + d];
+                    }
+                    fold_logits(logits, rest, &m, &sum);
+                }
+            }
+            for (int64_t l = 0; l < count; ++l) {
+                const float *wt = wp + targets[i0 + l] * k, *xr = xp + rows[i0 + l] * k;
+                float target = bp[targets[i0 + l]];
+                for (int64_t d = 0; d < k; ++d) target += xr[d] * wt[d];
+                out[p * n + i0 + l] = (m[l] + log2f(sum[l])) * ln2 - target;
+            }
+        }
+        free(xin);
     }
 }
 

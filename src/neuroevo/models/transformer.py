@@ -139,12 +139,13 @@ class Transformer:
         pop = h.shape[0]
         positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
-        if gpu_kernels.usable(h):  # logits reduced on chip, never stored
+        fused = gpu_kernels if h.is_cuda else cpu_kernels
+        if fused.usable(h):  # one kernel: the logits are reduced where made, never stored
             if inner is not None:
                 h = torch.bmm(h.index_select(1, positions), inner)            # (P, M, r)
                 positions = torch.arange(positions.numel(), device=h.device)
-            nll = gpu_kernels.negative_log_likelihood(h, positions, weight_out,
-                                                      self.embedding.out_bias(p), targets)
+            nll = fused.negative_log_likelihood(h, positions, weight_out,
+                                                self.embedding.out_bias(p), targets)
             return -(nll * weights).sum(1) / batch
         bias = self.embedding.out_bias(p).unsqueeze(1)                        # (P, 1, V)
         pop_tile = pop_tile or pop
