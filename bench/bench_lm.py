@@ -7,7 +7,8 @@ All figures come from one run on one device, so their ratios are meaningful:
    floor, the least a generation can take, and the fraction of it the engine reaches;
 2. the unavoidable part: the tied-embedding logits GEMM + cross-entropy for exactly the tokens
    the engine scores, for all P individuals — the engine's own code for it, fed constant hidden
-   states (`Transformer.fitness_from_hidden`) — no model can skip it;
+   states (`Transformer.fitness_from_hidden`) — no model can skip it; and the same as torch's
+   bmm + cross_entropy (what it costs without the fused loss kernel);
 3. the engine's whole population forward + loss for each model (paper dense/factorized, rank-1,
    small): seconds per generation, achieved GFLOP/s, fraction of the ceiling, ratio to (2);
 4. the same models as a plain `torch.nn.Module` evaluated individual by individual — what one
@@ -112,10 +113,12 @@ def main() -> None:
                   or (on_gpu and gpu_kernels.kernels() is not None))
         deviation = fitness_deviation(model, theta, buckets, setting) if levers else None
         work = [unavoidable_work(model, theta, buckets, setting),
+                unavoidable_work(model, theta, buckets, setting, torch_ops=True),
                 engine_work(model, theta, buckets, setting)]
         if not args.skip_loop:
             work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, setting))
-        unavoidable, whole, *loop = _interleaved_medians(work, device, setting.repeats)
+        unavoidable, as_torch_ops, whole, *loop = _interleaved_medians(work, device,
+                                                                       setting.repeats)
         flops = forward_flops(model, setting.population, batch.lengths)
         floors = (flops / ceiling / 1e9,
                   forward_exponentials(model, setting.population, batch.lengths) / exps_per_second)
@@ -123,8 +126,8 @@ def main() -> None:
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
                 f" | floor {max(floors) * 1e3:.2f} ms (matmul {floors[0] * 1e3:.2f}, exp "
                 f"{floors[1] * 1e3:.2f}): engine at {max(floors) / whole:.1%} of it"
-                f" | logits+CE alone {unavoidable:.4f} s | engine / unavoidable "
-                f"{whole / unavoidable:.2f}×")
+                f" | logits+CE alone {unavoidable:.4f} s (as torch ops {as_torch_ops:.4f} s)"
+                f" | engine / unavoidable {whole / unavoidable:.2f}×")
         if loop:
             line += (f" | plain nn.Module loop {loop[0]:.4f} s/gen | speed-up "
                      f"{loop[0] / whole:.2f}×")
@@ -136,10 +139,13 @@ def main() -> None:
 
 
 def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
-                     s: Setting) -> Callable[[], None]:
+                     s: Setting, torch_ops: bool = False) -> Callable[[], None]:
     """The logits GEMM + cross-entropy over the scored tokens and nothing else: the engine's own
     `fitness_from_hidden`, same chunks, buckets and tiles, fed constant hidden states instead of
-    the transformer's output (for a factorized embedding the logits GEMM is (h·A)·Bᵀ)."""
+    the transformer's output (for a factorized embedding the logits GEMM is (h·A)·Bᵀ). With
+    `torch_ops`, as torch's bmm and cross_entropy in tiles instead of the fused loss kernel (run
+    with autograd on, which switches the kernels off; nothing requires a gradient, so it records
+    nothing)."""
     chunks = {min(s.pop_chunk, s.population - start)
               for start in range(0, s.population, s.pop_chunk)}
     hidden = {(pop, b.tokens.numel()): torch.ones(pop, b.tokens.numel(), model.cfg.hidden,
@@ -153,10 +159,10 @@ def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[Eval
 
     score = scorer(s.precision, s.compiled, s.device, method=logits_and_ce)
 
-    @torch.no_grad()
     def run() -> None:
-        score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile,
-                         score=score)
+        with torch.set_grad_enabled(torch_ops):
+            score_population(model, theta, buckets, s.pop_chunk, s.token_chunk, s.pop_tile,
+                             score=score)
 
     return run
 

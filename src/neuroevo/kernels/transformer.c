@@ -11,6 +11,7 @@
 #include "simd.h"
 
 #define OUT_BLOCK 16 /* outputs per pass over the inputs: independent accumulators in registers */
+#define LOSS_BLOCK 8 /* vocabulary entries per pass of the loss kernel, for two token vectors */
 
 /* 2^x lane-wise for x <= 0 (scores in log2 units minus their row maximum): x = n + r with
  * |r| <= 1/2, 2^r by a degree-6 polynomial (relative error < 3e-7), 2^n written into the
@@ -267,42 +268,54 @@ void negative_log_likelihood(const float *x, int64_t x_stride, const int64_t *ro
                              const float *bias, int64_t bias_stride, float *out, int64_t pop,
                              int64_t vocab, int64_t k, int n_threads) {
     const float log2e = 1.44269504088896341f, ln2 = 0.69314718055994531f;
-    const int64_t blocks = (n + LANES - 1) / LANES;
+    const int64_t tokens = 2 * LANES; /* two lane vectors: each weight broadcast serves both */
+    const int64_t blocks = (n + tokens - 1) / tokens;
 #pragma omp parallel num_threads(n_threads)
     {
-        vfloat *xin = aligned_alloc(sizeof(vfloat), sizeof(vfloat) * (size_t)(k + 1));
+        vfloat *xin = aligned_alloc(sizeof(vfloat), sizeof(vfloat) * (size_t)(2 * k + 1));
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < pop * blocks; ++task) {
-            const int64_t p = task / blocks, i0 = (task % blocks) * LANES;
-            const int64_t count = n - i0 < LANES ? n - i0 : LANES;
+            const int64_t p = task / blocks, i0 = (task % blocks) * tokens;
+            const int64_t count = n - i0 < tokens ? n - i0 : tokens;
             const float *xp = x + p * x_stride, *wp = w + p * w_stride, *bp = bias + p * bias_stride;
             for (int64_t d = 0; d < k; ++d)
-                for (int l = 0; l < LANES; ++l)
-                    xin[d][l] = l < count ? xp[rows[i0 + l] * k + d] * log2e : 0.0f;
-            vfloat m = (vfloat){} - INFINITY, sum = (vfloat){};
-            vfloat logits[OUT_BLOCK];
-            for (int64_t v0 = 0; v0 < vocab; v0 += OUT_BLOCK) {
-                if (v0 + OUT_BLOCK <= vocab) {
-                    for (int jj = 0; jj < OUT_BLOCK; ++jj) logits[jj] = (vfloat){} + bp[v0 + jj] * log2e;
+                for (int l = 0; l < tokens; ++l)
+                    xin[2 * d + l / LANES][l % LANES] =
+                        l < count ? xp[rows[i0 + l] * k + d] * log2e : 0.0f;
+            vfloat m[2] = {(vfloat){} - INFINITY, (vfloat){} - INFINITY};
+            vfloat sum[2] = {(vfloat){}, (vfloat){}};
+            vfloat lo[LOSS_BLOCK], hi[LOSS_BLOCK];
+            for (int64_t v0 = 0; v0 < vocab; v0 += LOSS_BLOCK) {
+                const int64_t width = vocab - v0 < LOSS_BLOCK ? vocab - v0 : LOSS_BLOCK;
+                if (width == LOSS_BLOCK) {
+                    for (int jj = 0; jj < LOSS_BLOCK; ++jj)
+                        lo[jj] = hi[jj] = (vfloat){} + bp[v0 + jj] * log2e;
                     for (int64_t d = 0; d < k; ++d) {
-                        const vfloat xd = xin[d];
-                        for (int jj = 0; jj < OUT_BLOCK; ++jj) logits[jj] += xd * wp[(v0 + jj) * k + d];
+                        const vfloat a = xin[2 * d], b = xin[2 * d + 1];
+                        for (int jj = 0; jj < LOSS_BLOCK; ++jj) {
+                            const float wv = wp[(v0 + jj) * k + d];
+                            lo[jj] += a * wv;
+                            hi[jj] += b * wv;
+                        }
                     }
-                    fold_logits(logits, OUT_BLOCK, &m, &sum);
                 } else {
-                    const int64_t rest = vocab - v0;
-                    for (int64_t jj = 0; jj < rest; ++jj) {
-                        logits[jj] = (vfloat){} + bp[v0 + jj] * log2e;
-                        for (int64_t d = 0; d < k; ++d) logits[jj] += xin[d] * wp[(v0 + jj) * k + d];
+                    for (int64_t jj = 0; jj < width; ++jj) {
+                        lo[jj] = hi[jj] = (vfloat){} + bp[v0 + jj] * log2e;
+                        for (int64_t d = 0; d < k; ++d) {
+                            lo[jj] += xin[2 * d] * wp[(v0 + jj) * k + d];
+                            hi[jj] += xin[2 * d + 1] * wp[(v0 + jj) * k + d];
+                        }
                     }
-                    fold_logits(logits, rest, &m, &sum);
                 }
+                fold_logits(lo, width, &m[0], &sum[0]);
+                fold_logits(hi, width, &m[1], &sum[1]);
             }
             for (int64_t l = 0; l < count; ++l) {
                 const float *wt = wp + targets[i0 + l] * k, *xr = xp + rows[i0 + l] * k;
                 float target = bp[targets[i0 + l]];
                 for (int64_t d = 0; d < k; ++d) target += xr[d] * wt[d];
-                out[p * n + i0 + l] = (m[l] + log2f(sum[l])) * ln2 - target;
+                out[p * n + i0 + l] =
+                    (m[l / LANES][l % LANES] + log2f(sum[l / LANES][l % LANES])) * ln2 - target;
             }
         }
         free(xin);
