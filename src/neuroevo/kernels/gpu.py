@@ -149,9 +149,20 @@ def matmul_precision() -> int:
     """The kernels' matrix-product precision, read from the run's torch settings (so that
     `task.precision` governs both paths): bf16 under autocast, TF32 when torch allows it for
     fp32 matmuls, else IEEE fp32 (the triton_lm constants)."""
-    if torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+    if _cuda_autocast_dtype() == torch.bfloat16:
         return 2
     return 1 if torch.get_float32_matmul_precision() != "highest" else 0
+
+
+def _cuda_autocast_dtype() -> torch.dtype | None:
+    """The dtype CUDA autocast casts matmuls to, None when it is off (torch ≥ 2.4 names the
+    device; older releases have only the GPU-specific calls)."""
+    try:
+        enabled = torch.is_autocast_enabled("cuda")
+        dtype = torch.get_autocast_dtype("cuda")
+    except (TypeError, AttributeError):
+        enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return dtype if enabled else None
 
 
 def _launch(kernel, grid: tuple[int, ...], *args, **constants) -> None:

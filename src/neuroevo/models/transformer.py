@@ -139,8 +139,9 @@ class Transformer:
         pop = h.shape[0]
         positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
-        fused = gpu_kernels if h.is_cuda else cpu_kernels
-        if fused.usable(h):  # one kernel: the logits are reduced where made, never stored
+        fused = next((kernels for kernels in (gpu_kernels, cpu_kernels) if kernels.usable(h)),
+                     None)
+        if fused is not None:  # one kernel: the logits are reduced where made, never stored
             if inner is not None:
                 h = torch.bmm(h.index_select(1, positions), inner)            # (P, M, r)
                 positions = torch.arange(positions.numel(), device=h.device)
