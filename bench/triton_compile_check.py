@@ -31,7 +31,7 @@ from neuroevo.kernels import cpu as cpu_kernels  # noqa: E402
 from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
 from neuroevo.models.transformer import Transformer  # noqa: E402
 
-PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
+PRECISIONS = {"fp32": gpu_kernels.IEEE, "tf32": gpu_kernels.TF32, "bf16": gpu_kernels.BF16}
 VOCAB = 2051
 
 

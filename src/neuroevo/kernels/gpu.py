@@ -27,12 +27,13 @@ import torch
 
 from neuroevo.kernels.cpu import LinearOperands, per_individual
 
+IEEE, TF32, BF16 = 0, 1, 2  # the kernels' PRECISION codes for their matrix products
 MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
 # Rows (tokens) per program of the feed-forward and log-likelihood kernels, by precision: every
 # program re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more
 # rows per program mean less of that traffic; IEEE fp32 products need more registers, and at 128
 # rows its feed-forward kernel spilled 20 KB per thread (ptxas, bench/triton_compile_check.py).
-ROWS_PER_PROGRAM = {0: 64, 1: 128, 2: 128}
+ROWS_PER_PROGRAM = {IEEE: 64, TF32: 128, BF16: 128}
 VOCAB_BLOCK = 128  # vocabulary entries per tile of the online log-sum-exp
 QUERY_BLOCK = 64  # queries per program in the attention kernel
 KEY_BLOCK = 32  # keys per step of its online softmax (64 × 32: no spills in TF32 / bf16)
@@ -148,10 +149,10 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
 def matmul_precision() -> int:
     """The kernels' matrix-product precision, read from the run's torch settings (so that
     `task.precision` governs both paths): bf16 under autocast, TF32 when torch allows it for
-    fp32 matmuls, else IEEE fp32 (the triton_lm constants)."""
+    fp32 matmuls, else IEEE fp32."""
     if _cuda_autocast_dtype() == torch.bfloat16:
-        return 2
-    return 1 if torch.get_float32_matmul_precision() != "highest" else 0
+        return BF16
+    return TF32 if torch.get_float32_matmul_precision() != "highest" else IEEE
 
 
 def _cuda_autocast_dtype() -> torch.dtype | None:

@@ -16,8 +16,8 @@ Every linear map is applied from its operands (dense W, or the factors B then A)
 factorized W is never built. Head separation uses column masks rather than slices: a head's
 scores are q masked to that head's columns times all of k, and its output lands in its own
 columns of one accumulator, whose per-head running max and sum are kept broadcast over the
-head's columns. Matrix products go through `_dot`, whose PRECISION (0 = IEEE fp32, 1 = TF32,
-2 = bf16 operands, fp32 accumulation) the caller picks; everything else is fp32.
+head's columns. Matrix products go through `_dot`, whose PRECISION (gpu.py's IEEE = 0, TF32 =
+1, BF16 = 2: bf16 operands, fp32 accumulation) the caller picks; everything else is fp32.
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-IEEE, TF32, BF16 = 0, 1, 2
 
 
 @triton.jit
