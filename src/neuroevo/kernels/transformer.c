@@ -249,7 +249,8 @@ void feed_forward_layer_norm(float *x, linear_map ff1, linear_map ff2, const flo
  * m and sum of 2^(logit − m); one rescaling exponential per block rather than per logit. */
 static inline void fold_logits(const vfloat *logits, int64_t count, vfloat *m, vfloat *sum) {
     vfloat block_max = logits[0];
-    for (int64_t j = 1; j < count; ++j) block_max = blend(logits[j] > block_max, logits[j], block_max);
+    for (int64_t j = 1; j < count; ++j)
+        block_max = blend(logits[j] > block_max, logits[j], block_max);
     const vfloat new_max = blend(block_max > *m, block_max, *m);
     vfloat total = *sum * exp2_nonpositive(*m - new_max);
     for (int64_t j = 0; j < count; ++j) total += exp2_nonpositive(logits[j] - new_max);
@@ -260,9 +261,10 @@ static inline void fold_logits(const vfloat *logits, int64_t count, vfloat *m, v
 /* out[p, i] = logsumexp_v(x_p[rows[i]]·w_p[v] + bias_p[v]) − the same logit at v = targets[i]
  * (natural log), for n scored tokens of every individual. Individual p's x (·, k) rows, w
  * (vocab, k) and bias (vocab) start p·x_stride, p·w_stride, p·bias_stride floats in; out is
- * (pop, n). LANES tokens per task, one per lane, scaled by log2(e) on loading so logits come out
- * in log2 units; the vocabulary is walked OUT_BLOCK entries at a time (each weight a broadcast
- * multiply-add) and folded into a running maximum and sum, so no logit reaches memory. */
+ * (pop, n). 2·LANES tokens per task in two lane vectors, scaled by log2(e) on loading so logits
+ * come out in log2 units; the vocabulary is walked LOSS_BLOCK entries at a time (each weight one
+ * broadcast, multiplied into both vectors: 16 accumulators in registers) and folded into a
+ * running maximum and sum per vector, so no logit reaches memory. */
 void negative_log_likelihood(const float *x, int64_t x_stride, const int64_t *rows,
                              const int64_t *targets, int64_t n, const float *w, int64_t w_stride,
                              const float *bias, int64_t bias_stride, float *out, int64_t pop,
@@ -277,7 +279,8 @@ void negative_log_likelihood(const float *x, int64_t x_stride, const int64_t *ro
         for (int64_t task = 0; task < pop * blocks; ++task) {
             const int64_t p = task / blocks, i0 = (task % blocks) * tokens;
             const int64_t count = n - i0 < tokens ? n - i0 : tokens;
-            const float *xp = x + p * x_stride, *wp = w + p * w_stride, *bp = bias + p * bias_stride;
+            const float *xp = x + p * x_stride, *wp = w + p * w_stride;
+            const float *bp = bias + p * bias_stride;
             for (int64_t d = 0; d < k; ++d)
                 for (int l = 0; l < tokens; ++l)
                     xin[2 * d + l / LANES][l % LANES] =
