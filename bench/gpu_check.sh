@@ -5,8 +5,10 @@
 #                                  and factorized r4, kernels in TF32 / bf16 / fp32 and torch's ops
 #                                  (NEUROEVO_GPU_KERNELS=0: the state before the kernels) in TF32;
 #                                  goal 2's stand-in (1,024 stories of 64..512 tokens) with kernels
-#   bash bench/gpu_check.sh more   one padded batch vs length buckets, torch's ops in bf16 and under
-#                                  torch.compile, RL rollouts, the per-individual loop at P=64
+#   bash bench/gpu_check.sh more   each kernel alone under alternative block sizes and warps
+#                                  (bench/triton_sweep.py), one padded batch vs length buckets,
+#                                  torch's ops in bf16 and under torch.compile, RL rollouts, the
+#                                  per-individual loop at P=64
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root.
@@ -28,6 +30,7 @@ core)
     python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     ;;
 more)
+    python bench/triton_sweep.py --precision tf32
     python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --length-bucket 0
     NEUROEVO_GPU_KERNELS=0 python bench/bench_lm.py "${fixed[@]}" --precision bf16
     NEUROEVO_GPU_KERNELS=0 python bench/bench_lm.py "${fixed[@]}" --compile

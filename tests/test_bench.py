@@ -47,3 +47,18 @@ def test_exp_ceiling_kernel_computes_its_chain():
         a, b = torch.exp(-a), torch.exp(-b)
     exp_chain_kernel()[(2,)](x, STEPS=5, BLOCK=16)
     torch.testing.assert_close(x, a + b)
+
+
+def test_triton_sweep_runs_every_kernel_through_the_interpreter():
+    """bench/triton_sweep.py (meant for a GPU) times each Triton kernel under a configuration and
+    checks it against the current one; on CPU it runs through the interpreter at a tiny size."""
+    pytest.importorskip("triton")
+    out = subprocess.run(
+        [sys.executable, "bench/triton_sweep.py", "--device", "cpu", "--population", "2",
+         "--batch", "2", "--seq-len", "20", "--repeats", "1", "--first-only",
+         "--model", "paper factorized r4"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    best = [line for line in out.splitlines() if "| best" in line]
+    assert [line.split("|")[0].strip() for line in best] == ["attention", "feed-forward", "loss"]
+    deviations = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "max |Δ|" in line]
+    assert len(deviations) == 3 and max(deviations) < 1e-4

@@ -29,17 +29,19 @@ from neuroevo.kernels.cpu import LinearOperands, per_individual
 
 IEEE, TF32, BF16 = 0, 1, 2  # the kernels' PRECISION codes for their matrix products
 MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
-# Rows (tokens) per program of the feed-forward and log-likelihood kernels, by precision: every
-# program re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more
-# rows per program mean less of that traffic; IEEE fp32 products need more registers, and at 128
-# rows its feed-forward kernel spilled 20 KB per thread (ptxas, bench/triton_compile_check.py).
-ROWS_PER_PROGRAM = {IEEE: 64, TF32: 128, BF16: 128}
+# Launch configuration: static choices from ptxas's register and spill counts for sm_90
+# (bench/triton_compile_check.py), not yet timed on a GPU; bench/triton_sweep.py times the
+# alternatives. Rows (tokens) per program of the feed-forward and loss kernels, by precision:
+# every program re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so
+# more rows mean less of that traffic; IEEE fp32 products need more registers, and at 128 rows
+# its feed-forward kernel spilled 20 KB per thread.
+FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
+LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
 VOCAB_BLOCK = 128  # vocabulary entries per tile of the online log-sum-exp
 QUERY_BLOCK = 64  # queries per program in the attention kernel
 KEY_BLOCK = 32  # keys per step of its online softmax (64 × 32: no spills in TF32 / bf16)
-# Warps per program. Not yet tuned on a GPU; chosen from ptxas's report for sm_90 (Triton 3.6,
-# bench/triton_compile_check.py): with 4 warps the IEEE-fp32 kernels spill up to 26 KB per
-# thread, with 8 under 0.4 KB, and the TF32/bf16 ones use ≤ 255 registers either way.
+# Warps per program: with 4 the IEEE-fp32 kernels spilled up to 26 KB per thread, with 8 under
+# 0.4 KB; the TF32/bf16 ones use ≤ 255 registers either way (Triton 3.6).
 NUM_WARPS = 8
 
 
@@ -117,7 +119,7 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
     pop, n_rows, n_cols = x.shape
     first, second = _Operands(ff1, x), _Operands(ff2, x)
     precision = matmul_precision()
-    rows = ROWS_PER_PROGRAM[precision]
+    rows = FEED_FORWARD_ROWS[precision]
     _launch(kernels().feed_forward_layer_norm_kernel, (_cdiv(n_rows, rows), pop),
         x, n_rows, n_cols, first.n_out, *first.args(), *second.args(), scale.contiguous(),
         shift.contiguous(), eps, BLOCK_M=rows, BLOCK_C=_block(n_cols),
@@ -137,7 +139,7 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     vocab, k_dim = weight.shape[1:]
     out = x.new_empty(pop, n_scored)
     precision = matmul_precision()
-    rows_per_program = ROWS_PER_PROGRAM[precision]
+    rows_per_program = LOSS_ROWS[precision]
     _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, rows_per_program), pop),
         x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
         weight.stride(0), bias, bias.stride(0), out, vocab, k_dim,

@@ -137,7 +137,7 @@ class Transformer:
         """
         batch = tokens.shape[0]
         pop = h.shape[0]
-        positions, targets, weights = _scored_positions(tokens, lengths)      # (M,) each
+        positions, targets, weights = scored_positions(tokens, lengths)      # (M,) each
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
         fused = next((kernels for kernels in (gpu_kernels, cpu_kernels) if kernels.usable(h)),
                      None)
@@ -188,7 +188,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 @functools.lru_cache(maxsize=64)
-def _scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
+def scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat indices into B·T of positions that predict a real token, their targets, and weights
     1/(length−1) so that summing weight·CE gives the sum over sequences of per-sequence means.

@@ -1,0 +1,178 @@
+"""Time each Triton kernel alone under alternative launch configurations (issue #6).
+
+The kernels' block sizes and warps (constants in src/neuroevo/kernels/gpu.py) were chosen from
+ptxas's register counts without a GPU. This script times, at the issue's fixed setting by
+default, each kernel of the paper's transformer — the attention sub-layer, the feed-forward
+sub-layer (both for block 0) and the loss — under every combination of its knobs, checks that
+each configuration computes what the current one does, and prints the milliseconds per call,
+the effective bandwidth and the best configuration. It also shows where a generation's time
+goes: multiply each block kernel's time by the number of blocks (3).
+
+    python bench/triton_sweep.py                                   # P=512, 256 × 128, TF32
+    python bench/triton_sweep.py --precision bf16 --model "paper factorized r4"
+
+On a machine without a GPU, `--device cpu` runs it through Triton's interpreter (tiny sizes
+only: it checks that the script works, not speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_lm import MODELS  # noqa: E402
+
+from neuroevo.genome import initial_weights  # noqa: E402
+from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
+from neuroevo.models.transformer import Transformer, scored_positions  # noqa: E402
+
+VOCAB = 2051
+KNOBS = {
+    "attention": {"QUERY_BLOCK": [32, 64, 128], "KEY_BLOCK": [32, 64], "NUM_WARPS": [4, 8]},
+    "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8]},
+    "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8]},
+}
+PRECISIONS = {"fp32": gpu_kernels.IEEE, "tf32": gpu_kernels.TF32, "bf16": gpu_kernels.BF16}
+
+
+@contextlib.contextmanager
+def configured(settings: dict[str, int], precision: int) -> Iterator[None]:
+    """gpu.py's launch constants set to `settings` within (the per-precision row tables at
+    `precision`), restored after."""
+    saved = {}
+    for name, value in settings.items():
+        current = getattr(gpu_kernels, name)
+        if isinstance(current, dict):
+            saved[name] = dict(current)
+            current[precision] = value
+        else:
+            saved[name] = current
+            setattr(gpu_kernels, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if isinstance(value, dict):
+                getattr(gpu_kernels, name).update(value)
+            else:
+                setattr(gpu_kernels, name, value)
+
+
+def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: torch.Tensor
+                 ) -> dict[str, tuple[Callable[[], torch.Tensor], Callable[[], object], int]]:
+    """{kernel: (a call from fixed inputs to check against, the call to time, the bytes it must
+    move at least)} on realistic inputs: block 0's input for the sub-layers, the model's final
+    hidden states for the loss. The feed-forward kernel works in place, so its checked call
+    starts from a fresh copy and its timed call reuses one buffer."""
+    block = model.blocks[0]
+    with gpu_kernels.switched_off():
+        x = model.hidden_states(p, tokens)
+    batch = tokens.shape[0]
+    positions, targets, _ = scored_positions(tokens, lengths)
+    weight, inner = model.embedding.output_projection(p)
+    x_loss = x if inner is None else torch.bmm(x.index_select(1, positions), inner)
+    rows = positions if inner is None else torch.arange(positions.numel(), device=x.device)
+    hidden_bytes = x.numel() * 4
+    buffer = x.clone()
+
+    def attention() -> torch.Tensor:
+        return gpu_kernels.attention_layer_norm(
+            x, batch, *(layer.operands(p) for layer in (block.q, block.k, block.v, block.out)),
+            *block.ln1.scale_shift(p), block.ln1.eps, block.n_heads, block.head_dim)
+
+    def feed_forward(fresh: bool) -> torch.Tensor:
+        return gpu_kernels.feed_forward_layer_norm_(
+            x.clone() if fresh else buffer, block.ff1.operands(p), block.ff2.operands(p),
+            *block.ln2.scale_shift(p), block.ln2.eps)
+
+    def loss() -> torch.Tensor:
+        return gpu_kernels.negative_log_likelihood(x_loss, rows, weight,
+                                                   model.embedding.out_bias(p), targets)
+
+    return {"attention": (attention, attention, 2 * hidden_bytes),
+            "feed-forward": (lambda: feed_forward(True), lambda: feed_forward(False),
+                             2 * hidden_bytes),
+            "loss": (loss, loss, x_loss.shape[0] * rows.numel() * (x_loss.shape[-1] + 1) * 4)}
+
+
+def median_ms(call: Callable[[], object], device: torch.device, repeats: int) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            call()
+            times.append(1e3 * (time.perf_counter() - begin))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--population", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--model", default="paper dense", choices=list(MODELS))
+    parser.add_argument("--precision", default="tf32", choices=list(PRECISIONS))
+    parser.add_argument("--kernels", nargs="+", default=list(KNOBS), choices=list(KNOBS))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--first-only", action="store_true",
+                        help="only the first value of each knob (a smoke test)")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are first imported
+    device = torch.device(args.device)
+    precision = PRECISIONS[args.precision]
+    torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
+    encoding, config = MODELS[args.model]
+    model = Transformer(config, encoding, VOCAB)
+    theta = initial_weights(model.layout, list(range(args.population)), device)
+    p = model.layout.views(theta)
+    tokens = torch.randint(3, VOCAB, (args.batch, args.seq_len), device=device)
+    lengths = torch.full((args.batch,), args.seq_len, device=device)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)"
+    print(f"# triton_sweep — {name}, {args.model}, P={args.population} B={args.batch} "
+          f"T={args.seq_len}, {args.precision}, median of {args.repeats}")
+    with torch.no_grad(), autocast:
+        calls = kernel_calls(model, p, tokens, lengths)
+        for kernel in args.kernels:
+            checked, timed, min_bytes = calls[kernel]
+            reference = checked().float()
+            results = []
+            knobs = KNOBS[kernel]
+            values = [v[:1] if args.first_only else v for v in knobs.values()]
+            for combo in itertools.product(*values):
+                settings = dict(zip(knobs, combo))
+                with configured(settings, precision):
+                    deviation = float((checked().float() - reference).abs().max())
+                    ms = median_ms(timed, device, args.repeats)
+                results.append((ms, settings))
+                print(f"{kernel:>12} | {settings} | {ms:8.3f} ms | "
+                      f"{min_bytes / ms / 1e6:7.1f} GB/s of unavoidable traffic | "
+                      f"max |Δ| vs current {deviation:.1e}", flush=True)
+            best_ms, best = min(results, key=lambda r: r[0])
+            print(f"{kernel:>12} | best {best} at {best_ms:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
