@@ -180,3 +180,28 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     # per precision: attention and feed-forward for each encoding, one log-likelihood variant
     # (the factorized model's rank-32 embedding reads as wide as the dense one's)
     assert len(lines) == 2 * 5
+
+
+def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_lm_overrides,
+                                                                monkeypatch):
+    """`neuroevo run` with every transformer kernel on the Triton path (the GPU's, run here
+    through the interpreter): two runs give byte-identical logs (the kernels have no atomics or
+    order-dependent reductions), and the first generation's scores match the CPU path's."""
+    from neuroevo.cli import main
+
+    def run(out) -> list[list[str]]:
+        sets = [arg for override in [*tiny_lm_overrides, "ga.generations=2"]
+                for arg in ("--set", override)]
+        assert main(["run", "configs/tinystories/factorized.yaml", "--out", str(out),
+                     "--quiet", *sets]) == 0
+        return [line.split(",") for line in (out / "fitness.csv").read_text().splitlines()]
+
+    reference = run(tmp_path / "cpu-kernels")
+    monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
+    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first == second
+    header = first[0]
+    for column in ("best", "mean", "worst"):
+        i = header.index(column)
+        assert abs(float(first[1][i]) - float(reference[1][i])) < 1e-4, column
