@@ -42,3 +42,21 @@ def tiny_lm_overrides(tmp_path_factory) -> list[str]:
 
 needs_cpu_kernels = pytest.mark.skipif(cpu_kernels.library() is None,
                                        reason="fused CPU kernels unavailable (no C compiler)")
+
+
+def _triton_skip_reason() -> str | None:
+    """Why the Triton kernels cannot run here, or None: they need Triton, and on a machine
+    without a GPU its interpreter, which works with numpy 2 from Triton 3.9 on."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install -e '.[kernel-tests]')"
+    version = tuple(int(part) for part in importlib.metadata.version("triton").split(".")[:2])
+    if not torch.cuda.is_available() and version < (3, 9):
+        return "Triton's interpreter needs Triton >= 3.9 (pip install -e '.[kernel-tests]')"
+    return None
+
+
+needs_triton = pytest.mark.skipif(_triton_skip_reason() is not None,
+                                  reason=str(_triton_skip_reason()))

@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+
 import torch
 
-from conftest import REPO
+from conftest import REPO, needs_triton
 
 
 def test_bench_lm_prints_every_figure_at_a_tiny_size():
@@ -34,10 +35,10 @@ def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
     assert "max |Δ fitness| vs fp32 eager" in out and "bf16" in out
 
 
+@needs_triton
 def test_exp_ceiling_kernel_computes_its_chain():
     """The kernel that measures a GPU's exponential rate really iterates v ← exp(−v) (run here
     through Triton's interpreter): a kernel the compiler could shortcut would time nothing."""
-    pytest.importorskip("triton")
     sys.path.insert(0, str(REPO / "bench"))
     from ceilings import exp_chain_kernel
 
@@ -49,10 +50,10 @@ def test_exp_ceiling_kernel_computes_its_chain():
     torch.testing.assert_close(x, a + b)
 
 
+@needs_triton
 def test_triton_sweep_runs_every_kernel_through_the_interpreter():
     """bench/triton_sweep.py (meant for a GPU) times each Triton kernel under a configuration and
     checks it against the current one; on CPU it runs through the interpreter at a tiny size."""
-    pytest.importorskip("triton")
     out = subprocess.run(
         [sys.executable, "bench/triton_sweep.py", "--device", "cpu", "--population", "2",
          "--batch", "2", "--seq-len", "20", "--repeats", "1", "--first-only",
@@ -62,3 +63,22 @@ def test_triton_sweep_runs_every_kernel_through_the_interpreter():
     assert [line.split("|")[0].strip() for line in best] == ["attention", "feed-forward", "loss"]
     deviations = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "max |Δ|" in line]
     assert len(deviations) == 3 and max(deviations) < 1e-4
+
+
+def test_kernels_compile_for_hopper_without_a_gpu():
+    """Every kernel variant the paper's dense and factorized models launch compiles for sm_90a
+    with Triton's compiler and ptxas (bench/triton_compile_check.py), in each precision the
+    interpreter cannot exercise (TF32 and bf16 tensor-core products)."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    result = subprocess.run(
+        [sys.executable, "bench/triton_compile_check.py", "--models",
+         "paper dense", "paper factorized r4", "--precisions", "tf32", "bf16"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if "registers" in line]
+    kernels = {line.split()[1] for line in lines}
+    assert kernels == {"attention_layer_norm_kernel", "feed_forward_layer_norm_kernel",
+                       "negative_log_likelihood_kernel"}, result.stdout
+    # per precision: attention and feed-forward for each encoding, one log-likelihood variant
+    # (the factorized model's rank-32 embedding reads as wide as the dense one's)
+    assert len(lines) == 2 * 5
