@@ -5,15 +5,16 @@ separate Q/K/V projections, a ReLU feed-forward, a tied token embedding with its
 and rotary position encoding applied once to the first `rotary_dims` features of the input
 embedding (reference-method.md §2). Paper sizes: hidden 32, ff 128, 3 blocks, 4 heads of width 4.
 
-The loss is the expensive part: P × tokens × 2051 logits. `negative_cross_entropy` never holds
-them all: it walks the population and the tokens in chunks small enough to stay in cache, scores
-only positions that have a target (padding never reaches the vocabulary GEMM) and reduces each
-chunk to per-token log-likelihoods on the spot.
+The loss is the expensive part: P × tokens × 2051 logits, of which only positions that have a
+target are ever computed (padding never reaches the vocabulary GEMM). Without autograd it is one
+fused kernel that reduces each token's logits to its log-likelihood where they are made, never
+storing them; torch's ops instead walk the population and the tokens in tiles small enough to
+stay in cache.
 
-Without autograd each block's two sub-layers run as fused kernels (neuroevo/kernels): C on CPU
-(the rotary step too), Triton on CUDA, where the loss is one kernel as well (logits reduced on
-chip, never stored). The torch code here is what they are tested against, and what runs under
-autograd (`neuroevo gradient`), inside torch.compile, and where a kernel is unavailable.
+Without autograd each block's two sub-layers run as fused kernels too (neuroevo/kernels): C on
+CPU (the rotary step as well), Triton on CUDA. The torch code here is what they are tested
+against, and what runs under autograd (`neuroevo gradient`), inside torch.compile, and where a
+kernel is unavailable.
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ class Transformer:
         final hidden states h (P, B·T, H) — the part no model can skip (bench/bench_lm.py times
         it alone).
 
-        The logits are made and reduced one tile of `pop_tile` individuals × `token_chunk` scored
-        tokens at a time (None: every individual of `p` in one tile), so they never exist for
-        the whole population at once; padding positions never reach the vocabulary GEMM.
+        With a fused loss kernel (no autograd, neuroevo/kernels) the logits never reach memory;
+        with torch's ops they are made and reduced one tile of `pop_tile` individuals ×
+        `token_chunk` scored tokens at a time (None: every individual of `p` in one tile), so
+        they never exist for the whole population at once. Padding positions never reach the
+        vocabulary GEMM.
         """
         batch = tokens.shape[0]
         pop = h.shape[0]
@@ -189,7 +192,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @functools.lru_cache(maxsize=64)
 def scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat indices into B·T of positions that predict a real token, their targets, and weights
     1/(length−1) so that summing weight·CE gives the sum over sequences of per-sequence means.
 
