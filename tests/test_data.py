@@ -261,8 +261,9 @@ def test_offline_fetch_is_a_one_line_data_error(tmp_path: Path, monkeypatch: pyt
     assert not (tmp_path / "tinystories").exists()
 
 
-def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """With the download faked, fetch writes first10k.txt and a SOURCE.json with the pinned revision and hashes."""
+def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
+    """With the download faked, fetch writes first10k.txt and a SOURCE.json with the pinned revision and hashes;
+    a download other than the published file is kept, with a warning and `matches_published: false`."""
     raw = tmp_path / "TinyStories-train.txt"
     raw.write_text("One.\n<|endoftext|>\nTwo\nlines.\n<|endoftext|>\nThree.\n<|endoftext|>\n", encoding="utf-8")
     monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: str(raw))
@@ -273,3 +274,5 @@ def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.Mon
     assert source["revision"] == tinystories.HF_REVISION and source["n_stories"] == 2
     assert source["sha256_download"] == hashlib.sha256(raw.read_bytes()).hexdigest()
     assert source["sha256_written"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert source["matches_published"] is False and source["sha256_published"] == tinystories.PUBLISHED_SHA256
+    assert "public projects record" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+log = logging.getLogger(__name__)
+
 HF_REPO = "roneneldan/TinyStories"
 HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by lines `<|endoftext|>`
 # Pinned dataset commit (the hub's `main` since 2024-08-12), so a re-upload cannot silently change the
@@ -33,6 +36,11 @@ HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by li
 # the newest sha from https://huggingface.co/datasets/roneneldan/TinyStories/commits/main, refetch, and
 # compare the sha256 values that SOURCE.json records.
 HF_REVISION = "f54c09fd23315a6f9c86f9dc80f725de7d8f9c64"
+# What public projects pinning this same commit record for HF_FILENAME (not checked against the hub
+# from here: the development machines are offline). A download that differs is kept, with a warning
+# and `matches_published: false` in SOURCE.json.
+PUBLISHED_SHA256 = "c5cf5e22ff13614e830afbe61a99fbcbe8bcb7dd72252b989fa1117a368d401f"
+PUBLISHED_BYTES = 1_924_281_556
 STORY_SEPARATOR = "<|endoftext|>"
 STORIES_FILENAME = "first10k.txt"
 FETCH_HINT = (
@@ -120,13 +128,21 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / STORIES_FILENAME
     written = extract_stories(raw, out, n_stories)
+    downloaded = _sha256_file(raw)
+    matches = downloaded == PUBLISHED_SHA256 and raw.stat().st_size == PUBLISHED_BYTES
+    if not matches:
+        log.warning("%s@%s has sha256 %s…, not the %s… public projects record for this "
+                    "revision: its stories may differ from theirs", HF_FILENAME, HF_REVISION[:7],
+                    downloaded[:12], PUBLISHED_SHA256[:12])
     source = {
         "repo": HF_REPO,
         "repo_type": "dataset",
         "filename": HF_FILENAME,
         "revision": HF_REVISION,
         "license": "CDLA-Sharing-1.0",
-        "sha256_download": _sha256_file(raw),
+        "sha256_download": downloaded,
+        "sha256_published": PUBLISHED_SHA256,
+        "matches_published": matches,
         "sha256_written": _sha256_file(out),
         "n_stories": written,
     }
