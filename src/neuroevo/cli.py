@@ -20,9 +20,14 @@ EPILOG = """examples:
   neuroevo run configs/tinystories/dense.yaml --out runs/x --resume      # continue a killed run
   neuroevo describe configs/tinystories/factorized.yaml                  # search-space sizes
   neuroevo replay runs/lm-fact/elite.json                                # re-develop the elite
-  neuroevo mutation-effects configs/tinystories/factorized.yaml --preset quick --out runs/me \
+  neuroevo mutation-effects configs/tinystories/factorized.yaml --preset quick --out runs/me \\
       --generations 1 10 20 --parents 4 --mutations 32           # fitness change of 1 mutation
   neuroevo gradient configs/tinystories/dense.yaml --preset quick --out runs/gd   # Adam reference
+
+environment:
+  NEUROEVO_CPU_KERNELS=0   torch's ops instead of the fused C kernels on CPU
+  NEUROEVO_GPU_KERNELS=0   torch's ops instead of the Triton kernels on CUDA
+  NEUROEVO_CACHE=DIR       where the compiled C kernels are kept (default ~/.cache/neuroevo)
 """
 
 
