@@ -12,30 +12,38 @@
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root.
-set -euo pipefail
+set -uo pipefail  # not -e: one failing step (a compile error, an OOM) must not lose the rest
 stage=${1:-core}
 if [[ -n "${OUT:-}" ]]; then exec > >(tee -a "$OUT/gpu_check.log") 2>&1; fi
+failed=()
+step() {  # run one command, say how long it took, remember it if it failed
+    local start=$SECONDS
+    echo "=== $* (at ${SECONDS}s)"
+    "$@" || failed+=("$*")
+    echo "=== done in $((SECONDS - start))s"
+}
 fixed=(--device cuda --population 512 --batch 256 --seq-len 128 --skip-loop --repeats 5
        --models "paper dense" "paper factorized r4")
 paper=(--device cuda --paper-scale --seq-len 512 --min-length 64 --skip-loop --repeats 3)
+torch_ops=(env NEUROEVO_GPU_KERNELS=0)
 case "$stage" in
 core)
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-    python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-    python -m pytest -q -x tests/test_gpu_kernels.py tests/test_gpu.py
-    python bench/bench_lm.py "${fixed[@]}" --precision tf32
-    python bench/bench_lm.py "${fixed[@]}" --precision bf16
-    NEUROEVO_GPU_KERNELS=0 python bench/bench_lm.py "${fixed[@]}" --precision tf32
-    python bench/bench_lm.py "${fixed[@]}"
-    python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    step nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+    step python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+    step python -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step python bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step python bench/bench_lm.py "${fixed[@]}" --precision bf16
+    step "${torch_ops[@]}" python bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step python bench/bench_lm.py "${fixed[@]}"
+    step python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     ;;
 more)
-    python bench/triton_sweep.py --precision tf32
-    python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --length-bucket 0
-    NEUROEVO_GPU_KERNELS=0 python bench/bench_lm.py "${fixed[@]}" --precision bf16
-    NEUROEVO_GPU_KERNELS=0 python bench/bench_lm.py "${fixed[@]}" --compile
-    python bench/bench_rl.py --device cuda --families atari mujoco
-    python bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
+    step python bench/triton_sweep.py --precision tf32
+    step python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --length-bucket 0
+    step "${torch_ops[@]}" python bench/bench_lm.py "${fixed[@]}" --precision bf16
+    step "${torch_ops[@]}" python bench/bench_lm.py "${fixed[@]}" --compile
+    step python bench/bench_rl.py --device cuda --families atari mujoco
+    step python bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
         --precision tf32 --models "paper dense" "paper factorized r4"
     ;;
 *)
@@ -43,3 +51,8 @@ more)
     exit 2
     ;;
 esac
+if (( ${#failed[@]} )); then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all steps passed"
