@@ -25,6 +25,7 @@ length buckets as the language task does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import Linear
 from neuroevo.models.transformer import ModelConfig, Transformer
-from neuroevo.tasks.language import PRECISIONS, score_population, scorer
+from neuroevo.tasks.language import PRECISIONS, population_chunk, score_population, scorer
 
 from ceilings import exp_rate, matmul_ceiling  # bench/, beside this script
 
@@ -79,8 +80,7 @@ def main() -> None:
     if args.paper_scale:
         args.population, args.batch, args.seq_len = 512, 1024, args.seq_len or 256
     on_gpu = device.type == "cuda"  # the engine's defaults (tasks/language.py)
-    setting = Setting(args.population, args.batch, args.seq_len or 64, device,
-                      args.pop_chunk or (args.population if on_gpu else 16),
+    setting = Setting(args.population, args.batch, args.seq_len or 64, device, args.pop_chunk,
                       args.pop_tile or (None if on_gpu else 4), args.token_chunk, args.repeats,
                       args.precision, args.compile)
     if device.type == "cpu":
@@ -88,7 +88,7 @@ def main() -> None:
     kernels = ("fused CPU kernels " + ("on" if cpu_kernels.library() is not None else "off")
                if device.type == "cpu" else
                "Triton kernels " + ("on" if gpu_kernels.kernels() is not None else "off"))
-    print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk}, "
+    print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk or 'engine rule'}, "
           f"pop_tile={setting.pop_tile or 'chunk'}, token_chunk={setting.token_chunk}, "
           f"{kernels}; median of {setting.repeats} interleaved repeats after 1 warm-up")
     ceiling = matmul_ceiling(device, setting.precision, setting.repeats) / 1e9
@@ -109,20 +109,22 @@ def main() -> None:
             continue
         model = Transformer(config, encoding, VOCAB)
         theta = initial_weights(model.layout, list(range(setting.population)), device)
-        levers = (setting.precision != "fp32" or setting.compiled
+        s = dataclasses.replace(setting, pop_chunk=setting.pop_chunk or population_chunk(
+            config, buckets[0].tokens.numel(), setting.population, device))
+        levers = (s.precision != "fp32" or s.compiled
                   or (on_gpu and gpu_kernels.kernels() is not None))
-        deviation = fitness_deviation(model, theta, buckets, setting) if levers else None
-        work = [unavoidable_work(model, theta, buckets, setting),
-                unavoidable_work(model, theta, buckets, setting, torch_ops=True),
-                engine_work(model, theta, buckets, setting)]
+        deviation = fitness_deviation(model, theta, buckets, s) if levers else None
+        work = [unavoidable_work(model, theta, buckets, s),
+                unavoidable_work(model, theta, buckets, s, torch_ops=True),
+                engine_work(model, theta, buckets, s)]
         if not args.skip_loop:
-            work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, setting))
-        unavoidable, as_torch_ops, whole, *loop = _interleaved_medians(work, device,
-                                                                       setting.repeats)
+            work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, s))
+        unavoidable, as_torch_ops, whole, *loop = _interleaved_medians(work, device, s.repeats)
         flops = forward_flops(model, setting.population, batch.lengths)
         floors = (flops / ceiling / 1e9,
                   forward_exponentials(model, setting.population, batch.lengths) / exps_per_second)
-        line = (f"{name:>20} | {setting.label()} | engine {whole:.4f} s/gen, "
+        line = (f"{name:>20} | {s.label()}, pop_chunk={s.pop_chunk} | "
+                f"engine {whole:.4f} s/gen, "
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
                 f" | floor {max(floors) * 1e3:.2f} ms (matmul {floors[0] * 1e3:.2f}, exp "
                 f"{floors[1] * 1e3:.2f}): engine at {max(floors) / whole:.1%} of it"
@@ -371,7 +373,9 @@ def _arguments() -> argparse.Namespace:
                         "256 with --paper-scale)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--pop-chunk", type=int, default=0,
-                        help="individuals per forward chunk (default: engine's: 16 on CPU, all on GPU)")
+                        help="individuals per forward chunk (default: the engine's rule, "
+                             "tasks/language.population_chunk: 16 on CPU, a 1 GiB activation "
+                             "budget on GPU)")
     parser.add_argument("--pop-tile", type=int, default=0, help="individuals per logits tile "
                         "(default: engine's: 4 on CPU, the whole chunk on GPU)")
     parser.add_argument("--token-chunk", type=int, default=512, help="scored tokens per logits tile")

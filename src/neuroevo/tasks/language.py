@@ -80,21 +80,6 @@ class LanguageTask:
         self._fixed_buckets: list[EvalBatch] | None = None
         self._score = scorer(task.precision, task.compile, device)
 
-    def _chunk(self, batch: EvalBatch, population: int) -> int:
-        """Individuals per forward call: the config's, else 16 on CPU (with the fused kernels,
-        chunks of 2, 4, 8, 16, 32 measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per
-        generation of the paper's dense model in bench/bench_lm.py's setting) or, on GPU, as
-        many as keep the widest activation under 2**28 floats (1 GiB): with the Triton kernels
-        two hidden-state tensors (P, B·T, hidden), else torch's (P, B·T, ff)."""
-        if self.config.pop_chunk:
-            return self.config.pop_chunk
-        if self.device.type != "cuda":
-            return 16
-        cfg = self.model.cfg
-        widest = (2 * cfg.hidden if gpu_kernels.kernels() is not None
-                  else max(cfg.ff, 3 * cfg.n_heads * cfg.head_dim, cfg.hidden))
-        return max(1, min(population, 2**28 // (batch.tokens.numel() * widest)))
-
     @property
     def pop_tile(self) -> int | None:
         """Individuals per logits tile: the config's, else 4 on CPU (a 4 × 512 × 2051 tile; tiles
@@ -124,7 +109,9 @@ class LanguageTask:
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
         buckets = self._device_buckets(generation)
         return Evaluation(fitness=score_population(
-            self.model, theta, buckets, self._chunk(buckets[0], theta.shape[0]),
+            self.model, theta, buckets,
+            self.config.pop_chunk or population_chunk(self.model.cfg, buckets[0].tokens.numel(),
+                                                      theta.shape[0], self.device),
             self.config.token_chunk, self.pop_tile, score=self._score))
 
     def summary(self) -> dict:
@@ -145,6 +132,21 @@ class LanguageTask:
         if video is not None:
             raise ValueError("--video is for the RL tasks; a language model has nothing to film")
         return float(self.evaluate(theta.to(self.device), generation).fitness[0])
+
+
+def population_chunk(cfg: ModelConfig, positions: int, population: int,
+                     device: torch.device) -> int:
+    """Individuals per forward call when `task.pop_chunk` is 0, for buckets of at most
+    `positions` token positions: 16 on CPU (with the fused kernels, chunks of 2, 4, 8, 16, 32
+    measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per generation of the paper's dense
+    model in bench/bench_lm.py's setting) or, on GPU, as many as keep the widest activation under
+    2**28 floats (1 GiB): with the Triton kernels two hidden-state tensors (P, B·T, hidden), else
+    torch's (P, B·T, ff)."""
+    if device.type != "cuda":
+        return 16
+    widest = (2 * cfg.hidden if gpu_kernels.kernels() is not None
+              else max(cfg.ff, 3 * cfg.n_heads * cfg.head_dim, cfg.hidden))
+    return max(1, min(population, 2**28 // (positions * widest)))
 
 
 def score_population(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
