@@ -10,8 +10,10 @@ Every individual sees the same token batch, so the batch is built once per gener
 paper's fixed set, once per run) and split into length buckets, each padded only to its own
 longest story. The population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on
 a CPU, and as many as fit a fixed activation budget on a GPU (the paper's 512 individuals × 1024
-stories would need tens of GB at once). Within a chunk the (individuals, tokens, vocab) logits
-are made one tile of `pop_tile` × `token_chunk` at a time, so on a CPU they stay near the caches.
+stories would need tens of GB at once). Within a chunk the loss is one fused kernel that never
+stores the (individuals, tokens, vocab) logits; where torch's ops compute it instead (no kernels,
+autograd, torch.compile) the logits are made one tile of `pop_tile` × `token_chunk` at a time, so
+on a CPU they stay near the caches.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ class TaskConfig:
     sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
     cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
     pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
-    pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
     length_bucket: int = 64  # sequences per padding bucket (sorted by length); 0 = one padded batch
-    token_chunk: int = 512  # scored tokens per logits tile in the fused cross-entropy
+    # torch's loss path only (the fused loss kernels need no tiles):
+    pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
+    token_chunk: int = 512  # scored tokens per logits tile
     # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
     # them to bfloat16 (losses still summed in fp32); `compile` runs the population forward through
     # torch.compile (the first generation pays for it, once per distinct chunk and bucket shape).
