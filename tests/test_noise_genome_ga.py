@@ -146,6 +146,16 @@ def test_state_dict_round_trip_rebreeds_the_same_population() -> None:
     assert torch.equal(restored.ask(), ga.ask())
 
 
+def test_checkpoint_holds_only_the_survivors() -> None:
+    """The state a run saves every generation carries the k survivors' weights, not the storage
+    of the whole population they are rows of (512 × 99,507 floats on the paper's grid)."""
+    ga = _toy_ga()
+    ga.tell(_toy_fitness(ga.ask()))
+    elite_theta = ga.state_dict()["elite_theta"]
+    assert elite_theta.shape == (3, ga.layout.dim)
+    assert elite_theta.untyped_storage().nbytes() == 3 * ga.layout.dim * 4
+
+
 def test_genome_json_round_trip_is_small() -> None:
     """A 300-generation chain serialises to a few KB and reads back unchanged."""
     genome = Genome(123, tuple((2**31 - 1 - i, 0.01) for i in range(300)))

@@ -113,7 +113,8 @@ class GeneticAlgorithm:
     def state_dict(self) -> dict:
         return {"generation": self.generation, "seed": self.seed,
                 "elites": [g.to_dict() for g in self.genomes[: self.config.elites]],
-                "elite_theta": self.theta[: self.config.elites].cpu()}
+                # a copy of the rows: torch.save of a view would store the whole population
+                "elite_theta": self.theta[: self.config.elites].to("cpu", copy=True)}
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:

@@ -22,8 +22,10 @@ import torch
 from neuroevo.encoding import ParamLayout
 from neuroevo.noise import gaussian
 
-# Rows of noise generated at once, bounded so the int64 intermediates stay small (~32 MB).
-_NOISE_ELEMENTS_PER_CALL = 1 << 22
+# Noise elements generated per call (whole rows). On CPU the ~20 element-wise passes of `gaussian`
+# over 2**18 elements (1 MB per intermediate) stay in cache: 31 rows × 75,955 took 13.0 ms against
+# 23.7 ms at 2**22 on dev-cpu, bit for bit the same. On a GPU fewer, larger calls (fewer launches).
+_NOISE_ELEMENTS_PER_CALL = {"cpu": 1 << 18, "cuda": 1 << 22}
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def initial_weights(layout: ParamLayout, seeds: list[int], device: torch.device)
     init_std = layout.init_std().to(device)
     init_value = layout.init_value().to(device)
     theta = torch.empty(len(seeds), layout.dim, device=device)
-    for rows in _row_chunks(len(seeds), layout.dim):
+    for rows in _row_chunks(len(seeds), layout.dim, device):
         noise = _noise(seeds[rows], layout.dim, device)                      # (n, D)
         theta[rows] = torch.addcmul(init_value, noise, init_std)
     return theta
@@ -73,7 +75,7 @@ def add_mutations(theta: torch.Tensor, seeds: list[int], mutation_std: torch.Ten
 
     theta (n, D); mutation_std (D,) already scaled by the mutation rate (see ParamLayout).
     """
-    for rows in _row_chunks(len(seeds), theta.shape[1]):
+    for rows in _row_chunks(len(seeds), theta.shape[1], theta.device):
         noise = _noise(seeds[rows], theta.shape[1], theta.device)            # (n, D)
         theta[rows] = torch.addcmul(theta[rows], noise, mutation_std)
 
@@ -111,6 +113,7 @@ def _noise(seeds: list[int], dim: int, device: torch.device) -> torch.Tensor:
     return gaussian(seeds, padded, device=device)[:, :dim]
 
 
-def _row_chunks(n_rows: int, dim: int) -> list[slice]:
-    per_call = max(1, _NOISE_ELEMENTS_PER_CALL // max(dim, 1))
+def _row_chunks(n_rows: int, dim: int, device: torch.device) -> list[slice]:
+    elements = _NOISE_ELEMENTS_PER_CALL.get(torch.device(device).type, 1 << 22)
+    per_call = max(1, elements // max(dim, 1))
     return [slice(i, min(i + per_call, n_rows)) for i in range(0, n_rows, per_call)]
