@@ -11,10 +11,19 @@
 #                                  per-individual loop at P=64
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
-# (the device tool's fetched folder) when OUT is set. Run from the repository root.
+# (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
+# step, first `bash bench/gpu_wheels.sh` here and carry `.whl`.
 set -uo pipefail  # not -e: one failing step (a compile error, an OOM) must not lose the rest
 stage=${1:-core}
 if [[ -n "${OUT:-}" ]]; then exec > >(tee -a "$OUT/gpu_check.log") 2>&1; fi
+py=${PYTHON:-python3}  # the GPU image's python3 holds its torch and Triton
+# the package from this tree, and the RL packages the image lacks if bench/gpu_wheels.sh fetched
+# them (carried as .whl)
+$py -c "import neuroevo" 2>/dev/null || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
 failed=()
 step() {  # run one command, say how long it took, remember it if it failed
     local start=$SECONDS
@@ -29,21 +38,21 @@ torch_ops=(env NEUROEVO_GPU_KERNELS=0)
 case "$stage" in
 core)
     step nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-    step python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-    step python -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
-    step python bench/bench_lm.py "${fixed[@]}" --precision tf32
-    step python bench/bench_lm.py "${fixed[@]}" --precision bf16
-    step "${torch_ops[@]}" python bench/bench_lm.py "${fixed[@]}" --precision tf32
-    step python bench/bench_lm.py "${fixed[@]}"
-    step python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    step $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step $py bench/bench_lm.py "${fixed[@]}" --precision bf16
+    step "${torch_ops[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step $py bench/bench_lm.py "${fixed[@]}"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     ;;
 more)
-    step python bench/triton_sweep.py --precision tf32
-    step python bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --length-bucket 0
-    step "${torch_ops[@]}" python bench/bench_lm.py "${fixed[@]}" --precision bf16
-    step "${torch_ops[@]}" python bench/bench_lm.py "${fixed[@]}" --compile
-    step python bench/bench_rl.py --device cuda --families atari mujoco
-    step python bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
+    step $py bench/triton_sweep.py --precision tf32
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --length-bucket 0
+    step "${torch_ops[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision bf16
+    step "${torch_ops[@]}" $py bench/bench_lm.py "${fixed[@]}" --compile
+    step $py bench/bench_rl.py --device cuda --families atari mujoco
+    step $py bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
         --precision tf32 --models "paper dense" "paper factorized r4"
     ;;
 *)
