@@ -54,16 +54,19 @@ def usable(*tensors: torch.Tensor) -> bool:
             and library() is not None)
 
 
-def attention_layer_norm_(x: torch.Tensor, batch: int, q: LinearOperands, k: LinearOperands,
-                          v: LinearOperands, out: LinearOperands, scale: torch.Tensor,
-                          shift: torch.Tensor, eps: float, n_heads: int, head_dim: int
-                          ) -> torch.Tensor:
-    """In place: x ← LN(x + out(causal multi-head attention(q(x), k(x), v(x)))) · scale + shift.
+def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: LinearOperands,
+                         v: LinearOperands, out: LinearOperands, scale: torch.Tensor,
+                         shift: torch.Tensor, eps: float, n_heads: int, head_dim: int
+                         ) -> torch.Tensor:
+    """LN(x + out(causal multi-head attention(q(x), k(x), v(x)))) · scale + shift, computed in
+    place: x (contiguous; else a contiguous copy of it) is overwritten and returned. The GPU
+    version (`gpu.attention_layer_norm`) returns a new tensor instead: callers use the result
+    and treat x as consumed.
 
     x (P, B·T, C), the B sequences of each individual attended separately; q, k, v map C → h·d
     and `out` maps back, each as `Linear.operands` gives them; scores scaled by 1/√d.
     """
-    assert x.is_contiguous()
+    x = x.contiguous()
     pop, n, c = x.shape
     maps = [_LinearMap.of(operands) for operands in (q, k, v, out)]
     library().attention_layer_norm(x.data_ptr(), *maps, scale.contiguous().data_ptr(),

@@ -91,8 +91,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
                          shift: torch.Tensor, eps: float, n_heads: int, head_dim: int
                          ) -> torch.Tensor:
     """LN(x + out(causal multi-head attention(q(x), k(x), v(x)))) · scale + shift, as a new
-    tensor; x (P, B·T, C), each of the B sequences attended separately (the arguments of
-    `cpu.attention_layer_norm_`)."""
+    tensor (other programs read x's rows as keys, so not in place); x (P, B·T, C), each of the
+    B sequences attended separately (the arguments of `cpu.attention_layer_norm`)."""
     x = x.float().contiguous()
     pop, n_rows, n_cols = x.shape
     seq_len, width = n_rows // batch, n_heads * head_dim

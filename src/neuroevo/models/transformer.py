@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -66,20 +67,14 @@ class Block:
         """x (P, B·T, H) → (P, B·T, H); the B sequences of length T are attended separately.
 
         Without autograd each sub-layer is one fused kernel (neuroevo/kernels: C on CPU, Triton
-        on CUDA); the CPU ones work in place: x, the caller's fresh activation, is overwritten.
+        on CUDA), which may work in place: x, the caller's fresh activation, is consumed.
         """
-        if cpu_kernels.usable(x) and x.is_contiguous():
-            x = cpu_kernels.attention_layer_norm_(
+        fused = _fused_kernels(x)
+        if fused is not None:
+            x = fused.attention_layer_norm(
                 x, batch, *(layer.operands(p) for layer in (self.q, self.k, self.v, self.out)),
                 *self.ln1.scale_shift(p), self.ln1.eps, self.n_heads, self.head_dim)
-            return cpu_kernels.feed_forward_layer_norm_(
-                x, self.ff1.operands(p), self.ff2.operands(p), *self.ln2.scale_shift(p),
-                self.ln2.eps)
-        if gpu_kernels.usable(x):
-            x = gpu_kernels.attention_layer_norm(
-                x, batch, *(layer.operands(p) for layer in (self.q, self.k, self.v, self.out)),
-                *self.ln1.scale_shift(p), self.ln1.eps, self.n_heads, self.head_dim)
-            return gpu_kernels.feed_forward_layer_norm_(
+            return fused.feed_forward_layer_norm_(
                 x, self.ff1.operands(p), self.ff2.operands(p), *self.ln2.scale_shift(p),
                 self.ln2.eps)
         pop, n, _ = x.shape
@@ -142,8 +137,7 @@ class Transformer:
         pop = h.shape[0]
         positions, targets, weights = scored_positions(tokens, lengths)      # (M,) each
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
-        fused = next((kernels for kernels in (gpu_kernels, cpu_kernels) if kernels.usable(h)),
-                     None)
+        fused = _fused_kernels(h)
         if fused is not None:  # one kernel: the logits are reduced where made, never stored
             if inner is not None:
                 h = torch.bmm(h.index_select(1, positions), inner)            # (P, M, r)
@@ -170,6 +164,12 @@ class Transformer:
         # one weighted sum per chunk (a tiny matrix-vector product per tile measured ~2 ms per
         # generation of thread start-up on CPU), element-wise so that autocast keeps it in fp32
         return -(nll * weights).sum(1) / batch
+
+
+def _fused_kernels(x: torch.Tensor) -> ModuleType | None:
+    """The kernels that serve activations x in place of torch's ops (neuroevo/kernels: Triton on
+    CUDA, C on CPU), or None (autograd, torch.compile, no kernels built)."""
+    return next((kernels for kernels in (gpu_kernels, cpu_kernels) if kernels.usable(x)), None)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
