@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +43,7 @@ from neuroevo.models.transformer import ModelConfig, Transformer
 from neuroevo.tasks.language import PRECISIONS, population_chunk, score_population, scorer
 
 from ceilings import exp_rate, matmul_ceiling  # bench/, beside this script
+from timing import interleaved_medians
 
 VOCAB = 2051
 MODELS = {
@@ -119,7 +118,7 @@ def main() -> None:
                 engine_work(model, theta, buckets, s)]
         if not args.skip_loop:
             work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, s))
-        unavoidable, as_torch_ops, whole, *loop = _interleaved_medians(work, device, s.repeats)
+        unavoidable, as_torch_ops, whole, *loop = interleaved_medians(work, device, s.repeats)
         flops = forward_flops(model, setting.population, batch.lengths)
         floors = (flops / ceiling / 1e9,
                   forward_exponentials(model, setting.population, batch.lengths) / exps_per_second)
@@ -334,28 +333,6 @@ def forward_exponentials(model: Transformer, population: int, lengths: torch.Ten
     attended = float((lengths.double() * (lengths.double() + 1) / 2).sum())
     c = model.cfg
     return population * (scored * VOCAB + attended * c.n_heads * c.n_blocks)
-
-
-def _interleaved_medians(work: list[Callable[[], None]], device: torch.device,
-                         repeats: int) -> list[float]:
-    """Median seconds of each callable, measured in turns (a, b, c, a, b, c, …) after one
-    warm-up each, so a slow spell of a shared machine hits every figure of a ratio alike."""
-    for fn in work:
-        fn()
-    _sync(device)
-    times: list[list[float]] = [[] for _ in work]
-    for _ in range(repeats):
-        for fn, bucket in zip(work, times):
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            bucket.append(time.perf_counter() - start)
-    return [statistics.median(bucket) for bucket in times]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _device_name(device: torch.device) -> str:

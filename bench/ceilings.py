@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import statistics
-import time
 
 import torch
+
+from timing import interleaved_medians  # bench/, beside this module
 
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
 PRECISION_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
@@ -85,17 +85,5 @@ def exp_chain_kernel():
 
 
 def _median_seconds(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(max(repeats, 3)):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    seconds, = interleaved_medians([fn], device, max(repeats, 3))
+    return seconds

@@ -106,6 +106,9 @@ def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: tor
 
 
 def median_ms(call: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median milliseconds of one kernel call after a warm-up: on CUDA between device events,
+    so that one launch's host overhead (tens of µs, comparable to a small kernel) is not counted,
+    unlike timing.interleaved_medians, which times whole generations by the host clock."""
     call()
     times = []
     for _ in range(repeats):
