@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from neuroevo.encoding import EncodingConfig
+from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.models.transformer import ModelConfig, Transformer
 
 if not torch.cuda.is_available():
     # The Triton kernels' tests (test_gpu_kernels.py) run through Triton's interpreter on CPU. It
@@ -60,3 +63,20 @@ def _triton_skip_reason() -> str | None:
 
 needs_triton = pytest.mark.skipif(_triton_skip_reason() is not None,
                                   reason=str(_triton_skip_reason()))
+
+
+# The encodings the fused kernels are checked under (tests/test_cpu_kernels.py, test_gpu_kernels.py)
+KERNEL_ENCODINGS = {"dense": EncodingConfig("dense"),
+                    "factorized": EncodingConfig("factorized", 4, {"embedding": 4}),
+                    "rank1": EncodingConfig("factorized", 1, {"embedding": 1})}
+
+
+def perturbed_transformer(encoding: EncodingConfig, cfg: ModelConfig, vocab: int = 50,
+                          pop: int = 3, device: torch.device = torch.device("cpu")):
+    """A transformer and its population's weights (views), initialised and then shifted by
+    0.3·N(0, 1) (seed 7), so that factor products and scores leave the init's narrow range:
+    inputs on which a kernel's mistakes show."""
+    model = Transformer(cfg, encoding, vocab=vocab)
+    theta = initial_weights(model.layout, list(range(pop)), device)
+    theta += 0.3 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(7)).to(device)
+    return model, model.layout.views(theta)

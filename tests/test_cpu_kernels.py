@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import needs_cpu_kernels
+from conftest import KERNEL_ENCODINGS, needs_cpu_kernels, perturbed_transformer
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
@@ -31,20 +31,8 @@ def test_kernels_build_wherever_a_c_compiler_exists():
     assert cpu_kernels.library() is not None
 
 
-def _block(encoding: EncodingConfig, cfg: ModelConfig, pop: int = 3):
-    model = Transformer(cfg, encoding, vocab=50)
-    theta = initial_weights(model.layout, list(range(pop)), torch.device("cpu"))
-    theta[:, :] += 0.3 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(7))
-    return model.blocks[0], model.layout.views(theta)
-
-
-ENCODINGS = {"dense": EncodingConfig("dense"),
-             "factorized": EncodingConfig("factorized", 4, {"embedding": 4}),
-             "rank1": EncodingConfig("factorized", 1, {"embedding": 1})}
-
-
 @needs_cpu_kernels
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
 @pytest.mark.parametrize("t, cfg", [(64, ModelConfig()), (37, ModelConfig()), (1, ModelConfig()),
                                     (20, ModelConfig(hidden=4, ff=16)),
                                     (130, ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8))],
@@ -53,7 +41,8 @@ def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig):
     """One transformer block through the two fused kernels (attention sub-layer, feed-forward
     sub-layer) equals torch's ops (SDPA, bmm, layer_norm), for every encoding, T not a multiple
     of the 16 SIMD lanes, a single token, the small model and widths off the 16-blocking."""
-    block, p = _block(ENCODINGS[encoding], cfg)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg)
+    block = model.blocks[0]
     batch = 2
     x = torch.randn(3, batch * t, cfg.hidden, generator=torch.Generator().manual_seed(t))
     with torch.no_grad():
@@ -67,7 +56,8 @@ def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig):
 def test_fused_attention_survives_extreme_scores():
     """Weights large enough for scores hundreds of nats apart give finite output equal to
     torch's: masked and underflowing keys contribute exactly 0, never NaN."""
-    block, p = _block(ENCODINGS["dense"], ModelConfig())
+    model, p = perturbed_transformer(KERNEL_ENCODINGS["dense"], ModelConfig())
+    block = model.blocks[0]
     for layer in (block.q, block.k):
         p[f"{layer.name}.weight"].mul_(40)
     x = torch.randn(3, 2 * 33, 32, generator=torch.Generator().manual_seed(1))

@@ -10,21 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import needs_triton
-from neuroevo.encoding import EncodingConfig
-from neuroevo.genome import initial_weights
+from conftest import KERNEL_ENCODINGS, needs_triton, perturbed_transformer
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import ModelConfig
 
 pytestmark = needs_triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
-
-ENCODINGS = {"dense": EncodingConfig("dense"),
-             "factorized": EncodingConfig("factorized", 4, {"embedding": 4}),
-             "rank1": EncodingConfig("factorized", 1, {"embedding": 1})}
-
 
 @pytest.fixture
 def triton_path(monkeypatch: pytest.MonkeyPatch):
@@ -34,15 +27,7 @@ def triton_path(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
 
 
-def _model(encoding: EncodingConfig, cfg: ModelConfig, vocab: int, pop: int = 3):
-    model = Transformer(cfg, encoding, vocab=vocab)
-    theta = initial_weights(model.layout, list(range(pop)), DEVICE)
-    theta[:, :] += 0.3 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(7)
-                                     ).to(DEVICE)
-    return model, model.layout.views(theta)
-
-
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
 @pytest.mark.parametrize("t, cfg", [(20, ModelConfig()), (70, ModelConfig()), (1, ModelConfig()),
                                     (9, ModelConfig(hidden=4, ff=16)),
                                     (13, ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8))],
@@ -51,7 +36,7 @@ def test_triton_block_equals_torch_ops(triton_path, encoding: str, t: int, cfg: 
     """One block through the attention and feed-forward kernels equals torch's SDPA, bmm and
     layer_norm, for every encoding, a sequence spanning two query blocks, a single token, the
     small model (hidden 4: operands padded to 16 on chip) and widths that are not powers of 2."""
-    model, p = _model(ENCODINGS[encoding], cfg, vocab=50)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
     block, batch = model.blocks[0], 2
     x = torch.randn(3, batch * t, cfg.hidden, generator=torch.Generator().manual_seed(t)
                     ).to(DEVICE)
@@ -65,7 +50,7 @@ def test_triton_block_equals_torch_ops(triton_path, encoding: str, t: int, cfg: 
 def test_triton_attention_survives_extreme_scores(triton_path):
     """Scores hundreds of nats apart give finite output equal to torch's: masked and
     underflowing keys contribute exactly 0, never NaN, across key blocks."""
-    model, p = _model(ENCODINGS["dense"], ModelConfig(), vocab=50)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS["dense"], ModelConfig(), device=DEVICE)
     block = model.blocks[0]
     for layer in (block.q, block.k):
         p[f"{layer.name}.weight"].mul_(40)
@@ -87,7 +72,8 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
     with the TF32 launch configuration (128 rows per program), whose products the interpreter
     computes in fp32 and a GPU in TF32 (hence the looser tolerance there)."""
     monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
-    model, p = _model(ENCODINGS[encoding], ModelConfig(n_blocks=2), vocab=300, pop=4)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
+                                     vocab=300, pop=4, device=DEVICE)
     tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(0)
                            ).to(DEVICE)
     lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
@@ -103,7 +89,8 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
 def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
     """Under bf16 autocast (task.precision: bf16) the factorized embedding's bmm hands the
     kernels bf16 activations; they still run and stay within bf16's error of torch's ops."""
-    model, p = _model(ENCODINGS[encoding], ModelConfig(), vocab=300)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), vocab=300,
+                                     device=DEVICE)
     tokens = torch.randint(3, 300, (3, 19), generator=torch.Generator().manual_seed(2)
                            ).to(DEVICE)
     lengths = torch.tensor([19, 7, 12], device=DEVICE)
