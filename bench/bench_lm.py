@@ -17,15 +17,16 @@ All figures come from one run on one device, so their ratios are meaningful:
 Usage: python bench/bench_lm.py [--population 32 --batch 16 --seq-len 64 --repeats 3]
        python bench/bench_lm.py --paper-scale     # P=512, 1024 sequences (use on a GPU)
        python bench/bench_lm.py --min-length 16   # stories of 16..64 tokens, in length buckets
+       python bench/bench_lm.py --median-length 32 --bucket-padding -1  # skewed, buckets of 64
 Tokens are random ids (the cost does not depend on their values); by default every sequence has
-full length, with --min-length lengths are uniform in [min, T] and the engine scores them in
+full length, with --min-length lengths are uniform in [min, T], with --median-length log-normal
+(σ 0.5, clipped to [min, T]: a long tail, as story lengths have), and the engine scores them in
 length buckets as the language task does.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -95,21 +96,23 @@ def main() -> None:
     print(f"{setting.precision} GEMM ceiling ({_device_name(device)}, square matmul): "
           f"{ceiling:.1f} GFLOP/s; exponentials: {exps_per_second / 1e9:.1f} G/s")
 
-    batch = _token_batch(setting, args.min_length or setting.seq_len)
+    batch = _token_batch(setting, args.min_length, args.median_length)
+    padding = args.bucket_padding if args.bucket_padding >= 0 else None
     buckets = [EvalBatch(b.tokens.to(device), b.lengths.to(device))
-               for b in batch.buckets(args.length_bucket)]
+               for b in batch.buckets(args.length_bucket, padding)]
     computed = sum(b.tokens.numel() for b in buckets)
-    print(f"sequences of {int(batch.lengths.min())}–{setting.seq_len} tokens: "
-          f"{int(batch.lengths.sum()):,} real tokens per individual, {computed:,} computed in "
-          f"{len(buckets)} length bucket(s) of ≤ {args.length_bucket or setting.batch} sequences")
+    print(f"sequences of {int(batch.lengths.min())}–{int(batch.lengths.max())} tokens (median "
+          f"{int(batch.lengths.median())}): {int(batch.lengths.sum()):,} real tokens per "
+          f"individual, {computed:,} computed in {len(buckets)} length bucket(s) of ≤ "
+          f"{args.length_bucket or setting.batch} sequences (padding "
+          f"{'unbounded' if padding is None else f'≤ {padding:.0%} of the real tokens'})")
     tokens, lengths = batch.tokens.to(device), batch.lengths.to(device)
     for name, (encoding, config) in MODELS.items():
         if name not in args.models:
             continue
         model = Transformer(config, encoding, VOCAB)
         theta = initial_weights(model.layout, list(range(setting.population)), device)
-        s = dataclasses.replace(setting, pop_chunk=setting.pop_chunk or population_chunk(
-            config, buckets[0].tokens.numel(), setting.population, device))
+        s = setting
         levers = (s.precision != "fp32" or s.compiled
                   or (on_gpu and gpu_kernels.kernels() is not None))
         deviation = fitness_deviation(model, theta, buckets, s) if levers else None
@@ -122,7 +125,8 @@ def main() -> None:
         flops = forward_flops(model, setting.population, batch.lengths)
         floors = (flops / ceiling / 1e9,
                   forward_exponentials(model, setting.population, batch.lengths) / exps_per_second)
-        line = (f"{name:>20} | {s.label()}, pop_chunk={s.pop_chunk} | "
+        chunks = sorted({_pop_chunk(config, b, s) for b in buckets})
+        line = (f"{name:>20} | {s.label()}, pop_chunk={'/'.join(map(str, chunks))} | "
                 f"engine {whole:.4f} s/gen, "
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
                 f" | floor {max(floors) * 1e3:.2f} ms (matmul {floors[0] * 1e3:.2f}, exp "
@@ -147,15 +151,16 @@ def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[Eval
     `torch_ops`, as torch's bmm and cross_entropy in tiles instead of the fused loss kernel (run
     with autograd on, which switches the kernels off; nothing requires a gradient, so it records
     nothing)."""
-    chunks = {min(s.pop_chunk, s.population - start)
-              for start in range(0, s.population, s.pop_chunk)}
-    hidden = {(pop, b.tokens.numel()): torch.ones(pop, b.tokens.numel(), model.cfg.hidden,
-                                                  device=theta.device)
-              for pop in chunks for b in buckets}  # made up front: no state for compile to guard
+    largest = max(min(_pop_chunk(model.cfg, b, s), s.population) * b.tokens.numel()
+                  for b in buckets)
+    # one buffer, viewed per chunk and bucket (a tensor for each would take GBs on a GPU), made
+    # up front: no state for torch.compile to guard
+    ones = torch.ones(largest * model.cfg.hidden, device=theta.device)
 
     def logits_and_ce(model: Transformer, p: dict, tokens: torch.Tensor, lengths: torch.Tensor,
                       token_chunk: int, pop_tile: int | None) -> torch.Tensor:
-        h = hidden[(next(iter(p.values())).shape[0], tokens.numel())]
+        pop = next(iter(p.values())).shape[0]
+        h = ones[: pop * tokens.numel() * model.cfg.hidden].view(pop, tokens.numel(), -1)
         return model.fitness_from_hidden(p, h, tokens, lengths, token_chunk, pop_tile)
 
     score = scorer(s.precision, s.compiled, s.device, method=logits_and_ce)
@@ -195,12 +200,24 @@ def fitness_deviation(model: Transformer, theta: torch.Tensor, buckets: list[Eva
     return float((fitness(s.precision, s.compiled) - reference).abs().max())
 
 
-def _token_batch(s: Setting, min_length: int) -> EvalBatch:
-    """Random token ids (the cost does not depend on their values), lengths uniform in
-    [min_length, T] (all T by default), right-padded like the real evaluation set."""
+def _pop_chunk(config: ModelConfig, bucket: EvalBatch, s: Setting) -> int:
+    """Individuals per forward call for `bucket`: --pop-chunk, else the engine's rule."""
+    return s.pop_chunk or population_chunk(config, bucket.tokens.numel(), s.population, s.device)
+
+
+def _token_batch(s: Setting, min_length: int, median_length: int) -> EvalBatch:
+    """Random token ids (the cost does not depend on their values), right-padded like the real
+    evaluation set. Lengths: all T by default; uniform in [min_length, T] with min_length;
+    log-normal around median_length (σ 0.5) clipped to [max(min_length, 2), T] with it."""
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(3, VOCAB, (s.batch, s.seq_len), generator=gen)
-    lengths = torch.randint(min(min_length, s.seq_len), s.seq_len + 1, (s.batch,), generator=gen)
+    if median_length:
+        normal = torch.randn(s.batch, generator=gen, dtype=torch.float64)
+        lengths = (median_length * torch.exp(0.5 * normal)).round().long().clamp(
+            max(min_length, 2), s.seq_len)
+    else:
+        lengths = torch.randint(min(min_length or s.seq_len, s.seq_len), s.seq_len + 1,
+                                (s.batch,), generator=gen)
     tokens[torch.arange(s.seq_len)[None, :] >= lengths[:, None]] = PAD_ID
     return EvalBatch(tokens, lengths)
 
@@ -358,8 +375,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--token-chunk", type=int, default=512, help="scored tokens per logits tile")
     parser.add_argument("--min-length", type=int, default=0, help="sequence lengths uniform in "
                         "[MIN, seq-len] (default: every sequence seq-len tokens)")
-    parser.add_argument("--length-bucket", type=int, default=64, help="sequences per length "
+    parser.add_argument("--median-length", type=int, default=0, help="log-normal sequence "
+                        "lengths with this median (σ 0.5), clipped to [min-length, seq-len]")
+    parser.add_argument("--length-bucket", type=int, default=64, help="most sequences per length "
                         "bucket, as task.length_bucket (0: one batch padded to the longest)")
+    parser.add_argument("--bucket-padding", type=float, default=0.05, help="padding allowed, × "
+                        "the real tokens, as task.bucket_padding (a negative value: buckets of "
+                        "exactly --length-bucket sequences, as task.bucket_padding null)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="task.precision: tf32 matmuls or bf16 autocast (GPU levers)")

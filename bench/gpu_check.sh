@@ -4,9 +4,11 @@
 #                                  ops; the issue's fixed setting (P=512, 256 × 128 tokens), dense
 #                                  and factorized r4, kernels in TF32 / bf16 / fp32 and torch's ops
 #                                  (NEUROEVO_GPU_KERNELS=0: the state before the kernels) in TF32;
-#                                  goal 2's stand-in (1,024 stories of 64..512 tokens) with kernels
+#                                  goal 2's stand-in (1,024 stories, log-normal lengths around
+#                                  200 tokens: a long tail, as stories have) with kernels
 #   bash bench/gpu_check.sh more   each kernel alone under alternative block sizes and warps
-#                                  (bench/triton_sweep.py), one padded batch vs length buckets,
+#                                  (bench/triton_sweep.py), one padded batch and buckets of 64
+#                                  vs buckets within a 5% padding budget,
 #                                  torch's ops in bf16 and under torch.compile, RL rollouts, the
 #                                  per-individual loop at P=64
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
@@ -33,7 +35,8 @@ step() {  # run one command, say how long it took, remember it if it failed
 }
 fixed=(--device cuda --population 512 --batch 256 --seq-len 128 --skip-loop --repeats 5
        --models "paper dense" "paper factorized r4")
-paper=(--device cuda --paper-scale --seq-len 512 --min-length 64 --skip-loop --repeats 3)
+paper=(--device cuda --paper-scale --seq-len 1024 --median-length 200 --min-length 16 --skip-loop
+       --repeats 3)
 torch_ops=(env NEUROEVO_GPU_KERNELS=0)
 case "$stage" in
 core)
@@ -49,6 +52,7 @@ core)
 more)
     step $py bench/triton_sweep.py --precision tf32
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --length-bucket 0
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --bucket-padding -1
     step "${torch_ops[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision bf16
     step "${torch_ops[@]}" $py bench/bench_lm.py "${fixed[@]}" --compile
     step $py bench/bench_rl.py --device cuda --families atari mujoco

@@ -17,7 +17,8 @@ def test_bench_lm_prints_every_figure_at_a_tiny_size():
     summary, and per model the engine, the unavoidable part, their ratio and the loop speed-up."""
     out = subprocess.run(
         [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "4", "--seq-len",
-         "16", "--repeats", "1", "--min-length", "4", "--length-bucket", "2", "--models",
+         "16", "--repeats", "1", "--min-length", "4", "--length-bucket", "2",
+         "--bucket-padding", "-1", "--models",
          "small dense", "paper factorized r1"], cwd=REPO, capture_output=True, text=True,
         check=True).stdout
     assert "GEMM ceiling" in out and "2 length bucket(s)" in out
@@ -27,12 +28,14 @@ def test_bench_lm_prints_every_figure_at_a_tiny_size():
 
 def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
     """With a lever on (bf16 autocast here), each model line also prints the largest fitness
-    deviation from the fp32 eager reference."""
+    deviation from the fp32 eager reference (on log-normal lengths in padding-bounded buckets)."""
     out = subprocess.run(
-        [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "2", "--seq-len",
-         "12", "--repeats", "1", "--skip-loop", "--precision", "bf16", "--models", "small dense"],
+        [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "8", "--seq-len",
+         "12", "--median-length", "6", "--repeats", "1", "--skip-loop", "--precision", "bf16",
+         "--models", "small dense"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "max |Δ fitness| vs fp32 eager" in out and "bf16" in out
+    assert "≤ 5% of the real tokens" in out
 
 
 @needs_triton

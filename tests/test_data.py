@@ -19,6 +19,7 @@ from neuroevo.data.tinystories import (
     PAD_ID,
     SPECIAL_OFFSET,
     DataError,
+    EvalBatch,
     extract_stories,
     fetch_tinystories,
     fixed_eval_set,
@@ -169,6 +170,11 @@ def test_eval_batch_layout(corpus: tinystories.Corpus):
         assert (batch.tokens[b, n:] == PAD_ID).all()
 
 
+def _rows(buckets: list[EvalBatch]) -> list[tuple[int, ...]]:
+    return sorted(tuple(b.tokens[i, : int(b.lengths[i])].tolist())
+                  for b in buckets for i in range(len(b.lengths)))
+
+
 def test_length_buckets_hold_every_row_once_padded_to_their_own_longest(corpus: tinystories.Corpus):
     """Buckets of 5 sorted longest first: every (row, length) appears once, each bucket is only as
     wide as its longest row, and the real tokens are untouched."""
@@ -178,9 +184,30 @@ def test_length_buckets_hold_every_row_once_padded_to_their_own_longest(corpus: 
     assert all(b.tokens.shape[1] == int(b.lengths.max()) for b in buckets)
     widths = [b.tokens.shape[1] for b in buckets]
     assert widths == sorted(widths, reverse=True)
-    rows = {(tuple(b.tokens[i, : int(b.lengths[i])].tolist())) for b in buckets for i in range(len(b.lengths))}
-    assert rows == {tuple(batch.tokens[i, : int(batch.lengths[i])].tolist()) for i in range(16)}
+    assert _rows(buckets) == _rows([batch])
     assert batch.buckets(0) == [batch] and batch.buckets(16) == [batch]
+
+
+@pytest.mark.parametrize("padding", [0.0, 0.02, 0.1, 0.5])
+def test_length_buckets_keep_padding_within_the_budget_in_few_buckets(padding: float):
+    """A skewed length distribution (log-normal: a long tail, as stories have) split with a
+    padding budget: all rows once, at most 64 per bucket, the padding within the budget, and
+    fewer buckets for a larger budget; with no budget, buckets of exactly 64 rows."""
+    gen = torch.Generator().manual_seed(0)
+    lengths = (120 * torch.exp(0.6 * torch.randn(512, generator=gen))).round().long().clamp(2, 900)
+    tokens = torch.arange(900)[None, :].repeat(512, 1) + 1000 * torch.arange(512)[:, None]
+    tokens[torch.arange(900)[None, :] >= lengths[:, None]] = PAD_ID
+    batch = EvalBatch(tokens, lengths)
+    buckets = batch.buckets(64, padding)
+    assert _rows(buckets) == _rows([batch])
+    assert all(len(b.lengths) <= 64 and b.tokens.shape[1] == int(b.lengths.max()) for b in buckets)
+    computed = sum(b.tokens.numel() for b in buckets)
+    assert computed <= (1 + padding) * int(lengths.sum())
+    fixed = batch.buckets(64)
+    assert [len(b.lengths) for b in fixed] == [64] * 8
+    assert sum(b.tokens.numel() for b in fixed) > 1.1 * int(lengths.sum())  # the waste it removes
+    if padding >= 0.1:
+        assert len(buckets) < len(batch.buckets(64, padding / 5))
 
 
 def test_max_len_truncates_tail_and_keeps_bos(corpus: tinystories.Corpus):

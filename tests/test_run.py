@@ -153,26 +153,29 @@ def test_existing_run_dir_needs_resume(tmp_path: Path, tiny_lm_overrides, capsys
 @pytest.mark.parametrize("pop_chunk", [0, 2])
 def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str],
                                                     pop_chunk: int) -> None:
-    """Scoring the evaluation set in length buckets (padding trimmed per bucket) gives the same
-    fitness as one batch padded to the longest story, to float rounding — also when the
-    population is split into uneven chunks (5 individuals in chunks of 2)."""
+    """Scoring the evaluation set in length buckets (padding trimmed per bucket: 3 stories each,
+    or no padding at all) gives the same fitness as one batch padded to the longest story, to
+    float rounding — also when the population is split into uneven chunks (5 in chunks of 2)."""
     import torch
 
     from neuroevo.config import load_config
     from neuroevo.genome import initial_weights
     from neuroevo.run import build_task
 
-    fitness = {}
-    for bucket in (0, 3):
+    fitness, buckets = {}, {}
+    for bucket, padding in ((0, "null"), (3, "null"), (64, 0.0)):
         config = load_config("configs/tinystories/dense.yaml", None, tiny_lm_overrides + [
             "device=cpu", "task.max_len=null", "task.n_sequences=8", f"task.length_bucket={bucket}",
-            f"task.pop_chunk={pop_chunk if bucket else 0}"])
+            f"task.bucket_padding={padding}", f"task.pop_chunk={pop_chunk if bucket else 0}"])
         task = build_task(config, torch.device("cpu"))
         theta = initial_weights(task.layout, list(range(5)), torch.device("cpu"))
         fitness[bucket] = task.evaluate(theta, 1).fitness
+        buckets[bucket] = task.summary()["eval_buckets"]
     lengths = task.batch(1).lengths
     assert int(lengths.max()) > int(lengths.min()) + 20  # the padding that buckets trim is real
+    assert buckets == {0: 1, 3: 3, 64: len(set(lengths.tolist()))}  # no padding: one per length
     torch.testing.assert_close(fitness[3], fitness[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fitness[64], fitness[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # torch.compile's

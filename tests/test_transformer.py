@@ -131,3 +131,25 @@ def test_head_padding_for_cuda_attention_kernels_changes_nothing() -> None:
     q, k, v = torch.randn(3, 2, 4, 9, 4, generator=torch.Generator().manual_seed(0)).unbind(0)
     torch.testing.assert_close(causal_attention(q, k, v, pad_to=8), causal_attention(q, k, v),
                                atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernels", [True, False], ids=["triton", "torch-ops"])
+def test_gpu_population_chunk_fills_the_activation_budget_per_bucket(kernels: bool,
+                                                                     monkeypatch) -> None:
+    """On a GPU each length bucket gets as many individuals per call as keep its widest
+    activation within 2**28 floats: short buckets go in fewer, larger calls; never 0, never more
+    than the population. (The rule only reads the device type, so it is checked here on CPU.)"""
+    from neuroevo.kernels import gpu as gpu_kernels
+    from neuroevo.tasks.language import population_chunk
+
+    monkeypatch.setattr(gpu_kernels, "kernels", lambda: object() if kernels else None)
+    cfg, cuda = ModelConfig(), torch.device("cuda")
+    widest = 2 * cfg.hidden if kernels else cfg.ff
+    chunks = {positions: population_chunk(cfg, positions, 512, cuda)
+              for positions in (64 * 900, 64 * 200, 5 * 300, 10)}
+    assert list(chunks.values()) == sorted(chunks.values())  # shorter bucket, larger chunk
+    assert chunks[10] == 512 and chunks[64 * 900] >= 1
+    for positions, chunk in chunks.items():
+        assert chunk * positions * widest <= 2**28 < (chunk + 1) * positions * widest or chunk == 512
+    assert population_chunk(cfg, 2**28, 512, cuda) == 1
+    assert population_chunk(cfg, 64 * 900, 512, torch.device("cpu")) == 16

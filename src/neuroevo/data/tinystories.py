@@ -90,23 +90,56 @@ class EvalBatch:
         """Number of predicted tokens: positions 1..L-1 of every row."""
         return int((self.lengths - 1).sum())
 
-    def buckets(self, size: int) -> list[EvalBatch]:
-        """The rows sorted by length (longest first) in groups of `size`, each padded only to its
-        own longest row: with stories of very different lengths (the paper's 1,024 are padded to
-        the longest) most of the padded batch is padding, and padding costs as much as text in
-        every layer but the loss. Per-row results do not depend on the padding (causal
+    def buckets(self, size: int, padding: float | None = None) -> list[EvalBatch]:
+        """The rows sorted by length (longest first) in groups of at most `size`, each padded
+        only to its own longest row: with stories of very different lengths (the paper's 1,024 are
+        padded to the longest) most of the padded batch is padding, and padding costs as much as
+        text in every layer but the loss. Per-row results do not depend on the padding (causal
         attention never looks right), so a fitness summed over buckets equals the padded one.
-        `size` 0, or at least the number of rows, gives [self].
+
+        `padding` None: groups of exactly `size` rows. A number: the padding of all groups
+        together stays within `padding` × the real tokens, with as few groups as that allows: a
+        group also closes before a row shorter than (1 − τ) × its longest, for the largest τ
+        within the budget (bisected). On a skewed length distribution the long tail then gets
+        groups of its own instead of padding 64 rows to one long story, while stories of similar
+        length stay together (every group is one kernel call per population chunk).
+        `size` 0, or one group that already fits, gives [self].
         """
-        if size <= 0 or size >= len(self.lengths):
+        if size <= 0:
             return [self]
-        order = torch.sort(self.lengths, descending=True, stable=True).indices
-        groups = []
-        for start in range(0, len(order), size):
-            rows = order[start : start + size]
-            lengths = self.lengths[rows]
-            groups.append(EvalBatch(self.tokens[rows, : int(lengths.max())], lengths))
-        return groups
+        lengths = self.lengths.sort(descending=True, stable=True)
+        bounds = _length_groups(lengths.values.tolist(), size, padding)
+        if len(bounds) == 1:
+            return [self]
+        return [EvalBatch(self.tokens[lengths.indices[a:b], : int(lengths.values[a])],
+                          lengths.values[a:b]) for a, b in bounds]
+
+
+def _length_groups(lengths: list[int], size: int, padding: float | None) -> list[tuple[int, int]]:
+    """(start, end) of consecutive groups of `lengths` (sorted, longest first) for
+    `EvalBatch.buckets`."""
+    def groups(tolerance: float) -> list[tuple[int, int]]:
+        bounds, start = [], 0
+        for end in range(1, len(lengths) + 1):
+            if (end == len(lengths) or end - start == size
+                    or lengths[end] < (1.0 - tolerance) * lengths[start]):
+                bounds.append((start, end))
+                start = end
+        return bounds
+
+    def waste(bounds: list[tuple[int, int]]) -> int:
+        return sum((b - a) * lengths[a] for a, b in bounds) - sum(lengths)
+
+    if padding is None or waste(groups(1.0)) <= padding * sum(lengths):
+        return groups(1.0)
+    low, high = 0.0, 1.0  # τ = 0 pads nothing (only equal lengths share a group)
+    for _ in range(20):
+        middle = (low + high) / 2
+        if waste(groups(middle)) <= padding * sum(lengths):
+            low = middle
+        else:
+            high = middle
+    return groups(low)
 
 
 def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:

@@ -190,7 +190,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out[..., :d]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat indices into B·T of positions that predict a real token, their targets, and weights
@@ -198,7 +198,8 @@ def scored_positions(tokens: torch.Tensor, lengths: torch.Tensor
 
     Cached per (tokens, lengths) object (tensors hash by identity; the cache keeps them alive):
     the paper's evaluation buckets are the same tensors every chunk and generation, and on a GPU
-    `nonzero` waits for the device, so recomputing would stall the queue once per call."""
+    `nonzero` waits for the device, so recomputing would stall the queue once per call. Room for
+    1,024 buckets: a padding budget near 0 gives one per distinct story length."""
     batch, t = tokens.shape
     pos = torch.arange(t - 1, device=tokens.device)
     valid = pos[None, :] < (lengths[:, None] - 1)                              # (B, T−1)

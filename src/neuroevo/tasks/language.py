@@ -8,8 +8,10 @@ are options beyond the paper (see the README's "Differences from the paper").
 
 Every individual sees the same token batch, so the batch is built once per generation (for the
 paper's fixed set, once per run) and split into length buckets, each padded only to its own
-longest story. The population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on
-a CPU, and as many as fit a fixed activation budget on a GPU (the paper's 512 individuals × 1024
+longest story: a bucket holds at most `length_bucket` stories, and the padding of all buckets
+together stays within `bucket_padding` of the real tokens however skewed the lengths (the
+reference pads all 1,024 to the longest). The population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on
+a CPU, and on a GPU as many as fit a fixed activation budget for each bucket (the paper's 512 individuals × 1024
 stories would need tens of GB at once). Within a chunk the loss is one fused kernel that never
 stores the (individuals, tokens, vocab) logits; where torch's ops compute it instead (no kernels,
 autograd, torch.compile) the logits are made one tile of `pop_tile` × `token_chunk` at a time, so
@@ -46,7 +48,9 @@ class TaskConfig:
     sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
     cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
     pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
-    length_bucket: int = 64  # sequences per padding bucket (sorted by length); 0 = one padded batch
+    length_bucket: int = 64  # most sequences per padding bucket (sorted by length); 0 = one batch
+    bucket_padding: float | None = 0.05  # padding allowed, × the real tokens, split into as few
+    # buckets as that allows (null: buckets of exactly length_bucket sequences, however padded)
     # torch's loss path only (the fused loss kernels need no tiles):
     pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
     token_chunk: int = 512  # scored tokens per logits tile
@@ -64,6 +68,9 @@ class TaskConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"task.precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
+        if self.bucket_padding is not None and not self.bucket_padding >= 0:
+            raise ValueError(f"task.bucket_padding must be a share ≥ 0 of the real tokens (or "
+                             f"null), got {self.bucket_padding}")
 
 
 class LanguageTask:
@@ -103,18 +110,18 @@ class LanguageTask:
         if self._fixed_buckets is not None:
             return self._fixed_buckets
         buckets = [EvalBatch(b.tokens.to(self.device), b.lengths.to(self.device))
-                   for b in self.batch(generation).buckets(self.config.length_bucket)]
+                   for b in self._buckets(self.batch(generation))]
         if self._fixed is not None:
             self._fixed_buckets = buckets
         return buckets
 
+    def _buckets(self, batch: EvalBatch) -> list[EvalBatch]:
+        return batch.buckets(self.config.length_bucket, self.config.bucket_padding)
+
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
-        buckets = self._device_buckets(generation)
         return Evaluation(fitness=score_population(
-            self.model, theta, buckets,
-            self.config.pop_chunk or population_chunk(self.model.cfg, buckets[0].tokens.numel(),
-                                                      theta.shape[0], self.device),
+            self.model, theta, self._device_buckets(generation), self.config.pop_chunk,
             self.config.token_chunk, self.pop_tile, score=self._score))
 
     def summary(self) -> dict:
@@ -124,8 +131,8 @@ class LanguageTask:
                 "eval_sequences": int(batch.tokens.shape[0]),
                 "eval_padded_length": int(batch.tokens.shape[1]),
                 "eval_targets": int(batch.n_targets),
-                "eval_positions_computed": sum(b.tokens.numel() for b in
-                                               batch.buckets(self.config.length_bucket)),
+                "eval_positions_computed": sum(b.tokens.numel() for b in self._buckets(batch)),
+                "eval_buckets": len(self._buckets(batch)),
                 "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
@@ -139,8 +146,8 @@ class LanguageTask:
 
 def population_chunk(cfg: ModelConfig, positions: int, population: int,
                      device: torch.device) -> int:
-    """Individuals per forward call when `task.pop_chunk` is 0, for buckets of at most
-    `positions` token positions: 16 on CPU (with the fused kernels, chunks of 2, 4, 8, 16, 32
+    """Individuals per forward call when `task.pop_chunk` is 0, for a bucket of `positions`
+    token positions: 16 on CPU (with the fused kernels, chunks of 2, 4, 8, 16, 32
     measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per generation of the paper's dense
     model in bench/bench_lm.py's setting) or, on GPU, as many as keep the widest activation under
     2**28 floats (1 GiB): with the Triton kernels two hidden-state tensors (P, B·T, hidden), else
@@ -158,13 +165,19 @@ def score_population(model: Transformer, theta: torch.Tensor, buckets: list[Eval
     """Fitness (P,) of the population theta (P, D) on the sequences of all `buckets`: each
     bucket's mean weighted by its share of the sequences, so the result is the mean over every
     sequence of its mean token CE, as one padded batch would give. Chunks of `pop_chunk`
-    individuals bound the working set; there is no loop over individuals. `score` is the model
-    method per chunk and bucket (bench/bench_lm.py swaps in the logits + CE part alone)."""
+    individuals bound the working set (0: `population_chunk` per bucket, so short buckets go in
+    fewer, larger calls on a GPU); there is no loop over individuals. `score` is the model method
+    per chunk and bucket (bench/bench_lm.py swaps in the logits + CE part alone)."""
     n_sequences = sum(len(b.lengths) for b in buckets)
-    return torch.cat([
-        sum(score(model, model.layout.views(theta[i:i + pop_chunk]), b.tokens, b.lengths,
-                  token_chunk, pop_tile) * (len(b.lengths) / n_sequences) for b in buckets)
-        for i in range(0, theta.shape[0], pop_chunk)])
+    fitness = theta.new_zeros(theta.shape[0])
+    for b in buckets:
+        chunk = pop_chunk or population_chunk(model.cfg, b.tokens.numel(), theta.shape[0],
+                                              theta.device)
+        fitness = fitness + torch.cat([
+            score(model, model.layout.views(theta[i:i + chunk]), b.tokens, b.lengths,
+                  token_chunk, pop_tile) for i in range(0, theta.shape[0], chunk)
+        ]) * (len(b.lengths) / n_sequences)
+    return fitness
 
 
 def scorer(precision: str, compiled: bool, device: torch.device,
