@@ -56,7 +56,9 @@ class TaskConfig:
     token_chunk: int = 512  # scored tokens per logits tile
     # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
     # them to bfloat16 (losses still summed in fp32); `compile` runs the population forward through
-    # torch.compile (the first generation pays for it, once per distinct chunk and bucket shape).
+    # torch.compile (the first generation pays for it, once per distinct chunk and bucket shape;
+    # past torch's recompile limit, 8, further shapes run eagerly, so on the paper's set, with its
+    # tens of buckets, most of it does).
     # bench_lm.py prints how far each moves the fitness from the fp32 reference.
     precision: str = "fp32"
     compile: bool = False
