@@ -7,6 +7,8 @@ numpy: these tests check what the kernels compute, not how fast. With a GPU they
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -150,13 +152,15 @@ def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch):
 def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_lm_overrides,
                                                                 monkeypatch):
     """`neuroevo run` with every transformer kernel on the Triton path (the GPU's, run here
-    through the interpreter): two runs give byte-identical logs (the kernels have no atomics or
-    order-dependent reductions), and the first generation's scores match the CPU path's."""
+    through the interpreter), on stories in several length buckets: two runs give
+    byte-identical logs (the kernels have no atomics or order-dependent reductions), and the
+    first generation's scores match the CPU path's."""
     from neuroevo.cli import main
 
     def run(out) -> list[list[str]]:
-        sets = [arg for override in [*tiny_lm_overrides, "ga.generations=2"]
-                for arg in ("--set", override)]
+        overrides = [*tiny_lm_overrides, "ga.generations=2", "task.max_len=64",
+                     "task.bucket_padding=0"]  # stories of 51, 60 and 64 tokens: 3 buckets
+        sets = [arg for override in overrides for arg in ("--set", override)]
         assert main(["run", "configs/tinystories/factorized.yaml", "--out", str(out),
                      "--quiet", *sets]) == 0
         return [line.split(",") for line in (out / "fitness.csv").read_text().splitlines()]
@@ -166,6 +170,8 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["task_details"][
+        "eval_buckets"] > 1
     header = first[0]
     for column in ("best", "mean", "worst"):
         i = header.index(column)
