@@ -98,9 +98,9 @@ class EvalBatch:
         attention never looks right), so a fitness summed over buckets equals the padded one.
 
         `padding` None: groups of exactly `size` rows. A number: the padding of all groups
-        together stays within `padding` × the real tokens, with as few groups as that allows: a
-        group also closes before a row shorter than (1 − τ) × its longest, for the largest τ
-        within the budget (bisected). On a skewed length distribution the long tail then gets
+        together stays within `padding` × the real tokens, in few groups: a group also closes
+        before a row shorter than (1 − τ) × its longest, for the largest τ (bisected) whose
+        groups keep within the budget. On a skewed length distribution the long tail then gets
         groups of its own instead of padding 64 rows to one long story, while stories of similar
         length stay together (every group is one kernel call per population chunk).
         `size` 0, or one group that already fits, gives [self].

@@ -49,8 +49,8 @@ class TaskConfig:
     cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
     pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
     length_bucket: int = 64  # most sequences per padding bucket (sorted by length); 0 = one batch
-    bucket_padding: float | None = 0.05  # padding allowed, × the real tokens, split into as few
-    # buckets as that allows (null: buckets of exactly length_bucket sequences, however padded)
+    bucket_padding: float | None = 0.05  # padding allowed, × the real tokens (few buckets within
+    # it: EvalBatch.buckets); null: buckets of exactly length_bucket sequences, however padded
     # torch's loss path only (the fused loss kernels need no tiles):
     pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
     token_chunk: int = 512  # scored tokens per logits tile
