@@ -112,26 +112,25 @@ def main() -> None:
             continue
         model = Transformer(config, encoding, VOCAB)
         theta = initial_weights(model.layout, list(range(setting.population)), device)
-        s = setting
-        levers = (s.precision != "fp32" or s.compiled
+        levers = (setting.precision != "fp32" or setting.compiled
                   or (on_gpu and gpu_kernels.kernels() is not None))
-        deviation = fitness_deviation(model, theta, buckets, s) if levers else None
-        work = [unavoidable_work(model, theta, buckets, s),
-                unavoidable_work(model, theta, buckets, s, torch_ops=True),
-                engine_work(model, theta, buckets, s)]
+        deviation = fitness_deviation(model, theta, buckets, setting) if levers else None
+        work = [unavoidable_work(model, theta, buckets, setting),
+                unavoidable_work(model, theta, buckets, setting, torch_ops=True),
+                engine_work(model, theta, buckets, setting)]
         if not args.skip_loop:
-            work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, s))
-        unavoidable, as_torch_ops, whole, *loop = interleaved_medians(work, device, s.repeats)
+            work.append(plain_loop_work(model, theta, tokens, lengths, encoding, config, setting))
+        unavoidable, as_torch_ops, whole, *loop = interleaved_medians(work, device, setting.repeats)
         flops = forward_flops(model, setting.population, batch.lengths)
         floors = (flops / ceiling / 1e9,
                   forward_exponentials(model, setting.population, batch.lengths) / exps_per_second)
-        chunks = sorted({_pop_chunk(config, b, s) for b in buckets})
-        line = (f"{name:>20} | {s.label()}, pop_chunk={'/'.join(map(str, chunks))} | "
+        chunks = sorted({_pop_chunk(config, b, setting) for b in buckets})
+        line = (f"{name:>20} | {setting.label()}, pop_chunk={'/'.join(map(str, chunks))} | "
                 f"engine {whole:.4f} s/gen, "
                 f"{flops / whole / 1e9:.1f} GFLOP/s ({flops / whole / 1e9 / ceiling:.0%} of ceiling)"
                 f" | floor {max(floors) * 1e3:.2f} ms (matmul {floors[0] * 1e3:.2f}, exp "
                 f"{floors[1] * 1e3:.2f}): engine at {max(floors) / whole:.1%} of it"
-                f" | logits+CE alone {unavoidable:.4f} s (as torch ops {as_torch_ops:.4f} s)"
+                f" | logits+CE alone {unavoidable:.4f} s (as torch ops {as_torch_ops:.4f} setting)"
                 f" | engine / unavoidable {whole / unavoidable:.2f}×")
         if loop:
             line += (f" | plain nn.Module loop {loop[0]:.4f} s/gen | speed-up "

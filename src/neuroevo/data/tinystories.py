@@ -127,18 +127,16 @@ def _length_groups(lengths: list[int], size: int, padding: float | None) -> list
                 start = end
         return bounds
 
-    def waste(bounds: list[tuple[int, int]]) -> int:
-        return sum((b - a) * lengths[a] for a, b in bounds) - sum(lengths)
+    def within_budget(bounds: list[tuple[int, int]]) -> bool:
+        computed = sum((b - a) * lengths[a] for a, b in bounds)
+        return padding is None or computed - sum(lengths) <= padding * sum(lengths)
 
-    if padding is None or waste(groups(1.0)) <= padding * sum(lengths):
+    if within_budget(groups(1.0)):
         return groups(1.0)
     low, high = 0.0, 1.0  # τ = 0 pads nothing (only equal lengths share a group)
     for _ in range(20):
         middle = (low + high) / 2
-        if waste(groups(middle)) <= padding * sum(lengths):
-            low = middle
-        else:
-            high = middle
+        low, high = (middle, high) if within_budget(groups(middle)) else (low, middle)
     return groups(low)
 
 

@@ -10,12 +10,12 @@ Every individual sees the same token batch, so the batch is built once per gener
 paper's fixed set, once per run) and split into length buckets, each padded only to its own
 longest story: a bucket holds at most `length_bucket` stories, and the padding of all buckets
 together stays within `bucket_padding` of the real tokens however skewed the lengths (the
-reference pads all 1,024 to the longest). The population is evaluated in chunks of `pop_chunk` individuals: 16 at a time on
-a CPU, and on a GPU as many as fit a fixed activation budget for each bucket (the paper's 512 individuals × 1024
-stories would need tens of GB at once). Within a chunk the loss is one fused kernel that never
-stores the (individuals, tokens, vocab) logits; where torch's ops compute it instead (no kernels,
-autograd, torch.compile) the logits are made one tile of `pop_tile` × `token_chunk` at a time, so
-on a CPU they stay near the caches.
+reference pads all 1,024 to the longest). The population is evaluated in chunks of `pop_chunk`
+individuals: 16 at a time on a CPU, and on a GPU as many as fit a fixed activation budget for
+each bucket (the paper's 512 individuals × 1024 stories would need tens of GB at once). Within a
+chunk the loss is one fused kernel that never stores the (individuals, tokens, vocab) logits;
+where torch's ops compute it instead (no kernels, autograd, torch.compile) the logits are made
+one tile of `pop_tile` × `token_chunk` at a time, so on a CPU they stay near the caches.
 """
 
 from __future__ import annotations
@@ -128,13 +128,14 @@ class LanguageTask:
 
     def summary(self) -> dict:
         batch = self.batch(1)
+        buckets = self._buckets(batch)
         return {"text": self.config.text, "text_sha256": self.corpus.text_sha256,
                 "n_stories": len(self.corpus), "model_vocab": self.model.vocab,
                 "eval_sequences": int(batch.tokens.shape[0]),
                 "eval_padded_length": int(batch.tokens.shape[1]),
                 "eval_targets": int(batch.n_targets),
-                "eval_positions_computed": sum(b.tokens.numel() for b in self._buckets(batch)),
-                "eval_buckets": len(self._buckets(batch)),
+                "eval_positions_computed": sum(b.tokens.numel() for b in buckets),
+                "eval_buckets": len(buckets),
                 "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
