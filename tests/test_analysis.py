@@ -52,7 +52,8 @@ def write_run(path: Path, variant: str, seed: int) -> None:
     (path / "elite.json").write_text(json.dumps({"seeds": [seed]}))
     summary = {
         "task": "tinystories", "encoding": "factorized" if variant in RANK else "dense", "seed": seed,
-        "preset": "quick", "device": "cpu", "versions": {"torch": "2.13.0"},
+        "preset": "quick", "device": "cpu (Test CPU, 2 threads)", "versions": {"torch": "2.13.0"},
+        "finished_utc": f"2026-11-{25 + seed % 2}T12:00:00+00:00",
         "params": {"network": 99_000 if variant != "small" else 11_000, "genome": SEARCHED[variant],
                    "searched": SEARCHED[variant]},
         "final": {"best": float(best[-1]), "elite_mean": float(best[-1] - 0.2), "generation": GENERATIONS},
@@ -255,6 +256,7 @@ def test_cli_builds_tables_figures_and_a_self_contained_report(results: Path, tm
     assert "Paper vs this reproduction" in text and "99,507" in text and "n/a" in text
     assert "data:image/png;base64," in page and "<table>" in page
     assert "not the paper's experiment" in text
+    assert "Devices: cpu (Test CPU, 2 threads). Runs finished 2026-11-25 to 2026-11-26 (UTC)." in text
 
 
 def test_report_paper_column_uses_reference_numbers(tables_of) -> None:

@@ -11,6 +11,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,8 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "encoding": config.encoding.kind,
         "seed": config.seed,
         "preset": config.preset,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device_description(device),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # the fused kernels and torch's ops round differently (~1e-6): say which were in use
         # (the GPU ones serve the transformer only; the CPU ones the first RL convolutions too)
         "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
@@ -159,6 +161,24 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "config_digest": config.digest(),
         "config": config.to_dict(),
     }
+
+
+def device_description(device: torch.device) -> str:
+    """What ran a run, for its summary and the report: the GPU's name, or the CPU's model and
+    torch's thread count (timings mean little without them)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown model"
 
 
 def _read_summary(paths: RunPaths) -> dict:

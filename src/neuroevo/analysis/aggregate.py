@@ -54,6 +54,7 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         **_ids(task, variant, run),
         "scheme": _scheme(run.summary),
         "device": run.summary.get("device"),
+        "finished_utc": run.summary.get("finished_utc"),
         "versions": json.dumps(run.summary.get("versions", {}), sort_keys=True),
         "params_network": params["network"],
         "params_genome": params["genome"],

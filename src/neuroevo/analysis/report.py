@@ -70,8 +70,8 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
     """The report as Markdown; `image_src` turns a PNG path into the `src` written for it."""
     parts = [f"# Reproduction report — preset `{grid.preset}`\n"]
     if grid.preset != "paper":
-        parts.append(f"**Preset `{grid.preset}`: reduced scale for checking the pipeline; "
-                     "these numbers are not the paper's experiment.**\n")
+        parts.append(f"**Preset `{grid.preset}`: reduced scale; these numbers are not the "
+                     "paper's experiment.**\n")
     parts += [_setup(grid, runs), "## Tables\n"]
     captions = {
         "final": "Last-generation score per variant over seeds (mean, std, 95% Student-t interval) "
@@ -105,8 +105,11 @@ def _setup(grid: Grid, runs: pd.DataFrame) -> str:
     ]
     devices = ", ".join(sorted(runs["device"].dropna().astype(str).unique())) or "n/a"
     versions = "\n".join(f"- `{v}`" for v in sorted(runs["versions"].dropna().unique()))
+    days = sorted({str(t)[:10] for t in runs.get("finished_utc", pd.Series()).dropna()})
+    dates = f" Runs finished {' to '.join(dict.fromkeys((days[0], days[-1])))} (UTC)." if days else ""
     return ("## Setup\n\n" + pd.DataFrame(rows).to_markdown(index=False) +
-            f"\n\nDevices: {devices}. Software versions recorded by the runs:\n\n{versions}\n")
+            f"\n\nDevices: {devices}.{dates} Software versions recorded by the runs:"
+            f"\n\n{versions}\n")
 
 
 def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
