@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -38,6 +37,7 @@ import torch
 from neuroevo.config import load_config
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.run import cpu_model
 from neuroevo.tasks import task_module
 from neuroevo.tasks.rollout import GymPool, available_cores, episode_seeds
 
@@ -68,13 +68,7 @@ class Timing:
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}"
-    model = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {available_cores()} cores, torch {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {available_cores()} cores, torch {torch.get_num_threads()} threads"
 
 
 def report(device: str, text: str) -> None:

@@ -127,12 +127,15 @@ def _length_groups(lengths: list[int], size: int, padding: float | None) -> list
                 start = end
         return bounds
 
+    real = sum(lengths)
+
     def within_budget(bounds: list[tuple[int, int]]) -> bool:
         computed = sum((b - a) * lengths[a] for a, b in bounds)
-        return padding is None or computed - sum(lengths) <= padding * sum(lengths)
+        return padding is None or computed - real <= padding * real
 
-    if within_budget(groups(1.0)):
-        return groups(1.0)
+    widest = groups(1.0)  # groups of exactly `size`
+    if within_budget(widest):
+        return widest
     low, high = 0.0, 1.0  # τ = 0 pads nothing (only equal lengths share a group)
     for _ in range(20):
         middle = (low + high) / 2
