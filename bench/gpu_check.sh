@@ -11,6 +11,10 @@
 #                                  vs buckets within a 5% padding budget,
 #                                  torch's ops in bf16 and under torch.compile, RL rollouts, the
 #                                  per-individual loop at P=64
+#   bash bench/gpu_check.sh faults the kernels' tests and the fixed setting with the launch
+#                                  constants and precision fallbacks chosen from `core` and `more`,
+#                                  then each launch configuration of the precisions that faulted
+#                                  (gpu.FAULTED_ON_GPU), one process each, to find the faulting one
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -59,8 +63,16 @@ more)
     step $py bench/bench_lm.py --device cuda --population 64 --batch 256 --seq-len 128 \
         --precision tf32 --models "paper dense" "paper factorized r4"
     ;;
+faults)
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    probe=(--isolate 16 --population 64 --repeats 3 --unverified)
+    step $py bench/triton_sweep.py "${probe[@]}" --precision tf32 --model "paper factorized r4"
+    step $py bench/triton_sweep.py "${probe[@]}" --precision bf16 --model "paper dense"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision bf16
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults]" >&2
     exit 2
     ;;
 esac

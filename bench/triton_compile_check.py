@@ -41,7 +41,8 @@ def recorded_launches(model_names: list[str], precision: int) -> dict:
     launches: dict = {}
     current = [""]
 
-    def record(kernel, grid, *args, **constants):
+    def record(kernel, grid, precision, *args, **constants):
+        constants = {**constants, "PRECISION": precision}
         key = (kernel.__name__, tuple(sorted(constants.items())))
         launches.setdefault(key, (kernel, args, constants, []))[3].append(current[0])
 
@@ -105,13 +106,15 @@ def main() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    print(f"triton {triton.__version__}, target sm_90a, {gpu_kernels.NUM_WARPS} warps")
+    print(f"triton {triton.__version__}, target sm_90a, warps by precision "
+          f"{gpu_kernels.NUM_WARPS}")
     for precision in args.precisions:
         for (name, _), (kernel, launch_args, constants, models) in sorted(
                 recorded_launches(args.models, PRECISIONS[precision]).items()):
             source = ASTSource(kernel, signature(kernel, launch_args, constants), constants)
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                      options={"num_warps": gpu_kernels.NUM_WARPS})
+                                      options={"num_warps":
+                                               gpu_kernels.NUM_WARPS[constants["PRECISION"]]})
             print(f"{precision:>5} {name:<31} shared {compiled.metadata.shared:>6} B | "
                   f"{ptxas_report(compiled.asm['ptx'])} | {', '.join(dict.fromkeys(models))}")
 

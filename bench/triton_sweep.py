@@ -4,12 +4,17 @@ The kernels' block sizes and warps (constants in src/neuroevo/kernels/gpu.py) we
 ptxas's register counts without a GPU. This script times, at the issue's fixed setting by
 default, each kernel of the paper's transformer — the attention sub-layer, the feed-forward
 sub-layer (both for block 0) and the loss — under every combination of its knobs, checks that
-each configuration computes what the current one does, and prints the milliseconds per call,
+each configuration computes what the kernel does with IEEE fp32 products, and prints the milliseconds per call,
 the effective bandwidth and the best configuration. It also shows where a generation's time
 goes: multiply each block kernel's time by the number of blocks (3).
 
     python bench/triton_sweep.py                                   # P=512, 256 × 128, TF32
     python bench/triton_sweep.py --precision bf16 --model "paper factorized r4"
+    python bench/triton_sweep.py --isolate 8 --population 64 --unverified --precision bf16
+
+`--isolate N` runs every configuration in its own process (N at a time, with
+CUDA_LAUNCH_BLOCKING=1): an illegal memory access poisons a process's CUDA context, so only
+isolation tells which configurations fault and still measures the rest.
 
 On a machine without a GPU, `--device cpu` runs it through Triton's interpreter (tiny sizes
 only: it checks that the script works, not speed).
@@ -20,10 +25,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,6 +76,19 @@ def configured(settings: dict[str, int], precision: int) -> Iterator[None]:
                 setattr(gpu_kernels, name, value)
 
 
+@contextlib.contextmanager
+def ieee_products() -> Iterator[None]:
+    """The kernels' products in IEEE fp32 within, whatever the torch settings: the reference
+    each configuration is checked against (not the current configuration, which may itself be
+    the one that faults)."""
+    saved = gpu_kernels.matmul_precision
+    gpu_kernels.matmul_precision = lambda: gpu_kernels.IEEE
+    try:
+        yield
+    finally:
+        gpu_kernels.matmul_precision = saved
+
+
 def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: torch.Tensor
                  ) -> dict[str, tuple[Callable[[], torch.Tensor], Callable[[], object], int]]:
     """{kernel: (a call from fixed inputs to check against, the call to time, the bytes it must
@@ -76,7 +97,7 @@ def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: tor
     starts from a fresh copy and its timed call reuses one buffer."""
     block = model.blocks[0]
     with gpu_kernels.switched_off():
-        x = model.hidden_states(p, tokens)
+        x = model.hidden_states(p, tokens).float()  # as the attention kernel hands it on
     batch = tokens.shape[0]
     positions, targets, _ = scored_positions(tokens, lengths)
     weight, inner = model.embedding.output_projection(p)
@@ -126,6 +147,34 @@ def median_ms(call: Callable[[], object], device: torch.device, repeats: int) ->
     return statistics.median(times)
 
 
+def isolated(args: argparse.Namespace) -> None:
+    """Each (kernel, configuration) of the sweep in a child process of this script, `isolate`
+    at a time; prints the child's result line, or FAULT and the child's last error line."""
+    jobs = [(kernel, dict(zip(KNOBS[kernel], combo))) for kernel in args.kernels
+            for combo in itertools.product(*KNOBS[kernel].values())]
+    common = [sys.executable, __file__, "--device", args.device, "--population",
+              str(args.population), "--batch", str(args.batch), "--seq-len", str(args.seq_len),
+              "--model", args.model, "--precision", args.precision, "--repeats", str(args.repeats),
+              *(["--unverified"] if args.unverified else [])]
+    env = dict(os.environ, CUDA_LAUNCH_BLOCKING="1")
+
+    def run(job: tuple[str, dict[str, int]]) -> str:
+        kernel, settings = job
+        child = subprocess.run([*common, "--kernels", kernel, "--config", json.dumps(settings)],
+                               capture_output=True, text=True, env=env)
+        lines = [line for line in child.stdout.splitlines() if " | {" in line]
+        if child.returncode == 0 and lines:
+            return lines[0]
+        errors = [line for line in child.stderr.splitlines() if "Error" in line] or ["no output"]
+        return f"{kernel:>12} | {settings} | FAULT ({args.model}, {args.precision}): {errors[-1]}"
+
+    print(f"# triton_sweep --isolate — {args.model}, P={args.population} B={args.batch} "
+          f"T={args.seq_len}, {args.precision}, one process per configuration")
+    with ThreadPoolExecutor(args.isolate) as pool:
+        for line in pool.map(run, jobs):
+            print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,7 +188,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--first-only", action="store_true",
                         help="only the first value of each knob (a smoke test)")
+    parser.add_argument("--config", type=json.loads, default=None,
+                        help='one configuration, as JSON: {"NUM_WARPS": 4, ...}')
+    parser.add_argument("--isolate", type=int, default=0, metavar="N",
+                        help="each configuration in its own process, N at a time")
+    parser.add_argument("--unverified", action="store_true",
+                        help="launch even the precisions that faulted on a GPU "
+                             "(gpu.FAULTED_ON_GPU), to find which launch faults")
     args = parser.parse_args()
+    if args.isolate:
+        return isolated(args)
+    if args.unverified:
+        gpu_kernels.FAULTED_ON_GPU.clear()
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are first imported
     device = torch.device(args.device)
@@ -160,10 +220,12 @@ def main() -> None:
         calls = kernel_calls(model, p, tokens, lengths)
         for kernel in args.kernels:
             checked, timed, min_bytes = calls[kernel]
-            reference = checked().float()
+            with ieee_products():
+                reference = checked().float()
             results = []
             knobs = KNOBS[kernel]
-            values = [v[:1] if args.first_only else v for v in knobs.values()]
+            values = [[args.config[name]] if args.config else v[:1] if args.first_only else v
+                      for name, v in knobs.items()]
             for combo in itertools.product(*values):
                 settings = dict(zip(knobs, combo))
                 with configured(settings, precision):
@@ -172,7 +234,7 @@ def main() -> None:
                 results.append((ms, settings))
                 print(f"{kernel:>12} | {settings} | {ms:8.3f} ms | "
                       f"{min_bytes / ms / 1e6:7.1f} GB/s of unavoidable traffic | "
-                      f"max |Δ| vs current {deviation:.1e}", flush=True)
+                      f"max |Δ| vs IEEE fp32 {deviation:.1e}", flush=True)
             best_ms, best = min(results, key=lambda r: r[0])
             print(f"{kernel:>12} | best {best} at {best_ms:.3f} ms")
 

@@ -27,6 +27,8 @@ def triton_path(monkeypatch: pytest.MonkeyPatch):
     the C kernels off so that nothing else can answer."""
     monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    if DEVICE.type == "cpu":  # the interpreter runs every variant, those a GPU faulted on too
+        monkeypatch.setattr(gpu_kernels, "FAULTED_ON_GPU", {})
 
 
 @pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
@@ -62,7 +64,11 @@ def test_triton_attention_survives_extreme_scores(triton_path):
     with torch.enable_grad():
         plain = block(p, x.clone(), 2).detach()
     assert torch.isfinite(fused).all()
-    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
+    # On a GPU torch's reference is a fused SDPA kernel with its own exponentials and summation
+    # order; at scores of hundreds of nats fp32 rounding of a score (3e-5 at 500) moves the
+    # layer-normed output by up to 1e-3 (H100: 1.0e-3 at 21 of 13,440 entries, 2026-11-26).
+    tol = 5e-3 if DEVICE.type == "cuda" else TOL
+    torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("precision", [gpu_kernels.IEEE, gpu_kernels.TF32], ids=["ieee", "tf32"])
@@ -123,6 +129,18 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64():
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("asked, factorized, launched", [
+    (gpu_kernels.TF32, False, gpu_kernels.TF32), (gpu_kernels.TF32, True, gpu_kernels.IEEE),
+    (gpu_kernels.BF16, False, gpu_kernels.TF32), (gpu_kernels.BF16, True, gpu_kernels.IEEE),
+    (gpu_kernels.IEEE, True, gpu_kernels.IEEE)])
+def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,
+                                                        factorized: bool, launched: int):
+    """A launch whose precision faulted on the H100 (gpu.FAULTED_ON_GPU) runs in the nearest
+    precision that ran clean there; the rest run as asked."""
+    monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: asked)
+    assert gpu_kernels.launch_precision(factorized) == launched
+
+
 def test_precision_follows_the_runs_torch_settings():
     """task.precision reaches the kernels through torch's own switches: TF32 when fp32 matmuls
     may use it, bf16 under autocast, IEEE fp32 otherwise."""
@@ -168,6 +186,8 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
     reference = run(tmp_path / "cpu-kernels")
     monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    if DEVICE.type == "cpu":  # the interpreter runs every variant, those a GPU faulted on too
+        monkeypatch.setattr(gpu_kernels, "FAULTED_ON_GPU", {})
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["task_details"][

@@ -29,20 +29,28 @@ from neuroevo.kernels.cpu import LinearOperands, per_individual
 
 IEEE, TF32, BF16 = 0, 1, 2  # the kernels' PRECISION codes for their matrix products
 MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
-# Launch configuration: static choices from ptxas's register and spill counts for sm_90
-# (bench/triton_compile_check.py), not yet timed on a GPU; bench/triton_sweep.py times the
-# alternatives. Rows (tokens) per program of the feed-forward and loss kernels, by precision:
-# every program re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so
-# more rows mean less of that traffic; IEEE fp32 products need more registers, and at 128 rows
-# its feed-forward kernel spilled 20 KB per thread.
+# Launch configuration, timed on an H100 (bench/triton_sweep.py, Triton 3.6, dense, TF32, P = 512,
+# 256 × 128 tokens; bench/RESULTS.md): 4 warps a program beat 8 for every kernel in TF32 (the
+# attention 13.6 vs 33.5 ms a call), 128 rows a program beat 64 and 256, and 64-entry vocabulary
+# tiles beat 128 (20.7 vs 24.4 ms). IEEE fp32 keeps the register-count choices (ptxas for sm_90,
+# bench/triton_compile_check.py): its products need more registers, and with 4 warps or 128 rows
+# its kernels spilled up to 26 KB a thread. Rows (tokens) a program, by precision: every program
+# re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more rows
+# mean less of that traffic.
 FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
 LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
-VOCAB_BLOCK = 128  # vocabulary entries per tile of the online log-sum-exp
+VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64}  # vocabulary entries per online log-sum-exp tile
 QUERY_BLOCK = 64  # queries per program in the attention kernel
 KEY_BLOCK = 32  # keys per step of its online softmax (64 × 32: no spills in TF32 / bf16)
-# Warps per program: with 4 the IEEE-fp32 kernels spilled up to 26 KB per thread, with 8 under
-# 0.4 KB; the TF32/bf16 ones use ≤ 255 registers either way (Triton 3.6).
-NUM_WARPS = 8
+NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
+# Products in a precision that faulted on the H100 (an illegal memory access; Triton 3.6,
+# 2026-11-26), by (precision, whether the launch has factorized operands) → the precision used
+# instead, the nearest that ran clean there: TF32 with factor operands (x·B·A, a rank-padded
+# 16-wide product), and bf16 at all (dense; factorized untried). The faulting launch was not
+# isolated (the fault surfaces at a later launch); `bench/triton_sweep.py --isolate
+# --unverified` finds it on a GPU, after which this table should shrink.
+FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(TF32, True): IEEE, (BF16, False): TF32,
+                                               (BF16, True): IEEE}
 
 
 _switched_off = False
@@ -98,15 +106,16 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
     seq_len, width = n_rows // batch, n_heads * head_dim
     result = torch.empty_like(x)
     maps = [_Operands(ops, x) for ops in (q, k, v, out)]
+    precision = launch_precision(any(m.factorized for m in maps))
     _launch(kernels().attention_layer_norm_kernel, (_cdiv(seq_len, QUERY_BLOCK), batch, pop),
+        precision,
         x, result, seq_len, n_rows, n_cols, width, *(a for m in maps for a in m.args()),
         scale.contiguous(), shift.contiguous(), eps, head_dim ** -0.5,
         HEAD_DIM=head_dim, N_HEADS=n_heads, BLOCK_Q=QUERY_BLOCK, BLOCK_K=KEY_BLOCK,
         BLOCK_C=_block(n_cols), BLOCK_W=_block(width),
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
-        **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
-        PRECISION=matmul_precision())
+        **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)})
     return result
 
 
@@ -118,14 +127,14 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
     assert x.is_contiguous()
     pop, n_rows, n_cols = x.shape
     first, second = _Operands(ff1, x), _Operands(ff2, x)
-    precision = matmul_precision()
+    precision = launch_precision(first.factorized or second.factorized)
     rows = FEED_FORWARD_ROWS[precision]
-    _launch(kernels().feed_forward_layer_norm_kernel, (_cdiv(n_rows, rows), pop),
+    _launch(kernels().feed_forward_layer_norm_kernel, (_cdiv(n_rows, rows), pop), precision,
         x, n_rows, n_cols, first.n_out, *first.args(), *second.args(), scale.contiguous(),
         shift.contiguous(), eps, BLOCK_M=rows, BLOCK_C=_block(n_cols),
         BLOCK_FF=_block(first.n_out), BLOCK_R1=first.block_rank, BLOCK_R2=second.block_rank,
         FACT1=first.factorized, FACT2=second.factorized, BIAS1=first.has_bias,
-        BIAS2=second.has_bias, PRECISION=precision)
+        BIAS2=second.has_bias)
     return x
 
 
@@ -138,13 +147,12 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     pop, n_scored = x.shape[0], rows.numel()
     vocab, k_dim = weight.shape[1:]
     out = x.new_empty(pop, n_scored)
-    precision = matmul_precision()
+    precision = launch_precision(False)
     rows_per_program = LOSS_ROWS[precision]
     _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, rows_per_program), pop),
-        x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
+        precision, x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
         weight.stride(0), bias, bias.stride(0), out, vocab, k_dim,
-        BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK, BLOCK_K=_block(k_dim),
-        PRECISION=precision)
+        BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK[precision], BLOCK_K=_block(k_dim))
     return out
 
 
@@ -155,6 +163,13 @@ def matmul_precision() -> int:
     if _cuda_autocast_dtype() == torch.bfloat16:
         return BF16
     return TF32 if torch.get_float32_matmul_precision() != "highest" else IEEE
+
+
+def launch_precision(factorized: bool) -> int:
+    """`matmul_precision`, unless that precision faulted on a GPU for such a launch
+    (`FAULTED_ON_GPU`): then the precision that replaces it."""
+    precision = matmul_precision()
+    return FAULTED_ON_GPU.get((precision, factorized), precision)
 
 
 def _cuda_autocast_dtype() -> torch.dtype | None:
@@ -168,10 +183,11 @@ def _cuda_autocast_dtype() -> torch.dtype | None:
     return dtype if enabled else None
 
 
-def _launch(kernel, grid: tuple[int, ...], *args, **constants) -> None:
-    """Every launch passes here (bench/triton_compile_check.py records them to compile each
-    variant the model uses for the GPU without one)."""
-    kernel[grid](*args, num_warps=NUM_WARPS, **constants)
+def _launch(kernel, grid: tuple[int, ...], precision: int, *args, **constants) -> None:
+    """Every launch passes here, its products' precision apart from the other arguments
+    (bench/triton_compile_check.py records them to compile each variant the model uses for the
+    GPU without one)."""
+    kernel[grid](*args, num_warps=NUM_WARPS[precision], PRECISION=precision, **constants)
 
 
 def _cdiv(a: int, b: int) -> int:
