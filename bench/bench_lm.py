@@ -105,7 +105,8 @@ def main() -> None:
           f"{int(batch.lengths.median())}): {int(batch.lengths.sum()):,} real tokens per "
           f"individual, {computed:,} computed in {len(buckets)} length bucket(s) of ≤ "
           f"{args.length_bucket or setting.batch} sequences (padding "
-          f"{'unbounded' if padding is None else f'≤ {padding:.0%} of the real tokens'})")
+          f"{computed / int(batch.lengths.sum()) - 1:.1%} of the real tokens; budget "
+          f"{'none' if padding is None or not args.length_bucket else f'{padding:.0%}'})")
     tokens, lengths = batch.tokens.to(device), batch.lengths.to(device)
     for name, (encoding, config) in MODELS.items():
         if name not in args.models:

@@ -190,9 +190,45 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
         monkeypatch.setattr(gpu_kernels, "FAULTED_ON_GPU", {})
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second
-    assert json.loads((tmp_path / "a" / "summary.json").read_text())["task_details"][
-        "eval_buckets"] > 1
+    details = json.loads((tmp_path / "a" / "summary.json").read_text())["task_details"]
+    assert details["eval_buckets"] > 1
+    assert details["gpu_kernels"].startswith("on: within")
     header = first[0]
     for column in ("best", "mean", "worst"):
         i = header.index(column)
         assert abs(float(first[1][i]) - float(reference[1][i])) < 1e-4, column
+
+
+def test_a_run_switches_off_kernels_that_disagree_with_torch_ops(tmp_path, tiny_lm_overrides,
+                                                                monkeypatch, caplog):
+    """A kernel that computes the wrong thing (as Triton's miscompiled tensor-core products did
+    on an H100) is caught by the run's once-a-run check: the run warns, scores with torch's ops
+    — the same fitness as a run that never used the kernels — and says so in its summary."""
+    from neuroevo.cli import main
+    from neuroevo.kernels import triton_lm
+
+    def run(out) -> tuple[list[str], dict]:
+        sets = [arg for override in [*tiny_lm_overrides, "ga.generations=1"]
+                for arg in ("--set", override)]
+        assert main(["run", "configs/tinystories/dense.yaml", "--out", str(out), "--quiet",
+                     *sets]) == 0
+        return ((out / "fitness.csv").read_text().splitlines(),
+                json.loads((out / "summary.json").read_text())["task_details"])
+
+    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    reference, _ = run(tmp_path / "torch-ops")
+    monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
+    wrong = triton_lm.negative_log_likelihood_kernel
+
+    class Miscompiled:  # the loss kernel, then every output off by 5 nats
+        def __getitem__(self, grid):
+            def launch(*args, **constants):
+                wrong[grid](*args, **constants)
+                args[9].add_(5.0)  # out
+            return launch
+
+    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", Miscompiled())
+    fitness, details = run(tmp_path / "miscompiled")
+    assert details["gpu_kernels"].startswith("off: 5")
+    assert "Triton kernels' fitness is 5" in caplog.text
+    assert fitness == reference

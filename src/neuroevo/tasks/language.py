@@ -20,6 +20,8 @@ one tile of `pop_tile` × `token_chunk` at a time, so on a CPU they stay near th
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +35,14 @@ from neuroevo.tasks import Evaluation
 
 __all__ = ["ModelConfig", "TaskConfig", "LanguageTask", "build"]
 
+log = logging.getLogger(__name__)
+
 SAMPLING = ("fixed", "sampled")
 PRECISIONS = ("fp32", "tf32", "bf16")
+# How far (nats) the Triton kernels' fitness may stray from torch's ops in the once-a-run check:
+# IEEE products differ only in summation order (H100: 1.5e-4 at the paper's size); TF32 and bf16
+# products by their rounding (H100, dense: 2.8e-2). A miscompiled kernel strays by whole nats.
+KERNEL_TOLERANCE = {"fp32": 1e-3, "tf32": 0.1, "bf16": 0.1}
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class LanguageTask:
                        if task.sampling == "fixed" else None)
         self._fixed_buckets: list[EvalBatch] | None = None
         self._score = scorer(task.precision, task.compile, device)
+        self._kernels: str | None = None  # the once-a-run check's verdict (check_kernels)
 
     @property
     def pop_tile(self) -> int | None:
@@ -122,9 +131,38 @@ class LanguageTask:
 
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
-        return Evaluation(fitness=score_population(
-            self.model, theta, self._device_buckets(generation), self.config.pop_chunk,
-            self.config.token_chunk, self.pop_tile, score=self._score))
+        buckets = self._device_buckets(generation)
+        if self._kernels is None:
+            self._kernels = self.check_kernels(theta, buckets[0])
+        kernels_off = self._kernels.startswith("off")
+        with gpu_kernels.switched_off() if kernels_off else contextlib.nullcontext():
+            return Evaluation(fitness=score_population(
+                self.model, theta, buckets, self.config.pop_chunk, self.config.token_chunk,
+                self.pop_tile, score=self._score))
+
+    def check_kernels(self, theta: torch.Tensor, bucket: EvalBatch) -> str:
+        """Whether this run may use the Triton kernels, checked once: two individuals' fitness
+        on a few of the bucket's stories through the kernels and through torch's ops, which
+        must agree within KERNEL_TOLERANCE. Triton has miscompiled tensor-core products on an
+        H100 (bench/RESULTS.md: whole nats off, or a fault), so a kernel that disagrees is
+        switched off for the run, with a warning, rather than trusted. The verdict goes to
+        the run's summary."""
+        if not (gpu_kernels.usable(theta) and not self.config.compile):
+            return "not used"
+        tokens, lengths = bucket.tokens[:8], bucket.lengths[:8]
+        views = self.model.layout.views(theta[:2])
+        args = (self.model, views, tokens, lengths, self.config.token_chunk, self.pop_tile)
+        fused = self._score(*args)
+        with gpu_kernels.switched_off():
+            plain = self._score(*args)
+        deviation = float((fused - plain).abs().max())
+        if deviation <= KERNEL_TOLERANCE[self.config.precision]:
+            return f"on: within {deviation:.1e} nats of torch's ops"
+        log.warning("the Triton kernels' fitness is %.3g nats from torch's ops (allowed %g at "
+                    "%s): using torch's ops for this run; bench/triton_sweep.py --isolate "
+                    "finds the faulty launch configuration", deviation,
+                    KERNEL_TOLERANCE[self.config.precision], self.config.precision)
+        return f"off: {deviation:.3g} nats from torch's ops"
 
     def summary(self) -> dict:
         batch = self.batch(1)
@@ -136,6 +174,7 @@ class LanguageTask:
                 "eval_targets": int(batch.n_targets),
                 "eval_positions_computed": sum(b.tokens.numel() for b in buckets),
                 "eval_buckets": len(buckets),
+                "gpu_kernels": self._kernels or "not checked",
                 "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
