@@ -15,6 +15,10 @@
 #                                  constants and precision fallbacks chosen from `core` and `more`,
 #                                  then each launch configuration of the precisions that faulted
 #                                  (gpu.FAULTED_ON_GPU), one process each, to find the faulting one
+#   bash bench/gpu_check.sh next   what the first H100 session left open: goal 2's stand-in with the
+#                                  tuned constants, and whether TF32 with factor operands runs
+#                                  right with them (NEUROEVO_GPU_KERNELS=unverified), which would
+#                                  let FAULTED_ON_GPU drop it (≈ 3× on the factorized model)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -71,8 +75,15 @@ faults)
     step $py bench/triton_sweep.py "${probe[@]}" --precision bf16 --model "paper dense"
     step $py bench/bench_lm.py "${fixed[@]}" --precision bf16
     ;;
+next)
+    unverified=(env NEUROEVO_GPU_KERNELS=unverified)
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py -k tf32
+    step "${unverified[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper factorized r4"
+    step "${unverified[@]}" $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper factorized r4"
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next]" >&2
     exit 2
     ;;
 esac

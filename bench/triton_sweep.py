@@ -199,7 +199,7 @@ def main() -> None:
     if args.isolate:
         return isolated(args)
     if args.unverified:
-        gpu_kernels.FAULTED_ON_GPU.clear()
+        os.environ["NEUROEVO_GPU_KERNELS"] = "unverified"
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are first imported
     device = torch.device(args.device)

@@ -139,6 +139,8 @@ def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,
     precision that ran clean there; the rest run as asked."""
     monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: asked)
     assert gpu_kernels.launch_precision(factorized) == launched
+    monkeypatch.setenv("NEUROEVO_GPU_KERNELS", "unverified")  # every precision as asked
+    assert gpu_kernels.launch_precision(factorized) == asked
 
 
 def test_precision_follows_the_runs_torch_settings():

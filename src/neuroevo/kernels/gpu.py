@@ -167,8 +167,12 @@ def matmul_precision() -> int:
 
 def launch_precision(factorized: bool) -> int:
     """`matmul_precision`, unless that precision faulted on a GPU for such a launch
-    (`FAULTED_ON_GPU`): then the precision that replaces it."""
+    (`FAULTED_ON_GPU`): then the precision that replaces it. NEUROEVO_GPU_KERNELS=unverified
+    launches every precision as asked (to test another Triton version or GPU; the run's own
+    check, tasks/language.check_kernels, still guards against wrong results)."""
     precision = matmul_precision()
+    if os.environ.get("NEUROEVO_GPU_KERNELS") == "unverified":
+        return precision
     return FAULTED_ON_GPU.get((precision, factorized), precision)
 
 
