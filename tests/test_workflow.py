@@ -275,3 +275,22 @@ def test_tiny_grid_end_to_end_then_nothing_to_do_then_one_figure(tmp_path: Path)
     assert job_counts(alone) == {"figure_final": 1}
     again = snakemake(tmp_path, "--configfile", str(experiments)).stdout
     assert job_counts(again) == {"report": 1, "all": 1}
+
+
+def test_every_searched_rank_is_stated_and_is_the_engine_configs() -> None:
+    """A factorized or sparse variant in experiments.yaml names its rank (the tables' rank
+    column and the rank figure read it), and that rank is the one its engine config, with the
+    variant's overrides, actually searches."""
+    from neuroevo.config import load_config
+
+    experiments = yaml.safe_load((REPO / "configs" / "experiments.yaml").read_text())
+    checked = 0
+    for task, spec in experiments["tasks"].items():
+        for name, variant in spec["variants"].items():
+            overrides = [f"{k}={v}" for k, v in (variant.get("set") or {}).items()]
+            encoding = load_config(REPO / variant["config"], overrides=overrides).encoding
+            if encoding.kind == "dense":
+                continue
+            assert variant.get("rank") == encoding.rank, f"{task}/{name}"
+            checked += 1
+    assert checked >= 10
