@@ -18,7 +18,8 @@
 #   bash bench/gpu_check.sh next   what the first H100 session left open: goal 2's stand-in with the
 #                                  tuned constants, and whether TF32 with factor operands runs
 #                                  right with them (NEUROEVO_GPU_KERNELS=unverified), which would
-#                                  let FAULTED_ON_GPU drop it (≈ 3× on the factorized model)
+#                                  let FAULTED_ON_GPU drop it (≈ 3× on the factorized model);
+#                                  CarRacing rollouts (carry .whl from bench/gpu_wheels.sh)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -81,6 +82,7 @@ next)
     step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py -k tf32
     step "${unverified[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper factorized r4"
     step "${unverified[@]}" $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper factorized r4"
+    step $py bench/bench_rl.py --device cuda --families car_racing
     ;;
 *)
     echo "usage: bash bench/gpu_check.sh [core|more|faults|next]" >&2

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Before a GPU session, on a machine with PyPI (this one): fetch as Python 3.12 manylinux wheels the
 # packages that the GPU machines' image lacks and the RL benchmark needs (gymnasium, ale-py,
-# MuJoCo), into .whl/ (git-ignored locally). Then name `.whl` in the device call's `carry`;
-# bench/gpu_check.sh installs them into /tmp/site when it finds them. About 30 MB.
+# MuJoCo, Box2D and pygame for CarRacing), into .whl/ (git-ignored locally). Then name `.whl` in the device call's `carry`;
+# bench/gpu_check.sh installs them into /tmp/site when it finds them. About 45 MB.
 #   bash bench/gpu_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +13,6 @@ python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --im
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
     "gymnasium==$(version gymnasium)" farama-notifications "ale-py==$(version ale-py)" \
-    "mujoco==$mujoco" "mujoco-core==$mujoco" "mujoco-studio==$mujoco" glfw pyopengl websockets
+    "mujoco==$mujoco" "mujoco-core==$mujoco" "mujoco-studio==$mujoco" glfw pyopengl websockets \
+    "Box2D==$(version Box2D)" "pygame-ce==$(version pygame-ce)"
 du -sh .whl
