@@ -3,9 +3,9 @@
 The kernels' block sizes and warps (constants in src/neuroevo/kernels/gpu.py) were chosen from
 ptxas's register counts without a GPU. This script times, at the issue's fixed setting by
 default, each kernel of the paper's transformer — the attention sub-layer, the feed-forward
-sub-layer (both for block 0) and the loss — under every combination of its knobs, checks that
-each configuration computes what the kernel does with IEEE fp32 products, and prints the milliseconds per call,
-the effective bandwidth and the best configuration. It also shows where a generation's time
+sub-layer (both for block 0) and the loss — under every combination of its knobs, checks each
+configuration against the same kernel with IEEE fp32 products, and prints the milliseconds per
+call, the effective bandwidth and the best configuration. It also shows where a generation's time
 goes: multiply each block kernel's time by the number of blocks (3).
 
     python bench/triton_sweep.py                                   # P=512, 256 × 128, TF32
