@@ -43,12 +43,14 @@ VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64}  # vocabulary entries per online l
 QUERY_BLOCK = 64  # queries per program in the attention kernel
 KEY_BLOCK = 32  # keys per step of its online softmax (64 × 32: no spills in TF32 / bf16)
 NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
-# Products in a precision that faulted on the H100 (an illegal memory access; Triton 3.6,
-# 2026-11-26), by (precision, whether the launch has factorized operands) → the precision used
-# instead, the nearest that ran clean there: TF32 with factor operands (x·B·A, a rank-padded
-# 16-wide product), and bf16 at all (dense; factorized untried). The faulting launch was not
-# isolated (the fault surfaces at a later launch); `bench/triton_sweep.py --isolate
-# --unverified` finds it on a GPU, after which this table should shrink.
+# Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
+# by (precision, whether the launch has factorized operands) → the precision used instead, the
+# nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
+# launch configuration, found illegal memory accesses and outputs whole units off in some
+# configurations of the factorized model's attention and feed-forward kernels in TF32 and of the
+# feed-forward kernel in bf16 (factorized bf16 untried); dense TF32 and IEEE ran right in every
+# configuration. Rerun it on a new Triton or GPU before shrinking this table
+# (NEUROEVO_GPU_KERNELS=unverified ignores it).
 FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(TF32, True): IEEE, (BF16, False): TF32,
                                                (BF16, True): IEEE}
 
