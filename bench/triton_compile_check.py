@@ -32,6 +32,7 @@ from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
 from neuroevo.models.transformer import Transformer  # noqa: E402
 
 PRECISIONS = {"fp32": gpu_kernels.IEEE, "tf32": gpu_kernels.TF32, "bf16": gpu_kernels.BF16}
+NAMES = {code: name for name, code in PRECISIONS.items()}
 VOCAB = 2051
 
 
@@ -115,7 +116,9 @@ def main() -> None:
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
                                       options={"num_warps":
                                                gpu_kernels.NUM_WARPS[constants["PRECISION"]]})
-            print(f"{precision:>5} {name:<31} shared {compiled.metadata.shared:>6} B | "
+            launched = NAMES[constants["PRECISION"]]  # FAULTED_ON_GPU may replace the one asked
+            print(f"{precision:>5}→{launched:<5} {name:<31} shared "
+                  f"{compiled.metadata.shared:>6} B | "
                   f"{ptxas_report(compiled.asm['ptx'])} | {', '.join(dict.fromkeys(models))}")
 
 
