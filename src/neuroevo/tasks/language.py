@@ -165,7 +165,6 @@ class LanguageTask:
                     KERNEL_TOLERANCE[self.config.precision], self.config.precision)
         return f"off: {deviation:.3g} nats from torch's fp32 ops"
 
-
     def summary(self) -> dict:
         batch = self.batch(1)
         buckets = self._buckets(batch)
