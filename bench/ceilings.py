@@ -18,6 +18,7 @@ import importlib.util
 
 import torch
 
+from neuroevo.tasks.language import float32_matmuls
 from timing import interleaved_medians  # bench/, beside this module
 
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
@@ -30,12 +31,8 @@ def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> float:
     dtype = PRECISION_DTYPES[precision]
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
-    try:
+    with float32_matmuls(precision):
         seconds = _median_seconds(lambda: a @ b, device, repeats)
-    finally:
-        torch.set_float32_matmul_precision(previous)
     return 2 * n**3 / seconds
 
 

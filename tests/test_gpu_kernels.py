@@ -21,14 +21,18 @@ pytestmark = needs_triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
 
-@pytest.fixture
-def triton_path(monkeypatch: pytest.MonkeyPatch):
+def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route the model through the Triton kernels on this device (the interpreter on CPU), with
     the C kernels off so that nothing else can answer."""
     monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
     if DEVICE.type == "cpu":  # the interpreter runs every variant, those a GPU faulted on too
         monkeypatch.setattr(gpu_kernels, "FAULTED_ON_GPU", {})
+
+
+@pytest.fixture
+def triton_path(monkeypatch: pytest.MonkeyPatch):
+    route_through_triton(monkeypatch)
 
 
 @pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
@@ -186,10 +190,7 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
         return [line.split(",") for line in (out / "fitness.csv").read_text().splitlines()]
 
     reference = run(tmp_path / "cpu-kernels")
-    monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
-    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
-    if DEVICE.type == "cpu":  # the interpreter runs every variant, those a GPU faulted on too
-        monkeypatch.setattr(gpu_kernels, "FAULTED_ON_GPU", {})
+    route_through_triton(monkeypatch)
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second
     details = json.loads((tmp_path / "a" / "summary.json").read_text())["task_details"]

@@ -154,7 +154,7 @@ class LanguageTask:
         views = self.model.layout.views(theta[:2])
         args = (self.model, views, tokens, lengths, self.config.token_chunk, self.pop_tile)
         fused = self._score(*args)
-        with gpu_kernels.switched_off(), _fp32_matmuls():
+        with gpu_kernels.switched_off(), float32_matmuls("fp32"):
             plain = Transformer.negative_cross_entropy(*args)
         deviation = float((fused - plain).abs().max())
         if deviation <= KERNEL_TOLERANCE[self.config.precision]:
@@ -245,10 +245,11 @@ def build(config, device: torch.device) -> LanguageTask:
 
 
 @contextlib.contextmanager
-def _fp32_matmuls():
-    """IEEE fp32 matmuls within (no TF32), whatever the run's setting, restored after."""
+def float32_matmuls(precision: str):
+    """fp32 matmuls within as `precision` ("tf32": TF32 allowed; otherwise IEEE fp32), whatever
+    the process-wide setting was, restored after."""
     previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
     try:
         yield
     finally:
