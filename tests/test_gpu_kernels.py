@@ -134,7 +134,7 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64():
 
 
 @pytest.mark.parametrize("asked, factorized, launched", [
-    (gpu_kernels.TF32, False, gpu_kernels.TF32), (gpu_kernels.TF32, True, gpu_kernels.IEEE),
+    (gpu_kernels.TF32, False, gpu_kernels.TF32), (gpu_kernels.TF32, True, gpu_kernels.TF32),
     (gpu_kernels.BF16, False, gpu_kernels.TF32), (gpu_kernels.BF16, True, gpu_kernels.IEEE),
     (gpu_kernels.IEEE, True, gpu_kernels.IEEE)])
 def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,

@@ -47,12 +47,14 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
 # launch configuration, found illegal memory accesses and outputs whole units off in some
-# configurations of the factorized model's attention and feed-forward kernels in TF32 and of the
-# feed-forward kernel in bf16 (factorized bf16 untried); dense TF32 and IEEE ran right in every
-# configuration. Rerun it on a new Triton or GPU before shrinking this table
-# (NEUROEVO_GPU_KERNELS=unverified ignores it).
-FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(TF32, True): IEEE, (BF16, False): TF32,
-                                               (BF16, True): IEEE}
+# configurations of the bf16 feed-forward kernel (dense; factorized bf16 untried), and of the
+# factorized model's TF32 attention and feed-forward kernels, but only with 8 warps: with the
+# tuned TF32 constants above (4 warps) those ran right in the sweep, in the kernels' tests and
+# at both benchmark settings (within 3e-4 nats of fp32; second H100 call), so TF32 is not in
+# the table. Dense TF32 and IEEE ran right in every configuration. Rerun the sweep on a new
+# Triton or GPU, or with new constants, before changing this table (NEUROEVO_GPU_KERNELS=unverified
+# ignores it).
+FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(BF16, False): TF32, (BF16, True): IEEE}
 
 
 _switched_off = False
