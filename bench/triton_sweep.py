@@ -46,7 +46,7 @@ from neuroevo.models.transformer import Transformer, scored_positions  # noqa: E
 
 VOCAB = 2051
 KNOBS = {
-    "attention": {"QUERY_BLOCK": [32, 64, 128], "KEY_BLOCK": [32, 64], "NUM_WARPS": [4, 8]},
+    "attention": {"QUERY_BLOCK": [16, 32, 64], "KEY_BLOCK": [16, 32, 64], "NUM_WARPS": [4, 8]},
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8]},
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8]},
 }

@@ -219,6 +219,7 @@ def test_a_run_switches_off_kernels_that_disagree_with_torch_ops(tmp_path, tiny_
                 json.loads((out / "summary.json").read_text())["task_details"])
 
     monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    monkeypatch.setattr(gpu_kernels, "usable", lambda x: False)  # on a GPU too
     reference, _ = run(tmp_path / "torch-ops")
     monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
     wrong = triton_lm.negative_log_likelihood_kernel

@@ -40,8 +40,11 @@ MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-
 FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
 LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
 VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64}  # vocabulary entries per online log-sum-exp tile
-QUERY_BLOCK = 64  # queries per program in the attention kernel
-KEY_BLOCK = 32  # keys per step of its online softmax (64 × 32: no spills in TF32 / bf16)
+# Attention: queries per program (× heads, stacked: 128 rows) and keys per step of its online
+# softmax; 32 × 32 beat 16–64 × 16–64 (dense TF32: 10.8 ms a call, 64 × 32 12.8 ms; second H100
+# session, the heads-stacked kernel).
+QUERY_BLOCK = 32
+KEY_BLOCK = 32
 NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
@@ -115,7 +118,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         precision,
         x, result, seq_len, n_rows, n_cols, width, *(a for m in maps for a in m.args()),
         scale.contiguous(), shift.contiguous(), eps, head_dim ** -0.5,
-        HEAD_DIM=head_dim, N_HEADS=n_heads, BLOCK_Q=QUERY_BLOCK, BLOCK_K=KEY_BLOCK,
+        HEAD_DIM=head_dim, N_HEADS=n_heads, BLOCK_H=1 << (n_heads - 1).bit_length(),
+        BLOCK_Q=QUERY_BLOCK, BLOCK_K=KEY_BLOCK,
         BLOCK_C=_block(n_cols), BLOCK_W=_block(width),
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},

@@ -13,11 +13,13 @@ GPU counterparts of transformer.c's fused sub-layers plus the loss:
   log-sum-exp over vocabulary tiles, so the (individuals, tokens, vocab) logits never reach memory.
 
 Every linear map is applied from its operands (dense W, or the factors B then A), so a
-factorized W is never built. Head separation uses column masks rather than slices: a head's
-scores are q masked to that head's columns times all of k, and its output lands in its own
-columns of one accumulator, whose per-head running max and sum are kept broadcast over the
-head's columns. Matrix products go through `_dot`, whose PRECISION (gpu.py's IEEE = 0, TF32 =
-1, BF16 = 2: bf16 operands, fp32 accumulation) the caller picks; everything else is fp32.
+factorized W is never built. Heads are stacked along rows rather than sliced (a head is 4
+columns wide, tl.dot's operands at least 16): row h·BLOCK_Q + i of the stacked queries is query
+i with q masked to head h's columns, so one product gives every head's scores and one online
+softmax (running max and sum per row) serves them all; at the end each output column is taken
+from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gpu.py's IEEE =
+0, TF32 = 1, BF16 = 2: bf16 operands, fp32 accumulation) the caller picks; everything else is
+fp32.
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """
@@ -117,7 +119,8 @@ def attention_layer_norm_kernel(
         vb_ptr, vb_stride, va_ptr, va_stride, vbias_ptr, vbias_stride, v_rank,
         ob_ptr, ob_stride, oa_ptr, oa_stride, obias_ptr, obias_stride, o_rank,
         scale_ptr, shift_ptr, eps, sm_scale,
-        HEAD_DIM: tl.constexpr, N_HEADS: tl.constexpr, BLOCK_Q: tl.constexpr,
+        HEAD_DIM: tl.constexpr, N_HEADS: tl.constexpr, BLOCK_H: tl.constexpr,
+        BLOCK_Q: tl.constexpr,
         BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
         BLOCK_RQ: tl.constexpr, BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr,
         BLOCK_RO: tl.constexpr, FACT_Q: tl.constexpr, FACT_K: tl.constexpr,
@@ -126,7 +129,8 @@ def attention_layer_norm_kernel(
         PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
-    HEAD_DIM. Grid (query blocks, B, P). Not in place: other programs read x's rows as keys."""
+    HEAD_DIM; BLOCK_H = heads rounded up to a power of 2. Grid (query blocks, B, P). Not in
+    place: other programs read x's rows as keys."""
     p = tl.program_id(2).to(tl.int64)
     first = tl.program_id(1).to(tl.int64) * seq_len
     base = p * n_rows * n_cols + first * n_cols
@@ -138,10 +142,16 @@ def attention_layer_norm_kernel(
     q = _linear(x_q, qb_ptr + p * qb_stride, qa_ptr + p * qa_stride,
                 qbias_ptr + p * qbias_stride, n_cols, q_rank, width,
                 BLOCK_C, BLOCK_RQ, BLOCK_W, FACT_Q, BIAS_Q, PRECISION) * sm_scale
+    # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's columns,
+    # so one product gives every head's scores and one online softmax serves them all.
     head_of = tl.arange(0, BLOCK_W) // HEAD_DIM                                # column → head
-    run_max = tl.full((BLOCK_Q, BLOCK_W), float("-inf"), tl.float32)
-    run_sum = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
-    acc = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
+    own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
+        & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
+    q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
+    row_pos = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
+    run_max = tl.full((BLOCK_H * BLOCK_Q,), float("-inf"), tl.float32)
+    run_sum = tl.zeros((BLOCK_H * BLOCK_Q,), tl.float32)
+    acc = tl.zeros((BLOCK_H * BLOCK_Q, BLOCK_W), tl.float32)
     for start in range(0, (tl.program_id(0) + 1) * BLOCK_Q, BLOCK_K):  # keys ≤ the last query
         k_pos = start + tl.arange(0, BLOCK_K)
         x_k = tl.load(x_ptr + base + k_pos[:, None] * n_cols + cols[None, :],
@@ -152,22 +162,17 @@ def attention_layer_norm_kernel(
         v = _linear(x_k, vb_ptr + p * vb_stride, va_ptr + p * va_stride,
                     vbias_ptr + p * vbias_stride, n_cols, v_rank, width,
                     BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
-        causal = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
-        for head in tl.static_range(N_HEADS):
-            mine = (head_of == head)[None, :]
-            scores = _dot(tl.where(mine, q, 0.0), tl.trans(k), PRECISION)
-            scores = tl.where(causal, scores, float("-inf"))
-            old_max = tl.max(tl.where(mine, run_max, float("-inf")), axis=1)
-            new_max = tl.maximum(old_max, tl.max(scores, axis=1))
-            rescale = tl.exp(old_max - new_max)
-            probs = tl.exp(scores - new_max[:, None])
-            old_sum = tl.max(tl.where(mine, run_sum, 0.0), axis=1)
-            new_sum = old_sum * rescale + tl.sum(probs, axis=1)
-            update = acc * rescale[:, None] + _dot(probs, tl.where(mine, v, 0.0), PRECISION)
-            acc = tl.where(mine, update, acc)
-            run_max = tl.where(mine, new_max[:, None], run_max)
-            run_sum = tl.where(mine, new_sum[:, None], run_sum)
-    attended = tl.where((head_of < N_HEADS)[None, :], acc / tl.maximum(run_sum, 1e-30), 0.0)
+        scores = _dot(q, tl.trans(k), PRECISION)
+        causal = (k_pos[None, :] <= row_pos[:, None]) & (k_pos < seq_len)[None, :]
+        scores = tl.where(causal, scores, float("-inf"))
+        new_max = tl.maximum(run_max, tl.max(scores, axis=1))  # finite: key 0 is in every row
+        rescale = tl.exp(run_max - new_max)
+        probs = tl.exp(scores - new_max[:, None])
+        run_sum = run_sum * rescale + tl.sum(probs, axis=1)
+        acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)  # every head's columns of v
+        run_max = new_max
+    stacked = tl.reshape(acc / run_sum[:, None], (BLOCK_H, BLOCK_Q, BLOCK_W))
+    attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)     # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
                 obias_ptr + p * obias_stride, width, o_rank, n_cols,
                 BLOCK_W, BLOCK_RO, BLOCK_C, FACT_O, BIAS_O, PRECISION)
