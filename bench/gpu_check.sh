@@ -15,11 +15,12 @@
 #                                  constants and precision fallbacks chosen from `core` and `more`,
 #                                  then each launch configuration of the precisions that faulted
 #                                  (gpu.FAULTED_ON_GPU), one process each, to find the faulting one
-#   bash bench/gpu_check.sh next   what the first H100 session left open: goal 2's stand-in with the
-#                                  tuned constants, and whether TF32 with factor operands runs
-#                                  right with them (NEUROEVO_GPU_KERNELS=unverified), which would
-#                                  let FAULTED_ON_GPU drop it (≈ 3× on the factorized model);
-#                                  CarRacing rollouts (carry .whl from bench/gpu_wheels.sh)
+#   bash bench/gpu_check.sh next   what the first H100 session left open (run in the second):
+#                                  goal 2's stand-in with the tuned constants, whether TF32 with
+#                                  factor operands runs right with them
+#                                  (NEUROEVO_GPU_KERNELS=unverified; it did, so FAULTED_ON_GPU
+#                                  dropped it), CarRacing rollouts (carry .whl from
+#                                  bench/gpu_wheels.sh)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
