@@ -21,6 +21,10 @@
 #                                  (NEUROEVO_GPU_KERNELS=unverified; it did, so FAULTED_ON_GPU
 #                                  dropped it), CarRacing rollouts (carry .whl from
 #                                  bench/gpu_wheels.sh)
+#   bash bench/gpu_check.sh long   what the second session left open: the attention kernel (the
+#                                  lever at the paper's lengths) swept at 512-token sequences as
+#                                  well as at 128, the loss kernel swept again, both settings
+#                                  re-timed with the kernels' tests first
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -85,8 +89,15 @@ next)
     step "${unverified[@]}" $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper factorized r4"
     step $py bench/bench_rl.py --device cuda --families car_racing
     ;;
+long)
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step $py bench/triton_sweep.py --precision tf32 --kernels attention --batch 32 --seq-len 512
+    step $py bench/triton_sweep.py --precision tf32 --kernels attention loss
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long]" >&2
     exit 2
     ;;
 esac
