@@ -57,7 +57,7 @@ def write_run(path: Path, variant: str, seed: int) -> None:
         "params": {"network": 99_000 if variant != "small" else 11_000, "genome": SEARCHED[variant],
                    "searched": SEARCHED[variant]},
         "final": {"best": float(best[-1]), "elite_mean": float(best[-1] - 0.2), "generation": GENERATIONS},
-        "wall_seconds": 3.0, "config": {},
+        "wall_seconds": 3.0, "config": {}, "task_details": {"text": "data/quickstories.txt"},
     }
     (path / "summary.json").write_text(json.dumps(summary))
 
@@ -202,13 +202,17 @@ def test_summary_seed_must_match_the_directory(results: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(figures.FIGURES))
 def test_each_figure_writes_non_empty_pdf_and_png(tables_of, tmp_path: Path, name: str) -> None:
-    """Every figure function writes <stem>.pdf and <stem>.png, both non-empty."""
+    """Every figure function writes <stem>.pdf and <stem>.png, both non-empty, and the same
+    bytes again from the same table (no dates, no unseeded jitter: committed figures change in
+    git only when their results do)."""
     g, long, runs = tables_of
     function, table = figures.FIGURES[name]
     data = long if table == "long" else runs
     paths = function(data, g.task("tinystories"), g.preset, tmp_path / f"tinystories_{name}")
     assert [p.suffix for p in paths] == [".pdf", ".png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+    again = function(data, g.task("tinystories"), g.preset, tmp_path / "again" / f"tinystories_{name}")
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]
 
 
 def test_figures_are_stamped_with_their_preset(tables_of, tmp_path: Path, monkeypatch) -> None:
@@ -256,7 +260,9 @@ def test_cli_builds_tables_figures_and_a_self_contained_report(results: Path, tm
     assert "Paper vs this reproduction" in text and "99,507" in text and "n/a" in text
     assert "data:image/png;base64," in page and "<table>" in page
     assert "not the paper's experiment" in text
-    assert "Devices: cpu (Test CPU, 2 threads). Runs finished 2026-11-25 to 2026-11-26 (UTC)." in text
+    assert ("Engine preset: `quick` (each engine config's `presets` entry of that name, applied "
+            "before the overrides). Text: `data/quickstories.txt`. Devices: cpu (Test CPU, 2 "
+            "threads). Runs finished 2026-11-25 to 2026-11-26 (UTC).") in text
 
 
 def test_report_paper_column_uses_reference_numbers(tables_of) -> None:

@@ -111,7 +111,7 @@ def test_bad_config_fails_with_one_line_and_no_run_dir(tmp_path: Path, tiny_lm_o
 def test_unknown_preset_names_the_choices(tmp_path: Path, capsys) -> None:
     """An unknown preset is refused with the presets the config does define."""
     assert _run("dense", tmp_path / "x", [], "--preset", "huge") == 2
-    assert "unknown preset 'huge' (choices: quick)" in capsys.readouterr().err
+    assert "unknown preset 'huge' (choices: quick, cpu)" in capsys.readouterr().err
 
 
 def test_describe_matches_a_hand_count(capsys, tiny_lm_overrides) -> None:

@@ -162,7 +162,7 @@ def grid_spec(preset):
         chosen = entry["variants"]
         tasks[task] = {
             "family": spec["family"],
-            "title": spec["title"],
+            "title": entry.get("title", spec["title"]),
             "series": spec["series"],
             "ylabel": spec["ylabel"],
             "seeds": seeds(preset, task),

@@ -53,6 +53,8 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
     return {
         **_ids(task, variant, run),
         "scheme": _scheme(run.summary),
+        "engine_preset": run.summary.get("preset"),
+        "data": run.summary.get("task_details", {}).get("text"),  # language runs: the corpus
         "device": run.summary.get("device"),
         "finished_utc": run.summary.get("finished_utc"),
         "versions": json.dumps(run.summary.get("versions", {}), sort_keys=True),

@@ -12,10 +12,12 @@ Figures that take `fitness_long.csv` are marked "long", those that take `runs.cs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
@@ -47,8 +49,10 @@ def final(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]
     fig, ax = plt.subplots(figsize=style.FIGSIZE)
     sns.boxplot(data=data, x="variant", y="final_score", hue="variant", order=order, hue_order=order,
                 palette=colours, ax=ax, showfliers=False, legend=False, boxprops={"alpha": 0.5})
-    sns.stripplot(data=data, x="variant", y="final_score", hue="variant", order=order, hue_order=order,
-                  palette=colours, ax=ax, size=5, jitter=0.15, edgecolor="black", linewidth=0.5, legend=False)
+    with _seeded_global_rng():  # seaborn draws the dots' jitter from numpy's global generator
+        sns.stripplot(data=data, x="variant", y="final_score", hue="variant", order=order,
+                      hue_order=order, palette=colours, ax=ax, size=5, jitter=0.15,
+                      edgecolor="black", linewidth=0.5, legend=False)
     ax.set_xticks(range(len(order)), [names[v] for v in order], rotation=20, ha="right")
     ax.set(xlabel="", ylabel=task.ylabel,
            title=f"Last generation ({_last_generation(data)}) — {task.title}")
@@ -156,3 +160,15 @@ def _last_generation(data: pd.DataFrame) -> str:
 def _finish(fig: plt.Figure, preset: str, stem: Path) -> list[Path]:
     style.stamp(fig, preset)
     return style.save(fig, stem)
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int = 0) -> Iterator[None]:
+    """numpy's global generator seeded within (the same table gives the same figure), and its
+    state restored after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)

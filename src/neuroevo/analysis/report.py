@@ -103,13 +103,24 @@ def _setup(grid: Grid, runs: pd.DataFrame) -> str:
          "seeds": ", ".join(map(str, t.seeds))}
         for t in grid.tasks for v in t.variants
     ]
-    devices = ", ".join(sorted(runs["device"].dropna().astype(str).unique())) or "n/a"
+    presets = _distinct(runs, "engine_preset")
+    engine = (f"Engine preset: {', '.join(f'`{p}`' for p in presets)} (each engine config's "
+              "`presets` entry of that name, applied before the overrides). " if presets else "")
+    corpora = _distinct(runs, "data")
+    data = f"Text: {', '.join(f'`{d}`' for d in corpora)}. " if corpora else ""
+    devices = ", ".join(_distinct(runs, "device")) or "n/a"
     versions = "\n".join(f"- `{v}`" for v in sorted(runs["versions"].dropna().unique()))
     days = sorted({str(t)[:10] for t in runs.get("finished_utc", pd.Series()).dropna()})
     dates = f" Runs finished {' to '.join(dict.fromkeys((days[0], days[-1])))} (UTC)." if days else ""
     return ("## Setup\n\n" + pd.DataFrame(rows).to_markdown(index=False) +
-            f"\n\nDevices: {devices}.{dates} Software versions recorded by the runs:"
+            f"\n\n{engine}{data}Devices: {devices}.{dates} Software versions recorded by the runs:"
             f"\n\n{versions}\n")
+
+
+def _distinct(runs: pd.DataFrame, column: str) -> list[str]:
+    """The distinct values of a runs.csv column, sorted; none where the column is absent (tables
+    written before it existed)."""
+    return sorted(runs[column].dropna().astype(str).unique()) if column in runs else []
 
 
 def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:

@@ -73,12 +73,14 @@ def stamp(fig: plt.Figure, preset: str) -> None:
 
 
 def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
-    """Write `<stem>.pdf` and `<stem>.png`, close the figure, return both paths."""
+    """Write `<stem>.pdf` and `<stem>.png`, close the figure, return both paths. The PDF carries
+    no creation date, so the same results give the same bytes (committed figures change in git
+    only when their data do)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.parent / f"{stem.name}.pdf", stem.parent / f"{stem.name}.png"]
     for path in paths:
-        fig.savefig(path)
+        fig.savefig(path, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 
