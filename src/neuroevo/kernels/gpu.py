@@ -55,8 +55,8 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
 # tuned TF32 constants above (4 warps) those ran right in the sweep, in the kernels' tests and
 # at both benchmark settings (within 3e-4 nats of fp32; second H100 call), so TF32 is not in
 # the table. Dense TF32 and IEEE ran right in every configuration. Rerun the sweep on a new
-# Triton or GPU, or with new constants, before changing this table (NEUROEVO_GPU_KERNELS=unverified
-# ignores it).
+# Triton or GPU, or with new constants, before changing this table
+# (NEUROEVO_GPU_KERNELS=unverified ignores it).
 FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(BF16, False): TF32, (BF16, True): IEEE}
 
 
