@@ -3,6 +3,9 @@ CarRacing's early stop and one-line config errors. Episodes are capped at a few 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +18,8 @@ from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.tasks import task_module  # noqa: E402
 from neuroevo.tasks.atari import no_op_steps  # noqa: E402
 from neuroevo.tasks.car_racing import area_weights, rank_two_waves, select_finalists  # noqa: E402
-from neuroevo.tasks.rollout import GymPool, episode_seeds  # noqa: E402
+from neuroevo.tasks.rollout import (  # noqa: E402
+    GymPool, available_cores, cgroup_cpu_quota, episode_seeds)
 
 CPU = torch.device("cpu")
 
@@ -183,6 +187,25 @@ def test_gym_pool_steps_only_the_slots_it_is_sent() -> None:
         assert ended.tolist() == [False, False, True, False]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("files, cores", [
+    ({"cpu.max": "150000 100000\n"}, 2),                      # cgroup v2: 1.5 CPUs → 2 workers
+    ({"cpu.max": "max 100000\n"}, None),                      # v2, no quota
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1, none
+    ({}, None),                                                # no cgroup files
+])
+def test_environment_pools_respect_a_container_cpu_quota(tmp_path: Path, files: dict[str, str],
+                                                         cores: int | None) -> None:
+    """A CPU quota caps the default pool size below the affinity mask (a container's mask lists
+    every core of the host); without one the mask decides."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == cores
+    affine = len(os.sched_getaffinity(0))
+    assert available_cores(tmp_path) == (affine if cores is None else min(affine, cores))
 
 
 def test_episode_seeds_are_a_pure_function_of_run_generation_individual_episode() -> None:

@@ -21,6 +21,7 @@ scale to hundreds of slots on a few cores; SyncVectorEnv is GymPool with no work
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -215,9 +216,30 @@ def replay_in_process(play: Callable[[GymPool], RolloutResult],
             pool.close()  # before the block ends: RecordVideo writes the file on close
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPU cores this process may use: the affinity mask (what SLURM and taskset set), capped by
+    a cgroup CPU quota (what containers set; the mask then still lists every core of the host,
+    and a pool sized to it oversubscribes the quota)."""
+    affine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cgroup_cpu_quota(cgroup)
+    return max(1, min(affine or 1, quota or affine or 1))
+
+
+def cgroup_cpu_quota(root: Path) -> int | None:
+    """The CPU quota under `root` rounded up to whole cores: cgroup v2's cpu.max ("quota
+    period"), else v1's cpu/cpu.cfs_quota_us and cpu.cfs_period_us; None when unlimited or
+    unreadable."""
+    try:
+        if (root / "cpu.max").exists():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 class GymPool:
