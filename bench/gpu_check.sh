@@ -24,7 +24,8 @@
 #   bash bench/gpu_check.sh long   what the second session left open: the attention kernel (the
 #                                  lever at the paper's lengths) swept at 512-token sequences as
 #                                  well as at 128, the loss kernel swept again, both settings
-#                                  re-timed with the kernels' tests first
+#                                  re-timed with the kernels' tests first; the CPU quota and
+#                                  CarRacing's pool scaling (carry .whl)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -95,6 +96,8 @@ long)
     step $py bench/triton_sweep.py --precision tf32 --kernels attention loss
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    step cat /sys/fs/cgroup/cpu.max  # CarRacing's pool scaled 3.9x on 16 cores: a CPU quota?
+    step $py bench/bench_rl.py --device cuda --families car_racing
     ;;
 *)
     echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long]" >&2
