@@ -109,7 +109,7 @@ def _setup(grid: Grid, runs: pd.DataFrame) -> str:
     corpora = _distinct(runs, "data")
     data = f"Text: {', '.join(f'`{d}`' for d in corpora)}. " if corpora else ""
     devices = ", ".join(_distinct(runs, "device")) or "n/a"
-    versions = "\n".join(f"- `{v}`" for v in sorted(runs["versions"].dropna().unique()))
+    versions = "\n".join(f"- `{v}`" for v in _distinct(runs, "versions"))
     days = sorted({str(t)[:10] for t in runs.get("finished_utc", pd.Series()).dropna()})
     dates = f" Runs finished {' to '.join(dict.fromkeys((days[0], days[-1])))} (UTC)." if days else ""
     return ("## Setup\n\n" + pd.DataFrame(rows).to_markdown(index=False) +

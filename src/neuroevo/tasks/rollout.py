@@ -220,9 +220,10 @@ def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """CPU cores this process may use: the affinity mask (what SLURM and taskset set), capped by
     a cgroup CPU quota (what containers set; the mask then still lists every core of the host,
     and a pool sized to it oversubscribes the quota)."""
-    affine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    affine = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)
     quota = cgroup_cpu_quota(cgroup)
-    return max(1, min(affine or 1, quota or affine or 1))
+    return affine if quota is None else min(affine, quota)
 
 
 def cgroup_cpu_quota(root: Path) -> int | None:
