@@ -18,6 +18,7 @@ Usage: python bench/bench_lm.py [--population 32 --batch 16 --seq-len 64 --repea
        python bench/bench_lm.py --paper-scale     # P=512, 1024 sequences (use on a GPU)
        python bench/bench_lm.py --min-length 16   # stories of 16..64 tokens, in length buckets
        python bench/bench_lm.py --median-length 32 --bucket-padding -1  # skewed, buckets of 64
+       python bench/bench_lm.py --device cuda --config '{"ATTENTION_EXP2": 1}'  # a GPU lever
 Tokens are random ids (the cost does not depend on their values); by default every sequence has
 full length, with --min-length lengths are uniform in [min, T], with --median-length log-normal
 (σ 0.5, clipped to [min, T]: a long tail, as story lengths have), and the engine scores them in
@@ -27,6 +28,7 @@ length buckets as the language task does.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +46,7 @@ from neuroevo.models.transformer import ModelConfig, Transformer
 from neuroevo.tasks.language import PRECISIONS, population_chunk, score_population, scorer
 
 from ceilings import exp_rate, matmul_ceiling  # bench/, beside this script
+from launch_constants import PRECISIONS as KERNEL_PRECISIONS, configured
 from timing import interleaved_medians
 
 VOCAB = 2051
@@ -65,16 +68,24 @@ class Setting:
     pop_tile: int | None  # individuals per logits tile (None: the whole chunk)
     token_chunk: int
     repeats: int
-    precision: str = "fp32"  # task.precision: fp32, tf32 or bf16
+    precision: str = "fp32"  # task.precision: fp32, tf32, bf16 or tf32x3
     compiled: bool = False  # task.compile
+    kernel_config: dict | None = None  # launch constants of the Triton kernels set by --config
 
     def label(self) -> str:
+        config = f" kernels {json.dumps(self.kernel_config)}" if self.kernel_config else ""
         return (f"P={self.population} B={self.batch} T={self.seq_len} device={_device_name(self.device)} "
-                f"{self.precision}{' compiled' if self.compiled else ''} torch {torch.__version__}")
+                f"{self.precision}{' compiled' if self.compiled else ''}{config} "
+                f"torch {torch.__version__}")
 
 
 def main() -> None:
     args = _arguments()
+    with configured(args.config, KERNEL_PRECISIONS[args.precision]):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     device = torch.device(args.device if args.device != "auto" else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.paper_scale:
@@ -82,7 +93,7 @@ def main() -> None:
     on_gpu = device.type == "cuda"  # the engine's defaults (tasks/language.py)
     setting = Setting(args.population, args.batch, args.seq_len or 64, device, args.pop_chunk,
                       args.pop_tile or (None if on_gpu else 4), args.token_chunk, args.repeats,
-                      args.precision, args.compile)
+                      args.precision, args.compile, args.config)
     if device.type == "cpu":
         cpu_kernels.retain_freed_memory()  # as `neuroevo run` does on CPU
     kernels = ("fused CPU kernels " + ("on" if cpu_kernels.library() is not None else "off")
@@ -384,7 +395,11 @@ def _arguments() -> argparse.Namespace:
                         "exactly --length-bucket sequences, as task.bucket_padding null)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="task.precision: tf32 matmuls or bf16 autocast (GPU levers)")
+                        help="task.precision: tf32 matmuls, bf16 autocast, or the Triton "
+                             "kernels' products as three TF32 ones (GPU levers)")
+    parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
+                        help="the Triton kernels' launch constants (kernels/gpu.py), e.g. "
+                             "'{\"ATTENTION_KV_STORED\": 1}' (GPU levers not yet on by default)")
     parser.add_argument("--compile", action="store_true",
                         help="task.compile: torch.compile the population forward")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),

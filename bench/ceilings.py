@@ -22,7 +22,10 @@ from neuroevo.tasks.language import float32_matmuls
 from timing import interleaved_medians  # bench/, beside this module
 
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
-PRECISION_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+# tf32x3 (the Triton kernels' split-TF32 products) is held to the fp32 ceiling: torch has no such
+# GEMM, and it promises fp32's accuracy.
+PRECISION_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
+                    "tf32x3": torch.float32}
 
 
 def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> float:

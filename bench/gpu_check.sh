@@ -26,6 +26,14 @@
 #                                  well as at 128, the loss kernel swept again, both settings
 #                                  re-timed with the kernels' tests first; the CPU quota and
 #                                  CarRacing's pool scaling (carry .whl)
+#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared: the kernels' tests with every
+#                                  precision as asked (split TF32 included); the attention
+#                                  levers (gpu.ATTENTION_*: causal mask on the diagonal only,
+#                                  exp2, keys/values stored) swept alone at 128- and 512-token
+#                                  sequences; both settings with all three on; split-TF32 products
+#                                  (task.precision tf32x3, IEEE's accuracy on tensor cores) per
+#                                  kernel, one process each, and at the fixed setting; the CPU
+#                                  quota and CarRacing's pool (carry .whl). ~6 min.
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -99,8 +107,26 @@ long)
     step cat /sys/fs/cgroup/cpu.max  # CarRacing's pool scaled 3.9x on 16 cores: a CPU quota?
     step $py bench/bench_rl.py --device cuda --families car_racing
     ;;
+levers)
+    unverified=(env NEUROEVO_GPU_KERNELS=unverified)
+    all_on='{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1}'
+    attention=(--kernels attention --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
+               --knob ATTENTION_CAUSAL_SPLIT=0,1 --knob ATTENTION_EXP2=0,1
+               --knob ATTENTION_KV_STORED=0,1)
+    step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --batch 32 --seq-len 512
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "$all_on"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" --config "$all_on"
+    step $py bench/triton_sweep.py --isolate 2 --unverified --precision tf32x3 --model "paper factorized r4" \
+        --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob FEED_FORWARD_ROWS=64,128 \
+        --knob LOSS_ROWS=64,128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4,8
+    step "${unverified[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision tf32x3
+    step cat /sys/fs/cgroup/cpu.max  # CarRacing's pool scaled 3.9x on 16 cores: a CPU quota?
+    step $py bench/bench_rl.py --device cuda --families car_racing
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers]" >&2
     exit 2
     ;;
 esac

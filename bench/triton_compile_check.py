@@ -8,11 +8,14 @@ GPU time is spent. Nothing is timed.
 
     python bench/triton_compile_check.py                      # every model × precision
     python bench/triton_compile_check.py --models "paper dense" --precisions tf32
+    python bench/triton_compile_check.py --precisions tf32 --config \
+        '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -25,14 +28,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_lm import MODELS  # noqa: E402
+from launch_constants import NAMES, PRECISIONS, configured  # noqa: E402
 
 from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.kernels import cpu as cpu_kernels  # noqa: E402
 from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
 from neuroevo.models.transformer import Transformer  # noqa: E402
 
-PRECISIONS = {"fp32": gpu_kernels.IEEE, "tf32": gpu_kernels.TF32, "bf16": gpu_kernels.BF16}
-NAMES = {code: name for name, code in PRECISIONS.items()}
 VOCAB = 2051
 
 
@@ -102,7 +104,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS),
                         choices=list(PRECISIONS))
+    parser.add_argument("--config", type=json.loads, default={},
+                        help='launch constants of gpu.py to compile with, as JSON: '
+                             '{"ATTENTION_EXP2": 1, "QUERY_BLOCK": 64, ...}')
+    parser.add_argument("--unverified", action="store_true",
+                        help="compile even the precisions gpu.FAULTED_ON_GPU replaces, as asked")
     args = parser.parse_args()
+    if args.unverified:
+        os.environ["NEUROEVO_GPU_KERNELS"] = "unverified"
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -110,12 +119,13 @@ def main() -> None:
     print(f"triton {triton.__version__}, target sm_90a, warps by precision "
           f"{gpu_kernels.NUM_WARPS}")
     for precision in args.precisions:
-        for (name, _), (kernel, launch_args, constants, models) in sorted(
-                recorded_launches(args.models, PRECISIONS[precision]).items()):
+        with configured(args.config, PRECISIONS[precision]):
+            launches = recorded_launches(args.models, PRECISIONS[precision])
+            warps = dict(gpu_kernels.NUM_WARPS)
+        for (name, _), (kernel, launch_args, constants, models) in sorted(launches.items()):
             source = ASTSource(kernel, signature(kernel, launch_args, constants), constants)
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                      options={"num_warps":
-                                               gpu_kernels.NUM_WARPS[constants["PRECISION"]]})
+                                      options={"num_warps": warps[constants["PRECISION"]]})
             launched = NAMES[constants["PRECISION"]]  # FAULTED_ON_GPU may replace the one asked
             print(f"{precision:>5}→{launched:<5} {name:<31} shared "
                   f"{compiled.metadata.shared:>6} B | "

@@ -11,6 +11,9 @@ goes: multiply each block kernel's time by the number of blocks (3).
     python bench/triton_sweep.py                                   # P=512, 256 × 128, TF32
     python bench/triton_sweep.py --precision bf16 --model "paper factorized r4"
     python bench/triton_sweep.py --isolate 8 --population 64 --unverified --precision bf16
+    python bench/triton_sweep.py --kernels attention --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 \
+        --knob NUM_WARPS=4 --knob ATTENTION_CAUSAL_SPLIT=0,1 --knob ATTENTION_EXP2=0,1 \
+        --knob ATTENTION_KV_STORED=0,1                    # the attention levers, 8 combinations
 
 `--isolate N` runs every configuration in its own process (N at a time, with
 CUDA_LAUNCH_BLOCKING=1): an illegal memory access poisons a process's CUDA context, so only
@@ -39,41 +42,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_lm import MODELS  # noqa: E402
+from launch_constants import PRECISIONS, configured  # noqa: E402
 
 from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
 from neuroevo.models.transformer import Transformer, scored_positions  # noqa: E402
 
 VOCAB = 2051
+# Each kernel's knobs (gpu.py's constants) and the values a sweep tries; `--knob NAME=a,b`
+# narrows or widens one (the attention levers double the configurations each: sweep them at a
+# few block sizes).
 KNOBS = {
-    "attention": {"QUERY_BLOCK": [16, 32, 64], "KEY_BLOCK": [16, 32, 64], "NUM_WARPS": [4, 8]},
+    "attention": {"QUERY_BLOCK": [16, 32, 64], "KEY_BLOCK": [16, 32, 64], "NUM_WARPS": [4, 8],
+                  "ATTENTION_CAUSAL_SPLIT": [0], "ATTENTION_EXP2": [0],
+                  "ATTENTION_KV_STORED": [0]},
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8]},
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8]},
 }
-PRECISIONS = {"fp32": gpu_kernels.IEEE, "tf32": gpu_kernels.TF32, "bf16": gpu_kernels.BF16}
-
-
-@contextlib.contextmanager
-def configured(settings: dict[str, int], precision: int) -> Iterator[None]:
-    """gpu.py's launch constants set to `settings` within (the per-precision row tables at
-    `precision`), restored after."""
-    saved = {}
-    for name, value in settings.items():
-        current = getattr(gpu_kernels, name)
-        if isinstance(current, dict):
-            saved[name] = dict(current)
-            current[precision] = value
-        else:
-            saved[name] = current
-            setattr(gpu_kernels, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if isinstance(value, dict):
-                getattr(gpu_kernels, name).update(value)
-            else:
-                setattr(gpu_kernels, name, value)
 
 
 @contextlib.contextmanager
@@ -147,11 +132,31 @@ def median_ms(call: Callable[[], object], device: torch.device, repeats: int) ->
     return statistics.median(times)
 
 
+def swept_knobs(kernel: str, overrides: list[tuple[str, list[int]]]) -> dict[str, list[int]]:
+    """KNOBS[kernel] with the `--knob` values in place of the defaults (a knob the kernel does
+    not have is left to the kernels that do)."""
+    knobs = dict(KNOBS[kernel])
+    for name, values in overrides:
+        if name in knobs:
+            knobs[name] = values
+    return knobs
+
+
+def knob(text: str) -> tuple[str, list[int]]:
+    """--knob NAME=a,b → (NAME, [a, b])."""
+    name, _, values = text.partition("=")
+    if not values or name not in {n for knobs in KNOBS.values() for n in knobs}:
+        raise argparse.ArgumentTypeError(
+            f"--knob NAME=a,b with NAME one of {sorted({n for k in KNOBS.values() for n in k})}")
+    return name, [int(v) for v in values.split(",")]
+
+
 def isolated(args: argparse.Namespace) -> None:
     """Each (kernel, configuration) of the sweep in a child process of this script, `isolate`
     at a time; prints the child's result line, or FAULT and the child's last error line."""
-    jobs = [(kernel, dict(zip(KNOBS[kernel], combo))) for kernel in args.kernels
-            for combo in itertools.product(*KNOBS[kernel].values())]
+    jobs = [(kernel, dict(zip(knobs, combo))) for kernel in args.kernels
+            for knobs in [swept_knobs(kernel, args.knob)]
+            for combo in itertools.product(*knobs.values())]
     common = [sys.executable, __file__, "--device", args.device, "--population",
               str(args.population), "--batch", str(args.batch), "--seq-len", str(args.seq_len),
               "--model", args.model, "--precision", args.precision, "--repeats", str(args.repeats),
@@ -188,6 +193,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--first-only", action="store_true",
                         help="only the first value of each knob (a smoke test)")
+    parser.add_argument("--knob", type=knob, action="append", default=[], metavar="NAME=a,b",
+                        help="the values to sweep for one knob (repeatable), e.g. "
+                             "--knob ATTENTION_EXP2=0,1 --knob QUERY_BLOCK=32")
     parser.add_argument("--config", type=json.loads, default=None,
                         help='one configuration, as JSON: {"NUM_WARPS": 4, ...}')
     parser.add_argument("--isolate", type=int, default=0, metavar="N",
@@ -205,6 +213,7 @@ def main() -> None:
     device = torch.device(args.device)
     precision = PRECISIONS[args.precision]
     torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
+    gpu_kernels.use_split_tf32(args.precision == "tf32x3")
     encoding, config = MODELS[args.model]
     model = Transformer(config, encoding, VOCAB)
     theta = initial_weights(model.layout, list(range(args.population)), device)
@@ -223,7 +232,7 @@ def main() -> None:
             with ieee_products():
                 reference = checked().float()
             results = []
-            knobs = KNOBS[kernel]
+            knobs = swept_knobs(kernel, args.knob)
             values = [[args.config[name]] if args.config else v[:1] if args.first_only else v
                       for name, v in knobs.items()]
             for combo in itertools.product(*values):

@@ -69,6 +69,21 @@ def test_triton_sweep_runs_every_kernel_through_the_interpreter():
     assert len(deviations) == 3 and max(deviations) < 1e-4
 
 
+def test_triton_sweep_tries_the_attention_levers():
+    """`--knob` sweeps the attention levers not yet on by default (gpu.ATTENTION_*), here with
+    split-TF32 products: all 8 combinations run and agree with the IEEE kernel."""
+    out = subprocess.run(
+        [sys.executable, "bench/triton_sweep.py", "--device", "cpu", "--population", "2",
+         "--batch", "2", "--seq-len", "40", "--repeats", "1", "--kernels", "attention",
+         "--precision", "tf32x3", "--knob", "QUERY_BLOCK=32", "--knob", "KEY_BLOCK=16",
+         "--knob", "NUM_WARPS=4", "--knob", "ATTENTION_CAUSAL_SPLIT=0,1",
+         "--knob", "ATTENTION_EXP2=0,1", "--knob", "ATTENTION_KV_STORED=0,1"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if "max |Δ|" in line]
+    assert len({line.split("|")[1] for line in lines}) == 8
+    assert max(float(line.rsplit(" ", 1)[1]) for line in lines) < 1e-4
+
+
 def test_kernels_compile_for_hopper_without_a_gpu():
     """Every kernel variant the paper's dense and factorized models launch compiles for sm_90a
     with Triton's compiler and ptxas (bench/triton_compile_check.py), in each precision the
@@ -86,3 +101,20 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     # per precision: attention and feed-forward for each encoding, one log-likelihood variant
     # (the factorized model's rank-32 embedding reads as wide as the dense one's)
     assert len(lines) == 2 * 5
+
+
+def test_attention_levers_and_split_tf32_compile_for_hopper():
+    """The levers not yet run on a GPU compile for sm_90a too: the attention kernel with all
+    three on, the key/value pre-pass they launch, and every kernel with split-TF32 products."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    result = subprocess.run(
+        [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
+         "--precisions", "tf32", "tf32x3", "--unverified", "--config",
+         '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1}'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if "registers" in line]
+    assert {(line.split("→")[1].split()[0], line.split()[1]) for line in lines} == {
+        (precision, kernel) for precision in ("tf32", "tf32x3")
+        for kernel in ("attention_layer_norm_kernel", "key_value_kernel",
+                       "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel")}

@@ -75,14 +75,15 @@ def test_triton_attention_survives_extreme_scores(triton_path):
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("precision", [gpu_kernels.IEEE, gpu_kernels.TF32], ids=["ieee", "tf32"])
+@pytest.mark.parametrize("precision", [gpu_kernels.IEEE, gpu_kernels.TF32, gpu_kernels.TF32X3],
+                         ids=["ieee", "tf32", "tf32x3"])
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
 def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str,
                                          precision: int):
     """The whole population's fitness (blocks + the on-chip log-likelihood over a vocabulary
     that is not a multiple of the 128-entry tiles) equals the torch path to 1e-5 nats; also
-    with the TF32 launch configuration (128 rows per program), whose products the interpreter
-    computes in fp32 and a GPU in TF32 (hence the looser tolerance there)."""
+    with the TF32 and split-TF32 launch configurations, whose products the interpreter computes
+    in fp32 and a GPU in (split) TF32 (hence the looser tolerances there)."""
     monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
                                      vocab=300, pop=4, device=DEVICE)
@@ -93,8 +94,43 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
         fused = model.negative_cross_entropy(p, tokens, lengths)
     with torch.enable_grad():
         plain = model.negative_cross_entropy(p, tokens, lengths).detach()
-    tol = 2e-2 if precision != gpu_kernels.IEEE and DEVICE.type == "cuda" else 1e-5
+    gpu_tol = {gpu_kernels.IEEE: 1e-5, gpu_kernels.TF32: 2e-2, gpu_kernels.TF32X3: 1e-3}
+    tol = gpu_tol[precision] if DEVICE.type == "cuda" else 1e-5
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
+
+
+ATTENTION_LEVERS = {"causal-split": {"ATTENTION_CAUSAL_SPLIT": True},
+                    "exp2": {"ATTENTION_EXP2": True},
+                    "kv-stored": {"ATTENTION_KV_STORED": True},
+                    "all": {"ATTENTION_CAUSAL_SPLIT": True, "ATTENTION_EXP2": True,
+                            "ATTENTION_KV_STORED": True}}
+
+
+@pytest.mark.parametrize("levers", list(ATTENTION_LEVERS))
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+@pytest.mark.parametrize("key_block", [32, 16], ids=["keys32", "keys16"])
+def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encoding: str,
+                                                 levers: str, key_block: int):
+    """Each attention lever not yet on by default (gpu.ATTENTION_*) leaves the block's output
+    equal to torch's ops, over three query blocks (so whole key blocks lie below the diagonal,
+    and with 16-key steps two per query block), with or without factor operands; the stored
+    keys and values really come from their own kernel's launch."""
+    for name, value in ATTENTION_LEVERS[levers].items():
+        monkeypatch.setattr(gpu_kernels, name, value)
+    monkeypatch.setattr(gpu_kernels, "KEY_BLOCK", key_block)
+    launched = []
+    launch = gpu_kernels._launch
+    monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
+        launched.append(kernel.__name__), launch(kernel, *args, **kwargs)))
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), device=DEVICE)
+    block = model.blocks[0]
+    x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    with torch.no_grad():
+        fused = block(p, x.clone(), 2)
+    with torch.enable_grad():
+        plain = block(p, x.clone(), 2).detach()
+    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
+    assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
@@ -136,11 +172,13 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64():
 @pytest.mark.parametrize("asked, factorized, launched", [
     (gpu_kernels.TF32, False, gpu_kernels.TF32), (gpu_kernels.TF32, True, gpu_kernels.TF32),
     (gpu_kernels.BF16, False, gpu_kernels.TF32), (gpu_kernels.BF16, True, gpu_kernels.IEEE),
-    (gpu_kernels.IEEE, True, gpu_kernels.IEEE)])
+    (gpu_kernels.IEEE, True, gpu_kernels.IEEE), (gpu_kernels.TF32X3, False, gpu_kernels.IEEE),
+    (gpu_kernels.TF32X3, True, gpu_kernels.IEEE)])
 def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,
                                                         factorized: bool, launched: int):
-    """A launch whose precision faulted on the H100 (gpu.FAULTED_ON_GPU) runs in the nearest
-    precision that ran clean there; the rest run as asked."""
+    """A launch whose precision faulted on the H100 (gpu.FAULTED_ON_GPU), or that no GPU has
+    run yet (split TF32), runs in the nearest precision that ran clean there; the rest run as
+    asked."""
     monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: asked)
     assert gpu_kernels.launch_precision(factorized) == launched
     monkeypatch.setenv("NEUROEVO_GPU_KERNELS", "unverified")  # every precision as asked
@@ -149,15 +187,27 @@ def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,
 
 def test_precision_follows_the_runs_torch_settings():
     """task.precision reaches the kernels through torch's own switches: TF32 when fp32 matmuls
-    may use it, bf16 under autocast, IEEE fp32 otherwise."""
+    may use it, bf16 under autocast, IEEE fp32 otherwise; tf32x3 through the kernels' own
+    process-wide switch, which float32_matmuls sets and restores like torch's."""
+    from neuroevo.tasks.language import float32_matmuls, scorer
+
     previous = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("highest")
         assert gpu_kernels.matmul_precision() == gpu_kernels.IEEE
         torch.set_float32_matmul_precision("high")
         assert gpu_kernels.matmul_precision() == gpu_kernels.TF32
+        scorer("tf32x3", False, DEVICE)
+        assert gpu_kernels.matmul_precision() == gpu_kernels.TF32X3
+        assert torch.get_float32_matmul_precision() == "highest"  # torch's matmuls stay fp32
+        with float32_matmuls("fp32"):
+            assert gpu_kernels.matmul_precision() == gpu_kernels.IEEE
+        assert gpu_kernels.matmul_precision() == gpu_kernels.TF32X3
+        scorer("fp32", False, DEVICE)
+        assert gpu_kernels.matmul_precision() == gpu_kernels.IEEE
     finally:
         torch.set_float32_matmul_precision(previous)
+        gpu_kernels.use_split_tf32(False)
     if torch.cuda.is_available():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             assert gpu_kernels.matmul_precision() == gpu_kernels.BF16

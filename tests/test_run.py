@@ -184,9 +184,10 @@ def test_length_buckets_leave_the_fitness_unchanged(tiny_lm_overrides: list[str]
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # torch.compile's
 @pytest.mark.parametrize("precision, compiled, tolerance", [
     ("tf32", False, 1e-6),   # no TF32 on a CPU: the same numbers
+    ("tf32x3", False, 1e-6),  # split TF32 products are the Triton kernels' (GPU): the same here
     ("bf16", False, 0.05),   # bfloat16 matmuls: close, not equal (the stated tolerance, nats)
     ("fp32", True, 1e-5),    # torch.compile of the population forward
-], ids=["tf32", "bf16", "compile"])
+], ids=["tf32", "tf32x3", "bf16", "compile"])
 def test_gpu_levers_keep_the_fitness_within_their_tolerance(tiny_lm_overrides: list[str],
                                                            precision, compiled, tolerance):
     """The issue-#6 levers (task.precision, task.compile) run on CPU too and move the fitness
@@ -195,15 +196,20 @@ def test_gpu_levers_keep_the_fitness_within_their_tolerance(tiny_lm_overrides: l
 
     from neuroevo.config import load_config
     from neuroevo.genome import initial_weights
+    from neuroevo.kernels import gpu as gpu_kernels
     from neuroevo.run import build_task
 
     fitness = {}
-    for key, extra in (("reference", []), ("lever", [f"task.precision={precision}",
-                                                      f"task.compile={str(compiled).lower()}"])):
-        config = load_config("configs/tinystories/dense.yaml", None,
-                             tiny_lm_overrides + ["device=cpu", *extra])
-        task = build_task(config, torch.device("cpu"))
-        theta = initial_weights(task.layout, list(range(4)), torch.device("cpu"))
-        fitness[key] = task.evaluate(theta, 1).fitness
-    torch.set_float32_matmul_precision("highest")
+    try:
+        for key, extra in (("reference", []),
+                           ("lever", [f"task.precision={precision}",
+                                      f"task.compile={str(compiled).lower()}"])):
+            config = load_config("configs/tinystories/dense.yaml", None,
+                                 tiny_lm_overrides + ["device=cpu", *extra])
+            task = build_task(config, torch.device("cpu"))
+            theta = initial_weights(task.layout, list(range(4)), torch.device("cpu"))
+            fitness[key] = task.evaluate(theta, 1).fitness
+    finally:  # the precision settings are process-wide, as a run sets them
+        torch.set_float32_matmul_precision("highest")
+        gpu_kernels.use_split_tf32(False)
     torch.testing.assert_close(fitness["lever"], fitness["reference"], atol=tolerance, rtol=0)

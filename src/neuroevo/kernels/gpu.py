@@ -11,7 +11,8 @@ Used on CUDA tensors without autograd, outside torch.compile, when Triton import
 `NEUROEVO_GPU_KERNELS` is not 0; otherwise the model's torch ops run (the reference they are
 tested against, tests/test_gpu_kernels.py, on CPU through Triton's interpreter). Matrix products
 follow the run's precision: autocast to bf16 → bf16 operands, TF32 allowed
-(`torch.set_float32_matmul_precision("high")`) → TF32, else IEEE fp32.
+(`torch.set_float32_matmul_precision("high")`) → TF32, task.precision tf32x3
+(`use_split_tf32`) → three TF32 products of split operands, else IEEE fp32.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
 import os
 from collections.abc import Iterator
 from types import ModuleType
@@ -27,7 +29,7 @@ import torch
 
 from neuroevo.kernels.cpu import LinearOperands, per_individual
 
-IEEE, TF32, BF16 = 0, 1, 2  # the kernels' PRECISION codes for their matrix products
+IEEE, TF32, BF16, TF32X3 = 0, 1, 2, 3  # the kernels' PRECISION codes for their matrix products
 MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
 # Launch configuration, timed on an H100 (bench/triton_sweep.py, Triton 3.6, dense, TF32, P = 512,
 # 256 × 128 tokens; bench/RESULTS.md): 4 warps a program beat 8 for every kernel in TF32 (the
@@ -37,15 +39,26 @@ MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-
 # its kernels spilled up to 26 KB a thread. Rows (tokens) a program, by precision: every program
 # re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more rows
 # mean less of that traffic.
-FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
-LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128}
-VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64}  # vocabulary entries per online log-sum-exp tile
+# TF32X3 (never on a GPU yet) starts from IEEE's register-safe choices.
+FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
+LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
+VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64, TF32X3: 64}  # vocabulary entries per log-sum-exp tile
 # Attention: queries per program (× heads, stacked: 128 rows) and keys per step of its online
 # softmax; 32 × 32 beat 16–64 × 16–64 (dense TF32: 10.8 ms a call, 64 × 32 12.8 ms; second H100
 # session, the heads-stacked kernel).
 QUERY_BLOCK = 32
 KEY_BLOCK = 32
-NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
+NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
+# The attention kernel's levers not yet timed on a GPU (session 7, without one; interpreter-tested,
+# compiled for sm_90a by bench/triton_compile_check.py). `bash bench/gpu_check.sh levers` sweeps
+# them; switch on what wins. CAUSAL_SPLIT: the causal mask only on key blocks that straddle the
+# diagonal (at 512-token sequences 88% of the 32 × 32 blocks lie wholly below it). EXP2: log2(e)
+# folded into the query scale and exp2 taken, one multiply less per score. KV_STORED: keys and
+# values projected once per row by a pre-pass (`key_value_kernel`, 2 × width floats a row more
+# memory traffic) instead of from x in every query block (a quarter of the kernel's products).
+ATTENTION_CAUSAL_SPLIT = False
+ATTENTION_EXP2 = False
+ATTENTION_KV_STORED = False
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
@@ -56,11 +69,14 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4}
 # at both benchmark settings (within 3e-4 nats of fp32; second H100 call), so TF32 is not in
 # the table. Dense TF32 and IEEE ran right in every configuration. Rerun the sweep on a new
 # Triton or GPU, or with new constants, before changing this table
-# (NEUROEVO_GPU_KERNELS=unverified ignores it).
-FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(BF16, False): TF32, (BF16, True): IEEE}
+# (NEUROEVO_GPU_KERNELS=unverified ignores it). TF32X3 is listed because no GPU has run it yet
+# (written in session 7, without one): IEEE until `bash bench/gpu_check.sh levers` shows it right.
+FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(BF16, False): TF32, (BF16, True): IEEE,
+                                               (TF32X3, False): IEEE, (TF32X3, True): IEEE}
 
 
 _switched_off = False
+_split_tf32 = False  # use_split_tf32
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -114,17 +130,34 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
     result = torch.empty_like(x)
     maps = [_Operands(ops, x) for ops in (q, k, v, out)]
     precision = launch_precision(any(m.factorized for m in maps))
+    keys, values = _keys_values(x, maps[1], maps[2], precision) if ATTENTION_KV_STORED else (x, x)
+    sm_scale = head_dim ** -0.5 * (math.log2(math.e) if ATTENTION_EXP2 else 1.0)
     _launch(kernels().attention_layer_norm_kernel, (_cdiv(seq_len, QUERY_BLOCK), batch, pop),
         precision,
         x, result, seq_len, n_rows, n_cols, width, *(a for m in maps for a in m.args()),
-        scale.contiguous(), shift.contiguous(), eps, head_dim ** -0.5,
+        scale.contiguous(), shift.contiguous(), eps, sm_scale, keys, values,
         HEAD_DIM=head_dim, N_HEADS=n_heads, BLOCK_H=1 << (n_heads - 1).bit_length(),
         BLOCK_Q=QUERY_BLOCK, BLOCK_K=KEY_BLOCK,
         BLOCK_C=_block(n_cols), BLOCK_W=_block(width),
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
-        **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)})
+        **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
+        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
     return result
+
+
+def _keys_values(x: torch.Tensor, k: _Operands, v: _Operands, precision: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row's keys and values, (P, N, width) each (ATTENTION_KV_STORED)."""
+    pop, n_rows, n_cols = x.shape
+    keys, values = x.new_empty(pop, n_rows, k.n_out), x.new_empty(pop, n_rows, v.n_out)
+    rows = FEED_FORWARD_ROWS[precision]
+    _launch(kernels().key_value_kernel, (_cdiv(n_rows, rows), pop), precision,
+        x, keys, values, n_rows, n_cols, k.n_out, *k.args(), *v.args(), BLOCK_M=rows,
+        BLOCK_C=_block(n_cols), BLOCK_W=_block(k.n_out), BLOCK_RK=k.block_rank,
+        BLOCK_RV=v.block_rank, FACT_K=k.factorized, FACT_V=v.factorized, BIAS_K=k.has_bias,
+        BIAS_V=v.has_bias)
+    return keys, values
 
 
 def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOperands,
@@ -167,10 +200,26 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
 def matmul_precision() -> int:
     """The kernels' matrix-product precision, read from the run's torch settings (so that
     `task.precision` governs both paths): bf16 under autocast, TF32 when torch allows it for
-    fp32 matmuls, else IEEE fp32."""
+    fp32 matmuls, else IEEE fp32, or TF32X3 where `use_split_tf32` asked for it."""
     if _cuda_autocast_dtype() == torch.bfloat16:
         return BF16
-    return TF32 if torch.get_float32_matmul_precision() != "highest" else IEEE
+    if torch.get_float32_matmul_precision() != "highest":
+        return TF32
+    return TF32X3 if _split_tf32 else IEEE
+
+
+def use_split_tf32(split: bool) -> None:
+    """Process-wide, like torch.set_float32_matmul_precision (task.precision: tf32x3): the
+    kernels' products that would be IEEE fp32 become three TF32 products of operands split into
+    a TF32 head and tail (near-fp32 error on tensor cores). torch has no such mode: its own
+    matmuls stay IEEE fp32."""
+    global _split_tf32
+    _split_tf32 = split
+
+
+def split_tf32() -> bool:
+    """What `use_split_tf32` last set."""
+    return _split_tf32
 
 
 def launch_precision(factorized: bool) -> int:

@@ -18,8 +18,15 @@ columns wide, tl.dot's operands at least 16): row h·BLOCK_Q + i of the stacked 
 i with q masked to head h's columns, so one product gives every head's scores and one online
 softmax (running max and sum per row) serves them all; at the end each output column is taken
 from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gpu.py's IEEE =
-0, TF32 = 1, BF16 = 2: bf16 operands, fp32 accumulation) the caller picks; everything else is
-fp32.
+0, TF32 = 1, BF16 = 2: bf16 operands, fp32 accumulation, TF32X3 = 3: each fp32 operand split
+into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
+else is fp32.
+
+Three levers of the attention kernel are constexpr switches, off by default until a GPU has
+timed them (gpu.py's ATTENTION_* constants; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
+masks only the key blocks that straddle the diagonal, EXP2 folds log2(e) into the query scale
+and takes exp2, and KV_STORED reads each row's keys and values, projected once by
+`key_value_kernel`, instead of recomputing them from x in every query block.
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """
@@ -36,6 +43,8 @@ def _dot(a, b, PRECISION: tl.constexpr):
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
     elif PRECISION == 1:
         return tl.dot(a, b, input_precision="tf32")
+    elif PRECISION == 3:
+        return tl.dot(a, b, input_precision="tf32x3")
     else:
         return tl.dot(a, b, input_precision="ieee")
 
@@ -112,28 +121,101 @@ def feed_forward_layer_norm_kernel(
 
 
 @triton.jit
+def key_value_kernel(
+        x_ptr, k_ptr, v_ptr, n_rows, n_cols, width,
+        kb_ptr, kb_stride, ka_ptr, ka_stride, kbias_ptr, kbias_stride, k_rank,
+        vb_ptr, vb_stride, va_ptr, va_stride, vbias_ptr, vbias_stride, v_rank,
+        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+        BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
+        FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """k, v (P, n_rows, width) ← k(x), v(x) for a block of rows of one individual, x (P, n_rows,
+    n_cols): the attention kernel's keys and values when KV_STORED. Grid (row blocks, P)."""
+    p = tl.program_id(1).to(tl.int64)
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = tl.arange(0, BLOCK_C)
+    x = tl.load(x_ptr + p * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :],
+                mask=(rows < n_rows)[:, None] & (cols < n_cols)[None, :], other=0.0)
+    k = _linear(x, kb_ptr + p * kb_stride, ka_ptr + p * ka_stride, kbias_ptr + p * kbias_stride,
+                n_cols, k_rank, width, BLOCK_C, BLOCK_RK, BLOCK_W, FACT_K, BIAS_K, PRECISION)
+    v = _linear(x, vb_ptr + p * vb_stride, va_ptr + p * va_stride, vbias_ptr + p * vbias_stride,
+                n_cols, v_rank, width, BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
+    w_cols = tl.arange(0, BLOCK_W)
+    offsets = p * n_rows * width + rows[:, None] * width + w_cols[None, :]
+    mask = (rows < n_rows)[:, None] & (w_cols < width)[None, :]
+    tl.store(k_ptr + offsets, k, mask=mask)
+    tl.store(v_ptr + offsets, v, mask=mask)
+
+
+@triton.jit
+def _attend_key_block(
+        q, row_pos, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+        width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+        BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+        BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
+        FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
+        MASKED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """One step of the online softmax: the stacked queries q against keys start … start +
+    BLOCK_K of the sequence; returns the updated (run_max, run_sum, acc). Without MASKED every
+    key precedes every query (a block wholly below the diagonal), so no mask is computed."""
+    k_pos = start + tl.arange(0, BLOCK_K)
+    if KV_STORED:
+        w_cols = tl.arange(0, BLOCK_W)
+        offsets = k_pos[:, None] * width + w_cols[None, :]
+        kv_mask = (k_pos < seq_len)[:, None] & (w_cols < width)[None, :]
+        k = tl.load(k_ptr + offsets, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + offsets, mask=kv_mask, other=0.0)
+    else:
+        cols = tl.arange(0, BLOCK_C)
+        x_k = tl.load(x_ptr + k_pos[:, None] * n_cols + cols[None, :],
+                      mask=(k_pos < seq_len)[:, None] & (cols < n_cols)[None, :], other=0.0)
+        k = _linear(x_k, kb_ptr, ka_ptr, kbias_ptr, n_cols, k_rank, width,
+                    BLOCK_C, BLOCK_RK, BLOCK_W, FACT_K, BIAS_K, PRECISION)
+        v = _linear(x_k, vb_ptr, va_ptr, vbias_ptr, n_cols, v_rank, width,
+                    BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
+    scores = _dot(q, tl.trans(k), PRECISION)
+    if MASKED:
+        causal = (k_pos[None, :] <= row_pos[:, None]) & (k_pos < seq_len)[None, :]
+        scores = tl.where(causal, scores, float("-inf"))
+    new_max = tl.maximum(run_max, tl.max(scores, axis=1))  # finite: key 0 is in every row
+    if EXP2:  # scores are in log2 units (gpu.py folds log2(e) into the query scale)
+        rescale = tl.exp2(run_max - new_max)
+        probs = tl.exp2(scores - new_max[:, None])
+    else:
+        rescale = tl.exp(run_max - new_max)
+        probs = tl.exp(scores - new_max[:, None])
+    run_sum = run_sum * rescale + tl.sum(probs, axis=1)
+    acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)  # every head's columns of v
+    return new_max, run_sum, acc
+
+
+@triton.jit
 def attention_layer_norm_kernel(
         x_ptr, out_ptr, seq_len, n_rows, n_cols, width,
         qb_ptr, qb_stride, qa_ptr, qa_stride, qbias_ptr, qbias_stride, q_rank,
         kb_ptr, kb_stride, ka_ptr, ka_stride, kbias_ptr, kbias_stride, k_rank,
         vb_ptr, vb_stride, va_ptr, va_stride, vbias_ptr, vbias_stride, v_rank,
         ob_ptr, ob_stride, oa_ptr, oa_stride, obias_ptr, obias_stride, o_rank,
-        scale_ptr, shift_ptr, eps, sm_scale,
+        scale_ptr, shift_ptr, eps, sm_scale, k_ptr, v_ptr,
         HEAD_DIM: tl.constexpr, N_HEADS: tl.constexpr, BLOCK_H: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
         BLOCK_RQ: tl.constexpr, BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr,
         BLOCK_RO: tl.constexpr, FACT_Q: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
+        CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
         PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
-    HEAD_DIM; BLOCK_H = heads rounded up to a power of 2. Grid (query blocks, B, P). Not in
-    place: other programs read x's rows as keys."""
+    HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
+    log2 units when EXP2); k, v (P, n_rows, width) from `key_value_kernel` when KV_STORED (else
+    unread). Grid (query blocks, B, P). Not in place: other programs read x's rows as keys."""
     p = tl.program_id(2).to(tl.int64)
     first = tl.program_id(1).to(tl.int64) * seq_len
     base = p * n_rows * n_cols + first * n_cols
-    q_pos = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q_first = tl.program_id(0) * BLOCK_Q
+    q_pos = q_first + tl.arange(0, BLOCK_Q)
     cols = tl.arange(0, BLOCK_C)
     real_cols = (cols < n_cols)[None, :]
     q_mask = (q_pos < seq_len)[:, None] & real_cols
@@ -147,29 +229,31 @@ def attention_layer_norm_kernel(
     own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
         & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
     q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
-    row_pos = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
+    row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
     run_max = tl.full((BLOCK_H * BLOCK_Q,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_H * BLOCK_Q,), tl.float32)
     acc = tl.zeros((BLOCK_H * BLOCK_Q, BLOCK_W), tl.float32)
-    for start in range(0, (tl.program_id(0) + 1) * BLOCK_Q, BLOCK_K):  # keys ≤ the last query
-        k_pos = start + tl.arange(0, BLOCK_K)
-        x_k = tl.load(x_ptr + base + k_pos[:, None] * n_cols + cols[None, :],
-                      mask=(k_pos < seq_len)[:, None] & real_cols, other=0.0)
-        k = _linear(x_k, kb_ptr + p * kb_stride, ka_ptr + p * ka_stride,
-                    kbias_ptr + p * kbias_stride, n_cols, k_rank, width,
-                    BLOCK_C, BLOCK_RK, BLOCK_W, FACT_K, BIAS_K, PRECISION)
-        v = _linear(x_k, vb_ptr + p * vb_stride, va_ptr + p * va_stride,
-                    vbias_ptr + p * vbias_stride, n_cols, v_rank, width,
-                    BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
-        scores = _dot(q, tl.trans(k), PRECISION)
-        causal = (k_pos[None, :] <= row_pos[:, None]) & (k_pos < seq_len)[None, :]
-        scores = tl.where(causal, scores, float("-inf"))
-        new_max = tl.maximum(run_max, tl.max(scores, axis=1))  # finite: key 0 is in every row
-        rescale = tl.exp(run_max - new_max)
-        probs = tl.exp(scores - new_max[:, None])
-        run_sum = run_sum * rescale + tl.sum(probs, axis=1)
-        acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)  # every head's columns of v
-        run_max = new_max
+    kv_base = p * n_rows * width + first * width
+    kb, ka, kbias = kb_ptr + p * kb_stride, ka_ptr + p * ka_stride, kbias_ptr + p * kbias_stride
+    vb, va, vbias = vb_ptr + p * vb_stride, va_ptr + p * va_stride, vbias_ptr + p * vbias_stride
+    # Key blocks wholly before the first query need no causal mask (CAUSAL_SPLIT); the rest, up
+    # to the last query, do.
+    if CAUSAL_SPLIT:
+        unmasked_end = (q_first // BLOCK_K) * BLOCK_K
+    else:
+        unmasked_end = 0
+    for start in range(0, unmasked_end, BLOCK_K):
+        run_max, run_sum, acc = _attend_key_block(
+            q, row_pos, run_max, run_sum, acc, start, x_ptr + base, k_ptr + kv_base,
+            v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
+            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+            False, EXP2, KV_STORED, PRECISION)
+    for start in range(unmasked_end, q_first + BLOCK_Q, BLOCK_K):
+        run_max, run_sum, acc = _attend_key_block(
+            q, row_pos, run_max, run_sum, acc, start, x_ptr + base, k_ptr + kv_base,
+            v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
+            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+            True, EXP2, KV_STORED, PRECISION)
     stacked = tl.reshape(acc / run_sum[:, None], (BLOCK_H, BLOCK_Q, BLOCK_W))
     attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)     # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,

@@ -38,12 +38,13 @@ __all__ = ["ModelConfig", "TaskConfig", "LanguageTask", "build"]
 log = logging.getLogger(__name__)
 
 SAMPLING = ("fixed", "sampled")
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16", "tf32x3")
 # How far (nats) the Triton kernels' fitness may stray from torch's ops in fp32 in the once-a-run
 # check, by the run's precision: IEEE products differ only in summation order (H100: 1.5e-4 at
 # the paper's size); TF32 by its rounding (H100, dense: 2.8e-2 over 512 individuals); bf16 by
-# more (torch's ops in bf16: 6.6e-2). A miscompiled kernel strays by whole nats.
-KERNEL_TOLERANCE = {"fp32": 1e-3, "tf32": 0.1, "bf16": 0.25}
+# more (torch's ops in bf16: 6.6e-2); tf32x3 (split TF32 products, not yet run on a GPU) should
+# be near IEEE's. A miscompiled kernel strays by whole nats.
+KERNEL_TOLERANCE = {"fp32": 1e-3, "tf32": 0.1, "bf16": 0.25, "tf32x3": 1e-2}
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class TaskConfig:
     pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
     token_chunk: int = 512  # scored tokens per logits tile
     # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
-    # them to bfloat16 (losses still summed in fp32); `compile` runs the population forward through
+    # them to bfloat16 (losses still summed in fp32), "tf32x3" splits the Triton kernels'
+    # products into three TF32 ones (fp32-level error; not yet run on a GPU); `compile` runs the population forward through
     # torch.compile (the first generation pays for it, once per distinct chunk and bucket shape;
     # past torch's recompile limit, 8, further shapes run eagerly, so on the paper's set, with its
     # tens of buckets, most of it does).
@@ -193,11 +195,13 @@ def population_chunk(cfg: ModelConfig, positions: int, population: int,
     token positions: 16 on CPU (with the fused kernels, chunks of 2, 4, 8, 16, 32
     measured 25.9, 18.1, 16.3, 15.7, 15.9 ms of block work per generation of the paper's dense
     model in bench/bench_lm.py's setting) or, on GPU, as many as keep the widest activation under
-    2**28 floats (1 GiB): with the Triton kernels two hidden-state tensors (P, B·T, hidden), else
+    2**28 floats (1 GiB): with the Triton kernels two hidden-state tensors (P, B·T, hidden) and,
+    if the attention kernel stores them, keys and values (P, B·T, heads × head_dim) each, else
     torch's (P, B·T, ff)."""
     if device.type != "cuda":
         return 16
-    widest = (2 * cfg.hidden if gpu_kernels.kernels() is not None
+    stored = 2 * cfg.n_heads * cfg.head_dim if gpu_kernels.ATTENTION_KV_STORED else 0
+    widest = (2 * cfg.hidden + stored if gpu_kernels.kernels() is not None
               else max(cfg.ff, 3 * cfg.n_heads * cfg.head_dim, cfg.hidden))
     return max(1, min(population, 2**28 // (positions * widest)))
 
@@ -226,9 +230,11 @@ def score_population(model: Transformer, theta: torch.Tensor, buckets: list[Eval
 def scorer(precision: str, compiled: bool, device: torch.device,
            method=Transformer.negative_cross_entropy):
     """`method` (a Transformer method scoring one chunk) at the requested precision: fp32 as is,
-    tf32 with TF32 matmuls allowed (a process-wide torch setting), bf16 under autocast; then
-    through torch.compile if asked."""
+    tf32 with TF32 matmuls allowed (a process-wide torch setting), bf16 under autocast, tf32x3
+    with the Triton kernels' products split into three TF32 ones (another process-wide
+    setting; torch's own matmuls stay fp32); then through torch.compile if asked."""
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    gpu_kernels.use_split_tf32(precision == "tf32x3")
     score = torch.compile(method, dynamic=False) if compiled else method
     if precision != "bf16":
         return score
@@ -246,11 +252,14 @@ def build(config, device: torch.device) -> LanguageTask:
 
 @contextlib.contextmanager
 def float32_matmuls(precision: str):
-    """fp32 matmuls within as `precision` ("tf32": TF32 allowed; otherwise IEEE fp32), whatever
-    the process-wide setting was, restored after."""
-    previous = torch.get_float32_matmul_precision()
+    """fp32 matmuls within as `precision` ("tf32": TF32 allowed; "tf32x3": the kernels' products
+    split into TF32 ones; otherwise IEEE fp32), whatever the process-wide settings were,
+    restored after."""
+    previous, previous_split = torch.get_float32_matmul_precision(), gpu_kernels.split_tf32()
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    gpu_kernels.use_split_tf32(precision == "tf32x3")
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
+        gpu_kernels.use_split_tf32(previous_split)
