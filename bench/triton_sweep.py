@@ -57,7 +57,8 @@ KNOBS = {
                   "ATTENTION_CAUSAL_SPLIT": [0], "ATTENTION_EXP2": [0],
                   "ATTENTION_KV_STORED": [0]},
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8]},
-    "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8]},
+    "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
+             "LOSS_EXP2": [0]},
 }
 
 

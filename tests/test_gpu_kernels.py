@@ -151,9 +151,12 @@ def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
     torch.testing.assert_close(fused, plain.float(), atol=0.05, rtol=0.01)
 
 
-def test_log_likelihood_kernel_writes_every_output_and_matches_float64():
+@pytest.mark.parametrize("exp2", [False, True], ids=["exp", "exp2"])
+def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypatch, exp2: bool):
     """Against a float64 reference on fresh random inputs (an unwritten output element cannot
-    match): rows gathered out of order, targets anywhere in the vocabulary, a population of 2."""
+    match): rows gathered out of order, targets anywhere in the vocabulary, a population of 2;
+    also with the exp2 lever (gpu.LOSS_EXP2: log2 units inside, nats out)."""
+    monkeypatch.setattr(gpu_kernels, "LOSS_EXP2", exp2)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 40, 32, generator=gen).to(DEVICE)
     weight = torch.randn(2, 257, 32, generator=gen).to(DEVICE)

@@ -59,6 +59,9 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
 ATTENTION_CAUSAL_SPLIT = False
 ATTENTION_EXP2 = False
 ATTENTION_KV_STORED = False
+# The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
+# (per row and per tile, not per logit), then bare exp2s over the vocabulary.
+LOSS_EXP2 = False
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
@@ -193,7 +196,8 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, rows_per_program), pop),
         precision, x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
         weight.stride(0), bias, bias.stride(0), out, vocab, k_dim,
-        BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK[precision], BLOCK_K=_block(k_dim))
+        BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK[precision], BLOCK_K=_block(k_dim),
+        EXP2=LOSS_EXP2)
     return out
 
 

@@ -22,10 +22,10 @@ from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gp
 into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
 else is fp32.
 
-Three levers of the attention kernel are constexpr switches, off by default until a GPU has
-timed them (gpu.py's ATTENTION_* constants; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
-masks only the key blocks that straddle the diagonal, EXP2 folds log2(e) into the query scale
-and takes exp2, and KV_STORED reads each row's keys and values, projected once by
+Levers not yet timed on a GPU are constexpr switches, off by default (gpu.py's ATTENTION_*
+and LOSS_EXP2 constants; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT masks only the key
+blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e) into an operand and
+takes exp2, and KV_STORED reads each row's keys and values, projected once by
 `key_value_kernel`, instead of recomputing them from x in every query block.
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
@@ -269,11 +269,13 @@ def negative_log_likelihood_kernel(
         x_ptr, x_stride, rows_ptr, targets_ptr, n_scored, w_ptr, w_stride, bias_ptr,
         bias_stride, out_ptr, vocab, k_dim,
         BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
-        PRECISION: tl.constexpr):
+        EXP2: tl.constexpr, PRECISION: tl.constexpr):
     """out[p, m] = logsumexp_v(x[p, rows[m]]·w[p, v] + bias[p, v]) − (the same at targets[m]).
 
     x (P, ·, k_dim) rows, w (P, vocab, k_dim), bias (P, vocab), out (P, n_scored). Grid (scored
-    blocks, P). The vocabulary is walked in tiles with a running max and sum of exponentials."""
+    blocks, P). The vocabulary is walked in tiles with a running max and sum of exponentials;
+    with EXP2 the logits are taken in log2 units (x and the bias scaled by log2(e) as they are
+    loaded) so that each exponential is a bare exp2."""
     p = tl.program_id(1).to(tl.int64)
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     scored = m < n_scored
@@ -287,6 +289,8 @@ def negative_log_likelihood_kernel(
     targets = tl.load(targets_ptr + m, mask=scored, other=0).to(tl.int64)
     w_target = tl.load(w_base + targets[:, None] * k_dim + ks[None, :], mask=real_k, other=0.0)
     target_logit = tl.sum(x * w_target, axis=1) + tl.load(b_base + targets)
+    if EXP2:
+        x = x * 1.4426950408889634  # log2(e)
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_M,), tl.float32)
     for first in range(0, vocab, BLOCK_V):
@@ -294,9 +298,19 @@ def negative_log_likelihood_kernel(
         w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
                     mask=(vs < vocab)[:, None] & real_k, other=0.0)
         bias = tl.load(b_base + vs, mask=vs < vocab, other=float("-inf"))
+        if EXP2:
+            bias = bias * 1.4426950408889634
         logits = _dot(x, tl.trans(w), PRECISION) + bias[None, :]
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-        run_sum = (run_sum * tl.exp(run_max - new_max)
-                   + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+        if EXP2:
+            run_sum = (run_sum * tl.exp2(run_max - new_max)
+                       + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
+        else:
+            run_sum = (run_sum * tl.exp(run_max - new_max)
+                       + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
         run_max = new_max
-    tl.store(out_ptr + p * n_scored + m, run_max + tl.log(run_sum) - target_logit, mask=scored)
+    if EXP2:  # back to nats
+        log_sum = (run_max + tl.log2(run_sum)) * 0.6931471805599453
+    else:
+        log_sum = run_max + tl.log(run_sum)
+    tl.store(out_ptr + p * n_scored + m, log_sum - target_logit, mask=scored)
