@@ -55,7 +55,7 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
 # diagonal (at 512-token sequences 88% of the 32 × 32 blocks lie wholly below it). EXP2: log2(e)
 # folded into the query scale and exp2 taken, one multiply less per score. KV_STORED: keys and
 # values projected once per row by a pre-pass (`key_value_kernel`, 2 × width floats a row more
-# memory traffic) instead of from x in every query block (a quarter of the kernel's products).
+# memory traffic) instead of from x in every query block (a fifth of the kernel's products).
 ATTENTION_CAUSAL_SPLIT = False
 ATTENTION_EXP2 = False
 ATTENTION_KV_STORED = False
