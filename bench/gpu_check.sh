@@ -26,8 +26,8 @@
 #                                  well as at 128, the loss kernel swept again, both settings
 #                                  re-timed with the kernels' tests first; the CPU quota and
 #                                  CarRacing's pool scaling (carry .whl)
-#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared: the kernels' tests with every
-#                                  precision as asked (split TF32 included); the attention
+#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared: the kernels' tests (the
+#                                  levers' included), then split TF32's as asked; the attention
 #                                  levers (gpu.ATTENTION_*: causal mask on the diagonal only,
 #                                  exp2, keys/values stored) swept alone at 128- and 512-token
 #                                  sequences, the loss's exp2 (LOSS_EXP2); both settings with all
@@ -114,7 +114,9 @@ levers)
     attention=(--kernels attention --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
                --knob ATTENTION_CAUSAL_SPLIT=0,1 --knob ATTENTION_EXP2=0,1
                --knob ATTENTION_KV_STORED=0,1)
-    step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    # only tf32x3 unverified: bf16 launched as asked can fault and poison the whole process
+    step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py -k tf32x3
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --batch 32 --seq-len 512
     step $py bench/triton_sweep.py --precision tf32 --kernels loss --knob LOSS_ROWS=128 \
