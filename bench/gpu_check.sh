@@ -30,8 +30,9 @@
 #                                  levers' included), then split TF32's as asked; the attention
 #                                  levers (gpu.ATTENTION_*: causal mask on the diagonal only,
 #                                  exp2, keys/values stored) swept alone at 128- and 512-token
-#                                  sequences, the loss's exp2 (LOSS_EXP2); both settings with all
-#                                  four on; split-TF32 products
+#                                  sequences, the loss's exp2 (LOSS_EXP2), the feed-forward
+#                                  layer in chunks (FEED_FORWARD_SPLIT); both settings with all
+#                                  on; split-TF32 products
 #                                  (task.precision tf32x3, IEEE's accuracy on tensor cores) per
 #                                  kernel, one process each, and at the fixed setting; the CPU
 #                                  quota and CarRacing's pool (carry .whl). ~6 min.
@@ -110,7 +111,7 @@ long)
     ;;
 levers)
     unverified=(env NEUROEVO_GPU_KERNELS=unverified)
-    all_on='{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, "LOSS_EXP2": 1}'
+    all_on='{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, "LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2}'
     attention=(--kernels attention --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
                --knob ATTENTION_CAUSAL_SPLIT=0,1 --knob ATTENTION_EXP2=0,1
                --knob ATTENTION_KV_STORED=0,1)
@@ -121,6 +122,8 @@ levers)
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --batch 32 --seq-len 512
     step $py bench/triton_sweep.py --precision tf32 --kernels loss --knob LOSS_ROWS=128 \
         --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_EXP2=0,1
+    step $py bench/triton_sweep.py --precision tf32 --kernels feed-forward \
+        --knob FEED_FORWARD_ROWS=128,256 --knob NUM_WARPS=4,8 --knob FEED_FORWARD_SPLIT=1,2,4
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "$all_on"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" --config "$all_on"
     step $py bench/triton_sweep.py --isolate 2 --unverified --precision tf32x3 --model "paper factorized r4" \

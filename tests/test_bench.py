@@ -105,14 +105,14 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """The levers not yet run on a GPU compile for sm_90a too: the attention kernel with all
-    three on, the key/value pre-pass they launch, the loss with exp2, and every kernel with
-    split-TF32 products."""
+    three on, the key/value pre-pass they launch, the loss with exp2, the feed-forward layer in
+    chunks, and every kernel with split-TF32 products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"LOSS_EXP2": 1}'],
+         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "registers" in line]

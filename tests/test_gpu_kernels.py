@@ -172,6 +172,26 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypat
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("split", [2, 4])
+@pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(hidden=24, ff=40, n_heads=3,
+                                                            head_dim=8)], ids=["paper", "odd"])
+def test_feed_forward_in_chunks_computes_the_same_block(triton_path, monkeypatch, split: int,
+                                                        encoding: str, cfg: ModelConfig):
+    """The feed-forward lever not yet on by default (gpu.FEED_FORWARD_SPLIT: the hidden layer in
+    column chunks, each chunk's ff2 part accumulated, through B2 when ff2 is factorized) leaves
+    the block's output equal to torch's ops, also when ff (40) is not a multiple of the chunks."""
+    monkeypatch.setattr(gpu_kernels, "FEED_FORWARD_SPLIT", split)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
+    block = model.blocks[0]
+    x = torch.randn(3, 2 * 20, cfg.hidden, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    with torch.no_grad():
+        fused = block(p, x.clone(), 2)
+    with torch.enable_grad():
+        plain = block(p, x.clone(), 2).detach()
+    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
+
+
 @pytest.mark.parametrize("asked, factorized, launched", [
     (gpu_kernels.TF32, False, gpu_kernels.TF32), (gpu_kernels.TF32, True, gpu_kernels.TF32),
     (gpu_kernels.BF16, False, gpu_kernels.TF32), (gpu_kernels.BF16, True, gpu_kernels.IEEE),

@@ -22,11 +22,13 @@ from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gp
 into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
 else is fp32.
 
-Levers not yet timed on a GPU are constexpr switches, off by default (gpu.py's ATTENTION_*
-and LOSS_EXP2 constants; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT masks only the key
-blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e) into an operand and
-takes exp2, and KV_STORED reads each row's keys and values, projected once by
-`key_value_kernel`, instead of recomputing them from x in every query block.
+Levers not yet timed on a GPU are constexpr switches, off by default (gpu.py's ATTENTION_*,
+FEED_FORWARD_SPLIT and LOSS_EXP2 constants; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
+masks only the key blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e)
+into an operand and takes exp2, KV_STORED reads each row's keys and values, projected once by
+`key_value_kernel`, instead of recomputing them from x in every query block, and FF_SPLIT
+computes the feed-forward hidden layer in column chunks (fewer live registers: the whole
+(128, 128) layer spills in TF32).
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """
@@ -92,6 +94,60 @@ def _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C: tl.co
 
 
 @triton.jit
+def _load_tile(w_ptr, row0, col0, n_rows, n_cols, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """W[row0 : row0 + BLOCK_R, col0 : col0 + BLOCK_C] of a row-major (n_rows, n_cols) W,
+    zero outside it."""
+    r = row0 + tl.arange(0, BLOCK_R)
+    c = col0 + tl.arange(0, BLOCK_C)
+    return tl.load(w_ptr + r[:, None] * n_cols + c[None, :],
+                   mask=(r[:, None] < n_rows) & (c[None, :] < n_cols), other=0.0)
+
+
+@triton.jit
+def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b2_ptr, a2_ptr,
+                            bias2_ptr, rank2, BLOCK_C: tl.constexpr, BLOCK_FF: tl.constexpr,
+                            BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr,
+                            FACT1: tl.constexpr, FACT2: tl.constexpr, BIAS1: tl.constexpr,
+                            BIAS2: tl.constexpr, FF_SPLIT: tl.constexpr,
+                            PRECISION: tl.constexpr):
+    """ff2(relu(ff1(x))) with the hidden layer FF_SPLIT column chunks at a time: each chunk's
+    ff2 contribution is accumulated (into the rank-wide x·…·B2 when ff2 is factorized), so
+    only BLOCK_FF / FF_SPLIT hidden columns are live at once."""
+    CHUNK: tl.constexpr = BLOCK_FF // FF_SPLIT
+    if FACT1:
+        inner = _matmul(x, b1_ptr, n_cols, rank1, BLOCK_C, BLOCK_R1, PRECISION)  # x·B1
+    if FACT2:
+        acc = tl.zeros((x.shape[0], BLOCK_R2), tl.float32)
+    else:
+        acc = tl.zeros((x.shape[0], BLOCK_C), tl.float32)
+    for i in tl.static_range(FF_SPLIT):
+        if FACT1:
+            hidden = _dot(inner, _load_tile(a1_ptr, 0, i * CHUNK, rank1, n_ff, BLOCK_R1, CHUNK),
+                          PRECISION)
+        else:
+            hidden = _dot(x, _load_tile(a1_ptr, 0, i * CHUNK, n_cols, n_ff, BLOCK_C, CHUNK),
+                          PRECISION)
+        if BIAS1:
+            cols = i * CHUNK + tl.arange(0, CHUNK)
+            hidden += tl.load(bias1_ptr + cols, mask=cols < n_ff, other=0.0)[None, :]
+        hidden = tl.maximum(hidden, 0.0)
+        if FACT2:
+            acc += _dot(hidden, _load_tile(b2_ptr, i * CHUNK, 0, n_ff, rank2, CHUNK, BLOCK_R2),
+                        PRECISION)
+        else:
+            acc += _dot(hidden, _load_tile(a2_ptr, i * CHUNK, 0, n_ff, n_cols, CHUNK, BLOCK_C),
+                        PRECISION)
+    if FACT2:
+        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C, PRECISION)
+    else:
+        y = acc
+    if BIAS2:
+        cols = tl.arange(0, BLOCK_C)
+        y += tl.load(bias2_ptr + cols, mask=cols < n_cols, other=0.0)[None, :]
+    return y
+
+
+@triton.jit
 def feed_forward_layer_norm_kernel(
         x_ptr, n_rows, n_cols, n_ff,
         b1_ptr, b1_stride, a1_ptr, a1_stride, bias1_ptr, bias1_stride, rank1,
@@ -100,22 +156,30 @@ def feed_forward_layer_norm_kernel(
         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_FF: tl.constexpr,
         BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr, FACT1: tl.constexpr,
         FACT2: tl.constexpr, BIAS1: tl.constexpr, BIAS2: tl.constexpr,
-        PRECISION: tl.constexpr):
+        FF_SPLIT: tl.constexpr, PRECISION: tl.constexpr):
     """In place, rows of x (P, n_rows, n_cols): x ← LN(x + ff2(relu(ff1(x)))). Grid (row
-    blocks, P)."""
+    blocks, P). FF_SPLIT > 1: the hidden layer in that many column chunks
+    (`_feed_forward_in_chunks`); 1: whole, as timed on the H100."""
     p = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     ptrs = x_ptr + p * n_rows * n_cols + rows[:, None].to(tl.int64) * n_cols + cols[None, :]
     x = tl.load(ptrs, mask=mask, other=0.0)
-    hidden = _linear(x, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
-                     bias1_ptr + p * bias1_stride, n_cols, rank1, n_ff,
-                     BLOCK_C, BLOCK_R1, BLOCK_FF, FACT1, BIAS1, PRECISION)
-    hidden = tl.maximum(hidden, 0.0)
-    y = _linear(hidden, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
-                bias2_ptr + p * bias2_stride, n_ff, rank2, n_cols,
-                BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, PRECISION)
+    if FF_SPLIT == 1:
+        hidden = _linear(x, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
+                         bias1_ptr + p * bias1_stride, n_cols, rank1, n_ff,
+                         BLOCK_C, BLOCK_R1, BLOCK_FF, FACT1, BIAS1, PRECISION)
+        hidden = tl.maximum(hidden, 0.0)
+        y = _linear(hidden, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
+                    bias2_ptr + p * bias2_stride, n_ff, rank2, n_cols,
+                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, PRECISION)
+    else:
+        y = _feed_forward_in_chunks(
+            x, n_cols, n_ff, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
+            bias1_ptr + p * bias1_stride, rank1, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
+            bias2_ptr + p * bias2_stride, rank2, BLOCK_C, BLOCK_FF, BLOCK_R1, BLOCK_R2, FACT1,
+            FACT2, BIAS1, BIAS2, FF_SPLIT, PRECISION)
     tl.store(ptrs, _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
              mask=mask)
 
