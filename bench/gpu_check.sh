@@ -26,16 +26,17 @@
 #                                  well as at 128, the loss kernel swept again, both settings
 #                                  re-timed with the kernels' tests first; the CPU quota and
 #                                  CarRacing's pool scaling (carry .whl)
-#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared: the kernels' tests (the
-#                                  levers' included), then split TF32's as asked; the attention
-#                                  levers (gpu.ATTENTION_*: causal mask on the diagonal only,
-#                                  exp2, keys/values stored) swept alone at 128- and 512-token
-#                                  sequences, the loss's exp2 (LOSS_EXP2), the feed-forward
-#                                  layer in chunks (FEED_FORWARD_SPLIT); both settings with all
-#                                  on; split-TF32 products
-#                                  (task.precision tf32x3, IEEE's accuracy on tensor cores) per
-#                                  kernel, one process each, and at the fixed setting; the CPU
-#                                  quota and CarRacing's pool (carry .whl). ~6 min.
+#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared, ~7 min: the kernels' tests
+#                                  (the levers' included), then split TF32's as asked; the
+#                                  attention levers (gpu.ATTENTION_*: causal mask on the diagonal
+#                                  only, exp2, keys/values stored) swept alone at 128- and
+#                                  512-token sequences, and all on with other blocks and warps
+#                                  (fewer registers may favour them); the loss's exp2
+#                                  (LOSS_EXP2); the feed-forward layer in chunks
+#                                  (FEED_FORWARD_SPLIT); both settings with all of them on;
+#                                  split-TF32 products (task.precision tf32x3, IEEE's accuracy on
+#                                  tensor cores) per kernel, one process each, and at the fixed
+#                                  setting; the CPU quota and CarRacing's pool (carry .whl)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -120,6 +121,9 @@ levers)
     step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py -k tf32x3
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --batch 32 --seq-len 512
+    step $py bench/triton_sweep.py --precision tf32 --kernels attention --batch 32 --seq-len 512 \
+        --knob QUERY_BLOCK=32,64 --knob KEY_BLOCK=32 --knob NUM_WARPS=2,4,8 \
+        --knob ATTENTION_CAUSAL_SPLIT=1 --knob ATTENTION_EXP2=1 --knob ATTENTION_KV_STORED=1
     step $py bench/triton_sweep.py --precision tf32 --kernels loss --knob LOSS_ROWS=128 \
         --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_EXP2=0,1
     step $py bench/triton_sweep.py --precision tf32 --kernels feed-forward \
