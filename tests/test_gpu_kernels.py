@@ -111,6 +111,25 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: str):
+    """All the levers not yet on by default at once (attention, feed-forward in chunks, the
+    loss's exp2): the population's fitness still equals torch's ops to 1e-5 nats."""
+    for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
+                        "FEED_FORWARD_SPLIT": 2}.items():
+        monkeypatch.setattr(gpu_kernels, name, value)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
+                                     vocab=300, pop=4, device=DEVICE)
+    tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(6)
+                           ).to(DEVICE)
+    lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
+    with torch.no_grad():
+        fused = model.negative_cross_entropy(p, tokens, lengths)
+    with torch.enable_grad():
+        plain = model.negative_cross_entropy(p, tokens, lengths).detach()
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("levers", list(ATTENTION_LEVERS))
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
 @pytest.mark.parametrize("key_block", [32, 16], ids=["keys32", "keys16"])
