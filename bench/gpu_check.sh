@@ -30,9 +30,10 @@
 #                                  (the levers' included), then split TF32's as asked; the
 #                                  attention levers (gpu.ATTENTION_*: causal mask on the diagonal
 #                                  only, exp2, keys/values stored) swept alone at 128- and
-#                                  512-token sequences, and all on with other blocks and warps
-#                                  (fewer registers may favour them); the loss's exp2
-#                                  (LOSS_EXP2); the feed-forward layer in chunks
+#                                  512-token sequences, and all on with other blocks, warps and
+#                                  pipelining depths (NUM_STAGES: stored keys and values can be
+#                                  fetched ahead); the loss's exp2 (LOSS_EXP2) and depth; the
+#                                  feed-forward layer in chunks
 #                                  (FEED_FORWARD_SPLIT); both settings with all of them on;
 #                                  split-TF32 products (task.precision tf32x3, IEEE's accuracy on
 #                                  tensor cores) per kernel, one process each, and at the fixed
@@ -121,11 +122,14 @@ levers)
     step "${unverified[@]}" $py -m pytest -q tests/test_gpu_kernels.py -k tf32x3
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --batch 32 --seq-len 512
-    step $py bench/triton_sweep.py --precision tf32 --kernels attention --batch 32 --seq-len 512 \
-        --knob QUERY_BLOCK=32,64 --knob KEY_BLOCK=32 --knob NUM_WARPS=2,4,8 \
-        --knob ATTENTION_CAUSAL_SPLIT=1 --knob ATTENTION_EXP2=1 --knob ATTENTION_KV_STORED=1
+    all_on_attention=(--kernels attention --batch 32 --seq-len 512 --knob ATTENTION_CAUSAL_SPLIT=1
+                      --knob ATTENTION_EXP2=1 --knob ATTENTION_KV_STORED=1)
+    step $py bench/triton_sweep.py --precision tf32 "${all_on_attention[@]}" \
+        --knob QUERY_BLOCK=32,64 --knob KEY_BLOCK=32,64 --knob NUM_WARPS=4,8
+    step $py bench/triton_sweep.py --precision tf32 "${all_on_attention[@]}" \
+        --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob NUM_WARPS=4 --knob NUM_STAGES=1,2,3,4
     step $py bench/triton_sweep.py --precision tf32 --kernels loss --knob LOSS_ROWS=128 \
-        --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_EXP2=0,1
+        --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_EXP2=0,1 --knob NUM_STAGES=2,3,4
     step $py bench/triton_sweep.py --precision tf32 --kernels feed-forward \
         --knob FEED_FORWARD_ROWS=128,256 --knob NUM_WARPS=4,8 --knob FEED_FORWARD_SPLIT=1,2,4
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "$all_on"

@@ -121,11 +121,12 @@ def main() -> None:
     for precision in args.precisions:
         with configured(args.config, PRECISIONS[precision]):
             launches = recorded_launches(args.models, PRECISIONS[precision])
-            warps = dict(gpu_kernels.NUM_WARPS)
+            warps, stages = dict(gpu_kernels.NUM_WARPS), dict(gpu_kernels.NUM_STAGES)
         for (name, _), (kernel, launch_args, constants, models) in sorted(launches.items()):
             source = ASTSource(kernel, signature(kernel, launch_args, constants), constants)
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                      options={"num_warps": warps[constants["PRECISION"]]})
+                                      options={"num_warps": warps[constants["PRECISION"]],
+                                               "num_stages": stages[constants["PRECISION"]]})
             launched = NAMES[constants["PRECISION"]]  # FAULTED_ON_GPU may replace the one asked
             print(f"{precision:>5}→{launched:<5} {name:<31} shared "
                   f"{compiled.metadata.shared:>6} B | "

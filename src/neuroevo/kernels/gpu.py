@@ -49,6 +49,10 @@ VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64, TF32X3: 64}  # vocabulary entries 
 QUERY_BLOCK = 32
 KEY_BLOCK = 32
 NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
+# Software-pipelining depth of the kernels' loops (Triton's num_stages; 3 is its default for CUDA,
+# what every timing so far used). Loads that do not depend on the loop's products (the stored
+# keys and values, ATTENTION_KV_STORED; the loss's vocabulary tiles) can be fetched stages ahead.
+NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 # The attention kernel's levers not yet timed on a GPU (session 7, without one; interpreter-tested,
 # compiled for sm_90a by bench/triton_compile_check.py). `bash bench/gpu_check.sh levers` sweeps
 # them; switch on what wins. CAUSAL_SPLIT: the causal mask only on key blocks that straddle the
@@ -257,7 +261,8 @@ def _launch(kernel, grid: tuple[int, ...], precision: int, *args, **constants) -
     """Every launch passes here, its products' precision apart from the other arguments
     (bench/triton_compile_check.py records them to compile each variant the model uses for the
     GPU without one)."""
-    kernel[grid](*args, num_warps=NUM_WARPS[precision], PRECISION=precision, **constants)
+    kernel[grid](*args, num_warps=NUM_WARPS[precision], num_stages=NUM_STAGES[precision],
+                 PRECISION=precision, **constants)
 
 
 def _cdiv(a: int, b: int) -> int:
