@@ -37,7 +37,8 @@
 #                                  (FEED_FORWARD_SPLIT); both settings with all of them on;
 #                                  split-TF32 products (task.precision tf32x3, IEEE's accuracy on
 #                                  tensor cores) per kernel, one process each, and at the fixed
-#                                  setting; the CPU quota and CarRacing's pool (carry .whl)
+#                                  setting; the GA's parts besides the evaluation
+#                                  (bench/bench_ga.py); the CPU quota and CarRacing's pool (carry .whl)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -138,6 +139,7 @@ levers)
         --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob FEED_FORWARD_ROWS=64,128 \
         --knob LOSS_ROWS=64,128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4,8
     step "${unverified[@]}" $py bench/bench_lm.py "${fixed[@]}" --precision tf32x3
+    step $py bench/bench_ga.py --device cuda --evaluate
     step cat /sys/fs/cgroup/cpu.max  # CarRacing's pool scaled 3.9x on 16 cores: a CPU quota?
     step $py bench/bench_rl.py --device cuda --families car_racing
     ;;

@@ -39,6 +39,22 @@ def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
     assert "budget 5%" in out and 0 <= padding <= 5
 
 
+def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
+    """bench_ga.py at a tiny population prints each part of the GA around the forward (tell,
+    the elite's chain, the checkpoint, the logs), the evaluation for scale, and their sum."""
+    out = subprocess.run(
+        [sys.executable, "bench/bench_ga.py", "--population", "8", "--elites", "2",
+         "--generations", "2", "--evaluate", "--config", "configs/tinystories/factorized.yaml"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    parts = {line.split("|")[0].strip(): float(line.split("|")[1].split()[0])
+             for line in out.splitlines() if line.endswith(" ms")}
+    assert set(parts) == {"evaluate", "tell (rank, select, breed, mutate)", "elite seed chain",
+                          "checkpoint", "logs", "the rest (all but evaluate)"}
+    assert all(value > 0 for value in parts.values())
+    rest = sum(v for k, v in parts.items() if k not in ("evaluate", "the rest (all but evaluate)"))
+    assert abs(parts["the rest (all but evaluate)"] - rest) < 0.05
+
+
 @needs_triton
 def test_exp_ceiling_kernel_computes_its_chain():
     """The kernel that measures a GPU's exponential rate really iterates v ← exp(−v) (run here
