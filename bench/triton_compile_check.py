@@ -10,13 +10,21 @@ GPU time is spent. Nothing is timed.
     python bench/triton_compile_check.py --models "paper dense" --precisions tf32
     python bench/triton_compile_check.py --precisions tf32 --config \
         '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1}'
+    python bench/triton_compile_check.py --ptx /tmp/ptx-new    # then the same in another
+    diff -r /tmp/ptx-old /tmp/ptx-new                            # checkout: did the code change?
+
+`--ptx DIR` writes each launch's PTX instructions (comments, debug sections and line markers
+dropped, so that only code differs) and their opcode counts: a kernel edit meant to leave the
+shipped launches alone can be checked to do so without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -99,6 +107,19 @@ def ptxas_report(ptx: str) -> str:
                      if part.startswith("Used") or ("spill" in part and not part.startswith("0 ")))
 
 
+def write_ptx(directory: Path, stem: str, ptx: str) -> None:
+    """DIR/stem.ptx: the instructions alone; DIR/stem.ops: how many of each opcode."""
+    before_debug = ptx.split(".section\t.debug")[0]
+    lines = (re.sub(r"\s*//.*$", "", line) for line in before_debug.splitlines())
+    code = "\n".join(line for line in lines
+                     if line.strip() and not re.match(r"\s*(\.loc|\.file)\s", line))
+    opcodes = collections.Counter(re.findall(r"^\s+([a-z][\w.]*)", code, flags=re.M))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.ptx").write_text(code + "\n")
+    (directory / f"{stem}.ops").write_text(
+        "".join(f"{count:6d} {op}\n" for op, count in sorted(opcodes.items())))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -107,6 +128,8 @@ def main() -> None:
     parser.add_argument("--config", type=json.loads, default={},
                         help='launch constants of gpu.py to compile with, as JSON: '
                              '{"ATTENTION_EXP2": 1, "QUERY_BLOCK": 64, ...}')
+    parser.add_argument("--ptx", type=Path, metavar="DIR",
+                        help="also write each launch's PTX code and opcode counts to DIR")
     parser.add_argument("--unverified", action="store_true",
                         help="compile even the precisions gpu.FAULTED_ON_GPU replaces, as asked")
     args = parser.parse_args()
@@ -128,6 +151,9 @@ def main() -> None:
                                       options={"num_warps": warps[constants["PRECISION"]],
                                                "num_stages": stages[constants["PRECISION"]]})
             launched = NAMES[constants["PRECISION"]]  # FAULTED_ON_GPU may replace the one asked
+            if args.ptx:
+                models_slug = "+".join(dict.fromkeys(models)).replace(" ", "_")
+                write_ptx(args.ptx, f"{precision}-{name}-{models_slug}", compiled.asm["ptx"])
             print(f"{precision:>5}→{launched:<5} {name:<31} shared "
                   f"{compiled.metadata.shared:>6} B | "
                   f"{ptxas_report(compiled.asm['ptx'])} | {', '.join(dict.fromkeys(models))}")

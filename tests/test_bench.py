@@ -136,3 +136,27 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
         (precision, kernel) for precision in ("tf32", "tf32x3")
         for kernel in ("attention_layer_norm_kernel", "key_value_kernel",
                        "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel")}
+
+
+def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):
+    """`--ptx DIR` writes each launch's PTX instructions without comments or debug sections,
+    and their opcode counts, so that two checkouts' shipped launches can be compared without a
+    GPU (bench/RESULTS.md: the levers left the default launches' code unchanged)."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    result = subprocess.run(
+        [sys.executable, "bench/triton_compile_check.py", "--models", "small dense",
+         "--precisions", "tf32", "--ptx", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stems = {path.stem for path in tmp_path.iterdir()}
+    assert {stem.split("-")[1] for stem in stems} == {
+        "attention_layer_norm_kernel", "feed_forward_layer_norm_kernel",
+        "negative_log_likelihood_kernel"}
+    for stem in stems:
+        code = (tmp_path / f"{stem}.ptx").read_text()
+        assert ".entry" in code and ".debug" not in code and "//" not in code
+        counts = (tmp_path / f"{stem}.ops").read_text().splitlines()
+        ops = dict(line.split()[::-1] for line in counts)
+        assert int(ops["ret"]) >= 1
+    ops = (tmp_path / "tf32-attention_layer_norm_kernel-small_dense.ops").read_text()
+    assert "ex2.approx" in ops and "mma" in ops  # the exponentials; TF32 tensor-core products
