@@ -28,11 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from timing import sync  # noqa: E402
 
-from neuroevo.config import load_config  # noqa: E402
+from neuroevo.config import RunConfig, load_config  # noqa: E402
 from neuroevo.ga import GeneticAlgorithm  # noqa: E402
 from neuroevo.genome import save_genome  # noqa: E402
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save  # noqa: E402
 from neuroevo.run import build_task, resolve_device  # noqa: E402
+from neuroevo.tasks import Task  # noqa: E402
 
 
 def timed(part: Callable[[], object], device: torch.device) -> float:
@@ -59,17 +60,34 @@ def main() -> None:
                          [f"ga.population={args.population}", f"ga.elites={args.elites}",
                           f"ga.generations={args.generations + 2}", f"device={device.type}"])
     task = build_task(config, device)
+    with tempfile.TemporaryDirectory(prefix="bench_ga.") as folder:
+        parts = time_parts(task, config, device, args.generations, args.evaluate, Path(folder))
+    dim = task.layout.dim
+    print(f"# bench_ga — {args.config} ({config.encoding.kind}), P={args.population} "
+          f"k={args.elites}, D={dim:,}, device={device}, median of {args.generations}")
+    rest = 0.0
+    for name, values in parts.items():
+        median = statistics.median(values)
+        rest += median if name != "evaluate" else 0.0
+        print(f"{name:>36} | {median * 1e3:8.2f} ms")
+    print(f"{'the rest (all but evaluate)':>36} | {rest * 1e3:8.2f} ms")
+
+
+def time_parts(task: Task, config: RunConfig, device: torch.device, generations: int,
+               evaluate: bool, out: Path) -> dict[str, list[float]]:
+    """{part: seconds in each of `generations` generations after a warm-up}, the run's files
+    written under `out`."""
     ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)
-    out = Path(tempfile.mkdtemp(prefix="bench_ga."))
     fitness_log = CsvLog(out / "fitness.csv", FITNESS_COLUMNS)
     timing_log = CsvLog(out / "timing.csv", TIMING_COLUMNS)
     generator = torch.Generator().manual_seed(0)
     parts: dict[str, list[float]] = {}
-    for generation in range(args.generations + 1):  # the first is a warm-up
+    population = config.ga.population
+    for generation in range(generations + 1):  # the first is a warm-up
         seconds: dict[str, float] = {}
-        if args.evaluate:
+        if evaluate:
             seconds["evaluate"] = timed(lambda: task.evaluate(ga.ask(), ga.generation), device)
-        fitness = torch.randn(args.population, generator=generator).to(device)
+        fitness = torch.randn(population, generator=generator).to(device)
         record = None
 
         def tell() -> None:
@@ -82,20 +100,12 @@ def main() -> None:
         seconds["checkpoint"] = timed(lambda: atomic_torch_save(
             {"ga": ga.state_dict()}, out / "checkpoint.pt"), device)
         row = {"generation": record.generation, **record.stats,
-               "evaluations": args.population, "eval_seconds": 0.0, "wall_seconds": 0.0}
+               "evaluations": population, "eval_seconds": 0.0, "wall_seconds": 0.0}
         seconds["logs"] = timed(lambda: (fitness_log.append(row), timing_log.append(row)), device)
         if generation:
             for name, value in seconds.items():
                 parts.setdefault(name, []).append(value)
-    dim = ga.theta.shape[1]
-    print(f"# bench_ga — {args.config} ({config.encoding.kind}), P={args.population} "
-          f"k={args.elites}, D={dim:,}, device={device}, median of {args.generations}")
-    rest = 0.0
-    for name, values in parts.items():
-        median = statistics.median(values)
-        rest += median if name != "evaluate" else 0.0
-        print(f"{name:>36} | {median * 1e3:8.2f} ms")
-    print(f"{'the rest (all but evaluate)':>36} | {rest * 1e3:8.2f} ms")
+    return parts
 
 
 if __name__ == "__main__":
