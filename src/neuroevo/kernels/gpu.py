@@ -210,6 +210,25 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     return out
 
 
+PRECISION_NAMES = {IEEE: "ieee", TF32: "tf32", BF16: "bf16", TF32X3: "tf32x3"}
+
+
+def launch_settings() -> dict[str, int | bool | str]:
+    """The launch constants the kernels use now, at the run's precision: a run records them
+    (summary.json), since another block size or lever sums in another order and can move a
+    fitness in its last digits."""
+    precision = launch_precision(False)
+    return {"products": PRECISION_NAMES[precision],
+            "products_factorized": PRECISION_NAMES[launch_precision(True)],
+            "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
+            "FEED_FORWARD_ROWS": FEED_FORWARD_ROWS[precision],
+            "LOSS_ROWS": LOSS_ROWS[precision], "VOCAB_BLOCK": VOCAB_BLOCK[precision],
+            "NUM_WARPS": NUM_WARPS[precision], "NUM_STAGES": NUM_STAGES[precision],
+            "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
+            "ATTENTION_KV_STORED": ATTENTION_KV_STORED, "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,
+            "LOSS_EXP2": LOSS_EXP2}
+
+
 def matmul_precision() -> int:
     """The kernels' matrix-product precision, read from the run's torch settings (so that
     `task.precision` governs both paths): bf16 under autocast, TF32 when torch allows it for

@@ -103,6 +103,7 @@ class LanguageTask:
         self._fixed_buckets: list[EvalBatch] | None = None
         self._score = scorer(task.precision, task.compile, device)
         self._kernels: str | None = None  # the once-a-run check's verdict (check_kernels)
+        self._launch: dict | None = None  # the kernels' launch settings, when they are on
 
     @property
     def pop_tile(self) -> int | None:
@@ -137,6 +138,8 @@ class LanguageTask:
         buckets = self._device_buckets(generation)
         if self._kernels is None:
             self._kernels = self.check_kernels(theta, buckets[0])
+            if self._kernels.startswith("on"):
+                self._launch = gpu_kernels.launch_settings()
         kernels_off = self._kernels.startswith("off")
         with gpu_kernels.switched_off() if kernels_off else contextlib.nullcontext():
             return Evaluation(fitness=score_population(
@@ -178,6 +181,7 @@ class LanguageTask:
                 "eval_positions_computed": sum(b.tokens.numel() for b in buckets),
                 "eval_buckets": len(buckets),
                 "gpu_kernels": self._kernels or "not checked",
+                **({"gpu_kernel_launch": self._launch} if self._launch else {}),
                 "fitness": "minus mean next-token cross-entropy (nats/token), per-sequence means"}
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
