@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 from neuroevo.kernels import gpu as gpu_kernels
 
-PRECISIONS = {"fp32": gpu_kernels.IEEE, "tf32": gpu_kernels.TF32, "bf16": gpu_kernels.BF16,
-              "tf32x3": gpu_kernels.TF32X3}
-NAMES = {code: name for name, code in PRECISIONS.items()}
+NAMES = gpu_kernels.PRECISION_NAMES
+PRECISIONS = {name: code for code, name in NAMES.items()}
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from launch_constants import PRECISIONS, configured  # noqa: E402
 from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
 from neuroevo.models.transformer import Transformer, scored_positions  # noqa: E402
+from neuroevo.tasks.language import use_float32_matmuls  # noqa: E402
 
 VOCAB = 2051
 # Each kernel's knobs (gpu.py's constants) and the values a sweep tries; `--knob NAME=a,b`
@@ -147,9 +148,9 @@ def swept_knobs(kernel: str, overrides: list[tuple[str, list[int]]]) -> dict[str
 def knob(text: str) -> tuple[str, list[int]]:
     """--knob NAME=a,b → (NAME, [a, b])."""
     name, _, values = text.partition("=")
-    if not values or name not in {n for knobs in KNOBS.values() for n in knobs}:
-        raise argparse.ArgumentTypeError(
-            f"--knob NAME=a,b with NAME one of {sorted({n for k in KNOBS.values() for n in k})}")
+    names = sorted({name for knobs in KNOBS.values() for name in knobs})
+    if not values or name not in names:
+        raise argparse.ArgumentTypeError(f"--knob NAME=a,b with NAME one of {names}")
     return name, [int(v) for v in values.split(",")]
 
 
@@ -214,8 +215,7 @@ def main() -> None:
         os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are first imported
     device = torch.device(args.device)
     precision = PRECISIONS[args.precision]
-    torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
-    gpu_kernels.use_split_tf32(args.precision == "tf32x3")
+    use_float32_matmuls(args.precision)
     encoding, config = MODELS[args.model]
     model = Transformer(config, encoding, VOCAB)
     theta = initial_weights(model.layout, list(range(args.population)), device)

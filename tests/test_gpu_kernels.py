@@ -294,7 +294,7 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
     assert details["eval_buckets"] > 1
     assert details["gpu_kernels"].startswith("on: within")
     launch = details["gpu_kernel_launch"]  # what the kernels ran with, for whoever reruns it
-    assert launch["QUERY_BLOCK"] == gpu_kernels.QUERY_BLOCK and launch["products"] == "ieee"
+    assert launch["QUERY_BLOCK"] == gpu_kernels.QUERY_BLOCK and launch["products"] == "fp32"
     assert launch["ATTENTION_KV_STORED"] is False
     header = first[0]
     for column in ("best", "mean", "worst"):

@@ -210,7 +210,8 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     return out
 
 
-PRECISION_NAMES = {IEEE: "ieee", TF32: "tf32", BF16: "bf16", TF32X3: "tf32x3"}
+# Each PRECISION code by the task.precision that asks for it.
+PRECISION_NAMES = {IEEE: "fp32", TF32: "tf32", BF16: "bf16", TF32X3: "tf32x3"}
 
 
 def launch_settings() -> dict[str, int | bool | str]:

@@ -237,8 +237,7 @@ def scorer(precision: str, compiled: bool, device: torch.device,
     tf32 with TF32 matmuls allowed (a process-wide torch setting), bf16 under autocast, tf32x3
     with the Triton kernels' products split into three TF32 ones (another process-wide
     setting; torch's own matmuls stay fp32); then through torch.compile if asked."""
-    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
-    gpu_kernels.use_split_tf32(precision == "tf32x3")
+    use_float32_matmuls(precision)
     score = torch.compile(method, dynamic=False) if compiled else method
     if precision != "bf16":
         return score
@@ -254,14 +253,19 @@ def build(config, device: torch.device) -> LanguageTask:
     return LanguageTask(config.task, config.model, config.encoding, config.seed, device)
 
 
-@contextlib.contextmanager
-def float32_matmuls(precision: str):
-    """fp32 matmuls within as `precision` ("tf32": TF32 allowed; "tf32x3": the kernels' products
-    split into TF32 ones; otherwise IEEE fp32), whatever the process-wide settings were,
-    restored after."""
-    previous, previous_split = torch.get_float32_matmul_precision(), gpu_kernels.split_tf32()
+def use_float32_matmuls(precision: str) -> None:
+    """Process-wide, fp32 matmuls as task.precision `precision` asks: "tf32" lets torch's and the
+    Triton kernels' use TF32, "tf32x3" splits the kernels' products into TF32 ones (torch's stay
+    IEEE), anything else keeps IEEE fp32 (bf16 is autocast's, applied per call)."""
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
     gpu_kernels.use_split_tf32(precision == "tf32x3")
+
+
+@contextlib.contextmanager
+def float32_matmuls(precision: str):
+    """`use_float32_matmuls(precision)` within, the process-wide settings restored after."""
+    previous, previous_split = torch.get_float32_matmul_precision(), gpu_kernels.split_tf32()
+    use_float32_matmuls(precision)
     try:
         yield
     finally:
