@@ -52,14 +52,20 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _load_tile(w_ptr, row0, col0, n_rows, n_cols, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """W[row0 : row0 + BLOCK_R, col0 : col0 + BLOCK_C] of a row-major (n_rows, n_cols) W,
+    zero outside it."""
+    r = row0 + tl.arange(0, BLOCK_R)
+    c = col0 + tl.arange(0, BLOCK_C)
+    return tl.load(w_ptr + r[:, None] * n_cols + c[None, :],
+                   mask=(r[:, None] < n_rows) & (c[None, :] < n_cols), other=0.0)
+
+
+@triton.jit
 def _matmul(x, w_ptr, n_in, n_out, BLOCK_IN: tl.constexpr, BLOCK_OUT: tl.constexpr,
             PRECISION: tl.constexpr):
     """x (rows, BLOCK_IN) · W, W (n_in, n_out) row-major at w_ptr, zero-padded to the blocks."""
-    r_in = tl.arange(0, BLOCK_IN)
-    r_out = tl.arange(0, BLOCK_OUT)
-    w = tl.load(w_ptr + r_in[:, None] * n_out + r_out[None, :],
-                mask=(r_in[:, None] < n_in) & (r_out[None, :] < n_out), other=0.0)
-    return _dot(x, w, PRECISION)
+    return _dot(x, _load_tile(w_ptr, 0, 0, n_in, n_out, BLOCK_IN, BLOCK_OUT), PRECISION)
 
 
 @triton.jit
@@ -91,16 +97,6 @@ def _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C: tl.co
     scale = tl.load(scale_ptr + cols, mask=cols < n_cols, other=0.0)
     shift = tl.load(shift_ptr + cols, mask=cols < n_cols, other=0.0)
     return centred * tl.rsqrt(var + eps)[:, None] * scale[None, :] + shift[None, :]
-
-
-@triton.jit
-def _load_tile(w_ptr, row0, col0, n_rows, n_cols, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """W[row0 : row0 + BLOCK_R, col0 : col0 + BLOCK_C] of a row-major (n_rows, n_cols) W,
-    zero outside it."""
-    r = row0 + tl.arange(0, BLOCK_R)
-    c = col0 + tl.arange(0, BLOCK_C)
-    return tl.load(w_ptr + r[:, None] * n_cols + c[None, :],
-                   mask=(r[:, None] < n_rows) & (c[None, :] < n_cols), other=0.0)
 
 
 @triton.jit
