@@ -8,6 +8,7 @@ numpy: these tests check what the kernels compute, not how fast. With a GPU they
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -41,6 +42,28 @@ def triton_path(monkeypatch: pytest.MonkeyPatch):
     route_through_triton(monkeypatch)
 
 
+def kernels_and_torch_ops(compute: Callable[[], torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """compute() through the kernels (no autograd) and through torch's ops (autograd switches
+    the kernels off)."""
+    with torch.no_grad():
+        fused = compute()
+    with torch.enable_grad():
+        plain = compute().detach()
+    return fused, plain
+
+
+def population_fitness(encoding: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A population of 4 two-block models' fitness on 5 sequences of 2–70 tokens over a
+    300-entry vocabulary (not a multiple of any vocabulary tile), by `kernels_and_torch_ops`."""
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
+                                     vocab=300, pop=4, device=DEVICE)
+    tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(seed)
+                           ).to(DEVICE)
+    lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
+    return kernels_and_torch_ops(lambda: model.negative_cross_entropy(p, tokens, lengths))
+
+
 @pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
 @pytest.mark.parametrize("t, cfg", [(20, ModelConfig()), (70, ModelConfig()), (1, ModelConfig()),
                                     (9, ModelConfig(hidden=4, ff=16)),
@@ -54,10 +77,7 @@ def test_triton_block_equals_torch_ops(triton_path, encoding: str, t: int, cfg: 
     block, batch = model.blocks[0], 2
     x = torch.randn(3, batch * t, cfg.hidden, generator=torch.Generator().manual_seed(t)
                     ).to(DEVICE)
-    with torch.no_grad():
-        fused = block(p, x.clone(), batch)
-    with torch.enable_grad():  # switches the kernels off
-        plain = block(p, x.clone(), batch).detach()
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), batch))
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
@@ -73,10 +93,7 @@ def test_triton_attention_survives_extreme_scores(triton_path, monkeypatch, leve
     for layer in (block.q, block.k):
         p[f"{layer.name}.weight"].mul_(40)
     x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(1)).to(DEVICE)
-    with torch.no_grad():
-        fused = block(p, x.clone(), 2)
-    with torch.enable_grad():
-        plain = block(p, x.clone(), 2).detach()
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
     assert torch.isfinite(fused).all()
     # On a GPU torch's reference is a fused SDPA kernel with its own exponentials and summation
     # order; at scores of hundreds of nats fp32 rounding of a score (3e-5 at 500) moves the
@@ -97,15 +114,7 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
     with the TF32 and split-TF32 launch configurations, whose products the interpreter computes
     in fp32 and a GPU in (split) TF32 (hence the looser tolerances there)."""
     monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
-    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
-                                     vocab=300, pop=4, device=DEVICE)
-    tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(0)
-                           ).to(DEVICE)
-    lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
-    with torch.no_grad():
-        fused = model.negative_cross_entropy(p, tokens, lengths)
-    with torch.enable_grad():
-        plain = model.negative_cross_entropy(p, tokens, lengths).detach()
+    fused, plain = population_fitness(encoding, seed=0)
     gpu_tol = {gpu_kernels.IEEE: 1e-5, gpu_kernels.TF32: 2e-2, gpu_kernels.TF32X3: 1e-3}
     tol = gpu_tol[precision] if DEVICE.type == "cuda" else 1e-5
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
@@ -118,15 +127,7 @@ def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: 
     for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
                         "FEED_FORWARD_SPLIT": 2}.items():
         monkeypatch.setattr(gpu_kernels, name, value)
-    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
-                                     vocab=300, pop=4, device=DEVICE)
-    tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(6)
-                           ).to(DEVICE)
-    lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
-    with torch.no_grad():
-        fused = model.negative_cross_entropy(p, tokens, lengths)
-    with torch.enable_grad():
-        plain = model.negative_cross_entropy(p, tokens, lengths).detach()
+    fused, plain = population_fitness(encoding, seed=6)
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
 
 
@@ -149,10 +150,7 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), device=DEVICE)
     block = model.blocks[0]
     x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(4)).to(DEVICE)
-    with torch.no_grad():
-        fused = block(p, x.clone(), 2)
-    with torch.enable_grad():
-        plain = block(p, x.clone(), 2).detach()
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
 
@@ -167,10 +165,8 @@ def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
                            ).to(DEVICE)
     lengths = torch.tensor([19, 7, 12], device=DEVICE)
     with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-        with torch.no_grad():
-            fused = model.negative_cross_entropy(p, tokens, lengths)
-        with torch.enable_grad():
-            plain = model.negative_cross_entropy(p, tokens, lengths).detach()
+        fused, plain = kernels_and_torch_ops(
+            lambda: model.negative_cross_entropy(p, tokens, lengths))
     assert fused.dtype == torch.float32 and torch.isfinite(fused).all()
     torch.testing.assert_close(fused, plain.float(), atol=0.05, rtol=0.01)
 
@@ -209,10 +205,7 @@ def test_feed_forward_in_chunks_computes_the_same_block(triton_path, monkeypatch
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
     block = model.blocks[0]
     x = torch.randn(3, 2 * 20, cfg.hidden, generator=torch.Generator().manual_seed(5)).to(DEVICE)
-    with torch.no_grad():
-        fused = block(p, x.clone(), 2)
-    with torch.enable_grad():
-        plain = block(p, x.clone(), 2).detach()
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
