@@ -26,7 +26,7 @@
 #                                  well as at 128, the loss kernel swept again, both settings
 #                                  re-timed with the kernels' tests first; the CPU quota and
 #                                  CarRacing's pool scaling (carry .whl)
-#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared, ~7 min: the kernels' tests
+#   bash bench/gpu_check.sh levers what session 7 (no GPU) prepared, ~8 min: the kernels' tests
 #                                  (the levers' included), then split TF32's as asked; the
 #                                  attention levers (gpu.ATTENTION_*: causal mask on the diagonal
 #                                  only, exp2, keys/values stored) swept alone at 128- and
@@ -34,7 +34,8 @@
 #                                  pipelining depths (NUM_STAGES: stored keys and values can be
 #                                  fetched ahead); the loss's exp2 (LOSS_EXP2) and depth; the
 #                                  feed-forward layer in chunks
-#                                  (FEED_FORWARD_SPLIT); both settings with all of them on;
+#                                  (FEED_FORWARD_SPLIT); both settings as shipped and with all
+#                                  of them on;
 #                                  split-TF32 products (task.precision tf32x3, IEEE's accuracy on
 #                                  tensor cores) per kernel, one process each, and at the fixed
 #                                  setting; the GA's parts besides the evaluation
@@ -133,7 +134,10 @@ levers)
         --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_EXP2=0,1 --knob NUM_STAGES=2,3,4
     step $py bench/triton_sweep.py --precision tf32 --kernels feed-forward \
         --knob FEED_FORWARD_ROWS=128,256 --knob NUM_WARPS=4,8 --knob FEED_FORWARD_SPLIT=1,2,4
+    # the shipped constants first: the baseline on this machine (another H100 is another machine)
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "$all_on"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" --config "$all_on"
     step $py bench/triton_sweep.py --isolate 2 --unverified --precision tf32x3 --model "paper factorized r4" \
         --knob QUERY_BLOCK=32 --knob KEY_BLOCK=32 --knob FEED_FORWARD_ROWS=64,128 \
