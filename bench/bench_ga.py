@@ -96,7 +96,7 @@ def time_parts(task: Task, config: RunConfig, device: torch.device, generations:
 
         seconds["tell (rank, select, breed, mutate)"] = timed(tell, device)
         seconds["elite seed chain"] = timed(lambda: save_genome(
-            out / "elite.json", record.best_genome, fitness=record.stats["best"]), device)
+            out / "elite.json", record.best_genome, fitness=record.best_fitness), device)
         seconds["checkpoint"] = timed(lambda: atomic_torch_save(
             {"ga": ga.state_dict()}, out / "checkpoint.pt"), device)
         row = {"generation": record.generation, **record.stats,

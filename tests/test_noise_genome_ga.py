@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -104,6 +105,32 @@ def test_elites_survive_unmutated_and_first() -> None:
     assert record.elite_indices == torch.argsort(-fitness)[:3].tolist()
     assert torch.equal(ga.ask()[:3], theta[record.elite_indices])
     assert ga.ask().shape == theta.shape
+
+
+def test_a_tasks_ranking_decides_the_best_and_its_fitness() -> None:
+    """With a task's own ranking (CarRacing's finalists) the first-ranked individual is the best,
+    and the record carries its fitness, not the population's maximum (elite.json pairs them)."""
+    ga = _toy_ga(population=8)
+    fitness = torch.tensor([5.0, 1.0, 2.0, 3.0, 0.0, -1.0, -2.0, -3.0])
+    record = ga.tell(fitness, order=torch.tensor([3, 0, 2, 1, 4, 5, 6, 7]))
+    assert record.best_index == 3 and record.best_fitness == 3.0
+    assert record.stats["best"] == 5.0
+    assert record.elite_indices == [3, 0, 2]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"population": 0}, "ga.population must be at least 1"),
+    ({"generations": 0}, "ga.generations must be at least 1"),
+    ({"n_back": 0}, "ga.n_back must be at least 1"),
+    ({"elites": 9}, "ga.elites (9) must be between 1 and ga.population (8)"),
+    ({"mutation_rates": ()}, "ga.mutation_rates must be a non-empty list"),
+    ({"mutation_rates": (0.01, -0.1)}, "ga.mutation_rates must be a non-empty list"),
+])
+def test_ga_config_refuses_values_that_would_fail_mid_run(settings: dict, message: str) -> None:
+    """Values that would otherwise fail after the first evaluation (an empty rate list at the
+    first breeding, 0 generations at the summary) are refused when the config is built."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GAConfig(**{"population": 8, "elites": 3, **settings})
 
 
 def test_children_carry_one_new_gene_from_a_survivor() -> None:

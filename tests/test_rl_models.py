@@ -178,3 +178,31 @@ def test_output_layer_stays_dense_when_factorized() -> None:
     names = {spec.name for spec in model.layout.specs}
     assert {"out.weight", "hidden.A", "hidden.B", "conv1.A", "conv3.B"} <= names
     assert "hidden.weight" not in names and "out.A" not in names
+
+
+def test_each_model_asks_for_exactly_its_declared_layer_types(monkeypatch) -> None:
+    """`LAYER_TYPES`, which the config checks `encoding.ranks` against, lists every layer type
+    each model asks a rank for, and nothing else (a type missing from it could not be set; an
+    extra one would be accepted and ignored)."""
+    from neuroevo.models import atari_cnn as atari_module, mlp as mlp_module
+    from neuroevo.models import car_racing_cnn as car_module, transformer as transformer_module
+
+    asked: set[str] = set()
+    rank_for = EncodingConfig.rank_for
+
+    def recording_rank_for(self: EncodingConfig, layer_type: str) -> int | None:
+        asked.add(layer_type)
+        return rank_for(self, layer_type)
+
+    monkeypatch.setattr(EncodingConfig, "rank_for", recording_rank_for)
+    builders = {
+        transformer_module: lambda: transformer_module.Transformer(
+            transformer_module.ModelConfig(), FACTORIZED, vocab=64),
+        atari_module: lambda: atari_cnn(AtariConfig(), FACTORIZED, n_actions=18),
+        car_module: lambda: car_racing_cnn(CarConfig(), FACTORIZED),
+        mlp_module: lambda: MLPPolicy(MLPConfig(), FACTORIZED, 5, -torch.ones(2), torch.ones(2)),
+    }
+    for module, build in builders.items():
+        asked.clear()
+        build()
+        assert sorted(asked) == sorted(module.LAYER_TYPES), module.__name__

@@ -91,6 +91,19 @@ def test_replay_reproduces_an_individuals_evaluated_fitness() -> None:
     assert replayed == fitness.tolist()
 
 
+def test_car_racing_replay_scores_a_finalist_on_both_waves() -> None:
+    """The first-ranked individual (the elite) is a finalist: replaying it plays its first- and
+    second-wave episodes again and gives the fitness the evaluation logged for it."""
+    task, _ = _task("configs/car_racing/small.yaml", "ga.population=3", "ga.elites=1",
+                    "task.finalists=2", "task.first_wave_episodes=1",
+                    "task.second_wave_episodes=2", "task.max_steps=30", "task.workers=0")
+    theta = _population(task, 3)
+    evaluation = task.evaluate(theta, generation=4)
+    best = int(evaluation.order[0])
+    replayed = task.replay(theta[best:best + 1], 4, individual=best)
+    assert replayed == pytest.approx(float(evaluation.fitness[best]), rel=1e-9, abs=1e-9)
+
+
 def test_replay_films_the_episode_it_scores(tmp_path) -> None:
     """With --video, replay writes an mp4 of the episode and still returns the same score."""
     pytest.importorskip("moviepy")

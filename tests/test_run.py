@@ -98,6 +98,11 @@ def test_quick_preset_learns(tmp_path: Path, config: str) -> None:
     (["ga.population=ten"], "ga.population: expected int"),
     (["encoding.kind=factorized", "encoding.rank=64"], "rank 64 for layer"),
     (["task.text=data/missing.txt"], "data/missing.txt"),
+    (["encoding.kind=factorized", "encoding.ranks.embeding=8"],
+     "unknown layer type encoding.ranks.embeding for task tinystories (valid: embedding, qkv"),
+    (["ga.generations=0"], "ga.generations must be at least 1"),
+    (["ga.population=-3"], "ga.population must be at least 1"),
+    (["ga.mutation_rates=0.5"], "expected a list, got 0.5 (one item is written [0.5])"),
 ])
 def test_bad_config_fails_with_one_line_and_no_run_dir(tmp_path: Path, tiny_lm_overrides, capsys,
                                                        override: list[str], message: str) -> None:
@@ -151,6 +156,18 @@ def test_existing_run_dir_needs_resume(tmp_path: Path, tiny_lm_overrides, capsys
     assert _run("small", out, tiny_lm_overrides) == 0
     assert _run("small", out, tiny_lm_overrides) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_checks_its_config(tmp_path: Path, tiny_lm_overrides,
+                                                   capsys) -> None:
+    """--resume of a finished run returns it for the same config and refuses another one
+    (it would otherwise report the old result as if the new config had produced it)."""
+    out = tmp_path / "run"
+    assert _run("small", out, tiny_lm_overrides) == 0
+    assert _run("small", out, tiny_lm_overrides, "--resume") == 0
+    capsys.readouterr()
+    assert _run("small", out, tiny_lm_overrides + ["ga.generations=25"], "--resume") == 2
+    assert "finished run of a different config" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("pop_chunk", [0, 2])

@@ -143,6 +143,10 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
     if encoding.kind not in ENCODINGS:
         raise ConfigError(f"{source}: unknown encoding {encoding.kind!r} in encoding.kind "
                           f"(valid: {', '.join(ENCODINGS)})")
+    unknown = sorted(set(encoding.ranks) - set(module.LAYER_TYPES))
+    if unknown:  # a misspelt layer type would otherwise silently fall back to encoding.rank
+        raise ConfigError(f"{source}: unknown layer type encoding.ranks.{unknown[0]} for task "
+                          f"{name} (valid: {', '.join(module.LAYER_TYPES)})")
     device = raw.get("device", "auto")
     if device not in DEVICES:
         raise ConfigError(f"{source}: unknown device {device!r} (valid: {', '.join(DEVICES)})")
@@ -155,9 +159,6 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
         encoding=encoding,
         ga=_section(GAConfig, raw.get("ga") or {}, "ga"),
         seed=seed, device=device, preset=preset, source=source)
-    if not 1 <= config.ga.elites <= config.ga.population:
-        raise ConfigError(f"{source}: ga.elites ({config.ga.elites}) must be between 1 and "
-                          f"ga.population ({config.ga.population})")
     return config
 
 
@@ -174,7 +175,8 @@ def _section(cls: type, values: dict, name: str) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{name}: {error}") from None
+        message = str(error)  # the sections' own checks name the key already
+        raise ConfigError(message if message.startswith(f"{name}.") else f"{name}: {message}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -186,7 +188,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _coerce(value, next(a for a in args if a is not type(None)), key)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r} (one item is written "
+                              f"[{value}])")
         items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:

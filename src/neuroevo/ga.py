@@ -39,6 +39,17 @@ class GAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mutation_rates", tuple(float(m) for m in self.mutation_rates))
+        # checked here, not at the first `tell`: a bad value must stop a run before its first
+        # (possibly hour-long) evaluation
+        for name in ("population", "generations", "n_back"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ga.{name} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.elites <= self.population:
+            raise ValueError(f"ga.elites ({self.elites}) must be between 1 and ga.population "
+                             f"({self.population})")
+        if not self.mutation_rates or min(self.mutation_rates) <= 0:
+            raise ValueError(f"ga.mutation_rates must be a non-empty list of positive rates, e.g. "
+                             f"[0.01], got {list(self.mutation_rates)}")
 
 
 @dataclass
@@ -48,8 +59,9 @@ class GenerationRecord:
     generation: int
     stats: dict[str, float]
     elite_indices: list[int]
-    best_index: int
+    best_index: int  # the first-ranked individual: with a task's `order`, not always the argmax
     best_genome: Genome
+    best_fitness: float  # its own fitness (stats["best"] is the population's maximum)
 
 
 @dataclass
@@ -63,8 +75,6 @@ class GeneticAlgorithm:
     theta: torch.Tensor = field(init=False)  # (P, D) weights of `genomes`: the only weight cache
 
     def __post_init__(self) -> None:
-        if not 1 <= self.config.elites <= self.config.population:
-            raise ValueError("ga.elites must be between 1 and ga.population")
         rng = self._rng(0)
         init_seeds = rng.integers(SEED_BOUND, size=self.config.population).tolist()
         self.genomes = [Genome(s) for s in init_seeds]
@@ -99,6 +109,7 @@ class GeneticAlgorithm:
             elite_indices=elite_indices,
             best_index=order[0],
             best_genome=self.genomes[order[0]],
+            best_fitness=fitness[order[0]].item(),
         )
         # select: survivors keep their weights untouched; everything else is discarded
         self.genomes = [self.genomes[i] for i in elite_indices]

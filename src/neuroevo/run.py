@@ -80,8 +80,13 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     """Evolve, logging every generation; returns the summary written to summary.json."""
     paths = RunPaths(Path(out))
     device = resolve_device(config.device)
+    digest, resolved = config.digest(), config.to_dict()  # fixed for the run: computed once
     if paths.summary.exists() and resume:
-        return _read_summary(paths)
+        summary = _read_summary(paths)
+        if summary.get("config_digest") != digest:
+            raise RunError(f"{paths.root} holds a finished run of a different config: resume "
+                           "with the same config, --preset and --set values, or use a new --out")
+        return summary
     if paths.fitness.exists() and not resume:
         raise RunError(f"{paths.root} already holds a run: pass --resume to continue it, "
                        "or choose another --out")
@@ -90,12 +95,11 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
     timing_log = CsvLog(paths.timing, TIMING_COLUMNS)
     previous_wall = 0.0
-    digest, resolved = config.digest(), config.to_dict()  # fixed for the run: computed once
     if resume and paths.checkpoint.exists():
         state = torch.load(paths.checkpoint, weights_only=False)
         if state["config_digest"] != digest:
-            raise RunError(f"{paths.checkpoint} was written by a different config: "
-                           "resume with the same config and --set values, or use a new --out")
+            raise RunError(f"{paths.checkpoint} was written by a different config: resume "
+                           "with the same config, --preset and --set values, or use a new --out")
         ga.load_state_dict(state["ga"])
         fitness_log.load_until(ga.generation)
         timing_log.load_until(ga.generation)
@@ -119,7 +123,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
                             "evaluations": len(evaluation.fitness), **evaluation.columns})
         timing_log.append({"generation": record.generation, "eval_seconds": eval_seconds,
                            "wall_seconds": time.perf_counter() - started})
-        save_genome(paths.elite, record.best_genome, fitness=record.stats["best"],
+        save_genome(paths.elite, record.best_genome, fitness=record.best_fitness,
                     generation=record.generation, individual=record.best_index, config=resolved,
                     config_digest=digest)
         atomic_torch_save({"ga": ga.state_dict(), "config_digest": digest}, paths.checkpoint)

@@ -22,6 +22,7 @@ from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Conv2d, Linear, Params
 
 ATARI_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride) of each convolution, §4
+LAYER_TYPES = ("conv", "hidden")  # the keys `encoding.ranks` may name for a ConvPolicy
 
 
 @dataclass(frozen=True)

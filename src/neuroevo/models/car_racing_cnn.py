@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import ConvPolicy
+from neuroevo.models.atari_cnn import LAYER_TYPES, ConvPolicy
 
 CAR_RACING_KERNELS = ((4, 2),) * 4  # (kernel, stride) of each convolution, §3
 N_ACTIONS = 3  # steer, gas, brake
+__all__ = ["LAYER_TYPES", "ModelConfig", "car_racing_cnn"]
 
 
 @dataclass(frozen=True)

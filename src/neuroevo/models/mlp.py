@@ -18,6 +18,8 @@ import torch
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Linear, Params
 
+LAYER_TYPES = ("hidden",)  # the keys `encoding.ranks` may name
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -31,6 +31,8 @@ from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
 
+LAYER_TYPES = ("embedding", "qkv", "attn_out", "ff")  # the keys `encoding.ranks` may name
+
 
 @dataclass(frozen=True)
 class ModelConfig:

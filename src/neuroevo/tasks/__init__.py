@@ -4,6 +4,7 @@ Each task module defines two config dataclasses and a builder:
 
 * `TaskConfig` — the `task:` section of a run config (its `name` field selects the module);
 * `ModelConfig` — the `model:` section (network sizes);
+* `LAYER_TYPES` — the layer types of its model, the keys `encoding.ranks` may name;
 * `build(config: RunConfig, device) -> Task`.
 
 A `Task` owns the model (and so the ParamLayout) and turns a (P, D) population into an

@@ -31,12 +31,12 @@ import torch
 from ale_py import AtariVectorEnv, roms
 
 from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import ModelConfig, atari_cnn
+from neuroevo.models.atari_cnn import LAYER_TYPES, ModelConfig, atari_cnn
 from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
     RolloutResult, RolloutSpec, available_cores, episode_seeds, filmed, mean_return, rollout)
 
-__all__ = ["ModelConfig", "TaskConfig", "AtariTask", "AtariPool", "build", "rom_id"]
+__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "AtariTask", "AtariPool", "build", "rom_id"]
 
 NOOP = 0  # index of NOOP in every minimal action set
 

@@ -25,13 +25,13 @@ import torch
 
 from neuroevo.config import ConfigError
 from neuroevo.encoding import EncodingConfig
-from neuroevo.models.car_racing_cnn import ModelConfig, car_racing_cnn
+from neuroevo.models.car_racing_cnn import LAYER_TYPES, ModelConfig, car_racing_cnn
 from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
     GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, replay_in_process,
     rollout)
 
-__all__ = ["ModelConfig", "TaskConfig", "CarRacingTask", "WaveSelection", "build",
+__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "CarRacingTask", "WaveSelection", "build",
            "select_finalists", "rank_two_waves"]
 
 ENV_ID = "CarRacing-v3"
@@ -127,12 +127,17 @@ class CarRacingTask:
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
                individual: int = 0) -> float:
-        """Play first-wave episode 0 of `individual` at `generation` again (same track, same
-        early stop), optionally filmed; returns that episode's return."""
-        seeds = episode_seeds(self.seed, generation, [individual], [0])
-        result = replay_in_process(lambda pool: self.play(theta.to(self.device), seeds, pool),
-                                   make_env, video)
-        return float(result.returns[0, 0])
+        """Play the episodes of both waves that `individual` played at `generation` as a
+        finalist (same tracks, same early stop) and return their mean: a finalist's logged
+        fitness, and so the elite's, which is always one. Episode 0 is filmed when `video` is
+        set (its own one-slot pool: RecordVideo films one environment)."""
+        cfg, theta = self.config, theta.to(self.device)
+        episodes = range(cfg.first_wave_episodes + cfg.second_wave_episodes)
+        seeds = episode_seeds(self.seed, generation, [individual], episodes)   # (1, E)
+        filmed = replay_in_process(lambda pool: self.play(theta, seeds[:, :1], pool), make_env,
+                                   video)
+        rest = replay_in_process(lambda pool: self.play(theta, seeds[:, 1:], pool), make_env, None)
+        return float(np.concatenate([filmed.returns, rest.returns], axis=1).mean())
 
     def play(self, theta: torch.Tensor, seeds: np.ndarray, pool: GymPool | None = None
              ) -> RolloutResult:

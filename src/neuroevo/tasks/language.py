@@ -30,10 +30,10 @@ import torch
 from neuroevo.data.tinystories import (
     EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer
 from neuroevo.tasks import Evaluation
 
-__all__ = ["ModelConfig", "TaskConfig", "LanguageTask", "build"]
+__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
 
 log = logging.getLogger(__name__)
 

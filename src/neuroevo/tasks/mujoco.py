@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from neuroevo.encoding import EncodingConfig
-from neuroevo.models.mlp import MLPPolicy, ModelConfig
+from neuroevo.models.mlp import LAYER_TYPES, MLPPolicy, ModelConfig
 from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
     GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, mean_return,
     replay_in_process, rollout)
 
-__all__ = ["ModelConfig", "TaskConfig", "MujocoTask", "build"]
+__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "MujocoTask", "build"]
 
 
 def mujoco_env_ids() -> list[str]:
