@@ -235,3 +235,14 @@ def test_no_op_starts_cover_zero_to_noop_max_minus_one() -> None:
     counts = no_op_steps(np.arange(3000), noop_max=30)
     assert counts.min() == 0 and counts.max() == 29 and len(np.unique(counts)) == 30
     assert not no_op_steps(np.arange(10), noop_max=1).any()
+
+
+@pytest.mark.parametrize("config, pool_key", [("configs/mujoco/hopper/dense.yaml", "task.workers"),
+                                              ("configs/car_racing/dense.yaml", "task.workers"),
+                                              ("configs/atari/frostbite/dense.yaml", "task.threads")])
+def test_pool_size_is_left_out_of_the_config_digest(config: str, pool_key: str) -> None:
+    """A job given other cores (its pool sized to them) still resumes its own run: the pool size
+    does not enter the digest that a checkpoint is matched by; a setting that changes results does."""
+    one, two = (load_config(config, overrides=[f"{pool_key}={n}"]) for n in (1, 2))
+    assert one.digest() == two.digest()
+    assert load_config(config, overrides=["task.max_steps=99"]).digest() != one.digest()

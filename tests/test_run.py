@@ -166,8 +166,29 @@ def test_resuming_a_finished_run_checks_its_config(tmp_path: Path, tiny_lm_overr
     assert _run("small", out, tiny_lm_overrides) == 0
     assert _run("small", out, tiny_lm_overrides, "--resume") == 0
     capsys.readouterr()
-    assert _run("small", out, tiny_lm_overrides + ["ga.generations=25"], "--resume") == 2
-    assert "finished run of a different config" in capsys.readouterr().err
+    assert _run("small", out, tiny_lm_overrides + ["ga.generations=4"], "--resume") == 2
+    assert "another config or other data" in capsys.readouterr().err
+
+
+def test_the_workflows_resume_restarts_a_run_whose_config_or_data_changed(
+        tmp_path: Path, tiny_lm_overrides) -> None:
+    """With --restart-changed (the workflow's flag) a run directory written by another config,
+    or on a text that has since changed, is cleared and run again: its log is then the new
+    run's own, byte for byte."""
+    text = tmp_path / "stories.txt"
+    text.write_text(Path("data/quickstories.txt").read_text())
+    overrides = tiny_lm_overrides + [f"task.text={text}"]
+    out, fresh = tmp_path / "run", tmp_path / "fresh"
+    assert _run("small", out, overrides) == 0
+    longer = overrides + ["ga.generations=4"]
+    assert _run("small", out, longer, "--resume", "--restart-changed") == 0
+    assert _run("small", fresh, longer) == 0
+    assert (out / "fitness.csv").read_bytes() == (fresh / "fitness.csv").read_bytes()
+    # the same path, other stories: refused by --resume alone, restarted with the flag
+    text.write_text("\n".join(reversed(text.read_text().splitlines())) + "\n")
+    assert _run("small", out, longer, "--resume") == 2
+    assert _run("small", out, longer, "--resume", "--restart-changed") == 0
+    assert (out / "fitness.csv").read_bytes() != (fresh / "fitness.csv").read_bytes()
 
 
 @pytest.mark.parametrize("pop_chunk", [0, 2])

@@ -140,18 +140,41 @@ def test_beyond_variant_the_preset_does_not_run_fails_naming_it(workdir: Path) -
 
 
 def test_evolve_command_carries_preset_seed_and_overrides(workdir: Path) -> None:
-    """A rank-sweep run passes its rank overrides, one `--set` each, after the seed, and always --resume."""
+    """A rank-sweep run passes its rank overrides, one `--set` each, after the seed, and always
+    --resume --restart-changed (a retry continues; a run an edit made stale starts again)."""
     output = snakemake(workdir, "-n", "-p", "results/paper/runs/tinystories/factorized-r2/seed3/summary.json").stdout
     assert ("neuroevo run configs/tinystories/factorized.yaml --out results/paper/runs/tinystories/factorized-r2/seed3"
-            " --device auto --set seed=3 --set encoding.rank=2 --set encoding.ranks.embedding=16 --resume") in output
+            " --device auto --set seed=3 --set encoding.rank=2 --set encoding.ranks.embedding=16 --resume"
+            " --restart-changed") in output
     quick = snakemake(workdir, "-n", "-p", "results/quick/runs/tinystories/dense/seed1/summary.json").stdout
-    assert "--preset quick --device cpu --set seed=1 --resume" in quick
+    assert "--preset quick --device cpu --set seed=1 --resume --restart-changed" in quick
+
+
+def test_environment_pools_get_the_threads_the_job_gets(workdir: Path) -> None:
+    """An RL run's environment pool is sized to the job's threads, which --cores may cap below the
+    preset's (32 for CarRacing): a pool of the preset's size would oversubscribe the cores."""
+    output = snakemake(workdir, "-n", "-p", "--cores", "4",
+                       "results/paper/runs/car_racing/dense/seed0/summary.json").stdout
+    assert "--set seed=0 --set task.workers=4 --resume" in output
 
 
 def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:
     """Asking for one figure schedules the runs, the aggregation and that figure: no tables, no report."""
     output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
     assert job_counts(output) == {"evolve": 24, "grid": 1, "aggregate": 1, "figure_fitness": 1}
+
+
+@pytest.mark.parametrize("target, message", [
+    ("figures/quick/hopper_fitness.pdf", "task 'hopper' is not in preset 'quick'"),
+    ("figures/paper/car_racing_rank.pdf", "fewer than two factorized ranks of 'car_racing'"),
+])
+def test_a_figure_outside_the_presets_grid_fails_before_any_run(workdir: Path, target: str,
+                                                                message: str) -> None:
+    """A figure the preset does not make stops the DAG build with one line, instead of
+    scheduling the runs it would need and failing after them."""
+    result = snakemake(workdir, "-n", target, check=False)
+    assert result.returncode != 0 and message in result.stdout
+    assert "evolve" not in result.stdout
 
 
 def test_unknown_config_key_fails_naming_it(workdir: Path) -> None:

@@ -63,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     _config_arguments(run)
     run.add_argument("--out", required=True, type=Path, help="run directory to create or resume")
     run.add_argument("--resume", action="store_true",
-                     help="continue from OUT/checkpoint (reproduces the uninterrupted log)")
+                     help="continue from OUT/checkpoint (reproduces the uninterrupted log); a "
+                          "run of another config or other data there is refused")
+    run.add_argument("--restart-changed", action="store_true",
+                     help="with --resume: clear a run of another config or other data and start "
+                          "again instead (what the Snakemake workflow does after an edit)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"),
                      help="override the config's device (auto = cuda if available)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -140,7 +144,8 @@ def _run(args: argparse.Namespace) -> int:
     from neuroevo.run import run
 
     config = _load(args)
-    summary = run(config, args.out, resume=args.resume, progress=not args.quiet)
+    summary = run(config, args.out, resume=args.resume, progress=not args.quiet,
+                  restart_changed=args.restart_changed)
     final = summary["final"]
     print(f"{args.out}: best {final['best']:.6g}, elite mean {final['elite_mean']:.6g} "
           f"after {final['generation']} generations ({summary['wall_seconds']:.1f} s)")

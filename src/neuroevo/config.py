@@ -51,10 +51,14 @@ class RunConfig:
                 "seed": self.seed, "device": self.device, "preset": self.preset}
 
     def digest(self, exclude_device: bool = True) -> str:
-        """A short hash of the resolved config (device excluded: it must not change results)."""
+        """A short hash of the resolved config, without what must not change results: the device
+        and the task's `EXECUTION_ONLY` keys (environment pool sizes), so a job that gets more
+        cores, or a GPU, still resumes its own run."""
         data = self.to_dict()
         if exclude_device:
             data.pop("device")
+        for key in getattr(self.task, "EXECUTION_ONLY", ()):
+            data["task"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -75,31 +75,46 @@ class RunPaths:
     def checkpoint(self) -> Path:
         return self.root / "checkpoint" / "state.pt"
 
+    def clear(self) -> None:
+        """Delete the run's own files (nothing else that may share the directory)."""
+        for path in (self.fitness, self.timing, self.elite, self.summary, self.checkpoint):
+            path.unlink(missing_ok=True)
 
-def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Evolve, logging every generation; returns the summary written to summary.json."""
+
+def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = True,
+        restart_changed: bool = False) -> dict:
+    """Evolve, logging every generation; returns the summary written to summary.json.
+
+    `resume` continues a run directory (or returns it, finished) only if the same config on the
+    same data wrote it. Another one is refused, or with `restart_changed` cleared and run again:
+    what the workflow wants after a config or data file was edited.
+    """
     paths = RunPaths(Path(out))
     device = resolve_device(config.device)
-    digest, resolved = config.digest(), config.to_dict()  # fixed for the run: computed once
-    if paths.summary.exists() and resume:
-        summary = _read_summary(paths)
-        if summary.get("config_digest") != digest:
-            raise RunError(f"{paths.root} holds a finished run of a different config: resume "
-                           "with the same config, --preset and --set values, or use a new --out")
-        return summary
     if paths.fitness.exists() and not resume:
         raise RunError(f"{paths.root} already holds a run: pass --resume to continue it, "
                        "or choose another --out")
     task = build_task(config, device)  # may raise DataError etc. — before anything is written
+    identity = {"config_digest": config.digest(), "data_sha256": task.data_sha256}
+    digest, resolved = identity["config_digest"], config.to_dict()  # fixed for the run
+    state = (torch.load(paths.checkpoint, weights_only=False)
+             if resume and paths.checkpoint.exists() else None)
+    written = _read_summary(paths) if resume and paths.summary.exists() else state
+    # a key the files lack (written before it was recorded) is taken to match
+    if written is not None and any(written.get(k, v) != v for k, v in identity.items()):
+        if not restart_changed:
+            raise RunError(f"{paths.root} holds a run of another config or other data: resume "
+                           "with the same config, --preset, --set values and data, or use a new "
+                           "--out")
+        paths.clear()
+        state = None
+    elif resume and paths.summary.exists():
+        return written
     ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
     timing_log = CsvLog(paths.timing, TIMING_COLUMNS)
     previous_wall = 0.0
-    if resume and paths.checkpoint.exists():
-        state = torch.load(paths.checkpoint, weights_only=False)
-        if state["config_digest"] != digest:
-            raise RunError(f"{paths.checkpoint} was written by a different config: resume "
-                           "with the same config, --preset and --set values, or use a new --out")
+    if state is not None:
         ga.load_state_dict(state["ga"])
         fitness_log.load_until(ga.generation)
         timing_log.load_until(ga.generation)
@@ -126,7 +141,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         save_genome(paths.elite, record.best_genome, fitness=record.best_fitness,
                     generation=record.generation, individual=record.best_index, config=resolved,
                     config_digest=digest)
-        atomic_torch_save({"ga": ga.state_dict(), "config_digest": digest}, paths.checkpoint)
+        atomic_torch_save({"ga": ga.state_dict(), **identity}, paths.checkpoint)
         bar.set_postfix(best=f"{record.stats['best']:.4g}", mean=f"{record.stats['mean']:.4g}",
                         s_gen=f"{eval_seconds:.2f}")
         bar.update(1)
@@ -163,6 +178,7 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "wall_seconds": wall_seconds,
         "task_details": task.summary(),
         "config_digest": config.digest(),
+        "data_sha256": task.data_sha256,
         "config": config.to_dict(),
     }
 

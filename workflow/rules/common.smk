@@ -64,9 +64,31 @@ def run_dirs(preset):
 
 
 def figure_names(preset, task):
-    """The figures a task gets; the rank figure only with at least two ranks to compare."""
-    ranks = {variant_config(task, v).get("rank") for v in runs(preset)[task]["variants"]} - {None}
+    """The figures a task gets; the rank figure only with two factorized ranks to compare (the
+    figure's own test: sparse variants' ranks are `beyond_sparse`'s)."""
+    ranks = {variant_config(task, v).get("rank") for v in runs(preset)[task]["variants"]
+             if variant_encoding(task, v) == "factorized"} - {None}
     return [name for name in FIGURE_TABLE if name != "rank" or len(ranks) >= 2]
+
+
+def figure_grid(figure):
+    """Input function of a figure rule: the preset's grid.json, once the target is known to be
+    one of the preset's figures (otherwise every run it needs would be scheduled first, and the
+    figure fail at the end)."""
+
+    def grid(wildcards):
+        tasks = runs(wildcards.preset)
+        if wildcards.task not in tasks:
+            raise WorkflowError(f"figures/{wildcards.preset}/{wildcards.task}_{figure}: task "
+                                f"{wildcards.task!r} is not in preset {wildcards.preset!r} "
+                                f"(its tasks: {', '.join(tasks)})")
+        if figure not in figure_names(wildcards.preset, wildcards.task):
+            raise WorkflowError(f"figures/{wildcards.preset}/{wildcards.task}_{figure}: preset "
+                                f"{wildcards.preset!r} runs fewer than two factorized ranks of "
+                                f"{wildcards.task!r}, so it has no {figure} figure")
+        return f"results/{wildcards.preset}/grid.json"
+
+    return grid
 
 
 def figure_files(preset, exts=("pdf", "png")):
@@ -183,9 +205,11 @@ def evolve_resources(preset, task):
 ENV_WORKERS_KEY = {"atari": "task.threads", "car_racing": "task.workers", "mujoco": "task.workers"}
 
 
-def evolve_args(wildcards):
+def evolve_args(wildcards, threads):
     """Everything after `neuroevo run CONFIG --out DIR`: preset, device, seed, the environment
-    pool sized to the job's threads, and the variant's overrides."""
+    pool sized to the threads the job got (`--cores` may cap the preset's), and the variant's
+    overrides. The pool size is not part of the run's config digest, so a rerun with other
+    threads resumes the same run."""
     preset = preset_config(wildcards.preset)
     args = []
     if preset["engine_preset"]:
@@ -193,7 +217,6 @@ def evolve_args(wildcards):
     args += ["--device", preset["device"], "--set", f"seed={wildcards.seed}"]
     workers_key = ENV_WORKERS_KEY.get(config["tasks"][wildcards.task]["family"])
     if workers_key:
-        threads = evolve_resources(wildcards.preset, wildcards.task)["threads"]
         args += ["--set", f"{workers_key}={threads}"]
     overrides = variant_config(wildcards.task, wildcards.variant)["set"]
     for key, value in overrides.items():
@@ -203,15 +226,32 @@ def evolve_args(wildcards):
 
 def engine_configs(wildcards):
     """The variant's engine config and the files it `extends` (so editing a base reruns its runs)."""
-    path = Path(variant_config(wildcards.task, wildcards.variant)["config"])
-    chain = [str(path)]
+    return [str(path) for path in _config_chain(wildcards.task, wildcards.variant)]
+
+
+def _config_chain(task, variant):
+    """The variant's engine config, then each file it `extends`, child first."""
+    path = Path(variant_config(task, variant)["config"])
+    chain = [path]
     while path.exists():
         parent = (yaml.safe_load(path.read_text()) or {}).get("extends")
         if not parent:
             break
         path = path.parent / parent
-        chain.append(str(path))
+        chain.append(path)
     return chain
+
+
+def variant_encoding(task, variant):
+    """encoding.kind of a variant: its `set`, else the nearest config in its chain that names it."""
+    overrides = variant_config(task, variant).get("set", {})
+    if "encoding.kind" in overrides:
+        return overrides["encoding.kind"]
+    for path in _config_chain(task, variant):
+        kind = ((yaml.safe_load(path.read_text()) or {}).get("encoding") or {}).get("kind")
+        if kind:
+            return kind
+    return "dense"
 
 
 def conda_env(wildcards):

@@ -26,7 +26,9 @@ rule evolve:
         runtime=lambda w: evolve_resources(w.preset, w.task)["runtime"],
         gpu=lambda w: evolve_resources(w.preset, w.task)["gpu"],
     # A retry resumes from RUN_DIR/checkpoint (--resume is a no-op on a fresh directory), so a
-    # preempted or timed-out job loses at most one checkpoint interval.
+    # preempted or timed-out job loses at most one generation. A run directory that another config
+    # or other data wrote (Snakemake reran the job after an edit) is cleared and run again.
     retries: 2
     shell:
-        "neuroevo run {params.config} --out {params.run_dir} {params.args} --resume > {log} 2>&1"
+        "neuroevo run {params.config} --out {params.run_dir} {params.args} --resume "
+        "--restart-changed > {log} 2>&1"

@@ -8,7 +8,7 @@ for _figure, _table in FIGURE_TABLE.items():
         name:
             f"figure_{_figure}"
         input:
-            grid=rules.grid.output[0],
+            grid=figure_grid(_figure),
             table=f"results/{{preset}}/tables/{_table}.csv",
         output:
             pdf=report(

@@ -48,6 +48,7 @@ class Evaluation:
 class Task(Protocol):
     layout: ParamLayout
     extra_columns: tuple[str, ...]  # names of Evaluation.columns, fixed for the whole run
+    data_sha256: str | None  # the data the fitness depends on besides the config (None: none)
 
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
         """Score a (P, D) population at a given generation (episode seeds / batches depend on it)."""

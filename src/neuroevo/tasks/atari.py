@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -56,6 +56,8 @@ class TaskConfig:
     resolution: int = 84  # frames are resized to resolution × resolution
     episodes: int = 1  # episodes per individual per generation; fitness = their mean score
     threads: int = 0  # ALE threads; 0 = one per available core
+    # how much of the machine the pool uses, not what it computes: left out of the config digest
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads",)
 
     def __post_init__(self) -> None:
         valid = roms.get_all_rom_ids()
@@ -123,6 +125,7 @@ class AtariTask:
     """Scores a population of CNN players on one Atari game."""
 
     extra_columns: tuple[str, ...] = ("env_steps",)
+    data_sha256: str | None = None  # the environment is the data
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
                  device: torch.device) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -49,6 +49,8 @@ class TaskConfig:
     finalists: int = 32  # individuals that play the second wave
     second_wave_episodes: int = 4  # extra episodes of each finalist
     workers: int = 0  # environment worker processes; 0 = one per available core
+    # how much of the machine the pool uses, not what it computes: left out of the config digest
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
 
     def __post_init__(self) -> None:
         if self.first_wave_episodes < 1 or self.second_wave_episodes < 1:
@@ -74,6 +76,7 @@ class CarRacingTask:
 
     extra_columns: tuple[str, ...] = ("env_steps", "first_wave_mean", "first_wave_best",
                                       "second_wave_mean", "second_wave_best")
+    data_sha256: str | None = None  # the environment is the data
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
                  elites: int, device: torch.device) -> None:

@@ -170,6 +170,11 @@ class LanguageTask:
                     KERNEL_TOLERANCE[self.config.precision], self.config.precision)
         return f"off: {deviation:.3g} nats from torch's fp32 ops"
 
+    @property
+    def data_sha256(self) -> str:
+        """The text's hash: a run resumed on another text would mix two datasets in one log."""
+        return self.corpus.text_sha256
+
     def summary(self) -> dict:
         batch = self.batch(1)
         buckets = self._buckets(batch)

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import mujoco
@@ -47,6 +47,8 @@ class TaskConfig:
     episodes: int = 1  # episodes per individual per generation; fitness = their mean return
     max_steps: int = 1000  # step cap per episode (the v5 default time limit)
     workers: int = 0  # environment worker processes; 0 = one per available core
+    # how much of the machine the pool uses, not what it computes: left out of the config digest
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
 
     def __post_init__(self) -> None:
         valid = mujoco_env_ids()
@@ -76,6 +78,7 @@ class MujocoTask:
     """Scores a population of MLP policies on one MuJoCo environment."""
 
     extra_columns: tuple[str, ...] = ("env_steps",)
+    data_sha256: str | None = None  # the environment is the data
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
                  device: torch.device) -> None:
