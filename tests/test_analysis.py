@@ -229,6 +229,31 @@ def test_figures_are_stamped_with_their_preset(tables_of, tmp_path: Path, monkey
     assert any(t.startswith("preset: quick") for t in seen)
 
 
+def test_figure_variants_choose_the_lines_and_keep_the_papers_colours(tables_of, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """With `figure_variants`, the fitness figure draws only those (the paper's four lines among
+    a longer sweep), and they take the colourblind palette's first colours whatever the grid's
+    order; every variant still gets a colour of its own."""
+    import dataclasses
+
+    import seaborn as sns
+
+    g, long, _ = tables_of
+    task = dataclasses.replace(g.task("tinystories"), figure_variants=("small", "factorized-r1"))
+    drawn: list[str] = []
+
+    def spy(fig, stem):
+        drawn.extend(line.get_label() for line in fig.axes[0].get_lines())
+        return []
+
+    monkeypatch.setattr(style, "save", spy)
+    figures.fitness(long, task, g.preset, tmp_path / "x")
+    assert drawn == ["No Factorization (Small)", "Low-Rank Factorization (Smaller Rank)"]
+    colours = style.palette(task)
+    assert [colours["small"], colours["factorized-r1"]] == sns.color_palette("colorblind", 2)
+    assert len(set(colours.values())) == len(task.variants)
+
+
 def test_legend_names_are_the_papers() -> None:
     """The four TinyStories conditions get the paper's legend names; other ranks name their rank."""
     names = {v: style.label(grid.Variant(v, "c.yaml", {}, RANK.get(v), None)) for v in OFFSET}

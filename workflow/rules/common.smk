@@ -191,6 +191,7 @@ def grid_spec(preset):
             "variants": {v: variant_config(task, v) for v in chosen},
             "compare": [v for v in spec["compare"] if v in chosen],
             "treatment": spec["treatment"] if spec["treatment"] in chosen else None,
+            "figure_variants": [v for v in spec.get("figure_variants", chosen) if v in chosen],
         }
     return {"preset": preset, "tasks": tasks}
 

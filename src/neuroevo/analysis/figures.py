@@ -42,7 +42,7 @@ def runtime(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Pat
 
 def final(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
     """Distribution of the last-generation score over seeds, one box (and dots) per variant."""
-    data = _task_rows(runs, task)
+    data = _drawn_rows(runs, task)
     order = style.ordered(task, data["variant"])
     names, colours = style.labels(task), style.palette(task)
     style.apply()
@@ -116,7 +116,7 @@ FIGURES: dict[str, tuple[FigureFn, str]] = {
 def _curves(long: pd.DataFrame, task: Task, preset: str, stem: Path,
             column: str, ylabel: str, title: str) -> list[Path]:
     """Mean over seeds per generation with the paper's ±1.96·SEM band, one line per variant."""
-    data = _task_rows(long, task)
+    data = _drawn_rows(long, task)
     names, colours = style.labels(task), style.palette(task)
     style.apply()
     fig, ax = plt.subplots(figsize=style.FIGSIZE)
@@ -150,6 +150,12 @@ def _task_rows(table: pd.DataFrame, task: Task) -> pd.DataFrame:
     if data.empty:
         raise ValueError(f"no rows for task {task.name!r} in the table")
     return data
+
+
+def _drawn_rows(table: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """The task's rows of the variants its per-variant figures draw (`figure_variants`)."""
+    data = _task_rows(table, task)
+    return data[data["variant"].isin(task.figure_variants)] if task.figure_variants else data
 
 
 def _last_generation(data: pd.DataFrame) -> str:

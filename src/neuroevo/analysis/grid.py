@@ -37,6 +37,7 @@ class Task:
     variants: tuple[Variant, ...]  # in plotting order (fixes each variant's colour)
     compare: tuple[str, ...]  # groups of the Kruskal–Wallis and pairwise tests
     treatment: str | None  # the factorized group whose Glass's Δ is taken against each control
+    figure_variants: tuple[str, ...] = ()  # drawn by fitness/runtime/final; () = every variant
 
 
 @dataclass(frozen=True)
@@ -83,4 +84,5 @@ def _task(name: str, raw: dict[str, Any]) -> Task:
         ),
         compare=tuple(raw["compare"]),
         treatment=raw.get("treatment"),
+        figure_variants=tuple(raw.get("figure_variants", ())),
     )

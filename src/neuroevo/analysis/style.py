@@ -48,11 +48,15 @@ def label(variant: Variant) -> str:
 
 
 def palette(task: Task) -> dict[str, tuple[float, float, float]]:
-    """Variant name → colour, by the task's variant order."""
-    n = max(len(task.variants), 1)
-    # the colourblind palette has 10 colours; a longer grid (rank and sparse sweeps) would repeat them
-    colours = sns.color_palette("colorblind" if n <= 10 else "husl", n_colors=n)
-    return {v.name: colours[i] for i, v in enumerate(task.variants)}
+    """Variant name → colour: the colourblind palette in the task's variant order, the variants
+    its main figures draw (`figure_variants`) first, so the paper's conditions keep the paper's
+    colours however long the sweeps are; past its 10 colours the rest are spread around husl."""
+    drawn = [v.name for v in task.variants if v.name in task.figure_variants]
+    names = drawn + [v.name for v in task.variants if v.name not in drawn]
+    colours = sns.color_palette("colorblind", n_colors=10)[:len(names)]
+    if len(names) > len(colours):
+        colours += sns.color_palette("husl", n_colors=len(names) - len(colours))
+    return dict(zip(names, colours))
 
 
 def labels(task: Task) -> dict[str, str]:
