@@ -54,6 +54,8 @@ def test_car_racing_is_played_by_the_policy_in_two_waves() -> None:
     assert set(evaluation.columns) == set(task.extra_columns)
     assert evaluation.columns["env_steps"] <= 3 * 12  # 2 first-wave episodes + 1 second-wave
     assert sorted(evaluation.order.tolist()) == [0, 1]
+    assert set(evaluation.seconds) == set(task.timing_columns)  # each wave's wall time
+    assert all(seconds > 0 for seconds in evaluation.seconds.values())
 
 
 def test_mujoco_env_is_played_by_the_policy() -> None:

@@ -166,7 +166,8 @@ def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:
 
 @pytest.mark.parametrize("target, message", [
     ("figures/quick/hopper_fitness.pdf", "task 'hopper' is not in preset 'quick'"),
-    ("figures/paper/car_racing_rank.pdf", "fewer than two factorized ranks of 'car_racing'"),
+    ("figures/paper/car_racing_rank.pdf", "'car_racing' has fewer than two factorized ranks"),
+    ("figures/paper/frostbite_stages.pdf", "'frostbite' is not a two-wave (CarRacing) task"),
 ])
 def test_a_figure_outside_the_presets_grid_fails_before_any_run(workdir: Path, target: str,
                                                                 message: str) -> None:

@@ -112,7 +112,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         return written
     ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
-    timing_log = CsvLog(paths.timing, TIMING_COLUMNS)
+    timing_log = CsvLog(paths.timing, TIMING_COLUMNS + task.timing_columns)
     previous_wall = 0.0
     if state is not None:
         ga.load_state_dict(state["ga"])
@@ -137,7 +137,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         fitness_log.append({"generation": record.generation, **record.stats,
                             "evaluations": len(evaluation.fitness), **evaluation.columns})
         timing_log.append({"generation": record.generation, "eval_seconds": eval_seconds,
-                           "wall_seconds": time.perf_counter() - started})
+                           "wall_seconds": time.perf_counter() - started, **evaluation.seconds})
         save_genome(paths.elite, record.best_genome, fitness=record.best_fitness,
                     generation=record.generation, individual=record.best_index, config=resolved,
                     config_digest=digest)

@@ -48,6 +48,9 @@ rule tables:
         pairwise=report(
             "results/{preset}/tables/pairwise.csv", caption="../report/table_pairwise.rst", category="Tables"
         ),
+        stages=report(
+            "results/{preset}/tables/stages.csv", caption="../report/table_stages.rst", category="Tables"
+        ),
         markdown=expand("results/{{preset}}/tables/{name}.md", name=TABLES),
         latex=expand("results/{{preset}}/tables/{name}.tex", name=TABLES),
     params:

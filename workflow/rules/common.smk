@@ -21,6 +21,7 @@ FIGURE_TABLE = {
     "runtime": "fitness_long",
     "rank": "runs",
     "searched": "runs",
+    "stages": "runs",
 }
 RL_FAMILIES = {"atari", "car_racing", "mujoco"}
 
@@ -64,11 +65,13 @@ def run_dirs(preset):
 
 
 def figure_names(preset, task):
-    """The figures a task gets; the rank figure only with two factorized ranks to compare (the
-    figure's own test: sparse variants' ranks are `beyond_sparse`'s)."""
+    """The figures a task gets: the rank figure only with two factorized ranks to compare (the
+    figure's own test: sparse variants' ranks are `beyond_sparse`'s), the stages figure only for
+    the two-wave CarRacing evaluation."""
     ranks = {variant_config(task, v).get("rank") for v in runs(preset)[task]["variants"]
              if variant_encoding(task, v) == "factorized"} - {None}
-    return [name for name in FIGURE_TABLE if name != "rank" or len(ranks) >= 2]
+    wanted = {"rank": len(ranks) >= 2, "stages": config["tasks"][task]["family"] == "car_racing"}
+    return [name for name in FIGURE_TABLE if wanted.get(name, True)]
 
 
 def figure_grid(figure):
@@ -83,9 +86,10 @@ def figure_grid(figure):
                                 f"{wildcards.task!r} is not in preset {wildcards.preset!r} "
                                 f"(its tasks: {', '.join(tasks)})")
         if figure not in figure_names(wildcards.preset, wildcards.task):
-            raise WorkflowError(f"figures/{wildcards.preset}/{wildcards.task}_{figure}: preset "
-                                f"{wildcards.preset!r} runs fewer than two factorized ranks of "
-                                f"{wildcards.task!r}, so it has no {figure} figure")
+            why = ("is not a two-wave (CarRacing) task" if figure == "stages" else
+                   f"has fewer than two factorized ranks in preset {wildcards.preset!r}")
+            raise WorkflowError(f"figures/{wildcards.preset}/{wildcards.task}_{figure}: "
+                                f"{wildcards.task!r} {why}, so it has no {figure} figure")
         return f"results/{wildcards.preset}/grid.json"
 
     return grid

@@ -4,7 +4,8 @@
 encoding, rank, seed) followed by every fitness.csv and timing.csv column (task-specific ones such as
 `env_steps` or CarRacing's wave columns are empty for other tasks). `runs.csv` has one row per run:
 the encoding scheme, parameter counts, the final numbers of summary.json and the task's compared
-score at the last generation (`final_score`, the value the paper's tests use).
+score at the last generation (`final_score`, the value the paper's tests use); for CarRacing also
+each evaluation stage's mean score and wall time at the last generation (`STAGE_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from .grid import Grid, Task, Variant
 from .runs import Run, RunDirError, load_run, run_dir
 
 ID_COLUMNS = ["task", "variant", "encoding", "rank", "seed"]
+# runs.csv column → the fitness.csv or timing.csv column it takes at the last generation
+STAGE_COLUMNS = {
+    "first_stage_score": "first_wave_mean",  # the population's mean episode return, wave 1
+    "second_stage_score": "second_wave_mean",  # the elites' mean over all their episodes
+    "first_stage_seconds": "first_wave_seconds",
+    "second_stage_seconds": "second_wave_seconds",
+}
 
 
 def aggregate(grid: Grid, runs_root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,7 +75,22 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         "final_score": float(run.fitness[task.series].iloc[-1]),
         "eval_seconds_mean": float(run.timing["eval_seconds"].mean()),
         "wall_seconds": run.summary["wall_seconds"],
+        **_stages(run),
     }
+
+
+def _stages(run: Run) -> dict[str, float]:
+    """A two-wave run's last-generation stage columns (none for other runs). The logged wave-1
+    mean divides 2-episode sums by all 6 episodes, as the reference logs it; its figure script
+    multiplies by 3 to get a mean episode return, and so does this."""
+    last = {**run.fitness.iloc[-1].to_dict(), **run.timing.iloc[-1].to_dict()}
+    if not all(column in last for column in STAGE_COLUMNS.values()):
+        return {}
+    waves = run.summary["config"]["task"]
+    episodes = waves["first_wave_episodes"] + waves["second_wave_episodes"]
+    values = {name: float(last[column]) for name, column in STAGE_COLUMNS.items()}
+    values["first_stage_score"] *= episodes / waves["first_wave_episodes"]
+    return values
 
 
 def _ids(task: Task, variant: Variant, run: Run) -> dict[str, object]:

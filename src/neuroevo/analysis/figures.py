@@ -7,6 +7,9 @@
   result: better agents end episodes later, so evaluation time tracks early termination).
 - `rank`: last-generation score against the factorization rank (rank sweep), dense/small as lines.
 - `searched`: last-generation score against the searched degrees of freedom (log x).
+- `stages`: two-wave tasks (CarRacing): each evaluation stage's mean score and wall time at the
+  last generation, split violins per compared variant (the paper's cr-last-gen-mean-score and
+  cr-last-gen-mean-time side by side).
 Figures that take `fitness_long.csv` are marked "long", those that take `runs.csv` are marked "runs".
 """
 
@@ -103,6 +106,38 @@ def searched(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Pa
     return _finish(fig, preset, stem)
 
 
+def stages(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Last-generation mean score and wall time of each evaluation stage: split violins (one half
+    per stage) with one dot per seed, one pair per compared variant."""
+    data = _task_rows(runs, task)
+    if "first_stage_score" not in data or data["first_stage_score"].isna().all():
+        raise ValueError(f"figure stages: task {task.name!r} logged no evaluation stages "
+                         "(only CarRacing's two-wave evaluation does)")
+    data = data[data["variant"].isin(task.compare)]
+    names = style.labels(task)
+    stage_names = {"first": "First stage (everyone)", "second": "Second stage (finalists)"}
+    long = pd.concat([
+        pd.DataFrame({"variant": data["variant"].map(names), "stage": stage_names[stage],
+                      "score": data[f"{stage}_stage_score"], "seconds": data[f"{stage}_stage_seconds"]})
+        for stage in stage_names], ignore_index=True)
+    order = [names[v] for v in style.ordered(task, data["variant"])]
+    style.apply()
+    fig, axes = plt.subplots(1, 2, figsize=(2 * style.FIGSIZE[0], style.FIGSIZE[1]))
+    for ax, column, ylabel, title in (
+            (axes[0], "score", "Score", f"Generation {_last_generation(data)} average score"),
+            (axes[1], "seconds", "Time taken (s)", f"Generation {_last_generation(data)} evaluation time")):
+        sns.violinplot(data=long, x="variant", y=column, hue="stage", order=order, split=True,
+                       inner=None, palette="colorblind", ax=ax, legend=ax is axes[0])
+        with _seeded_global_rng():
+            sns.stripplot(data=long, x="variant", y=column, hue="stage", order=order, dodge=True,
+                          palette="colorblind", edgecolor="black", linewidth=0.5, size=4, ax=ax,
+                          legend=False)
+        ax.set(xlabel="", ylabel=ylabel, title=f"{title} — {task.title}")
+        ax.tick_params(axis="x", labelrotation=15)
+    axes[0].legend(fontsize=7)
+    return _finish(fig, preset, stem)
+
+
 # name → (function, the table it takes: "long" = fitness_long.csv, "runs" = runs.csv)
 FIGURES: dict[str, tuple[FigureFn, str]] = {
     "fitness": (fitness, "long"),
@@ -110,6 +145,7 @@ FIGURES: dict[str, tuple[FigureFn, str]] = {
     "runtime": (runtime, "long"),
     "rank": (rank, "runs"),
     "searched": (searched, "runs"),
+    "stages": (stages, "runs"),
 }
 
 

@@ -5,6 +5,9 @@
 - `kruskal`: per task, Kruskal–Wallis across the compared groups (paper: dense, factorized, small).
 - `pairwise`: per task and pair of compared groups, Wilcoxon rank-sum (as the paper) and
   Mann–Whitney U p-values, and Glass's Δ of the first group against the second (the control).
+- `stages`: two-wave tasks (CarRacing) only: per evaluation stage, its mean score and wall time at
+  the last generation, the factorized group against each other compared one (rank-sum, Glass's
+  Δ), as the paper's plot-last-gen.py; no rows for a preset without such tasks.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from . import stats
 from .grid import Grid, Task
 from .style import label
 
-TABLES = ("final", "kruskal", "pairwise")
+TABLES = ("final", "kruskal", "pairwise", "stages")
+STAGES = ("first", "second")
 
 
 def final_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
@@ -92,12 +96,44 @@ def pairwise_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def stages_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Per two-wave task, stage (first, second) and quantity (score, seconds): the factorized
+    group against each other compared group at the last generation."""
+    rows = []
+    for task in grid.tasks:
+        if not has_stages(runs, task) or task.treatment is None:
+            continue
+        for stage, quantity in itertools.product(STAGES, ("score", "seconds")):
+            column = f"{stage}_stage_{quantity}"
+            x = _values(runs, task, task.treatment, column)
+            for control in (v for v in task.compare if v != task.treatment):
+                y = _values(runs, task, control, column)
+                rows.append({
+                    "task": task.name, "stage": stage, "quantity": quantity,
+                    "a": task.treatment, "b": control,
+                    "mean_a": sum(x) / len(x) if x else float("nan"),
+                    "mean_b": sum(y) / len(y) if y else float("nan"),
+                    "ranksums_p": stats.ranksums(x, y).p_value,
+                    "glass_delta": stats.glass_delta(x, y),
+                })
+    columns = ["task", "stage", "quantity", "a", "b", "mean_a", "mean_b", "ranksums_p",
+               "glass_delta"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def has_stages(runs: pd.DataFrame, task: Task) -> bool:
+    """Whether the task's runs logged two evaluation stages (CarRacing's waves)."""
+    column = "first_stage_score"
+    return column in runs and bool(runs.loc[runs["task"] == task.name, column].notna().any())
+
+
 def build(runs: pd.DataFrame, grid: Grid) -> dict[str, pd.DataFrame]:
     """All tables by name (the names of TABLES)."""
     return {
         "final": final_table(runs, grid),
         "kruskal": kruskal_table(runs, grid),
         "pairwise": pairwise_table(runs, grid),
+        "stages": stages_table(runs, grid),
     }
 
 
@@ -125,7 +161,11 @@ def _group(runs: pd.DataFrame, task: str, variant: str) -> pd.DataFrame:
 
 
 def _scores(runs: pd.DataFrame, task: Task, variant: str) -> list[float]:
-    return _group(runs, task.name, variant)["final_score"].astype(float).tolist()
+    return _values(runs, task, variant, "final_score")
+
+
+def _values(runs: pd.DataFrame, task: Task, variant: str, column: str) -> list[float]:
+    return _group(runs, task.name, variant)[column].astype(float).tolist()
 
 
 def _single(group: pd.DataFrame, column: str, task: Task, variant: str) -> int | None:

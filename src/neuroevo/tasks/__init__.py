@@ -43,12 +43,14 @@ class Evaluation:
     fitness: torch.Tensor  # (P,) float, higher is better
     columns: dict[str, float] = field(default_factory=dict)  # extra fitness.csv columns
     order: torch.Tensor | None = None  # ranking for staged selection; None = by fitness
+    seconds: dict[str, float] = field(default_factory=dict)  # stage wall times → timing.csv
 
 
 class Task(Protocol):
     layout: ParamLayout
     extra_columns: tuple[str, ...]  # names of Evaluation.columns, fixed for the whole run
     data_sha256: str | None  # the data the fitness depends on besides the config (None: none)
+    timing_columns: tuple[str, ...]  # names of Evaluation.seconds (timing.csv, not fitness.csv)
 
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
         """Score a (P, D) population at a given generation (episode seeds / batches depend on it)."""

@@ -125,6 +125,7 @@ class AtariTask:
     """Scores a population of CNN players on one Atari game."""
 
     extra_columns: tuple[str, ...] = ("env_steps",)
+    timing_columns: tuple[str, ...] = ()
     data_sha256: str | None = None  # the environment is the data
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,

@@ -15,6 +15,7 @@ come from (run seed, generation, individual, episode); the reference drew unseed
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +78,8 @@ class CarRacingTask:
     extra_columns: tuple[str, ...] = ("env_steps", "first_wave_mean", "first_wave_best",
                                       "second_wave_mean", "second_wave_best")
     data_sha256: str | None = None  # the environment is the data
+    # each wave's wall time: the paper compares them (better drivers end episodes later)
+    timing_columns: tuple[str, ...] = ("first_wave_seconds", "second_wave_seconds")
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
                  elites: int, device: torch.device) -> None:
@@ -101,19 +104,23 @@ class CarRacingTask:
         second_episodes = range(cfg.first_wave_episodes,
                                 cfg.first_wave_episodes + cfg.second_wave_episodes)
         # wave 1: everyone plays the first episodes
+        started = time.perf_counter()
         first = self.play(theta, episode_seeds(self.seed, generation, range(pop), first_episodes))
         first_sums = first.returns.sum(axis=1)                             # (P,)
+        first_done = time.perf_counter()
         # wave 2: the finalists play more episodes (fresh seeds: their episode indices go on)
         finalists = select_finalists(first_sums, min(cfg.finalists, pop))
         index = torch.as_tensor(finalists, device=theta.device)
         second = self.play(theta.index_select(0, index),
                             episode_seeds(self.seed, generation, finalists, second_episodes))
+        seconds = {"first_wave_seconds": first_done - started,
+                   "second_wave_seconds": time.perf_counter() - first_done}
         total_sums = first_sums[finalists] + second.returns.sum(axis=1)    # (F,)
         waves = rank_two_waves(first_sums, finalists, total_sums, cfg.first_wave_episodes,
                                cfg.first_wave_episodes + cfg.second_wave_episodes, self.elites)
         return Evaluation(fitness=waves.fitness, order=waves.order,
                           columns={"env_steps": first.env_steps + second.env_steps,
-                                   **waves.columns})
+                                   **waves.columns}, seconds=seconds)
 
     def summary(self) -> dict:
         cfg = self.config

@@ -90,6 +90,7 @@ class LanguageTask:
     """Scores a population of transformers on TinyStories (or any one-story-per-line corpus)."""
 
     extra_columns: tuple[str, ...] = ()
+    timing_columns: tuple[str, ...] = ()
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding, seed: int,
                  device: torch.device) -> None:

@@ -78,6 +78,7 @@ class MujocoTask:
     """Scores a population of MLP policies on one MuJoCo environment."""
 
     extra_columns: tuple[str, ...] = ("env_steps",)
+    timing_columns: tuple[str, ...] = ()
     data_sha256: str | None = None  # the environment is the data
 
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
