@@ -141,6 +141,26 @@ def test_describe_matches_a_hand_count(capsys, tiny_lm_overrides) -> None:
     assert rows["embed"]["encoding"] == "factorized r=32"
 
 
+def test_describe_needs_no_data(capsys, tmp_path: Path) -> None:
+    """`describe` of the paper config on a machine without TinyStories prints the paper's sizes
+    (the shapes need only the vocabulary size) and says what it assumed."""
+    assert main(["describe", str(CONFIGS / "factorized.yaml"), "--json",
+                 "--set", f"task.text={tmp_path / 'absent.txt'}"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["totals"]["genome"] == 75_955 and report["totals"]["network"] == 99_507
+    assert "absent.txt is not here" in report["note"]
+
+
+@pytest.mark.parametrize("name, message", [("missing.json", "does not exist"),
+                                           ("fitness.csv", "holds no seed chain")])
+def test_replay_of_a_file_that_is_no_elite_fails_in_one_line(tmp_path: Path, capsys, name: str,
+                                                            message: str) -> None:
+    (tmp_path / "fitness.csv").write_text("generation,best\n1,0.5\n")
+    assert main(["replay", str(tmp_path / name)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "elite.json" in error and len(error.splitlines()) == 1
+
+
 def test_replay_redevelops_the_elite(tmp_path: Path, tiny_lm_overrides, capsys) -> None:
     """`replay elite.json` re-develops the chain and reproduces the logged fitness."""
     out = tmp_path / "run"

@@ -176,21 +176,22 @@ def _gradient(args: argparse.Namespace) -> int:
 
 def _describe(args: argparse.Namespace) -> int:
     from neuroevo.config import load_config
-    from neuroevo.run import build_task
 
     config = load_config(args.config, args.preset, args.overrides)
-    layout = build_task(config, torch.device("cpu")).layout
+    layout, note = _layout(config)
     totals = {"network": layout.network_weights, "genome": layout.dim,
               "searched": layout.searched_dim}
     if args.json:
-        print(json.dumps({"layers": layout.rows, "totals": totals}, indent=2))
+        print(json.dumps({"layers": layout.rows, "totals": totals,
+                          **({"note": note} if note else {})}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{args.config} ({config.task.name}, {config.encoding.kind})")
     for column in ("layer", "kind", "shape", "encoding", "genome", "weights", "searched"):
-        table.add_column(column, justify="right" if column in ("weights", "searched") else "left")
+        table.add_column(column, justify="right" if column in ("weights", "searched") else "left",
+                         overflow="fold")  # a narrow terminal wraps names, never cuts them
     for row in layout.rows:
         table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c])
                         for c in ("layer", "kind", "shape", "encoding", "genome", "weights",
@@ -200,7 +201,27 @@ def _describe(args: argparse.Namespace) -> int:
     console.print(f"network weights {totals['network']:,} · genome {totals['genome']:,} · "
                   f"searched {totals['searched']:,} "
                   f"({totals['searched'] / totals['network']:.1%} of the network)")
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
     return 0
+
+
+def _layout(config) -> tuple:
+    """The config's genome layout, and a note when it had to be made without the task's data
+    (the language task's text: shapes do not need it, only its vocabulary size)."""
+    from neuroevo.data.tinystories import DataError
+    from neuroevo.run import build_task
+    from neuroevo.tasks import task_module
+
+    try:
+        return build_task(config, torch.device("cpu")).layout, ""
+    except DataError:
+        module = task_module(config.task.name)
+        if not hasattr(module, "layout_without_data"):
+            raise
+        return module.layout_without_data(config), (
+            f"{config.task.text} is not here: the vocabulary is taken as full "
+            f"({config.task.vocab_size:,} + 3 specials)")
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -234,11 +255,12 @@ def _fetch(args: argparse.Namespace) -> int:
 def _is_user_error(error: Exception) -> bool:
     from neuroevo.config import ConfigError
     from neuroevo.encoding import EncodingError
+    from neuroevo.genome import GenomeFileError
     from neuroevo.run import RunError
     from neuroevo.tasks import TaskUnavailable
 
-    user_errors: tuple[type, ...] = (ConfigError, EncodingError, RunError, TaskUnavailable,
-                                     FileNotFoundError)
+    user_errors: tuple[type, ...] = (ConfigError, EncodingError, GenomeFileError, RunError,
+                                     TaskUnavailable, FileNotFoundError)
     try:
         from neuroevo.data.tinystories import DataError
         user_errors += (DataError,)

@@ -100,9 +100,21 @@ def save_genome(path: Path, genome: Genome, **metadata) -> None:
     atomic_write_text(path, json.dumps({**metadata, "genome": genome.to_dict()}, indent=1))
 
 
+class GenomeFileError(ValueError):
+    """A file that is not a saved genome; one line naming it and what to pass instead."""
+
+
 def load_genome(path: Path) -> tuple[Genome, dict]:
-    data = json.loads(Path(path).read_text())
-    return Genome.from_dict(data.pop("genome")), data
+    """A seed chain and its metadata from a run's elite.json (see `save_genome`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenomeFileError(f"{path} does not exist: pass a run directory's elite.json")
+    try:
+        data = json.loads(path.read_text())
+        return Genome.from_dict(data.pop("genome")), data
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise GenomeFileError(f"{path} holds no seed chain: pass a run directory's elite.json "
+                              "(written by `neuroevo run`)") from None
 
 
 def _noise(seeds: list[int], dim: int, device: torch.device) -> torch.Tensor:

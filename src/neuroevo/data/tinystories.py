@@ -230,7 +230,11 @@ def prepare_corpus(
     """
     text_path = Path(text_path)
     if not text_path.is_file():
-        raise DataError(f"TinyStories text not found at {text_path}: {FETCH_HINT}")
+        if not text_path.is_absolute() and not Path("configs").is_dir():
+            raise DataError(f"text not found at {text_path}, which configs give relative to the "
+                            f"repository root: run from there (this is {Path.cwd()})")
+        raise DataError(f"text not found at {text_path}: the shipped corpus is "
+                        f"data/quickstories.txt; TinyStories is fetched: {FETCH_HINT}")
     if not len(BPE_SPECIALS) < vocab_size <= np.iinfo(np.int16).max + 1 - SPECIAL_OFFSET:
         raise ValueError(f"vocab_size must fit int16 model ids after the specials, got {vocab_size}")
     text_sha = _sha256_file(text_path)

@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 
 from neuroevo.data.tinystories import (
-    EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
+    SPECIAL_OFFSET, EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer
+from neuroevo.encoding import ParamLayout
 from neuroevo.tasks import Evaluation
 
 __all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
@@ -257,6 +258,14 @@ def scorer(precision: str, compiled: bool, device: torch.device,
 
 def build(config, device: torch.device) -> LanguageTask:
     return LanguageTask(config.task, config.model, config.encoding, config.seed, device)
+
+
+def layout_without_data(config) -> ParamLayout:
+    """The model's genome layout before the text is there (`neuroevo describe` on a machine that
+    has not fetched TinyStories): the vocabulary taken as full, task.vocab_size plus the specials,
+    as the BPE trained on the 10,000 stories makes it."""
+    return Transformer(config.model, config.encoding,
+                       config.task.vocab_size + SPECIAL_OFFSET).layout
 
 
 def use_float32_matmuls(precision: str) -> None:
