@@ -133,20 +133,24 @@ def test_head_padding_for_cuda_attention_kernels_changes_nothing() -> None:
                                atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kernels", [True, False], ids=["triton", "torch-ops"])
-def test_gpu_population_chunk_fills_the_activation_budget_per_bucket(kernels: bool,
+@pytest.mark.parametrize("kernels", ["on", "absent", "switched off"])
+def test_gpu_population_chunk_fills_the_activation_budget_per_bucket(kernels: str,
                                                                      monkeypatch) -> None:
     """On a GPU each length bucket gets as many individuals per call as keep its widest
     activation within 2**28 floats: short buckets go in fewer, larger calls; never 0, never more
-    than the population. (The rule only reads the device type, so it is checked here on CPU.)"""
+    than the population; torch's wider activations when the kernels are absent or switched off
+    (a run whose kernel check failed). (The rule only reads the device type: checked on CPU.)"""
+    import contextlib
+
     from neuroevo.kernels import gpu as gpu_kernels
     from neuroevo.tasks.language import population_chunk
 
-    monkeypatch.setattr(gpu_kernels, "kernels", lambda: object() if kernels else None)
+    monkeypatch.setattr(gpu_kernels, "kernels", lambda: None if kernels == "absent" else object())
     cfg, cuda = ModelConfig(), torch.device("cuda")
-    widest = 2 * cfg.hidden if kernels else cfg.ff
-    chunks = {positions: population_chunk(cfg, positions, 512, cuda)
-              for positions in (64 * 900, 64 * 200, 5 * 300, 10)}
+    widest = 2 * cfg.hidden if kernels == "on" else cfg.ff
+    with gpu_kernels.switched_off() if kernels == "switched off" else contextlib.nullcontext():
+        chunks = {positions: population_chunk(cfg, positions, 512, cuda)
+                  for positions in (64 * 900, 64 * 200, 5 * 300, 10)}
     assert list(chunks.values()) == sorted(chunks.values())  # shorter bucket, larger chunk
     assert chunks[10] == 512 and chunks[64 * 900] >= 1
     for positions, chunk in chunks.items():

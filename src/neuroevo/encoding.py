@@ -198,8 +198,9 @@ def factor_std(full_in: int, full_out: int, factor_fan_in: int, conv: bool = Fal
 
 
 def check_rank(name: str, rank: int, d_in: int, d_out: int) -> None:
-    """A rank above min(in, out) searches more dimensions than W itself: reject it. Sparse layers
-    take the same bound, so one rank sweep is valid for both encodings."""
+    """A rank above min(in, out) adds no expressiveness (A·B already reaches every W at that
+    rank; its r·(in + out) entries exceed W's in·out already above in·out / (in + out)): reject
+    it. Sparse layers take the same bound, so one rank sweep is valid for both encodings."""
     if rank < 1 or rank > min(d_in, d_out):
         raise EncodingError(
             f"rank {rank} for layer {name!r} ({d_out}×{d_in}) must be between 1 and "

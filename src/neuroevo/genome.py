@@ -8,7 +8,8 @@ weight tensor" with the tensors' seeds derived from one integer.
 
 `develop` replays a chain from scratch; the GA instead keeps the current population's weights and
 adds only the newest gene (`add_mutations`), and both use the same noise calls, so a chain
-developed anywhere reproduces the GA's cached weights.
+developed on the GA's device reproduces its cached weights bit for bit (on another device, to
+float rounding: see noise.py).
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ def gaussian(seeds: torch.Tensor | list[int], n: int, *, device: torch.device | 
     """Standard normal noise: row s holds elements start..start+n−1 of stream seeds[s].
 
     Element i: h1 = lowbias32(i·γ + key1), h2 = lowbias32(h1 ^ key2); Box–Muller on the top 24 bits
-    of each, offset by half a step so log() never sees 0. All integer work is int32 (vectorised
-    everywhere, wrapping mod 2**32). Returns (S, n) float32.
+    of each, offset by half a step so log() never sees 0. In float32 the offset rounds half to
+    even above 2**23, so u lies in (0, 1] (u1 = 1 gives noise 0: a 2**-24 chance, harmless). All
+    integer work is int32 (vectorised everywhere, wrapping mod 2**32). Returns (S, n) float32.
     """
     seeds = [int(s) for s in torch.as_tensor(seeds).reshape(-1).tolist()]
     keys = torch.tensor([[_signed32(k) for k in stream_keys(s)] for s in seeds],
@@ -76,14 +77,17 @@ def gaussian(seeds: torch.Tensor | list[int], n: int, *, device: torch.device | 
     counter = torch.arange(start, start + n, dtype=torch.int32, device=device)
     h1 = _lowbias32_(counter[None, :] * _signed32(_GOLDEN32) + keys[:, :1])  # (S, n) int32
     h2 = _lowbias32_(h1 ^ keys[:, 1:])
-    u1 = _shr(h1, 8).to(torch.float32).add_(0.5).mul_(_INV_2_24)             # (0, 1)
+    u1 = _shr(h1, 8).to(torch.float32).add_(0.5).mul_(_INV_2_24)             # (0, 1]
     u2 = _shr(h2, 8).to(torch.float32).add_(0.5).mul_(_INV_2_24)
     return u1.log_().mul_(-2.0).sqrt_().mul_(u2.mul_(_TWO_PI).cos_())  # √(−2 ln u1)·cos(2π u2)
 
 
 def gaussian_reference(seed: int, n: int, start: int = 0) -> list[float]:
-    """Pure-Python version of `gaussian` for one seed: the spec the tensor code is tested against."""
+    """Pure-Python version of `gaussian` for one seed: the spec the tensor code is tested against
+    (u's half-step offset added in float32, as the tensor code adds it)."""
     import math
+
+    import numpy as np
 
     def lowbias32(z: int) -> int:
         z ^= z >> 16
@@ -97,7 +101,7 @@ def gaussian_reference(seed: int, n: int, start: int = 0) -> list[float]:
     for i in range(start, start + n):
         h1 = lowbias32((i * _GOLDEN32 + key1) & _MASK32)
         h2 = lowbias32(h1 ^ key2)
-        u1 = ((h1 >> 8) + 0.5) * _INV_2_24
-        u2 = ((h2 >> 8) + 0.5) * _INV_2_24
+        u1 = float(np.float32(h1 >> 8) + np.float32(0.5)) * _INV_2_24
+        u2 = float(np.float32(h2 >> 8) + np.float32(0.5)) * _INV_2_24
         values.append(math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
     return values

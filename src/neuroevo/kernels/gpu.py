@@ -96,13 +96,18 @@ def usable(x: torch.Tensor) -> bool:
     return x.is_cuda and eligible(x)
 
 
+def available() -> bool:
+    """Whether calls made now would use the kernels where eligible: Triton present, not switched
+    off (what sizes the population chunks: torch's ops need wider activations)."""
+    return not _switched_off and kernels() is not None
+
+
 def eligible(x: torch.Tensor) -> bool:
     """Everything but the device (tests run the kernels on CPU through Triton's interpreter):
     float32 x, or bf16, which a factorized embedding's bmm gives under autocast and the kernels
     read as float32; no autograd; not inside torch.compile; Triton present; not switched off."""
-    return (x.dtype in (torch.float32, torch.bfloat16) and not _switched_off
-            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and kernels() is not None)
+    return (x.dtype in (torch.float32, torch.bfloat16) and available()
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ import torch
 from neuroevo.data.tinystories import (
     SPECIAL_OFFSET, EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer
+from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
 from neuroevo.encoding import ParamLayout
 from neuroevo.tasks import Evaluation
 
@@ -126,6 +126,9 @@ class LanguageTask:
         paper's fixed set)."""
         if self._fixed_buckets is not None:
             return self._fixed_buckets
+        # a fresh sample each generation: the scored positions of the last one are dead weight
+        # (the cache holds its tensors, on the GPU, until 1,024 buckets push them out)
+        scored_positions.cache_clear()
         buckets = [EvalBatch(b.tokens.to(self.device), b.lengths.to(self.device))
                    for b in self._buckets(self.batch(generation))]
         if self._fixed is not None:
@@ -208,11 +211,11 @@ def population_chunk(cfg: ModelConfig, positions: int, population: int,
     model in bench/bench_lm.py's setting) or, on GPU, as many as keep the widest activation under
     2**28 floats (1 GiB): with the Triton kernels two hidden-state tensors (P, B·T, hidden) and,
     if the attention kernel stores them, keys and values (P, B·T, heads × head_dim) each, else
-    torch's (P, B·T, ff)."""
+    (no Triton, or switched off after a failed check) torch's (P, B·T, ff)."""
     if device.type != "cuda":
         return 16
     stored = 2 * cfg.n_heads * cfg.head_dim if gpu_kernels.ATTENTION_KV_STORED else 0
-    widest = (2 * cfg.hidden + stored if gpu_kernels.kernels() is not None
+    widest = (2 * cfg.hidden + stored if gpu_kernels.available()
               else max(cfg.ff, 3 * cfg.n_heads * cfg.head_dim, cfg.hidden))
     return max(1, min(population, 2**28 // (positions * widest)))
 
