@@ -2,7 +2,7 @@
 
 The workflow (Snakefile) owns the grid and calls `python -m neuroevo.analysis <subcommand>`; every
 step here is a pure function of files already on disk, so regenerating one figure never reruns
-evolution (ARCHITECTURE.md). Modules: `grid` (the grid as the workflow resolved it), `runs` (load
+evolution. Modules: `grid` (the grid as the workflow resolved it), `runs` (load
 and validate one run directory), `aggregate` (all runs → long tables), `stats` (intervals, tests,
 effect sizes), `tables`, `style`, `figures`, `report`.
 """
