@@ -117,10 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     gradient.add_argument("--quiet", action="store_true", help="no progress bar")
     gradient.set_defaults(handler=_gradient)
 
-    fetch = commands.add_parser("fetch-data", help="download a dataset (needs internet)")
-    fetch.add_argument("dataset", choices=("tinystories",))
-    fetch.add_argument("--out", type=Path, default=Path("data/tinystories"))
-    fetch.add_argument("--n-stories", type=int, default=10_000)
+    fetch = commands.add_parser(
+        "fetch-data", help="download a dataset (needs internet)",
+        description="Download TinyStories' training text at the pinned revision through "
+                    "huggingface_hub (which verifies it), keep its first stories one per line, "
+                    "and record both files' sha256 in OUT/SOURCE.json.")
+    fetch.add_argument("dataset", choices=("tinystories",), help="the dataset to fetch")
+    fetch.add_argument("--out", type=Path, default=Path("data/tinystories"),
+                       help="directory to write first10k.txt and SOURCE.json into")
+    fetch.add_argument("--n-stories", type=int, default=10_000,
+                       help="stories to keep, from the start (the paper's 10,000)")
     fetch.set_defaults(handler=_fetch)
     return parser
 
