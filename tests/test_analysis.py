@@ -359,3 +359,17 @@ def test_stages_figure_of_a_task_without_stages_fails_in_one_line(tables_of, tmp
     g, _, runs = tables_of
     with pytest.raises(ValueError, match="logged no evaluation stages"):
         figures.stages(runs, g.task("tinystories"), g.preset, tmp_path / "x")
+
+
+def test_table_means_and_counts_are_over_the_finite_scores_the_tests_use(tables_of) -> None:
+    """A diverged seed (NaN score) is dropped by the tests; the tables' means and group sizes
+    say so too instead of turning NaN or counting it."""
+    g, _, runs = tables_of
+    runs = runs.copy()
+    dense = runs.index[runs["variant"] == "dense"][0]
+    runs.loc[dense, "final_score"] = float("nan")
+    built = tables.build(runs, g)
+    finite = runs.loc[(runs["variant"] == "dense") & runs["final_score"].notna(), "final_score"]
+    pair = built["pairwise"].query("a == 'factorized-r4' and b == 'dense'").iloc[0]
+    assert pair["mean_b"] == pytest.approx(finite.mean())
+    assert built["kruskal"].iloc[0]["n_per_group"] == "2, 3, 3"

@@ -106,8 +106,8 @@ def sparse_table(runs: pd.DataFrame, task: Task) -> pd.DataFrame:
                      "sparse": variant, "scheme": group["scheme"].iloc[0],
                      "searched_factorized": int(partner["params_searched"].iloc[0]),
                      "searched_sparse": int(group["params_searched"].iloc[0]),
-                     "mean_factorized": sum(x) / len(x), "mean_sparse": sum(y) / len(y),
-                     "difference": sum(x) / len(x) - sum(y) / len(y),
+                     "mean_factorized": stats.finite_mean(x), "mean_sparse": stats.finite_mean(y),
+                     "difference": stats.finite_mean(x) - stats.finite_mean(y),
                      "ranksums_p": stats.ranksums(x, y).p_value,
                      "mannwhitney_p": stats.mannwhitney(x, y).p_value,
                      "glass_delta": stats.glass_delta(x, y)})

@@ -98,6 +98,17 @@ def glass_delta(treatment: Sequence[float], control: Sequence[float]) -> float:
     return (float(x.mean()) - float(y.mean())) / spread
 
 
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values, as every test here sees the group; NaN if none."""
+    x = _array(values)
+    return float(x.mean()) if x.size else math.nan
+
+
+def finite_count(values: Sequence[float]) -> int:
+    """How many values the tests use (non-finite ones are dropped)."""
+    return int(_array(values).size)
+
+
 def _array(values: Sequence[float]) -> np.ndarray:
     """Finite float values only: a run that diverged to NaN must not poison the group."""
     x = np.asarray(values, dtype=float)

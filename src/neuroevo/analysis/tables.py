@@ -61,7 +61,7 @@ def kruskal_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
         rows.append({
             "task": task.name,
             "groups": ", ".join(task.compare),
-            "n_per_group": ", ".join(str(len(g)) for g in groups),
+            "n_per_group": ", ".join(str(stats.finite_count(g)) for g in groups),
             "H": result.statistic,
             "p_value": result.p_value,
         })
@@ -83,8 +83,8 @@ def pairwise_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                 "task": task.name,
                 "a": a,
                 "b": b,
-                "mean_a": sum(x) / len(x) if x else float("nan"),
-                "mean_b": sum(y) / len(y) if y else float("nan"),
+                "mean_a": stats.finite_mean(x),
+                "mean_b": stats.finite_mean(y),
                 "ranksums_z": rank_sum.statistic,
                 "ranksums_p": rank_sum.p_value,
                 "mannwhitney_u": mwu.statistic,
@@ -111,8 +111,8 @@ def stages_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                 rows.append({
                     "task": task.name, "stage": stage, "quantity": quantity,
                     "a": task.treatment, "b": control,
-                    "mean_a": sum(x) / len(x) if x else float("nan"),
-                    "mean_b": sum(y) / len(y) if y else float("nan"),
+                    "mean_a": stats.finite_mean(x),
+                    "mean_b": stats.finite_mean(y),
                     "ranksums_p": stats.ranksums(x, y).p_value,
                     "glass_delta": stats.glass_delta(x, y),
                 })
