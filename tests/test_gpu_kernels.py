@@ -329,3 +329,13 @@ def test_a_run_switches_off_kernels_that_disagree_with_torch_ops(tmp_path, tiny_
     assert details["gpu_kernels"].startswith("off: 5")
     assert "Triton kernels' fitness is 5" in caplog.text
     assert fitness == reference
+
+
+@pytest.mark.parametrize("asked, block_ff, used", [(1, 128, 1), (2, 128, 2), (3, 128, 2),
+                                                   (8, 128, 8), (8, 64, 4), (5, 32, 2)])
+def test_feed_forward_split_is_a_power_of_two_that_keeps_chunks_dot_wide(
+        monkeypatch, asked: int, block_ff: int, used: int) -> None:
+    """A chunk's width is a tl.arange length (a power of two) and a tl.dot operand (≥ 16 wide):
+    the asked split is rounded down and capped to fit both (no GPU needed: pure arithmetic)."""
+    monkeypatch.setattr(gpu_kernels, "FEED_FORWARD_SPLIT", asked)
+    assert gpu_kernels.feed_forward_split(block_ff) == used

@@ -165,8 +165,9 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "preset": config.preset,
         "device": device_description(device),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # the fused kernels and torch's ops round differently (~1e-6): say which were in use
-        # (the GPU ones serve the transformer only; the CPU ones the first RL convolutions too)
+        # the fused kernels and torch's ops round differently (~1e-6): say which were available
+        # (the GPU ones serve the transformer only, and `task_details.gpu_kernels` says whether
+        # the run's check let them on; the CPU ones the first RL convolutions too)
         "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
         "gpu_kernels": device.type == "cuda" and gpu_kernels.kernels() is not None,
         "versions": {"neuroevo": neuroevo.__version__, "torch": torch.__version__,

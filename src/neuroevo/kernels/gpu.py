@@ -39,7 +39,8 @@ MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-
 # its kernels spilled up to 26 KB a thread. Rows (tokens) a program, by precision: every program
 # re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more rows
 # mean less of that traffic.
-# TF32X3 (never on a GPU yet) starts from IEEE's register-safe choices.
+# TF32X3 (never on a GPU yet): IEEE's 64 rows (its three products need registers like IEEE's),
+# TF32's 4 warps and 64-entry vocabulary tiles; `bash bench/gpu_check.sh levers` sweeps them.
 FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
 LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
 VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64, TF32X3: 64}  # vocabulary entries per log-sum-exp tile
@@ -192,8 +193,16 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
         BLOCK_FF=_block(first.n_out), BLOCK_R1=first.block_rank, BLOCK_R2=second.block_rank,
         FACT1=first.factorized, FACT2=second.factorized, BIAS1=first.has_bias,
         BIAS2=second.has_bias,
-        FF_SPLIT=max(1, min(FEED_FORWARD_SPLIT, _block(first.n_out) // MIN_DOT)))
+        FF_SPLIT=feed_forward_split(_block(first.n_out)))
     return x
+
+
+def feed_forward_split(block_ff: int) -> int:
+    """The column chunks the feed-forward kernel runs its hidden layer in: FEED_FORWARD_SPLIT
+    rounded down to a power of two (the chunk width is a tl.arange length) and capped so that a
+    chunk stays ≥ MIN_DOT columns wide."""
+    split = max(1, min(FEED_FORWARD_SPLIT, block_ff // MIN_DOT))
+    return 1 << (split.bit_length() - 1)
 
 
 def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
@@ -219,19 +228,23 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
 PRECISION_NAMES = {IEEE: "fp32", TF32: "tf32", BF16: "bf16", TF32X3: "tf32x3"}
 
 
-def launch_settings() -> dict[str, int | bool | str]:
+def launch_settings() -> dict[str, int | bool | str | dict]:
     """The launch constants the kernels use now, at the run's precision: a run records them
     (summary.json), since another block size or lever sums in another order and can move a
-    fitness in its last digits."""
-    precision = launch_precision(False)
-    return {"products": PRECISION_NAMES[precision],
-            "products_factorized": PRECISION_NAMES[launch_precision(True)],
+    fitness in its last digits. Launches with factorized operands may run at another precision
+    (`FAULTED_ON_GPU`), with that precision's constants: `factorized` holds them."""
+    def per_precision(precision: int) -> dict[str, int | str]:
+        return {"products": PRECISION_NAMES[precision],
+                "FEED_FORWARD_ROWS": FEED_FORWARD_ROWS[precision],
+                "LOSS_ROWS": LOSS_ROWS[precision], "VOCAB_BLOCK": VOCAB_BLOCK[precision],
+                "NUM_WARPS": NUM_WARPS[precision], "NUM_STAGES": NUM_STAGES[precision]}
+
+    return {**per_precision(launch_precision(False)),
+            "factorized": per_precision(launch_precision(True)),
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
-            "FEED_FORWARD_ROWS": FEED_FORWARD_ROWS[precision],
-            "LOSS_ROWS": LOSS_ROWS[precision], "VOCAB_BLOCK": VOCAB_BLOCK[precision],
-            "NUM_WARPS": NUM_WARPS[precision], "NUM_STAGES": NUM_STAGES[precision],
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
-            "ATTENTION_KV_STORED": ATTENTION_KV_STORED, "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,
+            "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
+            "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2}
 
 
@@ -264,7 +277,7 @@ def launch_precision(factorized: bool) -> int:
     """`matmul_precision`, unless that precision faulted on a GPU for such a launch
     (`FAULTED_ON_GPU`): then the precision that replaces it. NEUROEVO_GPU_KERNELS=unverified
     launches every precision as asked (to test another Triton version or GPU; the run's own
-    check, tasks/language.check_kernels, still guards against wrong results)."""
+    check, LanguageTask.check_kernels, still guards against wrong results)."""
     precision = matmul_precision()
     if os.environ.get("NEUROEVO_GPU_KERNELS") == "unverified":
         return precision

@@ -6,7 +6,7 @@ GPU counterparts of transformer.c's fused sub-layers plus the loss:
 - `attention_layer_norm_kernel`: Q/K/V projections, causal multi-head attention with an online
   softmax over key blocks (flash-attention style, keys' K/V recomputed from x per block: at
   hidden 32 that is cheaper than storing them), the output projection, residual and layer norm;
-  x is read once per query block and the result written once.
+  the query rows of x are read once (the keys' rows once per key block), the result written once.
 - `feed_forward_layer_norm_kernel`: ff1 → ReLU → ff2 → residual → layer norm, with the (rows, ff)
   hidden layer held in registers, in place.
 - `negative_log_likelihood_kernel`: tied-embedding logits and cross-entropy with an online

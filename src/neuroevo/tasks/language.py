@@ -67,10 +67,10 @@ class TaskConfig:
     token_chunk: int = 512  # scored tokens per logits tile
     # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
     # them to bfloat16 (losses still summed in fp32), "tf32x3" splits the Triton kernels'
-    # products into three TF32 ones (fp32-level error; not yet run on a GPU); `compile` runs the population forward through
-    # torch.compile (the first generation pays for it, once per distinct chunk and bucket shape;
-    # past torch's recompile limit, 8, further shapes run eagerly, so on the paper's set, with its
-    # tens of buckets, most of it does).
+    # products into three TF32 ones (fp32-level error; not yet run on a GPU); `compile` runs
+    # the population forward through torch.compile (the first generation pays for it, once per
+    # distinct chunk and bucket shape; past torch's recompile limit, 8, further shapes run
+    # eagerly, so on the paper's set, with its tens of buckets, most of it does).
     # bench_lm.py prints how far each moves the fitness from the fp32 reference.
     precision: str = "fp32"
     compile: bool = False
@@ -145,7 +145,9 @@ class LanguageTask:
             self._kernels = self.check_kernels(theta, buckets[0])
             if self._kernels.startswith("on"):
                 self._launch = gpu_kernels.launch_settings()
-        kernels_off = self._kernels.startswith("off")
+        # off unless the check let them on: also what sizes the chunks for torch's ops when they
+        # run instead (a failed check, torch.compile, no Triton)
+        kernels_off = not self._kernels.startswith("on")
         with gpu_kernels.switched_off() if kernels_off else contextlib.nullcontext():
             return Evaluation(fitness=score_population(
                 self.model, theta, buckets, self.config.pop_chunk, self.config.token_chunk,
@@ -211,7 +213,7 @@ def population_chunk(cfg: ModelConfig, positions: int, population: int,
     model in bench/bench_lm.py's setting) or, on GPU, as many as keep the widest activation under
     2**28 floats (1 GiB): with the Triton kernels two hidden-state tensors (P, B·T, hidden) and,
     if the attention kernel stores them, keys and values (P, B·T, heads × head_dim) each, else
-    (no Triton, or switched off after a failed check) torch's (P, B·T, ff)."""
+    (switched off: no Triton, torch.compile, or a failed check) torch's (P, B·T, ff)."""
     if device.type != "cuda":
         return 16
     stored = 2 * cfg.n_heads * cfg.head_dim if gpu_kernels.ATTENTION_KV_STORED else 0
