@@ -319,7 +319,8 @@ def write_two_wave_run(path: Path, variant: str, seed: int) -> None:
     (path / "summary.json").write_text(json.dumps(summary))
 
 
-def test_stages_table_and_figure_compare_each_waves_score_and_time(tmp_path: Path) -> None:
+def test_stages_table_and_figure_compare_each_waves_score_and_time(tmp_path: Path,
+                                                                    monkeypatch) -> None:
     """CarRacing's stages at the last generation: the wave-1 mean is logged over all 6 episodes
     (as the reference) and reported per episode (×3); rank-sum p and Glass's Δ per stage and
     quantity are scipy's and the hand formula; the figure draws both panels; other tasks get
@@ -347,6 +348,16 @@ def test_stages_table_and_figure_compare_each_waves_score_and_time(tmp_path: Pat
     assert row["glass_delta"] == pytest.approx(1.0 / np.std(dense_time))
     paths = figures.stages(runs, g.task("car_racing"), g.preset, tmp_path / "car_racing_stages")
     assert all(p.stat().st_size > 1000 for p in paths)
+    panels: list[str] = []
+    original_save = style.save
+
+    def spy(fig, stem):
+        panels.extend(ax.get_ylabel() for ax in fig.axes)
+        return original_save(fig, stem)
+
+    monkeypatch.setattr(style, "save", spy)
+    figures.stages(runs, g.task("car_racing"), g.preset, tmp_path / "again")
+    assert panels == ["Score", "Time taken (s)"]
 
 
 def test_stages_table_has_no_rows_without_a_two_wave_task(tables_of) -> None:

@@ -56,10 +56,10 @@ def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
 
 
 @needs_triton
-def test_exp_ceiling_kernel_computes_its_chain():
+def test_exp_ceiling_kernel_computes_its_chain(monkeypatch):
     """The kernel that measures a GPU's exponential rate really iterates v ← exp(−v) (run here
     through Triton's interpreter): a kernel the compiler could shortcut would time nothing."""
-    sys.path.insert(0, str(REPO / "bench"))
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
     from ceilings import exp_chain_kernel
 
     x = torch.rand(32, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -85,6 +85,7 @@ def test_triton_sweep_runs_every_kernel_through_the_interpreter():
     assert len(deviations) == 3 and max(deviations) < 1e-4
 
 
+@needs_triton
 def test_triton_sweep_tries_the_attention_levers():
     """`--knob` sweeps the attention levers not yet on by default (gpu.ATTENTION_*), here with
     split-TF32 products: all 8 combinations run and agree with the IEEE kernel."""

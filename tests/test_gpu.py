@@ -59,10 +59,13 @@ def test_cnn_forward_agrees_across_devices() -> None:
     kernel, the rest grouped) on the same observations."""
     from neuroevo.models.atari_cnn import ModelConfig as AtariConfig, atari_cnn
 
-    torch.backends.cudnn.allow_tf32 = False
     model = atari_cnn(AtariConfig(), EncodingConfig("dense"), n_actions=18)
     theta = initial_weights(model.layout, list(range(4)), torch.device("cpu"))
     obs = torch.rand(4, 2, 12, 84, 84, generator=torch.Generator().manual_seed(0))
     cpu = model.forward(model.layout.views(theta), obs)
-    cuda = model.forward(model.layout.views(theta.cuda()), obs.cuda()).cpu()
+    allowed, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    try:
+        cuda = model.forward(model.layout.views(theta.cuda()), obs.cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = allowed
     torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)

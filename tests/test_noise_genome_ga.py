@@ -133,6 +133,49 @@ def test_ga_config_refuses_values_that_would_fail_mid_run(settings: dict, messag
         GAConfig(**{"population": 8, "elites": 3, **settings})
 
 
+def test_two_mutation_rates_round_trip_and_redevelop() -> None:
+    """With several mutation rates (the n-back rule picks among them) a chain stores one rate per
+    gene, survives the JSON round trip, and re-develops to the GA's cached weights."""
+    layout = ParamLayout()
+    Linear(layout, "a", 6, 5, rank=2)
+    Linear(layout, "b", 5, 3)
+    ga = GeneticAlgorithm(layout, GAConfig(12, 3, 30, mutation_rates=(0.1, 0.01), n_back=2),
+                          seed=7)
+    for _ in range(8):
+        ga.tell(_toy_fitness(ga.ask()))
+    rates = {rate for genome in ga.genomes for _, rate in genome.mutations}
+    assert rates == {0.1, 0.01}
+    for genome, cached in zip(ga.genomes, ga.ask()):
+        assert Genome.from_dict(genome.to_dict()) == genome
+        torch.testing.assert_close(develop(genome, ga.layout)[0], cached, rtol=1e-6, atol=1e-6)
+
+
+def test_tell_and_load_state_dict_refuse_what_does_not_fit() -> None:
+    """A fitness vector of the wrong length, or a checkpoint of another run seed, is refused."""
+    ga = _toy_ga()
+    with pytest.raises(ValueError, match="fitness has shape"):
+        ga.tell(torch.zeros(5))
+    state = ga.state_dict()
+    other = GeneticAlgorithm(ga.layout, ga.config, seed=8)
+    with pytest.raises(ValueError, match="another seed"):
+        other.load_state_dict(state)
+
+
+def test_layer_norms_stay_frozen_through_evolution() -> None:
+    """Layer norms are in the genome but never mutated: after generations of breeding every
+    individual's scales are still 1 and shifts 0."""
+    layout = _paper_layout(EncodingConfig("factorized", 4, {"embedding": 32}))
+    ga = GeneticAlgorithm(layout, GAConfig(6, 2, 5), seed=3)
+    for _ in range(3):
+        ga.tell(torch.randn(6, generator=torch.Generator().manual_seed(ga.generation)))
+    views = layout.views(ga.ask())
+    norms = [name for name in views if ".ln" in name]
+    assert norms
+    for name in norms:
+        expected = 1.0 if name.endswith("scale") else 0.0
+        assert torch.equal(views[name], torch.full_like(views[name], expected)), name
+
+
 def test_children_carry_one_new_gene_from_a_survivor() -> None:
     """Each child is a survivor's chain plus exactly one mutation gene at the configured rate."""
     ga = _toy_ga()
@@ -160,7 +203,7 @@ def test_ga_improves_a_known_objective() -> None:
     first = _toy_fitness(ga.ask()).max().item()
     while not ga.done:
         record = ga.tell(_toy_fitness(ga.ask()))
-    assert record.stats["best"] > first + 0.5
+    assert record.stats["best"] > first + 8  # 13.6 measured; mutations 1000× too small: 1.8
 
 
 def test_state_dict_round_trip_rebreeds_the_same_population() -> None:

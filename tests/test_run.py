@@ -34,9 +34,14 @@ def test_run_writes_the_run_directory_contract(tmp_path: Path, tiny_lm_overrides
     assert header[:8] == ["generation", "best", "mean", "median", "std", "worst", "elite_mean",
                           "mr_mean"]
     assert len((out / "fitness.csv").read_text().splitlines()) == 1 + 3
-    assert (out / "timing.csv").read_text().startswith("generation,eval_seconds,wall_seconds")
+    timing = (out / "timing.csv").read_text().splitlines()
+    assert timing[0] == "generation,eval_seconds,wall_seconds" and len(timing) == 1 + 3
     assert (out / "elite.json").stat().st_size < 4096
+    assert (out / "checkpoint" / "state.pt").is_file()
+    last_best = float((out / "fitness.csv").read_text().splitlines()[-1].split(",")[1])
+    elite = json.loads((out / "elite.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
+    assert elite["fitness"] == last_best == summary["final"]["best"] and elite["generation"] == 3
     assert summary["encoding"] == "factorized" and summary["params"]["searched"] > 0
     assert re.fullmatch(r"cpu \(.+, \d+ threads?\)", summary["device"])
     assert summary["finished_utc"].endswith("+00:00")  # when, in UTC, for the report's label
@@ -77,6 +82,46 @@ def test_kill_minus_nine_then_resume_reproduces_the_log(tmp_path: Path, tiny_lm_
 
     assert _run("factorized", out, overrides, "--resume") == 0
     assert fitness.read_bytes() == (tmp_path / "whole" / "fitness.csv").read_bytes()
+
+
+def test_resume_after_the_last_generation_but_before_the_summary(tmp_path: Path,
+                                                                 tiny_lm_overrides) -> None:
+    """Killed between the last checkpoint and summary.json: --resume evolves nothing more and
+    writes the summary from the log, with the same final numbers."""
+    out = tmp_path / "run"
+    assert _run("small", out, tiny_lm_overrides) == 0
+    fitness = (out / "fitness.csv").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").unlink()
+    assert _run("small", out, tiny_lm_overrides, "--resume") == 0
+    assert (out / "fitness.csv").read_bytes() == fitness
+    assert json.loads((out / "summary.json").read_text())["final"] == summary["final"]
+
+
+def test_resume_redoes_log_rows_written_after_the_checkpoint(tmp_path: Path, tiny_lm_overrides,
+                                                             monkeypatch) -> None:
+    """Interrupted between a generation's log rows and its checkpoint, the log is one generation
+    ahead: --resume cuts it back to the checkpoint and the redone generation writes the same
+    bytes as an uninterrupted run."""
+    import neuroevo.run
+
+    overrides = tiny_lm_overrides + ["ga.generations=4"]
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    assert _run("small", whole, overrides) == 0
+    save, calls = neuroevo.run.atomic_torch_save, []
+
+    def interrupted_at_the_fourth_checkpoint(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted_at_the_fourth_checkpoint)
+    assert _run("small", out, overrides) == 130
+    assert len((out / "fitness.csv").read_text().splitlines()) == 1 + 4
+    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
+    assert _run("small", out, overrides, "--resume") == 0
+    assert (out / "fitness.csv").read_bytes() == (whole / "fitness.csv").read_bytes()
 
 
 @pytest.mark.slow
@@ -209,6 +254,9 @@ def test_the_workflows_resume_restarts_a_run_whose_config_or_data_changed(
     assert _run("small", out, longer, "--resume") == 2
     assert _run("small", out, longer, "--resume", "--restart-changed") == 0
     assert (out / "fitness.csv").read_bytes() != (fresh / "fitness.csv").read_bytes()
+    assert _run("small", tmp_path / "fresh-on-new-text", longer) == 0
+    assert (out / "fitness.csv").read_bytes() == (
+        tmp_path / "fresh-on-new-text" / "fitness.csv").read_bytes()
 
 
 @pytest.mark.parametrize("pop_chunk", [0, 2])
