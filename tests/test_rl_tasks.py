@@ -249,3 +249,81 @@ def test_pool_size_is_left_out_of_the_config_digest(config: str, pool_key: str) 
     one, two = (load_config(config, overrides=[f"{pool_key}={n}"]) for n in (1, 2))
     assert one.digest() == two.digest()
     assert load_config(config, overrides=["task.max_steps=99"]).digest() != one.digest()
+
+
+class _CountingPool:
+    """An environment pool without an emulator: a slot's frame is (its seed, its step count);
+    each step rewards +1 (even seeds) or −1 (odd seeds); an episode ends after 3 + seed % 7
+    steps. Everything `rollout` must get right is then known in closed form."""
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        self.seeds, self.t = seeds.astype(np.int64), np.zeros(len(seeds), dtype=np.int64)
+        return np.stack([self.seeds, self.t], axis=1).astype(np.float32)
+
+    def step(self, slots: np.ndarray, actions: np.ndarray):
+        self.t[slots] += 1
+        seeds = self.seeds[slots]
+        rewards = np.where(seeds % 2 == 0, 1.0, -1.0)
+        ended = self.t[slots] >= 3 + seeds % 7
+        return np.stack([seeds, self.t[slots]], axis=1).astype(np.float32), rewards, ended
+
+    def close(self) -> None:
+        pass
+
+
+class _RecordingPolicy:
+    """Records the observation batches the rollout shows it; acts with zeros."""
+
+    def __init__(self) -> None:
+        from neuroevo.encoding import ParamLayout
+        from neuroevo.layers import Linear
+
+        self.layout = ParamLayout()
+        Linear(self.layout, "w", 2, 1)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, p, obs: torch.Tensor) -> torch.Tensor:
+        self.seen.append(obs.clone())
+        return torch.zeros(*obs.shape[:2], 1)
+
+
+def _expected_episode(seed: int, max_steps: int, streak: int) -> tuple[float, int]:
+    length = min(3 + seed % 7, max_steps, streak if seed % 2 else max_steps)
+    return (1.0 if seed % 2 == 0 else -1.0) * length, length
+
+
+def test_rollout_plays_every_episode_to_its_own_end_with_frames_oldest_first() -> None:
+    """The lockstep loop: episodes of different lengths each end at their own step (their end,
+    the step cap or the negative streak), returns include the last reward, every live stack
+    holds its last three frames oldest first (the first frame repeated at the start), the
+    forward batch shrinks as individuals finish, and each individual scores what it scores
+    alone."""
+    from neuroevo.tasks.rollout import RolloutSpec, rollout
+
+    seeds = np.array([[2, 9], [4, 6], [11, 13], [8, 1], [0, 5], [3, 10]])
+    spec = RolloutSpec(max_steps=7, frame_stack=3, negative_streak=4)
+    policy = _RecordingPolicy()
+    theta = torch.zeros(len(seeds), policy.layout.dim)
+
+    def act(outputs, slots, steps):
+        return np.zeros(len(slots))
+
+    def preprocess(raw):
+        return torch.from_numpy(raw)
+
+    result = rollout(policy, theta, _CountingPool(), seeds, spec, preprocess, act)
+    expected = [[_expected_episode(int(s), 7, 4) for s in row] for row in seeds]
+    assert result.returns.tolist() == [[r for r, _ in row] for row in expected]
+    assert result.lengths.tolist() == [[n for _, n in row] for row in expected]
+    assert result.env_steps == sum(n for row in expected for _, n in row)
+    for step, obs in enumerate(policy.seen):
+        frames = obs.reshape(-1, 3, 2)                                     # (B·E, K, frame)
+        for seed, steps in zip(frames[:, 0, 0].tolist(), frames[:, :, 1].tolist()):
+            if step < _expected_episode(int(seed), 7, 4)[1]:  # a slot still playing
+                assert steps == [max(0, step - 2), max(0, step - 1), step]
+    batch_sizes = [obs.shape[0] for obs in policy.seen]
+    assert batch_sizes[0] == len(seeds) and batch_sizes[-1] < len(seeds)
+    for i in range(len(seeds)):
+        alone = rollout(_RecordingPolicy(), theta[i:i + 1], _CountingPool(), seeds[i:i + 1], spec,
+                        preprocess, act)
+        assert alone.returns.tolist() == result.returns[i:i + 1].tolist()
