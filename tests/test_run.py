@@ -148,6 +148,10 @@ def test_quick_preset_learns(tmp_path: Path, config: str) -> None:
     (["ga.generations=0"], "ga.generations must be at least 1"),
     (["ga.population=-3"], "ga.population must be at least 1"),
     (["ga.mutation_rates=0.5"], "expected a list, got 0.5 (one item is written [0.5])"),
+    (["device=gpu"], "unknown device 'gpu' (valid: auto, cpu, cuda)"),
+    (["seed=-1"], "seed must be a non-negative integer, got -1"),
+    (["seed=true"], "seed must be a non-negative integer, got True"),
+    (["ga.population"], "expected key=value"),
 ])
 def test_bad_config_fails_with_one_line_and_no_run_dir(tmp_path: Path, tiny_lm_overrides, capsys,
                                                        override: list[str], message: str) -> None:
@@ -184,6 +188,26 @@ def test_describe_matches_a_hand_count(capsys, tiny_lm_overrides) -> None:
     rows = {row["layer"]: row for row in report["layers"]}
     assert rows["blocks.0.ff1"]["searched"] == 128 + 512 + 128
     assert rows["embed"]["encoding"] == "factorized r=32"
+
+
+def test_describe_prints_a_table_with_totals(capsys, tiny_lm_overrides) -> None:
+    """Without --json, describe prints one row per layer and the totals line."""
+    args = ["describe", str(CONFIGS / "factorized.yaml"), "--preset", "quick"]
+    for item in [o for o in tiny_lm_overrides if o.startswith("task.cache_dir")]:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "embed" in out and "factorized" in out  # narrow terminals wrap long cells
+    assert "network weights 99,507 · genome 75,955 · searched 75,571" in out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_fails_in_one_line(tmp_path: Path, tiny_lm_overrides,
+                                                         capsys) -> None:
+    assert _run("small", tmp_path / "x", tiny_lm_overrides, "--device", "cuda") == 2
+    error = capsys.readouterr().err.strip()
+    assert "torch sees no CUDA device: use --device cpu" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_describe_needs_no_data(capsys, tmp_path: Path) -> None:
