@@ -79,6 +79,27 @@ def test_factor_init_and_mutation_scales_follow_the_reference() -> None:
     assert layout.init_std()[start].item() == 0.0                            # biases start at 0
 
 
+def test_conv_and_embedding_factor_scales_follow_the_reference() -> None:
+    """Conv factors always take the √(√2/fan_in) branch (fan_in of A: r, of B: c_out), even where
+    the kernel's fan_in exceeds c_out; the tied embedding (32 × 2051, in > out) takes √(2/fan_in)
+    (B: the vocabulary, A: the rank); the unfactorized embedding starts at N(0, 1)."""
+    from neuroevo.layers import Conv2d, TiedEmbedding
+
+    layout = ParamLayout()
+    Conv2d(layout, "conv", c_in=12, c_out=32, kernel=8, stride=4, rank=4)  # fan_in 768 > 32
+    TiedEmbedding(layout, "embed", vocab=2051, hidden=32, rank=32)
+    TiedEmbedding(layout, "plain", vocab=2051, hidden=32)
+    specs = {s.name: s for s in layout.specs}
+    assert specs["conv.A"].init_std == pytest.approx(math.sqrt(math.sqrt(2) / 4))
+    assert specs["conv.B"].init_std == pytest.approx(math.sqrt(math.sqrt(2) / 32))
+    assert specs["embed.B"].init_std == pytest.approx(math.sqrt(2 / 2051))
+    assert specs["embed.A"].init_std == pytest.approx(math.sqrt(2 / 32))
+    assert specs["plain.weight"].init_std == 1.0
+    std = layout.mutation_std(0.01)
+    assert std[layout.offsets["conv.A"]].item() == pytest.approx(math.sqrt(math.sqrt(2) / 4) * 0.1)
+    assert std[layout.offsets["plain.weight"]].item() == pytest.approx(0.01)
+
+
 def test_rank_above_the_layer_is_rejected() -> None:
     """A rank larger than min(in, out) raises an EncodingError naming the layer."""
     with pytest.raises(EncodingError, match="blocks.0.attn.q"):
