@@ -49,7 +49,8 @@ def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
     parts = {line.split("|")[0].strip(): float(line.split("|")[1].split()[0])
              for line in out.splitlines() if line.endswith(" ms")}
     assert set(parts) == {"evaluate", "tell (rank, select, breed, mutate)", "elite seed chain",
-                          "checkpoint", "logs", "the rest (all but evaluate)"}
+                          "checkpoint: elites to host", "checkpoint: write", "logs",
+                          "the rest (all but evaluate)"}
     assert all(value > 0 for value in parts.values())
     rest = sum(v for k, v in parts.items() if k not in ("evaluate", "the rest (all but evaluate)"))
     assert abs(parts["the rest (all but evaluate)"] - rest) < 0.05
