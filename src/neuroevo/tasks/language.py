@@ -39,7 +39,7 @@ __all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
 log = logging.getLogger(__name__)
 
 SAMPLING = ("fixed", "sampled")
-PRECISIONS = ("fp32", "tf32", "bf16", "tf32x3")
+PRECISIONS = tuple(gpu_kernels.PRECISION_NAMES.values())  # fp32, tf32, bf16, tf32x3
 # How far (nats) the Triton kernels' fitness may stray from torch's ops in fp32 in the once-a-run
 # check, by the run's precision: IEEE products differ only in summation order (H100: 1.5e-4 at
 # the paper's size); TF32 by its rounding (H100, dense: 2.8e-2 over 512 individuals); bf16 by
