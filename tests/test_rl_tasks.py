@@ -327,3 +327,44 @@ def test_rollout_plays_every_episode_to_its_own_end_with_frames_oldest_first() -
         alone = rollout(_RecordingPolicy(), theta[i:i + 1], _CountingPool(), seeds[i:i + 1], spec,
                         preprocess, act)
         assert alone.returns.tolist() == result.returns[i:i + 1].tolist()
+
+
+def test_workers_flag_sizes_the_pool_without_changing_the_run(tmp_path) -> None:
+    """`--workers N` sets an RL task's pool size (task.workers; Atari's task.threads), which the
+    digest leaves out; for the language task, which has no pool, it changes nothing."""
+    import argparse
+
+    from neuroevo.cli import _load
+
+    def loaded(config: str, workers: int | None):
+        return _load(argparse.Namespace(config=Path(config), preset=None, overrides=[],
+                                        device=None, workers=workers))
+
+    mujoco = loaded("configs/mujoco/hopper/dense.yaml", 3)
+    atari = loaded("configs/atari/frostbite/dense.yaml", 3)
+    assert mujoco.task.workers == 3 and atari.task.threads == 3
+    assert mujoco.digest() == loaded("configs/mujoco/hopper/dense.yaml", None).digest()
+    language = loaded("configs/tinystories/dense.yaml", 3)
+    assert language == loaded("configs/tinystories/dense.yaml", None)
+
+
+def test_runs_written_before_the_identity_fields_are_still_recognised() -> None:
+    """A summary or checkpoint from before pool sizes left the digest is the same run; a
+    language run's older summary is matched by its text hash, and an older checkpoint without
+    any hash counts as other data (the workflow then runs it again)."""
+    import types
+
+    from neuroevo.run import _written_by
+
+    rl = load_config("configs/mujoco/hopper/dense.yaml", overrides=["task.workers=2"])
+    no_data = types.SimpleNamespace(data_sha256=None)
+    assert _written_by({"config_digest": rl.digest(exclude_execution=False)}, rl, no_data)
+    assert _written_by({"config_digest": rl.digest()}, rl, no_data)
+    other = load_config("configs/mujoco/hopper/dense.yaml", overrides=["task.max_steps=9"])
+    assert not _written_by({"config_digest": other.digest()}, rl, no_data)
+    lm = load_config("configs/tinystories/dense.yaml")
+    text = types.SimpleNamespace(data_sha256="abc")
+    assert _written_by({"config_digest": lm.digest(), "task_details": {"text_sha256": "abc"}},
+                       lm, text)
+    assert not _written_by({"config_digest": lm.digest()}, lm, text)
+    assert not _written_by({"config_digest": lm.digest(), "data_sha256": "xyz"}, lm, text)

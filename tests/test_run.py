@@ -259,6 +259,11 @@ def test_resuming_a_finished_run_checks_its_config(tmp_path: Path, tiny_lm_overr
     assert "another config or other data" in capsys.readouterr().err
 
 
+def test_restart_changed_needs_resume(tmp_path: Path, tiny_lm_overrides, capsys) -> None:
+    assert _run("small", tmp_path / "x", tiny_lm_overrides, "--restart-changed") == 2
+    assert "--restart-changed only applies with --resume" in capsys.readouterr().err
+
+
 def test_the_workflows_resume_restarts_a_run_whose_config_or_data_changed(
         tmp_path: Path, tiny_lm_overrides) -> None:
     """With --restart-changed (the workflow's flag) a run directory written by another config,

@@ -144,18 +144,44 @@ def test_evolve_command_carries_preset_seed_and_overrides(workdir: Path) -> None
     --resume --restart-changed (a retry continues; a run an edit made stale starts again)."""
     output = snakemake(workdir, "-n", "-p", "results/paper/runs/tinystories/factorized-r2/seed3/summary.json").stdout
     assert ("neuroevo run configs/tinystories/factorized.yaml --out results/paper/runs/tinystories/factorized-r2/seed3"
-            " --device auto --set seed=3 --set encoding.rank=2 --set encoding.ranks.embedding=16 --resume"
-            " --restart-changed") in output
+            " --device auto --set seed=3 --set encoding.rank=2 --set encoding.ranks.embedding=16 --workers 2"
+            " --resume --restart-changed") in output
     quick = snakemake(workdir, "-n", "-p", "results/quick/runs/tinystories/dense/seed1/summary.json").stdout
-    assert "--preset quick --device cpu --set seed=1 --resume --restart-changed" in quick
+    assert "--preset quick --device cpu --set seed=1 --workers 1 --resume --restart-changed" in quick
 
 
 def test_environment_pools_get_the_threads_the_job_gets(workdir: Path) -> None:
     """An RL run's environment pool is sized to the job's threads, which --cores may cap below the
-    preset's (32 for CarRacing): a pool of the preset's size would oversubscribe the cores."""
+    preset's (32 for CarRacing): a pool of the preset's size would oversubscribe the cores. A job
+    that asks for no GPU (MuJoCo's) runs on the CPU even where `device: auto` would find one."""
     output = snakemake(workdir, "-n", "-p", "--cores", "4",
-                       "results/paper/runs/car_racing/dense/seed0/summary.json").stdout
-    assert "--set seed=0 --set task.workers=4 --resume" in output
+                       "results/paper/runs/car_racing/dense/seed0/summary.json",
+                       "results/paper/runs/hopper/dense/seed0/summary.json").stdout
+    assert "car_racing/dense/seed0 --device auto --set seed=0 --workers 4 --resume" in output
+    assert "hopper/dense/seed0 --device cpu --set seed=0 --workers 4 --resume" in output
+
+
+def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
+    """Snakemake records each run's arguments (a function of the wildcards alone, the pool size
+    apart), so editing a variant's `set:` in experiments.yaml reruns the runs it changes."""
+    target = "results/quick/runs/tinystories/factorized-r16/seed0/summary.json"
+    # a stand-in engine on PATH: writes the summary the rule declares, so the job really runs
+    # and Snakemake records its metadata
+    fake = workdir / "bin" / "neuroevo"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != "--out" ]; do shift; done\n'
+                    'mkdir -p "$2" && echo "{}" > "$2/summary.json"\n')
+    fake.chmod(0o755)
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+               str(workdir), "--cores", "1", target]
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    assert "Nothing to be done" in snakemake(workdir, "-n", target).stdout
+    experiments = workdir / "configs" / "experiments.yaml"
+    experiments.write_text(experiments.read_text().replace(
+        "set: {encoding.rank: 16, encoding.ranks.embedding: 32}",
+        "set: {encoding.rank: 16, encoding.ranks.embedding: 16}"))
+    assert "Params have changed" in snakemake(workdir, "-n", target).stdout
 
 
 def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:

@@ -8,6 +8,7 @@ exit status 2, before any compute is spent.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -136,6 +137,10 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="apply a preset defined in the config (e.g. quick)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one key, e.g. ga.population=64")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="environment workers of an RL task (task.workers; Atari's "
+                             "task.threads); the language task has none. Not part of a run's "
+                             "identity: a run resumed with other workers is the same run")
 
 
 def _load(args: argparse.Namespace):
@@ -143,13 +148,20 @@ def _load(args: argparse.Namespace):
     from neuroevo.config import load_config
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
-    return load_config(args.config, args.preset, overrides)
+    config = load_config(args.config, args.preset, overrides)
+    pool_keys = getattr(config.task, "EXECUTION_ONLY", ())
+    if args.workers is None or not pool_keys:
+        return config
+    task = dataclasses.replace(config.task, **{key: args.workers for key in pool_keys})
+    return dataclasses.replace(config, task=task)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from neuroevo.run import run
+    from neuroevo.run import RunError, run
 
     config = _load(args)
+    if args.restart_changed and not args.resume:
+        raise RunError("--restart-changed only applies with --resume")
     summary = run(config, args.out, resume=args.resume, progress=not args.quiet,
                   restart_changed=args.restart_changed)
     final = summary["final"]

@@ -50,14 +50,15 @@ class RunConfig:
                 "encoding": self.encoding.to_dict(), "ga": dataclasses.asdict(self.ga),
                 "seed": self.seed, "device": self.device, "preset": self.preset}
 
-    def digest(self, exclude_device: bool = True) -> str:
+    def digest(self, exclude_device: bool = True, exclude_execution: bool = True) -> str:
         """A short hash of the resolved config, without what must not change results: the device
         and the task's `EXECUTION_ONLY` keys (environment pool sizes), so a job that gets more
-        cores, or a GPU, still resumes its own run."""
+        cores, or a GPU, still resumes its own run. (`exclude_execution=False` gives the digest
+        runs wrote before pool sizes left it, which `run` still accepts.)"""
         data = self.to_dict()
         if exclude_device:
             data.pop("device")
-        for key in getattr(self.task, "EXECUTION_ONLY", ()):
+        for key in getattr(self.task, "EXECUTION_ONLY", ()) if exclude_execution else ():
             data["task"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -100,8 +100,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     state = (torch.load(paths.checkpoint, weights_only=False)
              if resume and paths.checkpoint.exists() else None)
     written = _read_summary(paths) if resume and paths.summary.exists() else state
-    # a key the files lack (written before it was recorded) is taken to match
-    if written is not None and any(written.get(k, v) != v for k, v in identity.items()):
+    if written is not None and not _written_by(written, config, task):
         if not restart_changed:
             raise RunError(f"{paths.root} holds a run of another config or other data: resume "
                            "with the same config, --preset, --set values and data, or use a new "
@@ -202,6 +201,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown model"
+
+
+def _written_by(written: dict, config: RunConfig, task: Task) -> bool:
+    """Whether a summary or checkpoint was written by this config on this data. Files from
+    before a field existed: the digest with pool sizes still in it is accepted; a language run's
+    text is compared with the summary's `task_details.text_sha256`, and where neither hash was
+    recorded (an older checkpoint) it counts as other data, so the workflow reruns it."""
+    digests = {config.digest(), config.digest(exclude_execution=False)}
+    data = written.get("data_sha256", written.get("task_details", {}).get("text_sha256"))
+    return written.get("config_digest") in digests and data == task.data_sha256
 
 
 def _read_summary(paths: RunPaths) -> dict:

@@ -26,8 +26,8 @@ rule mutation_effects:
         runtime=lambda w: evolve_resources(w.preset, w.task)["runtime"],
         gpu=lambda w: evolve_resources(w.preset, w.task)["gpu"],
     shell:
-        "neuroevo mutation-effects {params.config} --out {params.out_dir} {params.args} {params.probe} --quiet"
-        " > {log} 2>&1"
+        "neuroevo mutation-effects {params.config} --out {params.out_dir} {params.args} --workers {threads}"
+        " {params.probe} --quiet > {log} 2>&1"
 
 
 rule gradient:

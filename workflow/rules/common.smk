@@ -13,7 +13,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 PRESET = config["preset"]
-TABLES = ["final", "kruskal", "pairwise"]
+TABLES = ["final", "kruskal", "pairwise", "stages"]
 # Figure name → the results table it is drawn from (neuroevo.analysis.figures.FIGURES).
 FIGURE_TABLE = {
     "fitness": "fitness_long",
@@ -205,24 +205,21 @@ def evolve_resources(preset, task):
     return {**preset_config(preset)["resources"], **runs(preset)[task]["resources"]}
 
 
-# The engine key that sizes each RL family's environment pool. Left at its default (one worker per
-# core of the machine), every job on a shared node would spawn a full pool and oversubscribe it.
-ENV_WORKERS_KEY = {"atari": "task.threads", "car_racing": "task.workers", "mujoco": "task.workers"}
-
-
-def evolve_args(wildcards, threads):
-    """Everything after `neuroevo run CONFIG --out DIR`: preset, device, seed, the environment
-    pool sized to the threads the job got (`--cores` may cap the preset's), and the variant's
-    overrides. The pool size is not part of the run's config digest, so a rerun with other
+def evolve_args(wildcards):
+    """Everything after `neuroevo run CONFIG --out DIR` but the pool size: preset, device (the
+    CPU for a job that asks for no GPU), seed and the variant's overrides. A function of the
+    wildcards alone, so Snakemake records it and reruns a job whose arguments an edit changed;
+    the rules add `--workers {threads}` (the threads the job got: `--cores` may cap the
+    preset's), which sizes an RL task's environment pool, not its results: a rerun with other
     threads resumes the same run."""
     preset = preset_config(wildcards.preset)
+    device = preset["device"]
+    if device == "auto" and not evolve_resources(wildcards.preset, wildcards.task)["gpu"]:
+        device = "cpu"  # a job without a GPU must not borrow the one another job holds
     args = []
     if preset["engine_preset"]:
         args += ["--preset", preset["engine_preset"]]
-    args += ["--device", preset["device"], "--set", f"seed={wildcards.seed}"]
-    workers_key = ENV_WORKERS_KEY.get(config["tasks"][wildcards.task]["family"])
-    if workers_key:
-        args += ["--set", f"{workers_key}={threads}"]
+    args += ["--device", device, "--set", f"seed={wildcards.seed}"]
     overrides = variant_config(wildcards.task, wildcards.variant)["set"]
     for key, value in overrides.items():
         args += ["--set", f"{key}={_scalar(value)}"]  # the engine takes one KEY=VALUE per --set
@@ -277,6 +274,9 @@ def _check_grid():
         for key in [*task["compare"], *([task["treatment"]] if task["treatment"] else [])]:
             if key not in task["variants"]:
                 raise WorkflowError(f"configs/experiments.yaml: tasks.{name} compares unknown variant {key!r}")
+        for key in task.get("figure_variants", []):
+            if key not in task["variants"]:
+                raise WorkflowError(f"configs/experiments.yaml: tasks.{name}.figure_variants has unknown variant {key!r}")
     for preset, entry in config["presets"].items():
         for task, run in entry["runs"].items():
             if task not in tasks:

@@ -30,5 +30,5 @@ rule evolve:
     # or other data wrote (Snakemake reran the job after an edit) is cleared and run again.
     retries: 2
     shell:
-        "neuroevo run {params.config} --out {params.run_dir} {params.args} --resume "
-        "--restart-changed > {log} 2>&1"
+        "neuroevo run {params.config} --out {params.run_dir} {params.args} --workers {threads}"
+        " --resume --restart-changed > {log} 2>&1"
