@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     describe = commands.add_parser("describe", help="per-layer shapes and search-space sizes",
                                    description="Print each layer's shape, encoding, weights and "
                                                "searched degrees of freedom, with totals.")
-    _config_arguments(describe)
+    _config_arguments(describe, pool=False)
     describe.add_argument("--json", action="store_true", help="machine-readable output")
     describe.set_defaults(handler=_describe)
 
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         "gradient", help="train the language model with Adam (the GD reference)",
         description="Train the config's model with Adam from the GA's first initial individual, "
                     "for the GA's budget of forward passes (gradient.csv).")
-    _config_arguments(gradient)
+    _config_arguments(gradient, pool=False)
     gradient.add_argument("--out", required=True, type=Path, help="directory to write")
     gradient.add_argument("--lr", type=float, default=3e-3, help="Adam step size")
     gradient.add_argument("--forward-cost", type=float, default=3.0,
@@ -132,15 +132,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
+def _config_arguments(parser: argparse.ArgumentParser, pool: bool = True) -> None:
     parser.add_argument("config", type=Path, help="a YAML config, e.g. configs/tinystories/dense.yaml")
     parser.add_argument("--preset", help="apply a preset defined in the config (e.g. quick)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one key, e.g. ga.population=64")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="environment workers of an RL task (task.workers; Atari's "
-                             "task.threads); the language task has none. Not part of a run's "
-                             "identity: a run resumed with other workers is the same run")
+    if pool:  # commands that play episodes
+        parser.add_argument("--workers", type=int, metavar="N",
+                            help="environment workers of an RL task (task.workers; Atari's "
+                                 "task.threads); the language task has none. Not part of a "
+                                 "run's identity: a run resumed with other workers is the same")
 
 
 def _load(args: argparse.Namespace):
@@ -150,9 +151,10 @@ def _load(args: argparse.Namespace):
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_config(args.config, args.preset, overrides)
     pool_keys = getattr(config.task, "EXECUTION_ONLY", ())
-    if args.workers is None or not pool_keys:
+    workers = getattr(args, "workers", None)
+    if workers is None or not pool_keys:
         return config
-    task = dataclasses.replace(config.task, **{key: args.workers for key in pool_keys})
+    task = dataclasses.replace(config.task, **{key: workers for key in pool_keys})
     return dataclasses.replace(config, task=task)
 
 
