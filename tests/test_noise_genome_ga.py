@@ -33,11 +33,13 @@ def test_noise_rows_are_independent_of_batching() -> None:
 
 
 def test_noise_is_standard_normal() -> None:
-    """A million draws have mean ≈ 0, std ≈ 1 and Gaussian tails; different seeds are uncorrelated."""
+    """Two streams of 500,000 draws each have mean ≈ 0, std ≈ 1 and Gaussian tails (bounds about
+    four standard errors out), and different seeds are uncorrelated."""
     x = gaussian([1, 2], 500_000)
-    assert abs(x[0].mean().item()) < 0.01 and abs(x[0].std().item() - 1) < 0.01
-    assert abs((x[0].abs() > 2).float().mean().item() - 0.0455) < 0.003
-    assert abs(torch.corrcoef(x)[0, 1].item()) < 0.01
+    for row in x:
+        assert abs(row.mean().item()) < 0.006 and abs(row.std().item() - 1) < 0.004
+        assert abs((row.abs() > 2).float().mean().item() - 0.0455) < 0.0012
+    assert abs(torch.corrcoef(x)[0, 1].item()) < 0.006
 
 
 def _paper_layout(encoding: EncodingConfig, **model) -> ParamLayout:
