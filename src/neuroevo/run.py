@@ -97,9 +97,10 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     task = build_task(config, device)  # may raise DataError etc. — before anything is written
     identity = {"config_digest": config.digest(), "data_sha256": task.data_sha256}
     digest, resolved = identity["config_digest"], config.to_dict()  # fixed for the run
-    state = (torch.load(paths.checkpoint, weights_only=False)
-             if resume and paths.checkpoint.exists() else None)
-    written = _read_summary(paths) if resume and paths.summary.exists() else state
+    finished = _read_summary(paths) if resume and paths.summary.exists() else None
+    state = (torch.load(paths.checkpoint, weights_only=False)  # a finished run needs no weights
+             if resume and finished is None and paths.checkpoint.exists() else None)
+    written = finished if finished is not None else state
     if written is not None and not _written_by(written, config, task):
         if not restart_changed:
             raise RunError(f"{paths.root} holds a run of another config or other data: resume "
@@ -107,8 +108,8 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
                            "--out")
         paths.clear()
         state = None
-    elif resume and paths.summary.exists():
-        return written
+    elif finished is not None:
+        return finished
     ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
     timing_log = CsvLog(paths.timing, TIMING_COLUMNS + task.timing_columns)
