@@ -25,7 +25,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from . import stats, style
+from . import stats, style, tables
 from .grid import Task
 
 FigureFn = Callable[[pd.DataFrame, Task, str, Path], list[Path]]
@@ -110,7 +110,7 @@ def stages(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path
     """Last-generation mean score and wall time of each evaluation stage: split violins (one half
     per stage) with one dot per seed, one pair per compared variant."""
     data = _task_rows(runs, task)
-    if "first_stage_score" not in data or data["first_stage_score"].isna().all():
+    if not tables.has_stages(runs, task):
         raise ValueError(f"figure stages: task {task.name!r} logged no evaluation stages "
                          "(only CarRacing's two-wave evaluation does)")
     data = data[data["variant"].isin(task.compare)]

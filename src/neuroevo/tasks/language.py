@@ -29,9 +29,9 @@ import torch
 
 from neuroevo.data.tinystories import (
     SPECIAL_OFFSET, EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
+from neuroevo.encoding import ParamLayout
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
-from neuroevo.encoding import ParamLayout
 from neuroevo.tasks import Evaluation
 
 __all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
