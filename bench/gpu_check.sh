@@ -40,6 +40,9 @@
 #                                  tensor cores) per kernel, one process each, and at the fixed
 #                                  setting; the GA's parts besides the evaluation
 #                                  (bench/bench_ga.py); the CPU quota and CarRacing's pool (carry .whl)
+#   bash bench/gpu_check.sh shipped what `levers` chose (session 9), as shipped: the kernels' tests,
+#                                  both settings, 64-query attention blocks with pipelining
+#                                  depth 2 or 3, whole-population chunks at the fixed setting
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -147,8 +150,22 @@ levers)
     step cat /sys/fs/cgroup/cpu.max  # CarRacing's pool scaled 3.9x on 16 cores: a CPU quota?
     step $py bench/bench_rl.py --device cuda --families car_racing
     ;;
+shipped)
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    blocks=(--kernels attention --knob QUERY_BLOCK=32,64 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
+            --knob NUM_STAGES=2,3)
+    step $py bench/triton_sweep.py --precision tf32 "${blocks[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${blocks[@]}" --batch 32 --seq-len 512
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config '{"QUERY_BLOCK": 64}'
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config '{"QUERY_BLOCK": 64}'
+    # stored keys and values widen the activations population_chunk budgets: buckets of 64
+    # × 128 tokens went in chunks of 341 + 171 individuals instead of one of 512
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --pop-chunk 512
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped]" >&2
     exit 2
     ;;
 esac

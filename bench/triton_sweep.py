@@ -55,12 +55,14 @@ VOCAB = 2051
 # few block sizes).
 KNOBS = {
     "attention": {"QUERY_BLOCK": [16, 32, 64], "KEY_BLOCK": [16, 32, 64], "NUM_WARPS": [4, 8],
-                  "NUM_STAGES": [3], "ATTENTION_CAUSAL_SPLIT": [0], "ATTENTION_EXP2": [0],
-                  "ATTENTION_KV_STORED": [0]},
+                  "NUM_STAGES": [3],
+                  "ATTENTION_CAUSAL_SPLIT": [int(gpu_kernels.ATTENTION_CAUSAL_SPLIT)],
+                  "ATTENTION_EXP2": [int(gpu_kernels.ATTENTION_EXP2)],
+                  "ATTENTION_KV_STORED": [int(gpu_kernels.ATTENTION_KV_STORED)]},
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8],
                      "FEED_FORWARD_SPLIT": [1]},
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
-             "NUM_STAGES": [3], "LOSS_EXP2": [0]},
+             "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)]},
 }
 
 

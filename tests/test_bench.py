@@ -88,7 +88,7 @@ def test_triton_sweep_runs_every_kernel_through_the_interpreter():
 
 @needs_triton
 def test_triton_sweep_tries_the_attention_levers():
-    """`--knob` sweeps the attention levers not yet on by default (gpu.ATTENTION_*), here with
+    """`--knob` sweeps the attention levers (gpu.ATTENTION_*) on and off, here with
     split-TF32 products: all 8 combinations run and agree with the IEEE kernel."""
     out = subprocess.run(
         [sys.executable, "bench/triton_sweep.py", "--device", "cpu", "--population", "2",
@@ -114,17 +114,19 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "registers" in line]
     kernels = {line.split()[1] for line in lines}
-    assert kernels == {"attention_layer_norm_kernel", "feed_forward_layer_norm_kernel",
-                       "negative_log_likelihood_kernel"}, result.stdout
-    # per precision: attention and feed-forward for each encoding, one log-likelihood variant
-    # (the factorized model's rank-32 embedding reads as wide as the dense one's)
-    assert len(lines) == 2 * 5
+    assert kernels == {"attention_layer_norm_kernel", "key_value_kernel",
+                       "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel"}, \
+        result.stdout
+    # per precision: the key/value pre-pass, attention and feed-forward for each encoding, one
+    # log-likelihood variant (the factorized model's rank-32 embedding reads as wide as the
+    # dense one's)
+    assert len(lines) == 2 * 7
 
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
-    """The levers not yet run on a GPU compile for sm_90a too: the attention kernel with all
-    three on, the key/value pre-pass they launch, the loss with exp2, the feed-forward layer in
-    chunks, and every kernel with split-TF32 products."""
+    """The levers left off by default compile for sm_90a too: the attention kernel with all
+    three on, the key/value pre-pass, the loss with exp2, the feed-forward layer in chunks, and
+    every kernel with split-TF32 products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
@@ -152,7 +154,7 @@ def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     stems = {path.stem for path in tmp_path.iterdir()}
     assert {stem.split("-")[1] for stem in stems} == {
-        "attention_layer_norm_kernel", "feed_forward_layer_norm_kernel",
+        "attention_layer_norm_kernel", "key_value_kernel", "feed_forward_layer_norm_kernel",
         "negative_log_likelihood_kernel"}
     for stem in stems:
         code = (tmp_path / f"{stem}.ptx").read_text()

@@ -21,12 +21,16 @@ from neuroevo.models.transformer import ModelConfig
 pytestmark = needs_triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
-# The attention kernel's levers not yet on by default (gpu.ATTENTION_*), as tests switch them on.
-ATTENTION_LEVERS = {"causal-split": {"ATTENTION_CAUSAL_SPLIT": True},
-                    "exp2": {"ATTENTION_EXP2": True},
-                    "kv-stored": {"ATTENTION_KV_STORED": True},
-                    "all": {"ATTENTION_CAUSAL_SPLIT": True, "ATTENTION_EXP2": True,
-                            "ATTENTION_KV_STORED": True}}
+# The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
+# kernel before session 9), each alone, as shipped (exp2 and stored keys/values) and all on.
+LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED")
+ATTENTION_LEVERS = {
+    name: dict(zip(LEVER_NAMES, values)) for name, values in {
+        "off": (False, False, False), "causal-split": (True, False, False),
+        "exp2": (False, True, False), "kv-stored": (False, False, True),
+        "shipped": tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES),
+        "all": (True, True, True)}.items()}
+
 
 def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route the model through the Triton kernels on this device (the interpreter on CPU), with
@@ -81,12 +85,12 @@ def test_triton_block_equals_torch_ops(triton_path, encoding: str, t: int, cfg: 
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
-@pytest.mark.parametrize("levers", ["none", *ATTENTION_LEVERS])
+@pytest.mark.parametrize("levers", list(ATTENTION_LEVERS))
 def test_triton_attention_survives_extreme_scores(triton_path, monkeypatch, levers: str):
     """Scores hundreds of nats apart give finite output equal to torch's: masked and
-    underflowing keys contribute exactly 0, never NaN, across key blocks; also with each
-    attention lever."""
-    for name, value in ATTENTION_LEVERS.get(levers, {}).items():
+    underflowing keys contribute exactly 0, never NaN, across key blocks; with every state of
+    the attention levers."""
+    for name, value in ATTENTION_LEVERS[levers].items():
         monkeypatch.setattr(gpu_kernels, name, value)
     model, p = perturbed_transformer(KERNEL_ENCODINGS["dense"], ModelConfig(), device=DEVICE)
     block = model.blocks[0]
@@ -122,8 +126,9 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
 def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: str):
-    """All the levers not yet on by default at once (attention, feed-forward in chunks, the
-    loss's exp2): the population's fitness still equals torch's ops to 1e-5 nats."""
+    """All the levers on at once, those left off by default too (the causal split, the
+    feed-forward layer in chunks): the population's fitness still equals torch's ops to 1e-5
+    nats."""
     for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
                         "FEED_FORWARD_SPLIT": 2}.items():
         monkeypatch.setattr(gpu_kernels, name, value)
@@ -136,7 +141,7 @@ def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: 
 @pytest.mark.parametrize("key_block", [32, 16], ids=["keys32", "keys16"])
 def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encoding: str,
                                                  levers: str, key_block: int):
-    """Each attention lever not yet on by default (gpu.ATTENTION_*) leaves the block's output
+    """Each state of the attention levers (gpu.ATTENTION_*) leaves the block's output
     equal to torch's ops, over three query blocks (so whole key blocks lie below the diagonal,
     and with 16-key steps two per query block), with or without factor operands; the stored
     keys and values really come from their own kernel's launch."""
@@ -212,12 +217,12 @@ def test_feed_forward_in_chunks_computes_the_same_block(triton_path, monkeypatch
 @pytest.mark.parametrize("asked, factorized, launched", [
     (gpu_kernels.TF32, False, gpu_kernels.TF32), (gpu_kernels.TF32, True, gpu_kernels.TF32),
     (gpu_kernels.BF16, False, gpu_kernels.TF32), (gpu_kernels.BF16, True, gpu_kernels.IEEE),
-    (gpu_kernels.IEEE, True, gpu_kernels.IEEE), (gpu_kernels.TF32X3, False, gpu_kernels.IEEE),
-    (gpu_kernels.TF32X3, True, gpu_kernels.IEEE)])
+    (gpu_kernels.IEEE, True, gpu_kernels.IEEE), (gpu_kernels.TF32X3, False, gpu_kernels.TF32X3),
+    (gpu_kernels.TF32X3, True, gpu_kernels.TF32X3)])
 def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,
                                                         factorized: bool, launched: int):
-    """A launch whose precision faulted on the H100 (gpu.FAULTED_ON_GPU), or that no GPU has
-    run yet (split TF32), runs in the nearest precision that ran clean there; the rest run as
+    """A launch whose precision faulted on the H100 (gpu.FAULTED_ON_GPU) runs in the nearest
+    precision that ran clean there; the rest (split TF32 since session 9's H100 run) as
     asked."""
     monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: asked)
     assert gpu_kernels.launch_precision(factorized) == launched
@@ -288,7 +293,7 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
     assert details["gpu_kernels"].startswith("on: within")
     launch = details["gpu_kernel_launch"]  # what the kernels ran with, for whoever reruns it
     assert launch["QUERY_BLOCK"] == gpu_kernels.QUERY_BLOCK and launch["products"] == "fp32"
-    assert launch["ATTENTION_KV_STORED"] is False
+    assert launch["ATTENTION_KV_STORED"] is gpu_kernels.ATTENTION_KV_STORED
     header = first[0]
     for column in ("best", "mean", "worst"):
         i = header.index(column)

@@ -147,7 +147,8 @@ def test_gpu_population_chunk_fills_the_activation_budget_per_bucket(kernels: st
 
     monkeypatch.setattr(gpu_kernels, "kernels", lambda: None if kernels == "absent" else object())
     cfg, cuda = ModelConfig(), torch.device("cuda")
-    widest = 2 * cfg.hidden if kernels == "on" else cfg.ff
+    stored = 2 * cfg.n_heads * cfg.head_dim if gpu_kernels.ATTENTION_KV_STORED else 0
+    widest = 2 * cfg.hidden + stored if kernels == "on" else cfg.ff
     with gpu_kernels.switched_off() if kernels == "switched off" else contextlib.nullcontext():
         chunks = {positions: population_chunk(cfg, positions, 512, cuda)
                   for positions in (64 * 900, 64 * 200, 5 * 300, 10)}

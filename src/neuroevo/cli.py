@@ -30,7 +30,7 @@ environment:
   NEUROEVO_GPU_KERNELS=0   torch's ops instead of the Triton kernels on CUDA
   NEUROEVO_GPU_KERNELS=unverified  the Triton kernels also in the precisions kernels/gpu.py's
                            FAULTED_ON_GPU replaces: bf16 (Triton 3.6 miscompiled it on an
-                           H100) and tf32x3 (no GPU has run it yet)
+                           H100)
   NEUROEVO_CACHE=DIR       where the compiled C kernels are kept (default ~/.cache/neuroevo)
 """
 

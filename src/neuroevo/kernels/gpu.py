@@ -41,14 +41,17 @@ MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-
 # its kernels spilled up to 26 KB a thread. Rows (tokens) a program, by precision: every program
 # re-reads its individual's weights (the 2051 × 32 embedding: 262 KB) from L2, so more rows
 # mean less of that traffic.
-# TF32X3 (never on a GPU yet): IEEE's 64 rows (its three products need registers like IEEE's),
-# TF32's 4 warps and 64-entry vocabulary tiles; `bash bench/gpu_check.sh levers` sweeps them.
+# TF32X3: IEEE's 64 rows (its three products need registers like IEEE's), TF32's 4 warps and
+# 64-entry vocabulary tiles: on the H100 these beat 128 rows and 8 warps for every kernel.
 FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
 LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
 VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64, TF32X3: 64}  # vocabulary entries per log-sum-exp tile
 # Attention: queries per program (× heads, stacked: 128 rows) and keys per step of its online
 # softmax; 32 × 32 beat 16–64 × 16–64 (dense TF32: 10.8 ms a call, 64 × 32 12.8 ms; second H100
-# session, the heads-stacked kernel).
+# session, the heads-stacked kernel). With exp2 and stored keys/values (session 9) 64 × 32 won
+# the kernel alone (8.9 vs 9.9 ms at 128 tokens, 9.2 vs 9.9 at 512) and dense generations (62.9
+# vs 65.7 ms) but not factorized ones (74.7 vs 73.9 ms), and the kernels' tests have not run it
+# on a GPU: left at 32 until a GPU session runs them (`bash bench/gpu_check.sh shipped`).
 QUERY_BLOCK = 32
 KEY_BLOCK = 32
 NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
@@ -56,37 +59,35 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
 # what every timing so far used). Loads that do not depend on the loop's products (the stored
 # keys and values, ATTENTION_KV_STORED; the loss's vocabulary tiles) can be fetched stages ahead.
 NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
-# The attention kernel's levers not yet timed on a GPU (session 7, without one; interpreter-tested,
-# compiled for sm_90a by bench/triton_compile_check.py). `bash bench/gpu_check.sh levers` sweeps
-# them; switch on what wins. CAUSAL_SPLIT: the causal mask only on key blocks that straddle the
-# diagonal (at 512-token sequences 88% of the 32 × 32 blocks lie wholly below it). EXP2: log2(e)
-# folded into the query scale and exp2 taken, one multiply less per score. KV_STORED: keys and
-# values projected once per row by a pre-pass (`key_value_kernel`, 2 × width floats a row more
-# memory traffic) instead of from x in every query block (a fifth of the kernel's products).
+# The attention kernel's levers (session 7, written without a GPU; timed on the H100 in session 9,
+# bench/RESULTS.md, dense TF32, 32 × 32 blocks, 4 warps, a call at P = 512). EXP2: log2(e) folded
+# into the query scale and exp2 taken, one multiply less per score. KV_STORED: keys and values
+# projected once per row by a pre-pass (`key_value_kernel`, 2 × width floats a row more memory
+# traffic) instead of from x in every query block. Both on: 9.9 vs 10.8 ms at 256 × 128 tokens,
+# 9.7 vs 12.7 ms at 32 × 512. CAUSAL_SPLIT (the causal mask only on key blocks that straddle the
+# diagonal) stays off: 10.7 vs 9.9 ms at 128 tokens, 9.5 vs 9.7 ms at 512.
 ATTENTION_CAUSAL_SPLIT = False
-ATTENTION_EXP2 = False
-ATTENTION_KV_STORED = False
-# The feed-forward kernel's hidden layer in this many column chunks (1: whole, as timed; ptxas
-# reports 288 B of spills for the whole (128 rows, 128) layer in TF32 with 4 warps); clamped so
-# that a chunk stays ≥ MIN_DOT columns wide.
+ATTENTION_EXP2 = True
+ATTENTION_KV_STORED = True
+# The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
+# ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
+# 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
 FEED_FORWARD_SPLIT = 1
 # The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
-# (per row and per tile, not per logit), then bare exp2s over the vocabulary.
-LOSS_EXP2 = False
+# (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
+LOSS_EXP2 = True
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
 # launch configuration, found illegal memory accesses and outputs whole units off in some
 # configurations of the bf16 feed-forward kernel (dense; factorized bf16 untried), and of the
-# factorized model's TF32 attention and feed-forward kernels, but only with 8 warps: with the
-# tuned TF32 constants above (4 warps) those ran right in the sweep, in the kernels' tests and
-# at both benchmark settings (within 3e-4 nats of fp32; second H100 call), so TF32 is not in
-# the table. Dense TF32 and IEEE ran right in every configuration. Rerun the sweep on a new
-# Triton or GPU, or with new constants, before changing this table
-# (NEUROEVO_GPU_KERNELS=unverified ignores it). TF32X3 is listed because no GPU has run it yet
-# (written in session 7, without one): IEEE until `bash bench/gpu_check.sh levers` shows it right.
-FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(BF16, False): TF32, (BF16, True): IEEE,
-                                               (TF32X3, False): IEEE, (TF32X3, True): IEEE}
+# factorized model's TF32 and TF32X3 feed-forward (and TF32 attention) kernels, but only with 8
+# warps: with the tuned constants above (4 warps) those ran right in the sweep, in the kernels'
+# tests and at both benchmark settings (TF32 within 3e-4 nats of fp32, TF32X3 within 6e-6), so
+# neither is in the table. Dense TF32 and IEEE ran right in every configuration. Rerun the
+# sweep on a new Triton or GPU, or with new constants, before changing this table
+# (NEUROEVO_GPU_KERNELS=unverified ignores it).
+FAULTED_ON_GPU: dict[tuple[int, bool], int] = {(BF16, False): TF32, (BF16, True): IEEE}
 
 
 _switched_off = False

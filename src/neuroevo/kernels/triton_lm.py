@@ -22,8 +22,8 @@ from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gp
 into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
 else is fp32.
 
-Levers not yet timed on a GPU are constexpr switches, off by default (gpu.py's ATTENTION_*,
-FEED_FORWARD_SPLIT and LOSS_EXP2 constants; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
+Levers are constexpr switches (gpu.py's ATTENTION_*, FEED_FORWARD_SPLIT and LOSS_EXP2
+constants, set from H100 timings; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
 masks only the key blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e)
 into an operand and takes exp2, KV_STORED reads each row's keys and values, projected once by
 `key_value_kernel`, instead of recomputing them from x in every query block, and FF_SPLIT
