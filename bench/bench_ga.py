@@ -6,7 +6,8 @@ evaluation set but 18% of the 0.2 s that one minute per 300-generation seed allo
 each part of that rest as `run.run` does it, on the run's device, with the device waited for
 after each: the GA's `tell` (rank, select, clone the elites, breed and mutate the children on the
 device), the elite's seed chain written, the checkpoint (the elites' weights copied to the host,
-then saved: timed apart, to tell a slow copy from a slow disk), and the two CSV logs rewritten
+then saved: timed apart, to tell a slow copy from a slow disk; a run saves it at most every
+`run.CHECKPOINT_SECONDS`, this times one save), and the two CSV logs rewritten
 (each written whole and fsynced). Fitness values are random (no part's cost depends
 on them); `--evaluate` also times the task's evaluation for scale.
 

@@ -108,6 +108,7 @@ def test_resume_redoes_log_rows_written_after_the_checkpoint(tmp_path: Path, tin
     overrides = tiny_lm_overrides + ["ga.generations=4"]
     whole, out = tmp_path / "whole", tmp_path / "run"
     assert _run("small", whole, overrides) == 0
+    monkeypatch.setattr(neuroevo.run, "CHECKPOINT_SECONDS", 0.0)  # one every generation
     save, calls = neuroevo.run.atomic_torch_save, []
 
     def interrupted_at_the_fourth_checkpoint(*args, **kwargs):
@@ -122,6 +123,26 @@ def test_resume_redoes_log_rows_written_after_the_checkpoint(tmp_path: Path, tin
     monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
     assert _run("small", out, overrides, "--resume") == 0
     assert (out / "fitness.csv").read_bytes() == (whole / "fitness.csv").read_bytes()
+
+
+def test_checkpoints_are_spaced_in_time(tmp_path: Path, tiny_lm_overrides,
+                                        monkeypatch) -> None:
+    """Generations faster than CHECKPOINT_SECONDS are checkpointed after the first and the last
+    only; with a zero interval, after every one. The finished run resumes from either."""
+    import neuroevo.run
+
+    save, generations = neuroevo.run.atomic_torch_save, []
+    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", lambda state, path: (
+        generations.append(state["ga"]["generation"]), save(state, path)))
+    overrides = tiny_lm_overrides + ["ga.generations=5"]
+    assert _run("small", tmp_path / "spaced", overrides) == 0
+    assert generations == [2, 6]  # the state after generations 1 and 5: the next to run
+    monkeypatch.setattr(neuroevo.run, "CHECKPOINT_SECONDS", 0.0)
+    generations.clear()
+    assert _run("small", tmp_path / "every", overrides) == 0
+    assert generations == [2, 3, 4, 5, 6]
+    assert ((tmp_path / "spaced" / "fitness.csv").read_bytes()
+            == (tmp_path / "every" / "fitness.csv").read_bytes())
 
 
 @pytest.mark.slow

@@ -29,6 +29,13 @@ from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_
 from neuroevo.tasks import Task, task_module
 
 
+# The survivors are checkpointed after a process's first generation, after the last, and between
+# them at most this often: a kill loses at most this much work (--resume cuts the logs back to
+# the checkpoint and redoes it to the same bytes). Every generation, the write alone took 9 ms on
+# the H100 machine at P = 512 (bench/RESULTS.md): 14% of a generation at issue #6's fixed setting.
+CHECKPOINT_SECONDS = 30.0
+
+
 class RunError(RuntimeError):
     """A run cannot start (e.g. its directory holds another run); one line, with the fix."""
 
@@ -124,7 +131,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     started = time.perf_counter() - previous_wall
     bar = tqdm(total=config.ga.generations, initial=ga.generation - 1, disable=not progress,
                desc=f"{config.task.name}/{config.encoding.kind}", unit="gen", dynamic_ncols=True)
-    record = None
+    record, last_checkpoint = None, -float("inf")
     while not ga.done:
         # evaluate: the whole population in one batched call (the task chunks it if it must)
         tick = time.perf_counter()
@@ -141,7 +148,9 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         save_genome(paths.elite, record.best_genome, fitness=record.best_fitness,
                     generation=record.generation, individual=record.best_index, config=resolved,
                     config_digest=digest)
-        atomic_torch_save({"ga": ga.state_dict(), **identity}, paths.checkpoint)
+        if ga.done or time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
+            atomic_torch_save({"ga": ga.state_dict(), **identity}, paths.checkpoint)
+            last_checkpoint = time.perf_counter()
         bar.set_postfix(best=f"{record.stats['best']:.4g}", mean=f"{record.stats['mean']:.4g}",
                         s_gen=f"{eval_seconds:.2f}")
         bar.update(1)
