@@ -33,6 +33,7 @@ from timing import sync  # noqa: E402
 from neuroevo.config import RunConfig, load_config  # noqa: E402
 from neuroevo.ga import GeneticAlgorithm  # noqa: E402
 from neuroevo.genome import save_genome  # noqa: E402
+from neuroevo.kernels import gpu_noise  # noqa: E402
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save  # noqa: E402
 from neuroevo.run import build_task, resolve_device  # noqa: E402
 from neuroevo.tasks import Task  # noqa: E402
@@ -56,8 +57,12 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=6, help="timed after one warm-up")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--evaluate", action="store_true", help="also time the evaluation")
+    parser.add_argument("--noise-kernel", action="store_true",
+                        help="mutate through the fused Triton noise kernel (kernels/gpu_noise.py's "
+                             "lever, off by default; CUDA only)")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    gpu_noise.NOISE_KERNEL = args.noise_kernel
     config = load_config(args.config, args.preset,
                          [f"ga.population={args.population}", f"ga.elites={args.elites}",
                           f"ga.generations={args.generations + 2}", f"device={device.type}"])
@@ -65,7 +70,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ga.") as folder:
         parts = time_parts(task, config, device, args.generations, args.evaluate, Path(folder))
     dim = task.layout.dim
-    print(f"# bench_ga — {args.config} ({config.encoding.kind}), P={args.population} "
+    noise = ", noise kernel on" if gpu_noise.usable(torch.empty(0, device=device)) else ""
+    print(f"# bench_ga — {args.config} ({config.encoding.kind}){noise}, P={args.population} "
           f"k={args.elites}, D={dim:,}, device={device}, median of {args.generations}")
     rest = 0.0
     for name, values in parts.items():

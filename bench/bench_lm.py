@@ -152,6 +152,38 @@ def run(args: argparse.Namespace) -> None:
         if args.paper_scale:  # issue #6 goal 2: the whole run per seed
             line += f" | 300 generations ≈ {300 * whole / 60:.1f} min per seed"
         print(line, flush=True)
+        if args.profile:
+            print_profile(name, work[2], device)
+
+
+def print_profile(name: str, work: Callable[[], None], device: torch.device,
+                  top: int = 12) -> None:
+    """One more generation under torch.profiler: the `top` kernels (CUDA: device time; CPU: ops'
+    own time) with their calls, total and share of the profiled time, so a lever can be aimed
+    at what costs most (the timing line above is without the profiler's overhead)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        work()
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def own_time(event) -> float:  # µs; torch ≥ 2.4 says "device", older releases "cuda"
+        if not cuda:
+            return event.self_cpu_time_total
+        return getattr(event, "self_device_time_total", None) or getattr(
+            event, "self_cuda_time_total", 0.0)
+
+    events = [e for e in prof.key_averages() if own_time(e) > 0]
+    total = sum(own_time(e) for e in events)
+    what = "kernel time" if cuda else "torch ops' time (not the fused C kernels': ctypes calls)"
+    print(f"{'':>20}   profile of one generation, {name}: {total / 1e3:.1f} ms of {what}")
+    for event in sorted(events, key=own_time, reverse=True)[:top]:
+        label = event.key if len(event.key) <= 60 else event.key[:57] + "..."
+        print(f"{'':>20}   {label:<60} {event.count:>6} calls {own_time(event) / 1e3:9.2f} ms "
+              f"{own_time(event) / total:6.1%}")
 
 
 def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],
@@ -399,12 +431,15 @@ def _arguments() -> argparse.Namespace:
                              "kernels' products as three TF32 ones (GPU levers)")
     parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                         help="the Triton kernels' launch constants (kernels/gpu.py), e.g. "
-                             "'{\"ATTENTION_KV_STORED\": 1}' (GPU levers not yet on by default)")
+                             "'{\"QUERY_BLOCK\": 64}' (GPU levers)")
     parser.add_argument("--compile", action="store_true",
                         help="task.compile: torch.compile the population forward")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                         metavar="MODEL", help=f"subset of: {', '.join(MODELS)}")
     parser.add_argument("--skip-loop", action="store_true", help="skip the slow nn.Module loop")
+    parser.add_argument("--profile", action="store_true",
+                        help="after each model's line, where one generation's time goes: the "
+                             "kernels (CUDA) or ops (CPU) by total time, from torch.profiler")
     parser.add_argument("--paper-scale", action="store_true",
                         help="P=512 and 1024 sequences (the paper's evaluation set size)")
     return parser.parse_args()

@@ -42,7 +42,11 @@
 #                                  (bench/bench_ga.py); the CPU quota and CarRacing's pool (carry .whl)
 #   bash bench/gpu_check.sh shipped what `levers` chose (session 9), as shipped: the kernels' tests,
 #                                  both settings, 64-query attention blocks with pipelining
-#                                  depth 2 or 3, whole-population chunks at the fixed setting
+#                                  depth 2 or 3, whole-population chunks at the fixed setting,
+#                                  a kernel profile at the paper's lengths
+#   bash bench/gpu_check.sh noise  the fused noise kernel (kernels/gpu_noise.py, off; written in
+#                                  session 9 without a GPU): its tests, against torch's path
+#                                  (time, bit-identity), and the GA's tell with it on and off
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -163,9 +167,19 @@ shipped)
     # stored keys and values widen the activations population_chunk budgets: buckets of 64
     # × 128 tokens went in chunks of 341 + 171 individuals instead of one of 512
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --pop-chunk 512
+    # where a generation's kernel time goes at the paper's lengths: what to aim the next lever at
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
+        "paper factorized r4" --repeats 1 --profile
+    ;;
+noise)
+    step $py -m pytest -q tests/test_gpu_noise.py
+    step $py bench/bench_noise.py --device cuda
+    step $py bench/bench_noise.py --device cuda --model "paper factorized r4"
+    step $py bench/bench_ga.py --device cuda --evaluate
+    step $py bench/bench_ga.py --device cuda --evaluate --noise-kernel
     ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise]" >&2
     exit 2
     ;;
 esac

@@ -39,6 +39,21 @@ def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
     assert "budget 5%" in out and 0 <= padding <= 5
 
 
+def test_bench_lm_profiles_a_generation():
+    """--profile prints, after the model's line, one generation's most costly ops with their
+    calls, times and shares (the shares of the listed ops sum to at most 100%)."""
+    out = subprocess.run(
+        [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "4", "--seq-len",
+         "16", "--repeats", "1", "--skip-loop", "--models", "small dense", "--profile"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "profile of one generation" in line)
+    assert "engine / unavoidable" in lines[header - 1]
+    rows = [line for line in lines[header + 1:] if " calls " in line]
+    assert 1 <= len(rows) <= 12
+    assert sum(float(row.rsplit(" ", 1)[1].rstrip("%")) for row in rows) <= 100.5
+
+
 def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
     """bench_ga.py at a tiny population prints each part of the GA around the forward (tell,
     the elite's chain, the checkpoint, the logs), the evaluation for scale, and their sum."""
@@ -164,3 +179,17 @@ def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):
         assert int(ops["ret"]) >= 1
     ops = (tmp_path / "tf32-attention_layer_norm_kernel-small_dense.ops").read_text()
     assert "ex2.approx" in ops and "mma" in ops  # the exponentials; TF32 tensor-core products
+
+
+def test_noise_kernel_compiles_for_hopper_and_the_bench_runs_without_a_gpu():
+    """bench_noise.py compiles the fused noise kernel for sm_90a (ptxas's registers), and on CPU
+    times torch's path, saying that the kernel needs CUDA."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    compiled = subprocess.run([sys.executable, "bench/bench_noise.py", "--compile-check"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+    assert "scaled_noise_kernel Used" in compiled.stdout
+    timed = subprocess.run([sys.executable, "bench/bench_noise.py", "--device", "cpu", "--rows",
+                            "2", "--repeats", "1"], cwd=REPO, capture_output=True, text=True,
+                           check=True, timeout=600).stdout
+    assert "torch ops (gaussian + addcmul)" in timed and "needs CUDA" in timed

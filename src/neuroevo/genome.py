@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from neuroevo.encoding import ParamLayout
+from neuroevo.kernels import gpu_noise
 from neuroevo.noise import gaussian
 
 # Noise elements generated per call (whole rows). On CPU the ~20 element-wise passes of `gaussian`
@@ -65,6 +66,9 @@ def initial_weights(layout: ParamLayout, seeds: list[int], device: torch.device)
     init_std = layout.init_std().to(device)
     init_value = layout.init_value().to(device)
     theta = torch.empty(len(seeds), layout.dim, device=device)
+    if gpu_noise.usable(theta):  # one fused launch (a lever, off by default: kernels/gpu_noise.py)
+        gpu_noise.add_scaled_noise(theta, init_value, seeds, init_std)
+        return theta
     for rows in _row_chunks(len(seeds), layout.dim, device):
         noise = _noise(seeds[rows], layout.dim, device)                      # (n, D)
         theta[rows] = torch.addcmul(init_value, noise, init_std)
@@ -76,6 +80,9 @@ def add_mutations(theta: torch.Tensor, seeds: list[int], mutation_std: torch.Ten
 
     theta (n, D); mutation_std (D,) already scaled by the mutation rate (see ParamLayout).
     """
+    if gpu_noise.usable(theta):
+        gpu_noise.add_scaled_noise(theta, theta, seeds, mutation_std)
+        return
     for rows in _row_chunks(len(seeds), theta.shape[1], theta.device):
         noise = _noise(seeds[rows], theta.shape[1], theta.device)            # (n, D)
         theta[rows] = torch.addcmul(theta[rows], noise, mutation_std)

@@ -62,6 +62,15 @@ def _lowbias32_(z: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def stream_key_tensor(seeds: torch.Tensor | list[int], device: torch.device | str = "cpu"
+                      ) -> torch.Tensor:
+    """(S, 2) int32: each seed's two stream keys as int32 bit patterns (what `gaussian` and the
+    fused noise kernel, kernels/triton_noise.py, hash with)."""
+    seeds = [int(s) for s in torch.as_tensor(seeds).reshape(-1).tolist()]
+    return torch.tensor([[_signed32(k) for k in stream_keys(s)] for s in seeds],
+                        dtype=torch.int32, device=device).reshape(len(seeds), 2)
+
+
 def gaussian(seeds: torch.Tensor | list[int], n: int, *, device: torch.device | str = "cpu",
              start: int = 0) -> torch.Tensor:
     """Standard normal noise: row s holds elements start..start+n−1 of stream seeds[s].
@@ -71,9 +80,7 @@ def gaussian(seeds: torch.Tensor | list[int], n: int, *, device: torch.device | 
     even above 2**23, so u lies in (0, 1] (u1 = 1 gives noise 0: a 2**-24 chance, harmless). All
     integer work is int32 (vectorised everywhere, wrapping mod 2**32). Returns (S, n) float32.
     """
-    seeds = [int(s) for s in torch.as_tensor(seeds).reshape(-1).tolist()]
-    keys = torch.tensor([[_signed32(k) for k in stream_keys(s)] for s in seeds],
-                        dtype=torch.int32, device=device).reshape(len(seeds), 2)
+    keys = stream_key_tensor(seeds, device)
     counter = torch.arange(start, start + n, dtype=torch.int32, device=device)
     h1 = _lowbias32_(counter[None, :] * _signed32(_GOLDEN32) + keys[:, :1])  # (S, n) int32
     h2 = _lowbias32_(h1 ^ keys[:, 1:])
