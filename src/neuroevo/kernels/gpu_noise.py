@@ -54,6 +54,6 @@ def add_scaled_noise(out: torch.Tensor, base: torch.Tensor, seeds: list[int],
     dim = out.shape[1]
     keys = noise.stream_key_tensor(seeds, out.device)
     row_stride = base.stride(0) if base.dim() == 2 else 0
-    grid = (len(seeds), -(-dim // NOISE_BLOCK))
+    grid = (-(-dim // NOISE_BLOCK), len(seeds))
     kernels().scaled_noise_kernel[grid](out, base, row_stride, keys, scale.contiguous(), dim,
                                         BLOCK=NOISE_BLOCK, num_warps=NOISE_WARPS)

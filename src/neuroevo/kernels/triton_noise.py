@@ -41,10 +41,11 @@ TWO_PI: tl.constexpr = tl.constexpr(noise._TWO_PI)
 def scaled_noise_kernel(out_ptr, base_ptr, base_row_stride, keys_ptr, scale_ptr, dim,
                         BLOCK: tl.constexpr):
     """out[r, j] = base[r · base_row_stride + j] + scale[j] · noise(keys[r], j) for j < dim;
-    one program per (row, BLOCK columns). base may be out itself (in place) or one row read by
-    every row (stride 0)."""
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    one program per (BLOCK columns, row): columns on the grid's first axis, which has room for
+    2**31 − 1 blocks (the second has 65,535: rows). base may be out itself (in place) or one row
+    read by every row (stride 0)."""
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row = tl.program_id(1).to(tl.int64)
     inside = cols < dim
     key1 = tl.load(keys_ptr + 2 * row).to(tl.uint32, bitcast=True)
     key2 = tl.load(keys_ptr + 2 * row + 1).to(tl.uint32, bitcast=True)
