@@ -43,7 +43,7 @@
 #   bash bench/gpu_check.sh shipped what `levers` chose (session 9), as shipped: the kernels' tests,
 #                                  both settings, 64-query attention blocks with pipelining
 #                                  depth 2 or 3, whole-population chunks at the fixed setting,
-#                                  a kernel profile at the paper's lengths
+#                                  the causal split at the paper's lengths, a kernel profile there
 #   bash bench/gpu_check.sh noise  the fused noise kernel (kernels/gpu_noise.py, off; written in
 #                                  session 9 without a GPU): its tests, against torch's path
 #                                  (time, bit-identity), and the GA's tell with it on and off
@@ -164,6 +164,8 @@ shipped)
     step $py bench/triton_sweep.py --precision tf32 "${blocks[@]}" --batch 32 --seq-len 512
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config '{"QUERY_BLOCK": 64}'
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config '{"QUERY_BLOCK": 64}'
+    # the causal split lost at 128 tokens and won 2% at 512: at the paper's lengths, same machine
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config '{"ATTENTION_CAUSAL_SPLIT": 1}'
     # stored keys and values widen the activations population_chunk budgets: buckets of 64
     # × 128 tokens went in chunks of 341 + 171 individuals instead of one of 512
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --pop-chunk 512
