@@ -152,14 +152,23 @@ class GeneticAlgorithm:
         parents = rng.integers(k, size=n_children)
         seeds = rng.integers(SEED_BOUND, size=n_children).tolist()
         rates = [self._mutation_rate(self.genomes[p], rng) for p in parents]
-        children = self.theta[torch.as_tensor(parents, device=self.device)]  # (N−k, D) copies
+        # the next population written once: survivors first, then the parents' copies, mutated
+        # in place (the weights are the GA's largest tensor: no further copies of it)
+        theta = self.theta.new_empty(self.config.population, self.theta.shape[1])    # (N, D)
+        theta[:k] = self.theta
+        children = theta[k:]                                                 # (N−k, D) view
+        torch.index_select(self.theta, 0, torch.as_tensor(parents, device=self.device),
+                           out=children)
         for rate in sorted(set(rates)):
             rows = [i for i, r in enumerate(rates) if r == rate]
+            if len(rows) == n_children:  # one rate for all (the paper's setting): in place
+                add_mutations(children, seeds, self._std(rate))
+                continue
             block = children[rows]
             add_mutations(block, [seeds[i] for i in rows], self._std(rate))
             children[rows] = block
         self.genomes += [self.genomes[p].child(s, r) for p, s, r in zip(parents, seeds, rates)]
-        self.theta = torch.cat([self.theta, children])                       # (N, D)
+        self.theta = theta
 
     def _mutation_rate(self, parent: Genome, rng: np.random.Generator) -> float:
         """The reference's n-back rule; with a single mutation rate it always returns it."""
