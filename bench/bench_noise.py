@@ -39,12 +39,12 @@ def compile_check() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from triton_compile_check import ptxas_report
+    from triton_compile_check import ptxas_report, signature
     kernel = gpu_noise.kernels().scaled_noise_kernel
-    signature = {"out_ptr": "*fp32", "base_ptr": "*fp32", "base_row_stride": "i32",
-                 "keys_ptr": "*i32", "scale_ptr": "*fp32", "dim": "i32", "BLOCK": "constexpr"}
+    weights, keys = torch.empty(1, 1), torch.empty(1, 2, dtype=torch.int32)  # types only
     constants = {"BLOCK": gpu_noise.NOISE_BLOCK}
-    compiled = triton.compile(ASTSource(kernel, signature, constants),
+    types = signature(kernel, (weights, weights, 1, keys, weights, 1), constants)
+    compiled = triton.compile(ASTSource(kernel, types, constants),
                               target=GPUTarget("cuda", 90, 32),
                               options={"num_warps": gpu_noise.NOISE_WARPS})
     print(f"triton {triton.__version__}, sm_90a: scaled_noise_kernel "
