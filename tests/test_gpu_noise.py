@@ -29,7 +29,7 @@ def kernel_on(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("dim", [1, 1000, gpu_noise.NOISE_BLOCK + 77])
 def test_kernel_noise_is_the_counter_based_stream(kernel_on, dim: int):
     """base 0, scale 1: the kernel's rows are noise.gaussian's streams of the same seeds, for
-    widths below, at and beyond one program's block (the last block masked); the hash is exact,
+    widths within one program's block and beyond it (the last block masked); the hash is exact,
     so a wrong one would be off by whole units, not ulps."""
     seeds = [0, 1, 2**40 + 3, 987654321]
     out = torch.empty(len(seeds), dim, device=DEVICE)
