@@ -129,12 +129,17 @@ def switched_off() -> Iterator[None]:
 @functools.cache
 def kernels() -> ModuleType | None:
     """neuroevo.kernels.triton_lm, or None without Triton or with NEUROEVO_GPU_KERNELS=0."""
-    if os.environ.get("NEUROEVO_GPU_KERNELS", "1") == "0":
-        return None
-    if importlib.util.find_spec("triton") is None:
+    if not triton_allowed():
         return None
     from neuroevo.kernels import triton_lm
     return triton_lm
+
+
+def triton_allowed() -> bool:
+    """Whether any Triton kernel may run: Triton installed and NEUROEVO_GPU_KERNELS not 0 (the
+    language model's kernels here and the GA's noise kernel, gpu_noise.py)."""
+    return (os.environ.get("NEUROEVO_GPU_KERNELS", "1") != "0"
+            and importlib.util.find_spec("triton") is not None)
 
 
 def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: LinearOperands,

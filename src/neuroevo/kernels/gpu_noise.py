@@ -10,13 +10,12 @@ re-develops to the GA's weights bit for bit.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from types import ModuleType
 
 import torch
 
 from neuroevo import noise
+from neuroevo.kernels import gpu
 
 NOISE_KERNEL = False  # the lever: on once a GPU has timed it and run its tests
 NOISE_BLOCK = 1024  # columns per program
@@ -38,9 +37,7 @@ def eligible(theta: torch.Tensor) -> bool:
 @functools.cache
 def kernels() -> ModuleType | None:
     """neuroevo.kernels.triton_noise, or None without Triton or with NEUROEVO_GPU_KERNELS=0."""
-    if os.environ.get("NEUROEVO_GPU_KERNELS", "1") == "0":
-        return None
-    if importlib.util.find_spec("triton") is None:
+    if not gpu.triton_allowed():
         return None
     from neuroevo.kernels import triton_noise
     return triton_noise
