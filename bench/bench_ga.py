@@ -34,7 +34,8 @@ from neuroevo.config import RunConfig, load_config  # noqa: E402
 from neuroevo.ga import GeneticAlgorithm  # noqa: E402
 from neuroevo.genome import save_genome  # noqa: E402
 from neuroevo.kernels import gpu_noise  # noqa: E402
-from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save  # noqa: E402
+from neuroevo.atomic import atomic_torch_save  # noqa: E402
+from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog  # noqa: E402
 from neuroevo.run import build_task, resolve_device  # noqa: E402
 from neuroevo.tasks import Task  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -66,7 +67,7 @@ def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
     assert set(parts) == {"evaluate", "tell (rank, select, breed, mutate)", "elite seed chain",
                           "checkpoint: elites to host", "checkpoint: write", "logs",
                           "the rest (all but evaluate)"}
-    assert all(value > 0 for value in parts.values())
+    assert all(math.isfinite(value) and value >= 0 for value in parts.values())
     rest = sum(v for k, v in parts.items() if k not in ("evaluate", "the rest (all but evaluate)"))
     assert abs(parts["the rest (all but evaluate)"] - rest) < 0.05
 

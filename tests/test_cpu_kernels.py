@@ -15,11 +15,27 @@ import torch
 from conftest import KERNEL_ENCODINGS, needs_cpu_kernels, perturbed_transformer
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
+import neuroevo.models.transformer
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.models.transformer import ModelConfig, Transformer
 
 TOL = 1e-4  # fp32 block outputs of size ~1 (layer-normed); the kernels sum in another order and
 # use their own exp2, and the perturbed weights below make the factor products large
+
+
+@pytest.fixture
+def kernels_served(monkeypatch) -> list:
+    """What the transformer's kernel choice returned, call by call: the C kernels under no_grad,
+    None under autograd. Without this, both sides of a comparison could be torch's ops (kernels
+    silently off) and the comparison would still hold."""
+    served, choose = [], neuroevo.models.transformer._fused_kernels
+
+    def recording(x: torch.Tensor):
+        served.append(choose(x))
+        return served[-1]
+
+    monkeypatch.setattr(neuroevo.models.transformer, "_fused_kernels", recording)
+    return served
 
 
 
@@ -37,7 +53,7 @@ def test_kernels_build_wherever_a_c_compiler_exists():
                                     (20, ModelConfig(hidden=4, ff=16)),
                                     (130, ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8))],
                          ids=["paper", "T=37", "T=1", "small", "odd-sizes"])
-def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig):
+def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig, kernels_served):
     """One transformer block through the two fused kernels (attention sub-layer, feed-forward
     sub-layer) equals torch's ops (SDPA, bmm, layer_norm), for every encoding, T not a multiple
     of the 16 SIMD lanes, a single token, the small model and widths off the 16-blocking."""
@@ -47,8 +63,11 @@ def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig):
     x = torch.randn(3, batch * t, cfg.hidden, generator=torch.Generator().manual_seed(t))
     with torch.no_grad():
         fused = block(p, x.clone(), batch)
+    assert kernels_served and all(k is cpu_kernels for k in kernels_served)
+    kernels_served.clear()
     with torch.enable_grad():  # switches the kernels off
         plain = block(p, x.clone(), batch)
+    assert kernels_served and not any(kernels_served)
     torch.testing.assert_close(fused, plain.detach(), atol=TOL, rtol=TOL)
 
 
@@ -73,7 +92,8 @@ def test_fused_attention_survives_extreme_scores():
 @pytest.mark.parametrize("encoding", [EncodingConfig("dense"),
                                       EncodingConfig("factorized", 4, {"embedding": 32})],
                          ids=["dense", "factorized"])
-def test_transformer_fitness_same_with_and_without_kernels(encoding: EncodingConfig):
+def test_transformer_fitness_same_with_and_without_kernels(encoding: EncodingConfig,
+                                                           kernels_served):
     """The whole population's fitness with the fused kernels (no autograd) equals torch's ops
     (autograd on, which switches the kernels off) to 1e-5 nats."""
     model = Transformer(ModelConfig(), encoding, vocab=300)
@@ -82,8 +102,11 @@ def test_transformer_fitness_same_with_and_without_kernels(encoding: EncodingCon
     lengths = torch.tensor([23, 20, 9, 23, 2])
     with torch.no_grad():
         fused = model.negative_cross_entropy(model.layout.views(theta), tokens, lengths)
+    assert kernels_served and all(k is cpu_kernels for k in kernels_served)
+    kernels_served.clear()
     with torch.enable_grad():
         plain = model.negative_cross_entropy(model.layout.views(theta), tokens, lengths)
+    assert kernels_served and not any(kernels_served)
     torch.testing.assert_close(fused, plain.detach(), atol=1e-5, rtol=1e-5)
 
 

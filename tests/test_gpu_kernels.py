@@ -271,9 +271,10 @@ def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch):
 def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_lm_overrides,
                                                                 monkeypatch):
     """`neuroevo run` with every transformer kernel on the Triton path (the GPU's, run here
-    through the interpreter), on stories in several length buckets: two runs give
-    byte-identical logs (the kernels have no atomics or order-dependent reductions), and the
-    first generation's scores match the CPU path's."""
+    through the interpreter), on stories in several length buckets: the first generation's
+    scores match the path without the Triton kernels, and on a GPU two runs give byte-identical
+    logs (the kernels have no atomics or order-dependent reductions; the interpreter runs their
+    programs one after another, so on a CPU that second run could not fail and is skipped)."""
     from neuroevo.cli import main
 
     def run(out) -> list[list[str]]:
@@ -286,8 +287,9 @@ def test_a_whole_run_through_the_triton_kernels_is_reproducible(tmp_path, tiny_l
 
     reference = run(tmp_path / "cpu-kernels")
     route_through_triton(monkeypatch)
-    first, second = run(tmp_path / "a"), run(tmp_path / "b")
-    assert first == second
+    first = run(tmp_path / "a")
+    if DEVICE.type == "cuda":
+        assert run(tmp_path / "b") == first
     details = json.loads((tmp_path / "a" / "summary.json").read_text())["task_details"]
     assert details["eval_buckets"] > 1
     assert details["gpu_kernels"].startswith("on: within")

@@ -157,20 +157,22 @@ def test_ga_config_refuses_values_that_would_fail_mid_run(settings: dict, messag
 
 
 def test_two_mutation_rates_round_trip_and_redevelop() -> None:
-    """With several mutation rates (the n-back rule picks among them) a chain stores one rate per
-    gene, survives the JSON round trip, and re-develops to the GA's cached weights."""
+    """After many generations with several mutation rates (the n-back rule picks among them),
+    each chain stores one rate per gene, survives the JSON round trip, and replayed from its
+    seeds gives the GA's cached weights bit for bit (the GA mutates rows with the same ops)."""
     layout = ParamLayout()
     Linear(layout, "a", 6, 5, rank=2)
     Linear(layout, "b", 5, 3)
-    ga = GeneticAlgorithm(layout, GAConfig(12, 3, 30, mutation_rates=(0.1, 0.01), n_back=2),
+    ga = GeneticAlgorithm(layout, GAConfig(12, 3, 40, mutation_rates=(0.1, 0.01), n_back=2),
                           seed=7)
-    for _ in range(8):
+    for _ in range(25):
         ga.tell(_toy_fitness(ga.ask()))
+    assert max(len(g.mutations) for g in ga.genomes) >= 10
     rates = {rate for genome in ga.genomes for _, rate in genome.mutations}
     assert rates == {0.1, 0.01}
     for genome, cached in zip(ga.genomes, ga.ask()):
         assert Genome.from_dict(genome.to_dict()) == genome
-        torch.testing.assert_close(develop(genome, ga.layout)[0], cached, rtol=1e-6, atol=1e-6)
+        assert torch.equal(develop(genome, ga.layout)[0], cached)
 
 
 def test_tell_and_load_state_dict_refuse_what_does_not_fit() -> None:
@@ -208,16 +210,6 @@ def test_children_carry_one_new_gene_from_a_survivor() -> None:
         parent = Genome(child.init_seed, child.mutations[:-1])
         assert parent in elites
         assert child.mutations[-1][1] == 0.01
-
-
-def test_develop_from_scratch_equals_the_ga_cache() -> None:
-    """After many generations, replaying each chain from its seeds gives the GA's cached weights."""
-    ga = _toy_ga(generations=40)
-    for _ in range(25):
-        ga.tell(_toy_fitness(ga.ask()))
-    assert max(len(g.mutations) for g in ga.genomes) >= 10
-    for genome, cached in zip(ga.genomes, ga.ask()):
-        torch.testing.assert_close(develop(genome, ga.layout)[0], cached, rtol=1e-6, atol=1e-6)
 
 
 def test_ga_improves_a_known_objective() -> None:

@@ -101,12 +101,17 @@ def test_first_layer_conv_kernel_equals_per_individual_conv(n_obs, kernel, strid
 
 
 def test_factorized_conv_equals_dense_conv_with_developed_kernel() -> None:
-    """A rank-r conv then a halved 1×1 conv equals one conv with the developed kernel A·B/2."""
+    """A rank-r conv then a halved 1×1 conv equals one conv with the kernel B·A/2 built here from
+    the factors (A: r kernels over the inputs, B: how each output mixes them), and
+    `developed_kernel`, which the analyses use, is that kernel."""
     model = _small_cnn(FACTORIZED)
     conv = model.convs[1]
     p = model.layout.views(_population(model.layout, pop=3))
     x = torch.rand(2, 3 * conv.c_in, 8, 8)                                 # (N, P·C, H, W)
-    kernel = conv.developed_kernel(p).reshape(3 * conv.c_out, conv.c_in, 4, 4)
+    a, b = p[f"{conv.name}.A"], p[f"{conv.name}.B"]                        # (P,r,C,k,k), (P,O,r)
+    explicit = 0.5 * torch.einsum("por,prchw->pochw", b, a)                # (P, O, C, k, k)
+    torch.testing.assert_close(conv.developed_kernel(p), explicit)
+    kernel = explicit.reshape(3 * conv.c_out, conv.c_in, 4, 4)
     dense = F.conv2d(x, kernel, p[f"{conv.name}.bias"].reshape(-1), stride=conv.stride, groups=3)
     torch.testing.assert_close(conv(p, x), dense, rtol=1e-4, atol=1e-5)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from neuroevo.atomic import atomic_write_text
 from neuroevo.encoding import ParamLayout
 from neuroevo.kernels import gpu_noise
 from neuroevo.noise import gaussian
@@ -103,8 +104,6 @@ def develop(genome: Genome, layout: ParamLayout, device: torch.device | str = "c
 
 def save_genome(path: Path, genome: Genome, **metadata) -> None:
     """Write a chain (plus metadata such as fitness and config hash) as JSON, atomically."""
-    from neuroevo.logs import atomic_write_text
-
     atomic_write_text(path, json.dumps({**metadata, "genome": genome.to_dict()}, indent=1))
 
 

@@ -32,7 +32,8 @@ from neuroevo.config import RunConfig
 from neuroevo.encoding import ParamLayout
 from neuroevo.ga import SEED_BOUND
 from neuroevo.genome import initial_weights
-from neuroevo.logs import atomic_torch_save, atomic_write_text, write_json
+from neuroevo.atomic import atomic_torch_save, atomic_write_text
+from neuroevo.logs import write_json
 from neuroevo.run import RunError, build_task, resolve_device
 from neuroevo.tasks.language import LanguageTask
 

@@ -6,8 +6,9 @@
     summary.json  written last: its presence means the run finished
     checkpoint/   what --resume needs
 
-Every file is written whole to a temporary name and renamed into place, so a killed run never
-leaves a half-written file; rows are rewritten each generation (a few hundred lines at most).
+Every file is written whole to a temporary name and renamed into place (`neuroevo.atomic`), so a
+killed run never leaves a half-written file; rows are rewritten each generation (a few hundred
+lines at most).
 """
 
 from __future__ import annotations
@@ -15,53 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from neuroevo.atomic import atomic_write_text
 
 FITNESS_COLUMNS = ("generation", "best", "mean", "median", "std", "worst", "elite_mean", "mr_mean",
                    "evaluations")
 TIMING_COLUMNS = ("generation", "eval_seconds", "wall_seconds")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _temporary_beside(path: Path) -> tuple[int, str]:
-    """A temporary file in path's folder (so the rename is atomic), readable like a normal file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
-    return fd, tmp
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    fd, tmp = _temporary_beside(path)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = _temporary_beside(path)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: dict) -> None:

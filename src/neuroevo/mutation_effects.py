@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from neuroevo.config import RunConfig
 from neuroevo.ga import SEED_BOUND, GeneticAlgorithm
 from neuroevo.genome import add_mutations
-from neuroevo.logs import atomic_write_text, write_json
+from neuroevo.atomic import atomic_write_text
+from neuroevo.logs import write_json
 from neuroevo.run import RunError, build_task, resolve_device
 from neuroevo.tasks import Task
 

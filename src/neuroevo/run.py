@@ -25,7 +25,8 @@ from neuroevo.ga import GeneticAlgorithm
 from neuroevo.genome import save_genome
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, atomic_torch_save, write_json
+from neuroevo.atomic import atomic_torch_save
+from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, write_json
 from neuroevo.tasks import Task, task_module
 
 

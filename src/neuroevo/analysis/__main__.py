@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import replacing
 from . import (aggregate, beyond_gradient, beyond_mutations, beyond_search, figures, grid, report,
                tables)
 from .figures import FigureFn
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 def _aggregate(args: argparse.Namespace) -> None:
     long, runs = aggregate.aggregate(grid.load(args.grid), args.runs_root)
     for table, path in ((long, args.long), (runs, args.runs)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False)
+        with replacing(path) as tmp:
+            table.to_csv(tmp, index=False)
 
 
 def _tables(args: argparse.Namespace) -> None:

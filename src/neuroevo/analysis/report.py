@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from markdown_it import MarkdownIt
 
+from ..atomic import atomic_write_text
 from . import beyond
 from .grid import Grid
 from .style import label
@@ -53,12 +54,12 @@ def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list
     def inline(png: Path) -> str:
         return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
 
-    out_md.parent.mkdir(parents=True, exist_ok=True)
     beyond_files = (beyond_tables, beyond_figures)
-    out_md.write_text(markdown(grid, runs, tables, figures, relative, *beyond_files))
+    atomic_write_text(out_md, markdown(grid, runs, tables, figures, relative, *beyond_files))
     body = MarkdownIt("commonmark").enable("table").render(
         markdown(grid, runs, tables, figures, inline, *beyond_files))
-    out_html.write_text(
+    atomic_write_text(
+        out_html,
         f"<!doctype html><html><head><meta charset='utf-8'><title>Report ({grid.preset})</title>"
         f"<style>{CSS}</style></head><body>{body}</body></html>\n"
     )

@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # figures are files; never open a window (also under SLUR
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import seaborn as sns  # noqa: E402
 
+from ..atomic import replacing  # noqa: E402
 from .grid import Task, Variant  # noqa: E402
 
 # Legend names of the paper's figures (tinystories/plot.py), keyed by the grid's variant names.
@@ -81,10 +82,10 @@ def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
     no creation date, so the same results give the same bytes (committed figures change in git
     only when their data do)."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.parent / f"{stem.name}.pdf", stem.parent / f"{stem.name}.png"]
     for path in paths:
-        fig.savefig(path, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import atomic_write_text, replacing
 from . import stats
 from .grid import Grid, Task
 from .style import label
@@ -140,12 +141,14 @@ def build(runs: pd.DataFrame, grid: Grid) -> dict[str, pd.DataFrame]:
 def write(table: pd.DataFrame, stem: str | Path) -> list[Path]:
     """`<stem>.csv` (full precision), `<stem>.md` and `<stem>.tex` (4 significant digits)."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.parent / f"{stem.name}.{ext}" for ext in ("csv", "md", "tex")]
-    table.to_csv(paths[0], index=False)
+    with replacing(paths[0]) as tmp:
+        table.to_csv(tmp, index=False)
     printable = table.astype(object).where(table.notna(), None)  # pandas' <NA> would print literally
-    paths[1].write_text(printable.to_markdown(index=False, floatfmt=".4g", missingval="—") + "\n")
-    paths[2].write_text(table.to_latex(index=False, float_format="{:.4g}".format, na_rep="--", escape=True))
+    markdown = printable.to_markdown(index=False, floatfmt=".4g", missingval="—")
+    atomic_write_text(paths[1], markdown + "\n")
+    atomic_write_text(paths[2], table.to_latex(index=False, float_format="{:.4g}".format,
+                                               na_rep="--", escape=True))
     return paths
 
 

@@ -21,6 +21,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from neuroevo.atomic import atomic_write_text
+
 
 def _words(spec: str) -> tuple[str, ...]:
     """Split a `|`-separated list, so multi-word entries ("teddy bear") stay readable in one string."""
@@ -226,9 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the grammar's random stream")
     parser.add_argument("--out", type=Path, required=True, help="output text file, one story per line")
     args = parser.parse_args(argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(story + "\n" for story in generate_stories(args.n, args.seed))
+    atomic_write_text(args.out, "".join(story + "\n" for story in generate_stories(args.n, args.seed)))
 
 
 # --- story structure ---------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from neuroevo.atomic import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 HF_REPO = "roneneldan/TinyStories"
@@ -180,7 +182,7 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
         "sha256_written": _sha256_file(out),
         "n_stories": written,
     }
-    _write_atomic(out_dir / "SOURCE.json", json.dumps(source, indent=2) + "\n")
+    atomic_write_text(out_dir / "SOURCE.json", json.dumps(source, indent=2) + "\n")
     return out
 
 
@@ -191,7 +193,7 @@ def extract_stories(raw_path: Path, out_path: Path, n_stories: int) -> int:
     are dropped. The write is atomic. Returns how many stories were written (fewer if the file ends).
     """
     stories = list(itertools.islice(_split_stories(Path(raw_path)), n_stories))
-    _write_atomic(Path(out_path), "".join(story + "\n" for story in stories))
+    atomic_write_text(Path(out_path), "".join(story + "\n" for story in stories))
     return len(stories)
 
 
@@ -352,19 +354,6 @@ def _split_stories(path: Path) -> Iterator[str]:
     story = " ".join(" ".join(pending).split())
     if story:
         yield story
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _sha256_file(path: Path) -> str:
