@@ -347,3 +347,23 @@ def test_every_searched_rank_is_stated_and_is_the_engine_configs() -> None:
             assert variant.get("rank") == encoding.rank, f"{task}/{name}"
             checked += 1
     assert checked >= 10
+
+
+def test_the_workflow_lists_the_analysis_tables_and_figures() -> None:
+    """common.smk names the tables and figures as literals (Snakemake's own environment need not
+    have neuroevo installed): they must stay the analysis package's, or a new figure would never
+    be drawn by `snakemake` and a removed one would fail the DAG."""
+    import ast
+
+    from neuroevo.analysis import figures, tables
+
+    source = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    listed = {}
+    for name in ("TABLES", "FIGURE_TABLE"):
+        match = re.search(rf"^{name} = (\[.*?\]|\{{.*?\}})$", source, re.MULTILINE | re.DOTALL)
+        assert match, f"{name} not found in common.smk"
+        listed[name] = ast.literal_eval(match.group(1))
+    assert tuple(listed["TABLES"]) == tables.TABLES
+    table_file = {"long": "fitness_long", "runs": "runs"}
+    assert listed["FIGURE_TABLE"] == {name: table_file[table]
+                                      for name, (_, table) in figures.FIGURES.items()}

@@ -16,7 +16,8 @@ path. Initial and mutation stds follow the reference implementation (see referen
 * dense weight: Kaiming normal, std √(2/fan_in); the same std scaled by mr for mutations;
 * bias: zero at init, mutations N(0, 2)·mr (Kaiming on a vector, whose fan_in is 1);
 * factor of a matrix with full shape (out, in): std √(2/fan_in(factor)) if in > out, else
-  √(√2/fan_in(factor)), with fan_in(A: out×r) = r and fan_in(B: r×in) = in; factor mutations use
+  √(√2/fan_in(factor)), with fan_in(A: out×r) = r and fan_in(B: r×in) = in; factors of a
+  convolution kernel always take √(√2/fan_in(factor)), whatever the shape; factor mutations use
   √mr instead of mr, because a perturbation of both factors enters W as a product;
 * layer-norm scale and bias: 1 and 0, never mutated;
 * sparse entries: the dense std of their matrix, for the initial gene and (× mr) for mutations.

@@ -16,6 +16,7 @@ needs no RNG state in its checkpoint and a resumed run draws exactly what an uni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,8 +76,7 @@ class GeneticAlgorithm:
     theta: torch.Tensor = field(init=False)  # (P, D) weights of `genomes`: the only weight cache
 
     def __post_init__(self) -> None:
-        rng = self._rng(0)
-        init_seeds = rng.integers(SEED_BOUND, size=self.config.population).tolist()
+        init_seeds = initial_seeds(self.seed, self.config.population)
         self.genomes = [Genome(s) for s in init_seeds]
         self.theta = initial_weights(self.layout, init_seeds, self.device)
         self._mutation_std: dict[float, torch.Tensor] = {}
@@ -159,14 +159,7 @@ class GeneticAlgorithm:
         children = theta[k:]                                                 # (N−k, D) view
         torch.index_select(self.theta, 0, torch.as_tensor(parents, device=self.device),
                            out=children)
-        for rate in sorted(set(rates)):
-            rows = [i for i, r in enumerate(rates) if r == rate]
-            if len(rows) == n_children:  # one rate for all (the paper's setting): in place
-                add_mutations(children, seeds, self._std(rate))
-                continue
-            block = children[rows]
-            add_mutations(block, [seeds[i] for i in rows], self._std(rate))
-            children[rows] = block
+        mutate_rows(children, seeds, rates, self.mutation_std)
         self.genomes += [self.genomes[p].child(s, r) for p, s, r in zip(parents, seeds, rates)]
         self.theta = theta
 
@@ -181,7 +174,8 @@ class GeneticAlgorithm:
         allowed = [r for r in rates if r <= ceiling] or list(rates)
         return float(rng.choice(allowed))
 
-    def _std(self, rate: float) -> torch.Tensor:
+    def mutation_std(self, rate: float) -> torch.Tensor:
+        """(D,) per-weight std of a mutation at `rate`, on the GA's device (cached per rate)."""
         if rate not in self._mutation_std:
             self._mutation_std[rate] = self.layout.mutation_std(rate).to(self.device)
         return self._mutation_std[rate]
@@ -196,3 +190,24 @@ class GeneticAlgorithm:
             "elite_mean": fitness[elite_indices].mean().item(),
             "mr_mean": float(np.mean([g.last_mutation_rate for g in self.genomes])),
         }
+
+
+def initial_seeds(seed: int, population: int) -> list[int]:
+    """The initial seeds of a run's population (generation 0's stream): gradient descent starts
+    from the GA's individual 0 through this, not through a copy of the rule."""
+    return np.random.default_rng([seed, 0]).integers(SEED_BOUND, size=population).tolist()
+
+
+def mutate_rows(rows: torch.Tensor, seeds: list[int], rates: list[float],
+                std: Callable[[float], torch.Tensor]) -> None:
+    """Add row i's mutation (seeds[i] at rates[i], per-weight std `std(rate)`) to (n, D) `rows`
+    in place, one batched call per rate: how the GA breeds, and how the mutation-effect probes
+    breed exactly as the GA does."""
+    for rate in sorted(set(rates)):
+        chosen = [i for i, r in enumerate(rates) if r == rate]
+        if len(chosen) == len(rates):  # one rate for all (the paper's setting): no gather
+            add_mutations(rows, seeds, std(rate))
+            continue
+        block = rows[chosen]
+        add_mutations(block, [seeds[i] for i in chosen], std(rate))
+        rows[chosen] = block

@@ -157,8 +157,11 @@ def fused_linear(layers: list[Linear], p: Params, x: torch.Tensor) -> torch.Tens
 
     Attention's Q, K and V are three (hidden → 16) maps; one (hidden → 48) GEMM costs a third of
     the calls. Factorized layers concatenate their B factors and multiply by a block-diagonal
-    stack of their A factors, so W is still never built.
+    stack of their A factors, so W is still never built. Every layer must have a bias (one
+    concatenated bias is added to the fused product).
     """
+    if not all(layer.bias for layer in layers):
+        raise ValueError(f"fused_linear needs biased layers: {[layer.name for layer in layers]}")
     if all(layer.rank is None for layer in layers):
         w = torch.cat([layer.weight(p) for layer in layers], dim=2)            # (P, in, Σout)
     elif all(layer.rank is not None for layer in layers):

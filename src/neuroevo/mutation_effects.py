@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neuroevo.config import RunConfig
-from neuroevo.ga import SEED_BOUND, GeneticAlgorithm
-from neuroevo.genome import add_mutations
 from neuroevo.atomic import atomic_write_text
+from neuroevo.config import RunConfig
+from neuroevo.ga import SEED_BOUND, GeneticAlgorithm, mutate_rows
 from neuroevo.logs import write_json
 from neuroevo.run import RunError, build_task, resolve_device
 from neuroevo.tasks import Task
@@ -100,12 +99,7 @@ def _probe_generation(task: Task, ga: GeneticAlgorithm, config: RunConfig,
         rates = rng.choice(config.ga.mutation_rates, size=settings.mutations).tolist()
         parent = ga.theta[rank:rank + 1]                                      # (1, D)
         children = parent.repeat(settings.mutations, 1)                       # (M, D)
-        for rate in sorted(set(rates)):
-            chosen = [i for i, r in enumerate(rates) if r == rate]
-            block = children[chosen]
-            add_mutations(block, [seeds[i] for i in chosen],
-                          task.layout.mutation_std(rate).to(children.device))
-            children[chosen] = block
+        mutate_rows(children, seeds, rates, ga.mutation_std)
         evaluation = task.evaluate(torch.cat([parent, children]), generation)  # (1 + M,) at once
         fitness = evaluation.fitness.detach().to("cpu", torch.float64)
         steps = evaluation.columns.get("env_steps")

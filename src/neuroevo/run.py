@@ -31,8 +31,8 @@ from neuroevo.tasks import Task, task_module
 
 
 # The survivors are checkpointed after a process's first generation, after the last, and between
-# them at most this often: a kill loses at most this much work (--resume cuts the logs back to
-# the checkpoint and redoes it to the same bytes). Every generation, the write alone took 9 ms on
+# them at most this often, at the end of a generation: a kill loses at most this much work plus
+# one generation (--resume cuts the logs back to the checkpoint and redoes it to the same bytes). Every generation, the write alone took 9 ms on
 # the H100 machine at P = 512 (bench/RESULTS.md): a tenth of a generation at issue #6's fixed
 # setting.
 CHECKPOINT_SECONDS = 30.0
@@ -139,7 +139,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         tick = time.perf_counter()
         evaluation = task.evaluate(ga.ask(), ga.generation)
         if device.type == "cuda":
-            torch.cuda.synchronize()  # the only host sync per generation: timings must be honest
+            torch.cuda.synchronize()  # all of the evaluation's work inside eval_seconds
         eval_seconds = time.perf_counter() - tick
         # rank → select → clone → mutate (inside tell)
         record = ga.tell(evaluation.fitness, evaluation.order)

@@ -15,10 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-FITNESS_COLUMNS = (
-    "generation", "best", "mean", "median", "std", "worst", "elite_mean", "mr_mean", "evaluations",
-)
-TIMING_COLUMNS = ("generation", "eval_seconds", "wall_seconds")
+from ..logs import FITNESS_COLUMNS, TIMING_COLUMNS  # the engine's side of the contract
+
 SUMMARY_KEYS = ("encoding", "seed", "params", "final", "wall_seconds")
 PARAM_KEYS = ("network", "genome", "searched")
 

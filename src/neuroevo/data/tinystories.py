@@ -55,6 +55,7 @@ PAD_ID = 0  # model id of <unk>; the paper pads with it and masks padding out of
 BOS_ID = 1
 EOS_ID = 2
 SPECIAL_OFFSET = 3  # BPE id b is model id b + 3
+SAMPLE_STREAM = 0x73616D706C65  # third entropy word of the sampled batches' generator ("sample")
 
 
 class DataError(Exception):
@@ -273,13 +274,15 @@ def fixed_eval_set(corpus: Corpus, n_sequences: int = 1024, max_len: int | None 
 def sampled_eval_set(
     corpus: Corpus, n_sequences: int, max_len: int | None, seed: int, generation: int
 ) -> EvalBatch:
-    """A fresh batch per generation: `n_sequences` distinct stories from `default_rng([seed, generation])`.
+    """A fresh batch per generation: `n_sequences` distinct stories drawn from
+    `default_rng([seed, generation, SAMPLE_STREAM])`.
 
     Same (seed, generation) gives the same batch, so every individual of a generation sees the same
-    data and a resumed run sees what the uninterrupted one saw.
+    data and a resumed run sees what the uninterrupted one saw. The third word keeps this stream
+    apart from the GA's `[seed, generation]`, which picks that generation's parents and seeds.
     """
     _check_eval_args(corpus, n_sequences, max_len)
-    rng = np.random.default_rng([seed, generation])
+    rng = np.random.default_rng([seed, generation, SAMPLE_STREAM])
     return _batch(corpus, rng.choice(len(corpus), size=n_sequences, replace=False), max_len)
 
 

@@ -178,27 +178,32 @@ def retain_freed_memory() -> bool:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None (with one log line saying why) when they cannot be used."""
+    """The compiled kernels, or None when they cannot be used: with one log line saying why,
+    unless NEUROEVO_CPU_KERNELS=0 asked for torch's ops."""
     if os.environ.get("NEUROEVO_CPU_KERNELS", "1") == "0":
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         log.info("no C compiler found: using torch's ops on CPU")
         return None
+    last_error: OSError | None = None  # what stopped the last attempt, for the warning
     for cache in _cache_dirs():
         for flags in FLAG_SETS:
             try:
                 path = _cached_build(compiler, flags, cache)
-            except OSError as error:  # an unwritable cache: try the next one
+            except OSError as error:  # an unwritable cache, or no such compiler: next cache
                 log.debug("kernel cache %s unusable: %s", cache, error)
+                last_error = error
                 break
             if path is not None:
                 try:
                     return _declare(ctypes.CDLL(str(path)))
                 except OSError as error:  # built but not loadable here
                     log.debug("could not load %s: %s", path, error)
-    log.warning("could not compile %s with %s: using torch's ops on CPU",
-                ", ".join(path.name for path in SOURCES), compiler)
+                    last_error = error
+    log.warning("could not build or load %s with %s%s: using torch's ops on CPU",
+                ", ".join(path.name for path in SOURCES), compiler,
+                f" ({last_error})" if last_error is not None else "")
     return None
 
 

@@ -1,12 +1,14 @@
 """Triton kernels for the paper's transformer on a GPU: one program per individual × row block.
 
-Imported only where Triton is installed (neuroevo/kernels/gpu.py decides). Three kernels, the
+Imported only where Triton is installed (neuroevo/kernels/gpu.py decides). Four kernels, the
 GPU counterparts of transformer.c's fused sub-layers plus the loss:
 
-- `attention_layer_norm_kernel`: Q/K/V projections, causal multi-head attention with an online
-  softmax over key blocks (flash-attention style, keys' K/V recomputed from x per block: at
-  hidden 32 that is cheaper than storing them), the output projection, residual and layer norm;
-  the query rows of x are read once (the keys' rows once per key block), the result written once.
+- `key_value_kernel`: each row's K and V projected once and stored (with KV_STORED, the
+  default: measured faster on the H100 than recomputing them from x in every query block).
+- `attention_layer_norm_kernel`: Q projection (and K/V from x when they are not stored), causal
+  multi-head attention with an online softmax over key blocks (flash-attention style), the
+  output projection, residual and layer norm; the query rows of x are read once, the keys' K/V
+  once per key block, the result written once.
 - `feed_forward_layer_norm_kernel`: ff1 → ReLU → ff2 → residual → layer norm, with the (rows, ff)
   hidden layer held in registers, in place.
 - `negative_log_likelihood_kernel`: tied-embedding logits and cross-entropy with an online
