@@ -258,3 +258,42 @@ def test_initial_weights_have_the_specified_distribution() -> None:
     assert views["embed.weight"].std().item() == pytest.approx(1.0, rel=0.02)
     assert views["blocks.0.ff1.weight"].std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.05)
     assert torch.all(views["blocks.0.ln1.scale"] == 1) and torch.all(views["blocks.0.attn.q.bias"] == 0)
+
+
+def test_a_chain_without_its_mutation_rates_is_refused(tmp_path) -> None:
+    """A saved chain with neither `mutation_rate` nor `mutation_rates` (or one rate too few) is
+    not developed as if unmutated: load_genome refuses it in one line; an unmutated chain, which
+    stores an empty rate list, still reads back."""
+    from neuroevo.genome import GenomeFileError, load_genome
+
+    assert Genome.from_dict(Genome(4).to_dict()) == Genome(4)
+    with pytest.raises(KeyError):
+        Genome.from_dict({"init_seed": 4, "seeds": [7, 8]})
+    with pytest.raises(ValueError, match="2 seeds but 1 mutation rates"):
+        Genome.from_dict({"init_seed": 4, "seeds": [7, 8], "mutation_rates": [0.1]})
+    path = tmp_path / "elite.json"
+    path.write_text('{"fitness": 1.0, "generation": 2, "config": {}, '
+                    '"genome": {"init_seed": 4, "seeds": [7, 8]}}')
+    with pytest.raises(GenomeFileError, match="holds no seed chain") as error:
+        load_genome(path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("metadata, problem", [
+    ({"generation": 2, "fitness": 1.0}, "no 'config'"),
+    ({"config": {}, "fitness": 1.0}, "no 'generation'"),
+    ({"config": {}, "generation": 2}, "no 'fitness'"),
+    ({"config": "dense.yaml", "generation": 2, "fitness": 1.0}, "'config' that is not a mapping"),
+])
+def test_load_genome_checks_the_metadata_replay_reads(tmp_path, metadata: dict,
+                                                      problem: str) -> None:
+    """A genome file without the config, generation or fitness a run writes beside the chain is
+    a one-line GenomeFileError, not a KeyError deep in `neuroevo replay`."""
+    import json
+
+    from neuroevo.genome import GenomeFileError, load_genome
+
+    path = tmp_path / "elite.json"
+    path.write_text(json.dumps({**metadata, "genome": Genome(4, ((7, 0.1),)).to_dict()}))
+    with pytest.raises(GenomeFileError, match=re.escape(problem)):
+        load_genome(path)

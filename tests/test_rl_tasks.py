@@ -401,3 +401,55 @@ def test_runs_written_before_the_identity_fields_are_still_recognised() -> None:
                        lm, text)
     assert not _written_by({"config_digest": lm.digest()}, lm, text)
     assert not _written_by({"config_digest": lm.digest(), "data_sha256": "xyz"}, lm, text)
+
+
+@pytest.mark.parametrize("config, key, value, fragment", [
+    ("configs/mujoco/hopper/dense.yaml", "task.episodes", 0, "task.episodes must be ≥ 1, got 0"),
+    ("configs/mujoco/hopper/dense.yaml", "task.max_steps", 0, "task.max_steps must be ≥ 1"),
+    ("configs/mujoco/hopper/dense.yaml", "task.workers", -1, "task.workers must be ≥ 0"),
+    ("configs/atari/frostbite/dense.yaml", "task.episodes", 0, "task.episodes must be ≥ 1"),
+    ("configs/atari/frostbite/dense.yaml", "task.max_steps", -5, "task.max_steps must be ≥ 1"),
+    ("configs/atari/frostbite/dense.yaml", "task.threads", -1, "task.threads must be ≥ 0"),
+    ("configs/car_racing/dense.yaml", "task.finalists", 0, "task.finalists must be ≥ 1"),
+    ("configs/car_racing/dense.yaml", "task.max_steps", 0, "task.max_steps must be ≥ 1"),
+    ("configs/car_racing/dense.yaml", "task.negative_streak", -1, "task.negative_streak must"),
+    ("configs/car_racing/dense.yaml", "task.workers", -2, "task.workers must be ≥ 0 (0 = one per"),
+])
+def test_rl_counts_that_would_fail_mid_run_are_one_line_config_errors(
+        config: str, key: str, value: int, fragment: str) -> None:
+    """Episode counts, step caps and pool sizes that would crash the first rollout (a pool of
+    −1 workers: KeyError 0) stop at config time with one line naming the key."""
+    with pytest.raises(ConfigError) as error:
+        load_config(config, overrides=[f"{key}={value}"])
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_negative_workers_flag_fails_in_one_line_before_the_run_dir(tmp_path, capsys) -> None:
+    """`--workers -1` goes through the TaskConfig's own checks: exit 2, one line, no run dir."""
+    from neuroevo.cli import main
+
+    out = tmp_path / "never"
+    assert main(["run", "configs/mujoco/hopper/small.yaml", "--workers", "-1", "--out", str(out),
+                 "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--workers -1: task.workers must be ≥ 0" in error and len(error.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_replay_video_without_moviepy_fails_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """`replay --video` where moviepy is missing says what to install, in one line, and writes
+    no video."""
+    import sys
+
+    from neuroevo.cli import main
+    from neuroevo.genome import Genome, save_genome
+
+    config = load_config("configs/atari/frostbite/small.yaml",
+                         overrides=["ga.population=1", "ga.elites=1", "task.max_steps=5"])
+    elite, video = tmp_path / "elite.json", tmp_path / "elite.mp4"
+    save_genome(elite, Genome(0), fitness=0.0, generation=1, config=config.to_dict())
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # `import moviepy` now fails
+    assert main(["replay", str(elite), "--device", "cpu", "--video", str(video)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "recording a video needs moviepy" in error and len(error.splitlines()) == 1
+    assert not video.exists()

@@ -407,3 +407,118 @@ def test_gpu_levers_keep_the_fitness_within_their_tolerance(tiny_lm_overrides: l
         torch.set_float32_matmul_precision("highest")
         gpu_kernels.use_split_tf32(False)
     torch.testing.assert_close(fitness["lever"], fitness["reference"], atol=tolerance, rtol=0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task.n_sequences=0", "task.n_sequences must be ≥ 1, got 0"),
+    ("task.max_len=1", "task.max_len must be ≥ 2 (<s> and one target) or null, got 1"),
+    ("task.vocab_size=5", "task.vocab_size must be between 6"),
+    ("task.vocab_size=40000", "and 32765 (int16 model ids), got 40000"),
+    ("task.token_chunk=0", "task.token_chunk must be ≥ 1, got 0"),
+    ("task.n_stories=0", "task.n_stories must be ≥ 1 or null"),
+    ("task.pop_chunk=-1", "task.pop_chunk must be ≥ 0 (0 = auto), got -1"),
+])
+def test_bad_language_sizes_fail_with_one_line_and_no_run_dir(
+        tmp_path: Path, tiny_lm_overrides, capsys, override: str, message: str) -> None:
+    """Language-task sizes the data layer or the scorer would trip over mid-build or mid-run
+    (range() with a step of 0, a vocabulary beyond int16 ids) are refused at config time."""
+    out = tmp_path / "never"
+    assert _run("small", out, tiny_lm_overrides + [override]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("sampling", ["fixed", "sampled"])
+def test_more_eval_stories_than_the_corpus_fails_before_the_run_dir(
+        tmp_path: Path, tiny_lm_overrides, capsys, sampling: str) -> None:
+    """task.n_sequences above the corpus's stories stops before the run directory is made, also
+    when the batches are sampled (drawn only at the first evaluation)."""
+    out = tmp_path / "never"
+    overrides = tiny_lm_overrides + [f"task.sampling={sampling}", "task.n_sequences=301"]
+    assert _run("small", out, overrides) == 2
+    error = capsys.readouterr().err.strip()
+    assert "task.n_sequences (301) is more than the 300 stories" in error
+    assert len(error.splitlines()) == 1 and not out.exists()
+
+
+def test_section_errors_name_the_config_file(tmp_path: Path, tiny_lm_overrides, capsys) -> None:
+    """A bad key inside a section names the config file it was checked against, as the
+    top-level errors do."""
+    assert _run("dense", tmp_path / "never", tiny_lm_overrides + ["ga.populaton=8"]) == 2
+    assert f"{CONFIGS / 'dense.yaml'}: unknown key ga.populaton" in capsys.readouterr().err
+
+
+def test_set_fills_a_section_left_empty_in_the_yaml(tmp_path: Path) -> None:
+    """`ga:` with nothing under it (YAML's null) is an empty section: --set can fill it."""
+    from neuroevo.config import load_config
+
+    config = tmp_path / "empty-ga.yaml"
+    config.write_text("task:\n  name: tinystories\nga:\n")
+    assert load_config(config, overrides=["ga.population=64"]).ga.population == 64
+
+
+def test_an_empty_section_in_a_child_config_keeps_the_parents(tmp_path: Path) -> None:
+    """A child config's empty section (`ga:` alone) changes nothing, as `ga: {}` does, instead
+    of replacing the parent's section with the defaults."""
+    from neuroevo.config import load_config
+
+    (tmp_path / "parent.yaml").write_text("task:\n  name: tinystories\n"
+                                          "ga:\n  population: 64\n  elites: 4\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: parent.yaml\nga:\n")
+    assert (load_config(child).ga.population, load_config(child).ga.elites) == (64, 4)
+
+
+def _elite(tmp_path: Path, overrides: list[str], **metadata) -> Path:
+    """An elite.json of an unmutated genome of configs/tinystories/small.yaml; `metadata`
+    replaces (None: drops) what a run writes beside the chain."""
+    from neuroevo.config import load_config
+    from neuroevo.genome import Genome, save_genome
+
+    config = load_config(CONFIGS / "small.yaml", overrides=overrides + ["device=cpu"])
+    written = {"fitness": -5.0, "generation": 1, "individual": 0, "config": config.to_dict(),
+               **metadata}
+    path = tmp_path / "elite.json"
+    save_genome(path, Genome(0), **{k: v for k, v in written.items() if v is not None})
+    return path
+
+
+def test_replay_that_differs_from_the_log_exits_1(tmp_path: Path, tiny_lm_overrides,
+                                                  capsys) -> None:
+    """A replayed fitness that differs from the logged one is said, and the exit status is 1,
+    so a script or CI job notices an elite that does not reproduce."""
+    elite = _elite(tmp_path, tiny_lm_overrides, fitness=123.0)
+    assert main(["replay", str(elite), "--device", "cpu"]) == 1
+    assert "differs from the logged 123" in capsys.readouterr().out
+
+
+def test_replay_with_video_of_the_language_task_fails_in_one_line(tmp_path: Path,
+                                                                  tiny_lm_overrides,
+                                                                  capsys) -> None:
+    """--video for a language model is a one-line user error, and no video file appears."""
+    elite, video = _elite(tmp_path, tiny_lm_overrides), tmp_path / "elite.mp4"
+    assert main(["replay", str(elite), "--device", "cpu", "--video", str(video)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--video is for the RL tasks" in error and len(error.splitlines()) == 1
+    assert not video.exists()
+
+
+@pytest.mark.parametrize("key", ["config", "generation", "fitness"])
+def test_replay_of_an_elite_without_its_metadata_fails_in_one_line(tmp_path: Path, capsys,
+                                                                   key: str) -> None:
+    """An elite.json missing what replay reads beside the chain is a one-line user error."""
+    elite = _elite(tmp_path, [], **{key: None})
+    assert main(["replay", str(elite)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"no {key!r}" in error and "elite.json" in error and len(error.splitlines()) == 1
+
+
+def test_a_bug_is_not_reported_as_a_user_error() -> None:
+    """Only the user-error classes become one line; a KeyError stays a traceback even when its
+    text says "unknown" (an unknown task name is refused by the config, as a ConfigError)."""
+    from neuroevo.cli import _is_user_error
+    from neuroevo.config import ConfigError
+
+    assert not _is_user_error(KeyError("unknown layer 'embed'"))
+    assert _is_user_error(ConfigError("unknown task 'chess'"))

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from neuroevo.config import DEVICES
+
     parser = argparse.ArgumentParser(
         prog="neuroevo", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Deep-GA neuroevolution with dense and low-rank factorized encodings "
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--restart-changed", action="store_true",
                      help="with --resume: clear a run of another config or other data and start "
                           "again instead (what the Snakemake workflow does after an edit)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"),
+    run.add_argument("--device", choices=DEVICES,
                      help="override the config's device (auto = cuda if available)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
@@ -83,9 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="re-develop an elite from its seed chain",
                                  description="Re-develop elite.json from its seeds, re-evaluate "
-                                             "it and compare with the logged fitness.")
+                                             "it and compare with the logged fitness.",
+                                 epilog="exit status: 0 when the replayed fitness matches the "
+                                        "logged one (within 1e-4 · max(1, |logged|)), 1 when it "
+                                        "differs, 2 on a user error (e.g. no elite.json)")
     replay.add_argument("elite", type=Path, help="path to a run's elite.json")
-    replay.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    replay.add_argument("--device", choices=DEVICES, default="auto")
     replay.add_argument("--video", type=Path, help="RL tasks: record the elite playing (mp4)")
     replay.set_defaults(handler=_replay)
 
@@ -99,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="generations (1..ga.generations) whose survivors are probed")
     effects.add_argument("--parents", type=int, default=4, help="survivors probed per generation")
     effects.add_argument("--mutations", type=int, default=32, help="children per parent")
-    effects.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    effects.add_argument("--device", choices=DEVICES)
     effects.add_argument("--quiet", action="store_true", help="no progress bar")
     effects.set_defaults(handler=_mutation_effects)
 
@@ -114,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="forward passes one step costs (forward + backward)")
     gradient.add_argument("--steps", type=int,
                           help="Adam steps (default: population·generations / forward cost)")
-    gradient.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    gradient.add_argument("--device", choices=DEVICES)
     gradient.add_argument("--quiet", action="store_true", help="no progress bar")
     gradient.set_defaults(handler=_gradient)
 
@@ -146,7 +151,7 @@ def _config_arguments(parser: argparse.ArgumentParser, pool: bool = True) -> Non
 
 def _load(args: argparse.Namespace):
     """The validated RunConfig of a command that takes CONFIG, --preset, --set and --device."""
-    from neuroevo.config import load_config
+    from neuroevo.config import ConfigError, load_config
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_config(args.config, args.preset, overrides)
@@ -154,7 +159,10 @@ def _load(args: argparse.Namespace):
     workers = getattr(args, "workers", None)
     if workers is None or not pool_keys:
         return config
-    task = dataclasses.replace(config.task, **{key: workers for key in pool_keys})
+    try:  # the TaskConfig's own checks (e.g. workers ≥ 0) run again on the replaced value
+        task = dataclasses.replace(config.task, **{key: workers for key in pool_keys})
+    except ValueError as error:
+        raise ConfigError(f"--workers {workers}: {error}") from None
     return dataclasses.replace(config, task=task)
 
 
@@ -229,7 +237,7 @@ def _describe(args: argparse.Namespace) -> int:
 def _layout(config) -> tuple:
     """The config's genome layout, and a note when it had to be made without the task's data
     (the language task's text: shapes do not need it, only its vocabulary size)."""
-    from neuroevo.data.tinystories import DataError
+    from neuroevo.data.tinystories import SPECIAL_OFFSET, DataError
     from neuroevo.run import build_task
     from neuroevo.tasks import task_module
 
@@ -241,7 +249,7 @@ def _layout(config) -> tuple:
             raise
         return module.layout_without_data(config), (
             f"{config.task.text} is not here: the vocabulary is taken as full "
-            f"({config.task.vocab_size:,} + 3 specials)")
+            f"({config.task.vocab_size:,} + {SPECIAL_OFFSET} specials)")
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -258,10 +266,11 @@ def _replay(args: argparse.Namespace) -> int:
                           individual=meta.get("individual", 0))
     logged = float(meta["fitness"])
     tolerance = 1e-4 * max(1.0, abs(logged))
-    verdict = "matches" if abs(fitness - logged) <= tolerance else "differs from"
-    print(f"replayed fitness {fitness:.6g} {verdict} the logged {logged:.6g} "
-          f"(generation {meta['generation']}, {len(genome.mutations)} mutations, {device})")
-    return 0
+    matches = abs(fitness - logged) <= tolerance
+    print(f"replayed fitness {fitness:.6g} {'matches' if matches else 'differs from'} the logged "
+          f"{logged:.6g} (generation {meta['generation']}, {len(genome.mutations)} mutations, "
+          f"{device})")
+    return 0 if matches else 1  # scripts (and CI) can tell a reproduced elite from one that is not
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -286,8 +295,7 @@ def _is_user_error(error: Exception) -> bool:
         user_errors += (DataError,)
     except ImportError:
         pass
-    return isinstance(error, user_errors) or (isinstance(error, KeyError)
-                                              and "unknown" in str(error))
+    return isinstance(error, user_errors)
 
 
 if __name__ == "__main__":

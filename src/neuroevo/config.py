@@ -43,21 +43,19 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     preset: str | None = None  # recorded, not applied again
-    source: str = ""  # the config file it came from
 
     def to_dict(self) -> dict:
         return {"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model),
                 "encoding": self.encoding.to_dict(), "ga": dataclasses.asdict(self.ga),
                 "seed": self.seed, "device": self.device, "preset": self.preset}
 
-    def digest(self, exclude_device: bool = True, exclude_execution: bool = True) -> str:
+    def digest(self, exclude_execution: bool = True) -> str:
         """A short hash of the resolved config, without what must not change results: the device
         and the task's `EXECUTION_ONLY` keys (environment pool sizes), so a job that gets more
         cores, or a GPU, still resumes its own run. (`exclude_execution=False` gives the digest
         runs wrote before pool sizes left it, which `run` still accepts.)"""
         data = self.to_dict()
-        if exclude_device:
-            data.pop("device")
+        data.pop("device")
         for key in getattr(self.task, "EXECUTION_ONLY", ()) if exclude_execution else ():
             data["task"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -112,8 +110,12 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict:
 
 
 def _merge(base: dict, child: dict) -> dict:
+    """The child's keys over the base's, section by section; an empty section (`ga:` with
+    nothing under it, which YAML reads as null) keeps the base's, as `ga: {}` does."""
     out = dict(base)
     for key, value in child.items():
+        if value is None and isinstance(out.get(key), dict):
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
@@ -122,10 +124,13 @@ def _merge(base: dict, child: dict) -> dict:
 
 
 def _assign(raw: dict, dotted: str, value: Any, source: str) -> None:
+    """Set one dotted key, creating its sections; an empty section (YAML's null) counts as {}."""
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"{source}: {dotted!r} goes below a key that is not a section")
     node[leaf] = value
@@ -144,7 +149,7 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
         module = task_module(name)
     except RuntimeError as error:
         raise ConfigError(f"{source}: {error}") from None
-    encoding = _section(EncodingConfig, raw.get("encoding") or {}, "encoding")
+    encoding = _section(EncodingConfig, raw.get("encoding") or {}, "encoding", source)
     if encoding.kind not in ENCODINGS:
         raise ConfigError(f"{source}: unknown encoding {encoding.kind!r} in encoding.kind "
                           f"(valid: {', '.join(ENCODINGS)})")
@@ -158,16 +163,24 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"{source}: seed must be a non-negative integer, got {seed!r}")
-    config = RunConfig(
-        task=_section(module.TaskConfig, task_raw, "task"),
-        model=_section(module.ModelConfig, raw.get("model") or {}, "model"),
+    return RunConfig(
+        task=_section(module.TaskConfig, task_raw, "task", source),
+        model=_section(module.ModelConfig, raw.get("model") or {}, "model", source),
         encoding=encoding,
-        ga=_section(GAConfig, raw.get("ga") or {}, "ga"),
-        seed=seed, device=device, preset=preset, source=source)
-    return config
+        ga=_section(GAConfig, raw.get("ga") or {}, "ga", source),
+        seed=seed, device=device, preset=preset)
 
 
-def _section(cls: type, values: dict, name: str) -> Any:
+def _section(cls: type, values: dict, name: str, source: str) -> Any:
+    """Build one section's dataclass; its errors name the config file, as the top level's do
+    (a key set by `--set` or a preset also lands in that file's config)."""
+    try:
+        return _build_section(cls, values, name)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _build_section(cls: type, values: dict, name: str) -> Any:
     """Build one section's dataclass, checking every key and its type."""
     if not isinstance(values, dict):
         raise ConfigError(f"{name}: expected a mapping of keys, got {type(values).__name__}")

@@ -29,6 +29,8 @@ from neuroevo.noise import gaussian
 # over 2**18 elements (1 MB per intermediate) stay in cache: 31 rows × 75,955 took 13.0 ms against
 # 23.7 ms at 2**22 on dev-cpu, bit for bit the same. On a GPU fewer, larger calls (fewer launches).
 _NOISE_ELEMENTS_PER_CALL = {"cpu": 1 << 18, "cuda": 1 << 22}
+# The metadata a run writes beside the chain (run.py) that `neuroevo replay` reads back.
+ELITE_METADATA = ("config", "generation", "fitness")
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,16 @@ class Genome:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Genome":
+        """The inverse of `to_dict`. A chain without its rates is refused (KeyError) rather than
+        developed unmutated, and so is one with a rate count other than its seeds' (ValueError)."""
         seeds = [int(s) for s in data["seeds"]]
-        rates = data.get("mutation_rates") or [data.get("mutation_rate", 0.0)] * len(seeds)
-        return cls(int(data["init_seed"]), tuple(zip(seeds, map(float, rates))))
+        if "mutation_rates" in data:
+            rates = [float(mr) for mr in data["mutation_rates"]]
+        else:
+            rates = [float(data["mutation_rate"])] * len(seeds)
+        if len(rates) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(rates)} mutation rates")
+        return cls(int(data["init_seed"]), tuple(zip(seeds, rates)))
 
 
 def initial_weights(layout: ParamLayout, seeds: list[int], device: torch.device) -> torch.Tensor:
@@ -112,16 +121,23 @@ class GenomeFileError(ValueError):
 
 
 def load_genome(path: Path) -> tuple[Genome, dict]:
-    """A seed chain and its metadata from a run's elite.json (see `save_genome`)."""
+    """A seed chain and its metadata from a run's elite.json (see `save_genome`), with the
+    metadata `neuroevo replay` needs checked here, so a partial file fails in one line."""
     path = Path(path)
     if not path.is_file():
         raise GenomeFileError(f"{path} does not exist: pass a run directory's elite.json")
     try:
         data = json.loads(path.read_text())
-        return Genome.from_dict(data.pop("genome")), data
+        genome = Genome.from_dict(data.pop("genome"))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise GenomeFileError(f"{path} holds no seed chain: pass a run directory's elite.json "
                               "(written by `neuroevo run`)") from None
+    missing = [key for key in ELITE_METADATA if key not in data]
+    if missing or not isinstance(data["config"], dict):
+        problem = f"no {missing[0]!r}" if missing else "a 'config' that is not a mapping"
+        raise GenomeFileError(f"{path} holds a seed chain with {problem}: pass a run directory's "
+                              "elite.json (written by `neuroevo run`)")
+    return genome, data
 
 
 def _noise(seeds: list[int], dim: int, device: torch.device) -> torch.Tensor:

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
+from neuroevo.config import ConfigError
 from neuroevo.data.tinystories import (
-    SPECIAL_OFFSET, EvalBatch, fixed_eval_set, model_vocab_size, prepare_corpus, sampled_eval_set)
+    BPE_SPECIALS, SPECIAL_OFFSET, DataError, EvalBatch, fixed_eval_set, model_vocab_size,
+    prepare_corpus, sampled_eval_set)
 from neuroevo.encoding import ParamLayout
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
@@ -85,6 +87,20 @@ class TaskConfig:
         if self.bucket_padding is not None and not self.bucket_padding >= 0:
             raise ValueError(f"task.bucket_padding must be a share ≥ 0 of the real tokens (or "
                              f"null), got {self.bucket_padding}")
+        # the data layer and the scorer would otherwise fail on these mid-build or mid-run
+        largest = 2**15 - SPECIAL_OFFSET  # model ids (BPE id + SPECIAL_OFFSET) are int16
+        if not len(BPE_SPECIALS) < self.vocab_size <= largest:
+            raise ValueError(f"task.vocab_size must be between {len(BPE_SPECIALS) + 1} (the BPE's "
+                             f"{len(BPE_SPECIALS)} specials and a token) and {largest} (int16 "
+                             f"model ids), got {self.vocab_size}")
+        for key, low, note in (("n_stories", 1, " or null (every story)"), ("n_sequences", 1, ""),
+                               ("max_len", 2, " (<s> and one target) or null"),
+                               ("token_chunk", 1, ""), ("pop_chunk", 0, " (0 = auto)"),
+                               ("pop_tile", 0, " (0 = auto)"),
+                               ("length_bucket", 0, " (0 = one batch)")):
+            value = getattr(self, key)
+            if value is not None and value < low:
+                raise ValueError(f"task.{key} must be ≥ {low}{note}, got {value}")
 
 
 class LanguageTask:
@@ -98,6 +114,10 @@ class LanguageTask:
         self.config, self.seed, self.device = task, seed, device
         self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
                                      task.vocab_size)
+        if task.n_sequences > len(self.corpus):  # sampled batches are drawn only at evaluate
+            raise DataError(f"task.n_sequences ({task.n_sequences}) is more than the "
+                            f"{len(self.corpus)} stories read from {task.text}: lower "
+                            "task.n_sequences (or raise task.n_stories, if the text has more)")
         self.model = Transformer(model, encoding, model_vocab_size(self.corpus.tokenizer))
         self.layout = self.model.layout
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)
@@ -201,7 +221,8 @@ class LanguageTask:
         """Re-score one individual on the batch of `generation` (every individual of a generation
         sees the same batch, so `individual` does not matter)."""
         if video is not None:
-            raise ValueError("--video is for the RL tasks; a language model has nothing to film")
+            raise ConfigError("--video is for the RL tasks; a language model has nothing to "
+                              "film: drop --video")
         return float(self.evaluate(theta.to(self.device), generation).fitness[0])
 
 

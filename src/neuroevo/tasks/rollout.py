@@ -38,7 +38,7 @@ import torch
 
 from neuroevo.encoding import ParamLayout
 from neuroevo.layers import Params
-from neuroevo.tasks import Evaluation
+from neuroevo.tasks import Evaluation, TaskUnavailable
 
 
 class PolicyModel(Protocol):
@@ -192,7 +192,7 @@ def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
     try:
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
-        raise RuntimeError("recording a video needs moviepy: pip install moviepy") from None
+        raise TaskUnavailable("recording a video needs moviepy: pip install moviepy") from None
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "video"  # a new folder: RecordVideo warns about existing ones
         yield lambda env: RecordVideo(env, str(folder), name_prefix="replay",
