@@ -12,8 +12,12 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # for the hints only: each command imports the engine's modules when it runs
+    from neuroevo.config import RunConfig
 
 EPILOG = """examples:
   neuroevo run configs/tinystories/factorized.yaml --preset quick --out runs/lm-fact
@@ -149,7 +153,7 @@ def _config_arguments(parser: argparse.ArgumentParser, pool: bool = True) -> Non
                                  "run's identity: a run resumed with other workers is the same")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> RunConfig:
     """The validated RunConfig of a command that takes CONFIG, --preset, --set and --device."""
     from neuroevo.config import ConfigError, load_config
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from ale_py import AtariVectorEnv, roms
 
+from neuroevo.config import RunConfig
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.atari_cnn import LAYER_TYPES, ModelConfig, atari_cnn
 from neuroevo.tasks import Evaluation
@@ -200,5 +201,5 @@ def no_op_steps(seeds: np.ndarray, noop_max: int) -> np.ndarray:
                      for seed in seeds])
 
 
-def build(config: Any, device: torch.device) -> AtariTask:
+def build(config: RunConfig, device: torch.device) -> AtariTask:
     return AtariTask(config.task, config.model, config.encoding, config.seed, device)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from neuroevo.config import ConfigError
+from neuroevo.config import ConfigError, RunConfig
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.car_racing_cnn import LAYER_TYPES, ModelConfig, car_racing_cnn
 from neuroevo.tasks import Evaluation
@@ -218,7 +218,7 @@ def _raw_actions(outputs: torch.Tensor, slots: np.ndarray, steps: np.ndarray) ->
     return outputs.numpy()                                         # (s, 3) steer, gas, brake
 
 
-def build(config: Any, device: torch.device) -> CarRacingTask:
+def build(config: RunConfig, device: torch.device) -> CarRacingTask:
     if not config.ga.elites <= config.task.finalists:
         raise ConfigError(f"task.finalists ({config.task.finalists}) must be at least ga.elites "
                           f"({config.ga.elites}): the elites are chosen among the finalists")

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from neuroevo.config import ConfigError
+from neuroevo.config import ConfigError, RunConfig
 from neuroevo.data.tinystories import (
     BPE_SPECIALS, SPECIAL_OFFSET, DataError, EvalBatch, fixed_eval_set, model_vocab_size,
     prepare_corpus, sampled_eval_set)
-from neuroevo.encoding import ParamLayout
+from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
 from neuroevo.tasks import Evaluation
@@ -109,7 +110,7 @@ class LanguageTask:
     extra_columns: tuple[str, ...] = ()
     timing_columns: tuple[str, ...] = ()
 
-    def __init__(self, task: TaskConfig, model: ModelConfig, encoding, seed: int,
+    def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
                  device: torch.device) -> None:
         self.config, self.seed, self.device = task, seed, device
         self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
@@ -265,7 +266,8 @@ def score_population(model: Transformer, theta: torch.Tensor, buckets: list[Eval
 
 
 def scorer(precision: str, compiled: bool, device: torch.device,
-           method=Transformer.negative_cross_entropy):
+           method: Callable[..., torch.Tensor] = Transformer.negative_cross_entropy
+           ) -> Callable[..., torch.Tensor]:
     """`method` (a Transformer method scoring one chunk) at the requested precision: fp32 as is,
     tf32 with TF32 matmuls allowed (a process-wide torch setting), bf16 under autocast, tf32x3
     with the Triton kernels' products split into three TF32 ones (another process-wide
@@ -282,11 +284,11 @@ def scorer(precision: str, compiled: bool, device: torch.device,
     return autocast_score
 
 
-def build(config, device: torch.device) -> LanguageTask:
+def build(config: RunConfig, device: torch.device) -> LanguageTask:
     return LanguageTask(config.task, config.model, config.encoding, config.seed, device)
 
 
-def layout_without_data(config) -> ParamLayout:
+def layout_without_data(config: RunConfig) -> ParamLayout:
     """The model's genome layout before the text is there (`neuroevo describe` on a machine that
     has not fetched TinyStories): the vocabulary taken as full, task.vocab_size plus the specials,
     as the BPE trained on the 10,000 stories makes it."""
@@ -303,7 +305,7 @@ def use_float32_matmuls(precision: str) -> None:
 
 
 @contextlib.contextmanager
-def float32_matmuls(precision: str):
+def float32_matmuls(precision: str) -> Iterator[None]:
     """`use_float32_matmuls(precision)` within, the process-wide settings restored after."""
     previous, previous_split = torch.get_float32_matmul_precision(), gpu_kernels.split_tf32()
     use_float32_matmuls(precision)

@@ -16,13 +16,14 @@ import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
 
+from neuroevo.config import RunConfig
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.mlp import LAYER_TYPES, MLPPolicy, ModelConfig
 from neuroevo.tasks import Evaluation
@@ -147,5 +148,5 @@ def _actions(outputs: torch.Tensor, slots: np.ndarray, steps: np.ndarray) -> np.
     return outputs.numpy()                                                 # (s, act_dim), in bounds
 
 
-def build(config: Any, device: torch.device) -> MujocoTask:
+def build(config: RunConfig, device: torch.device) -> MujocoTask:
     return MujocoTask(config.task, config.model, config.encoding, config.seed, device)
