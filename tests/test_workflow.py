@@ -44,7 +44,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 def evolve_outputs(output: str) -> set[str]:
     """The summary.json every evolve job of a dry run would write."""
-    return set(re.findall(r"rule evolve:\n(?:.*\n)*?\s+output: (\S+)", output))
+    return set(re.findall(r"rule evolve:\n(?:.*\n)*?\s+output: ([^\s,]+)", output))
 
 
 def expected_runs(preset: str, families: list[str]) -> set[str]:
@@ -78,7 +78,7 @@ def families_arg(families: list[str]) -> str:
 
 
 @pytest.mark.parametrize("preset", ["paper", "quick"])
-@pytest.mark.parametrize("families", [["tinystories"], ALL_FAMILIES], ids=["default", "all-families"])
+@pytest.mark.parametrize("families", [["tinystories"], ALL_FAMILIES], ids=["tinystories-only", "all-families"])
 def test_dry_run_enumerates_exactly_the_grid(workdir: Path, preset: str, families: list[str]) -> None:
     """The evolve jobs of a dry run are exactly preset × enabled tasks × variants × seeds."""
     output = snakemake(workdir, "-n", "--config", f"preset={preset}", families_arg(families)).stdout
@@ -113,14 +113,14 @@ def expected_beyond(preset: str, item: str, families: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("preset", ["paper", "quick"])
-@pytest.mark.parametrize("families", [["tinystories"], ALL_FAMILIES], ids=["default", "all-families"])
+@pytest.mark.parametrize("families", [["tinystories"], ALL_FAMILIES], ids=["tinystories-only", "all-families"])
 def test_beyond_jobs_are_exactly_the_beyond_grid(workdir: Path, preset: str, families: list[str]) -> None:
     """`snakemake beyond` schedules the probe and gradient runs of the preset's `beyond` entry
     (enabled families only) and one analysis per item and task."""
     output = snakemake(workdir, "-n", "beyond", "--config", f"preset={preset}", families_arg(families)).stdout
     counts = job_counts(output)
     for item in ("mutation_effects", "gradient"):
-        outputs = set(re.findall(rf"rule {item}:\n(?:.*\n)*?\s+output: (\S+)", output))
+        outputs = set(re.findall(rf"rule {item}:\n(?:.*\n)*?\s+output: ([^\s,]+)", output))
         assert outputs == expected_beyond(preset, item, families)
     probed = [t for t in EXPERIMENTS["presets"][preset]["beyond"]["mutation_effects"]["runs"]
               if EXPERIMENTS["tasks"][t]["family"] in families]
@@ -144,10 +144,12 @@ def test_evolve_command_carries_preset_seed_and_overrides(workdir: Path) -> None
     --resume --restart-changed (a retry continues; a run an edit made stale starts again)."""
     output = snakemake(workdir, "-n", "-p", "results/paper/runs/tinystories/factorized-r2/seed3/summary.json").stdout
     assert ("neuroevo run configs/tinystories/factorized.yaml --out results/paper/runs/tinystories/factorized-r2/seed3"
-            " --device auto --set seed=3 --set encoding.rank=2 --set encoding.ranks.embedding=16 --workers 2"
+            " --device auto --set seed=3 --set task.text=data/tinystories/first10k.txt"
+            " --set encoding.rank=2 --set encoding.ranks.embedding=16 --workers 2"
             " --resume --restart-changed") in output
     quick = snakemake(workdir, "-n", "-p", "results/quick/runs/tinystories/dense/seed1/summary.json").stdout
-    assert "--preset quick --device cpu --set seed=1 --workers 1 --resume --restart-changed" in quick
+    assert ("--preset quick --device cpu --set seed=1 --set task.text=data/quickstories.txt"
+            " --workers 1 --resume --restart-changed") in quick
 
 
 def test_environment_pools_get_the_threads_the_job_gets(workdir: Path) -> None:

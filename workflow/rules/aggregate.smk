@@ -17,7 +17,10 @@ rule grid:
 
 rule aggregate:
     input:
-        grid=rules.grid.output[0],
+        # ancient: the runs, not the grid's display settings (titles, labels), decide when to
+        # aggregate again, so a figure of a preset whose run directories are gone (the committed
+        # ones) can be redrawn after a title edit without rerunning evolution
+        grid=ancient(rules.grid.output[0]),
         summaries=lambda w: [f"{d}/summary.json" for d in run_dirs(w.preset)],
     output:
         long="results/{preset}/tables/fitness_long.csv",

@@ -10,6 +10,7 @@ rule mutation_effects:
         data=lambda w: runs(w.preset)[w.task]["data"],
     output:
         probes="results/{preset}/beyond/mutation_effects/{task}/{variant}/seed{seed}/mutation_effects.csv",
+        summary="results/{preset}/beyond/mutation_effects/{task}/{variant}/seed{seed}/summary.json",
     params:
         config=lambda w: variant_config(w.task, w.variant)["config"],
         out_dir=lambda w, output: str(Path(output.probes).parent),
@@ -36,6 +37,8 @@ rule gradient:
         data=lambda w: runs(w.preset)[w.task]["data"],
     output:
         log_csv="results/{preset}/beyond/gradient/{task}/{variant}/seed{seed}/gradient.csv",
+        weights="results/{preset}/beyond/gradient/{task}/{variant}/seed{seed}/weights.pt",
+        summary="results/{preset}/beyond/gradient/{task}/{variant}/seed{seed}/summary.json",
     params:
         config=lambda w: variant_config(w.task, w.variant)["config"],
         out_dir=lambda w, output: str(Path(output.log_csv).parent),

@@ -220,6 +220,9 @@ def evolve_args(wildcards):
     if preset["engine_preset"]:
         args += ["--preset", preset["engine_preset"]]
     args += ["--device", device, "--set", f"seed={wildcards.seed}"]
+    data = runs(wildcards.preset)[wildcards.task].get("data") or []
+    if data:  # the text the job declares as input is the text it reads (not a copy in its config)
+        args += ["--set", f"task.text={data[0]}"]
     overrides = variant_config(wildcards.task, wildcards.variant)["set"]
     for key, value in overrides.items():
         args += ["--set", f"{key}={_scalar(value)}"]  # the engine takes one KEY=VALUE per --set

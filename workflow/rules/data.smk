@@ -5,7 +5,8 @@
 
 rule fetch_tinystories:
     output:
-        "data/tinystories/first10k.txt",
+        stories="data/tinystories/first10k.txt",
+        source="data/tinystories/SOURCE.json",  # what was downloaded: revision and sha256s
     log:
         "logs/fetch_tinystories.log",
     conda:
@@ -15,4 +16,4 @@ rule fetch_tinystories:
     resources:
         runtime=30,
     shell:
-        "neuroevo fetch-data tinystories --out data/tinystories > {log} 2>&1"
+        "neuroevo fetch-data tinystories --out $(dirname {output.stories}) > {log} 2>&1"

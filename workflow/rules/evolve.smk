@@ -22,7 +22,8 @@ rule evolve:
         conda_env
     threads: lambda w: evolve_resources(w.preset, w.task)["threads"]
     resources:
-        mem_mb=lambda w: evolve_resources(w.preset, w.task)["mem_mb"],
+        # a retry after running out of memory asks for more (one after a timeout resumes anyway)
+        mem_mb=lambda w, attempt: evolve_resources(w.preset, w.task)["mem_mb"] * attempt,
         runtime=lambda w: evolve_resources(w.preset, w.task)["runtime"],
         gpu=lambda w: evolve_resources(w.preset, w.task)["gpu"],
     # A retry resumes from RUN_DIR/checkpoint (--resume is a no-op on a fresh directory), so a
@@ -30,5 +31,7 @@ rule evolve:
     # or other data wrote (Snakemake reran the job after an edit) is cleared and run again.
     retries: 2
     shell:
+        # appended, one header per attempt: a retry keeps the failed attempt's traceback
+        "echo \"== $(date -u +%Y-%m-%dT%H:%M:%SZ) neuroevo run\" >> {log}; "
         "neuroevo run {params.config} --out {params.run_dir} {params.args} --workers {threads}"
-        " --resume --restart-changed > {log} 2>&1"
+        " --resume --restart-changed >> {log} 2>&1"
