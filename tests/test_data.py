@@ -289,13 +289,15 @@ def test_offline_fetch_is_a_one_line_data_error(tmp_path: Path, monkeypatch: pyt
 
 
 def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
-    """With the download faked, fetch writes first10k.txt and a SOURCE.json with the pinned revision and hashes;
+    """With the download faked, fetch writes the stories (first2.txt for 2: the name says how many;
+    the paper's 10,000 go to first10k.txt) and a SOURCE.json with the pinned revision and hashes;
     a download other than the published file is kept, with a warning and `matches_published: false`."""
     raw = tmp_path / "TinyStories-train.txt"
     raw.write_text("One.\n<|endoftext|>\nTwo\nlines.\n<|endoftext|>\nThree.\n<|endoftext|>\n", encoding="utf-8")
     monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: str(raw))
     out = fetch_tinystories(tmp_path / "tinystories", n_stories=2)
-    assert out == tmp_path / "tinystories" / "first10k.txt"
+    assert out == tmp_path / "tinystories" / "first2.txt"
+    assert tinystories.stories_filename(10_000) == "first10k.txt"
     assert out.read_text(encoding="utf-8") == "One.\nTwo lines.\n"
     source = json.loads((out.parent / "SOURCE.json").read_text(encoding="utf-8"))
     assert source["revision"] == tinystories.HF_REVISION and source["n_stories"] == 2

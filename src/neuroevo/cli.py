@@ -134,9 +134,10 @@ def _parser() -> argparse.ArgumentParser:
                     "and record both files' sha256 in OUT/SOURCE.json.")
     fetch.add_argument("dataset", choices=("tinystories",), help="the dataset to fetch")
     fetch.add_argument("--out", type=Path, default=Path("data/tinystories"),
-                       help="directory to write first10k.txt and SOURCE.json into")
+                       help="directory to write the stories and SOURCE.json into")
     fetch.add_argument("--n-stories", type=int, default=10_000,
-                       help="stories to keep, from the start (the paper's 10,000)")
+                       help="stories to keep, from the start: the paper's 10,000 go to "
+                            "first10k.txt (what the configs read), N others to firstN.txt")
     fetch.set_defaults(handler=_fetch)
     return parser
 

@@ -44,7 +44,6 @@ HF_REVISION = "f54c09fd23315a6f9c86f9dc80f725de7d8f9c64"
 PUBLISHED_SHA256 = "c5cf5e22ff13614e830afbe61a99fbcbe8bcb7dd72252b989fa1117a368d401f"
 PUBLISHED_BYTES = 1_924_281_556
 STORY_SEPARATOR = "<|endoftext|>"
-STORIES_FILENAME = "first10k.txt"
 FETCH_HINT = (
     "run `snakemake --cores 1 data/tinystories/first10k.txt` or "
     "`neuroevo fetch-data tinystories --out data/tinystories` on a machine with internet"
@@ -149,8 +148,9 @@ def _length_groups(lengths: list[int], size: int, padding: float | None) -> list
 def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     """Download the pinned TinyStories training text and write its first `n_stories`, one per line.
 
-    Writes `out_dir/first10k.txt` and `out_dir/SOURCE.json` (repo, file, revision, both sha256s,
-    n_stories), so a run summary can show exactly which text it used. Returns the stories path.
+    Writes `out_dir/<stories_filename(n_stories)>` (first10k.txt for the paper's 10,000) and
+    `out_dir/SOURCE.json` (repo, file, revision, both sha256s, n_stories), so a run summary can
+    show exactly which text it used. Returns the stories path.
     """
     try:
         raw = Path(
@@ -163,7 +163,7 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
         ) from err
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / STORIES_FILENAME
+    out = out_dir / stories_filename(n_stories)
     written = extract_stories(raw, out, n_stories)
     downloaded = _sha256_file(raw)
     matches = downloaded == PUBLISHED_SHA256 and raw.stat().st_size == PUBLISHED_BYTES
@@ -185,6 +185,12 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     }
     atomic_write_text(out_dir / "SOURCE.json", json.dumps(source, indent=2) + "\n")
     return out
+
+
+def stories_filename(n_stories: int) -> str:
+    """first10k.txt for the paper's 10,000 stories (what the configs and the workflow read),
+    first<n>.txt otherwise, so a file's name never claims more or fewer stories than it holds."""
+    return "first10k.txt" if n_stories == 10_000 else f"first{n_stories}.txt"
 
 
 def extract_stories(raw_path: Path, out_path: Path, n_stories: int) -> int:
