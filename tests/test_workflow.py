@@ -369,3 +369,23 @@ def test_the_workflow_lists_the_analysis_tables_and_figures() -> None:
     table_file = {"long": "fitness_long", "runs": "runs"}
     assert listed["FIGURE_TABLE"] == {name: table_file[table]
                                       for name, (_, table) in figures.FIGURES.items()}
+
+
+def test_a_title_edit_redraws_without_rerunning_evolution(workdir: Path) -> None:
+    """A preset whose run directories are gone (the committed ones: runs are not in git) keeps
+    its tables: editing a task's title reruns the grid, the tables and the figure, never
+    `aggregate` (which would need every run) or `evolve`."""
+    snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
+    tables = workdir / "results" / "quick" / "tables"
+    tables.mkdir(parents=True)
+    for name in ("runs.csv", "fitness_long.csv"):  # stand-ins, newer than the grid
+        (tables / name).write_text("task\n")
+    experiments = workdir / "configs" / "experiments.yaml"
+    experiments.write_text(experiments.read_text().replace("title: TinyStories",
+                                                           "title: TinyStories (edited)", 1))
+    output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
+    counts = job_counts(output)
+    assert counts.get("grid") == 1 and counts.get("figure_fitness") == 1
+    assert "aggregate" not in counts and "evolve" not in counts
+    tables_output = snakemake(workdir, "-n", "results/quick/tables/final.md").stdout
+    assert job_counts(tables_output).get("tables") == 1  # the grid's edit reaches the tables too

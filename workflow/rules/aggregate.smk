@@ -20,7 +20,9 @@ rule aggregate:
         # ancient: the runs, not the grid's display settings (titles, labels), decide when to
         # aggregate again, so a figure of a preset whose run directories are gone (the committed
         # ones) can be redrawn after a title edit without rerunning evolution
-        grid=ancient(rules.grid.output[0]),
+        # (a path of its own: ancient() flags the file object it is given, and rules.grid's is
+        # shared with the rules below, which must see an edit)
+        grid=ancient("results/{preset}/grid.json"),
         summaries=lambda w: [f"{d}/summary.json" for d in run_dirs(w.preset)],
     output:
         long="results/{preset}/tables/fitness_long.csv",
