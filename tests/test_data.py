@@ -243,7 +243,7 @@ def test_sampled_eval_set_depends_on_seed_and_generation(corpus: tinystories.Cor
 
 def test_eval_set_larger_than_corpus_is_a_data_error(corpus: tinystories.Corpus):
     """Asking for more evaluation stories than the corpus holds raises a one-line DataError."""
-    with pytest.raises(DataError, match="corpus has 300"):
+    with pytest.raises(DataError, match=r"\(1024\) is more than the 300 stories of the corpus"):
         fixed_eval_set(corpus, n_sequences=1024)
 
 

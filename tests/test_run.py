@@ -438,7 +438,7 @@ def test_more_eval_stories_than_the_corpus_fails_before_the_run_dir(
     overrides = tiny_lm_overrides + [f"task.sampling={sampling}", "task.n_sequences=301"]
     assert _run("small", out, overrides) == 2
     error = capsys.readouterr().err.strip()
-    assert "task.n_sequences (301) is more than the 300 stories" in error
+    assert "task.n_sequences (301) is more than the 300 stories of the corpus" in error
     assert len(error.splitlines()) == 1 and not out.exists()
 
 

@@ -273,7 +273,7 @@ def fixed_eval_set(corpus: Corpus, n_sequences: int = 1024, max_len: int | None 
     `max_len` truncates each row to that many tokens (keeps `<s>`, drops the tail, `</s>` only if it
     fits): our option for speed; the paper truncated nothing.
     """
-    _check_eval_args(corpus, n_sequences, max_len)
+    check_eval_args(corpus, n_sequences, max_len)
     return _batch(corpus, np.arange(n_sequences), max_len)
 
 
@@ -287,7 +287,7 @@ def sampled_eval_set(
     data and a resumed run sees what the uninterrupted one saw. The third word keeps this stream
     apart from the GA's `[seed, generation]`, which picks that generation's parents and seeds.
     """
-    _check_eval_args(corpus, n_sequences, max_len)
+    check_eval_args(corpus, n_sequences, max_len)
     rng = np.random.default_rng([seed, generation, SAMPLE_STREAM])
     return _batch(corpus, rng.choice(len(corpus), size=n_sequences, replace=False), max_len)
 
@@ -306,15 +306,17 @@ def _batch(corpus: Corpus, indices: np.ndarray, max_len: int | None) -> EvalBatc
     return EvalBatch(tokens=tokens, lengths=lengths)
 
 
-def _check_eval_args(corpus: Corpus, n_sequences: int, max_len: int | None) -> None:
+def check_eval_args(corpus: Corpus, n_sequences: int, max_len: int | None) -> None:
+    """Refuse an evaluation the corpus cannot give, in one line (the language task calls this
+    when it is built, before a run directory exists: sampled batches are drawn only later)."""
     if n_sequences < 1:
         raise ValueError(f"n_sequences must be >= 1, got {n_sequences}")
     if max_len is not None and max_len < 2:
         raise ValueError(f"max_len must be >= 2 (<s> and one target) or None, got {max_len}")
     if n_sequences > len(corpus):
         raise DataError(
-            f"the evaluation needs {n_sequences} stories but the corpus has {len(corpus)}: "
-            "lower n_sequences or prepare the corpus with more stories"
+            f"task.n_sequences ({n_sequences}) is more than the {len(corpus)} stories of the "
+            "corpus: lower task.n_sequences (or raise task.n_stories, if the text has more)"
         )
 
 

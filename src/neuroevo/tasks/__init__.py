@@ -32,6 +32,17 @@ TASK_MODULES = {
 }
 
 
+def check_minimums(section: object, minimums: tuple[tuple[str, int, str], ...]) -> None:
+    """Refuse a `task:` count below its minimum, in one line naming the key: `minimums` holds
+    (key, least value, note on what the least means); None (a key's "no limit") passes. Each
+    TaskConfig calls this in __post_init__, so a run that would start and then fail in its
+    first rollout or batch stops when the config loads."""
+    for key, low, note in minimums:
+        value = getattr(section, key)
+        if value is not None and value < low:
+            raise ValueError(f"task.{key} must be ≥ {low}{note}, got {value}")
+
+
 class TaskUnavailable(RuntimeError):
     """A task's optional dependencies are not installed."""
 

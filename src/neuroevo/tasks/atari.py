@@ -33,7 +33,7 @@ from ale_py import AtariVectorEnv, roms
 from neuroevo.config import RunConfig
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.atari_cnn import LAYER_TYPES, ModelConfig, atari_cnn
-from neuroevo.tasks import Evaluation
+from neuroevo.tasks import Evaluation, check_minimums
 from neuroevo.tasks.rollout import (
     RolloutResult, RolloutSpec, available_cores, episode_seeds, filmed, mean_return, rollout)
 
@@ -67,11 +67,8 @@ class TaskConfig:
             raise ValueError(f"unknown Atari game {self.game!r} in task.game (valid: {games})")
         if self.noop_max < 1:
             raise ValueError("task.noop_max must be ≥ 1 (s ~ U{1..noop_max}; 1 = no no-ops)")
-        # a run would otherwise start and then fail in its first rollout
-        for key, low, note in (("episodes", 1, ""), ("max_steps", 1, ""),
-                               ("threads", 0, " (0 = one per available core)")):
-            if getattr(self, key) < low:
-                raise ValueError(f"task.{key} must be ≥ {low}{note}, got {getattr(self, key)}")
+        check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""),
+                              ("threads", 0, " (0 = one per available core)")))
 
 
 class AtariPool:

@@ -27,7 +27,7 @@ import torch
 from neuroevo.config import ConfigError, RunConfig
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.car_racing_cnn import LAYER_TYPES, ModelConfig, car_racing_cnn
-from neuroevo.tasks import Evaluation
+from neuroevo.tasks import Evaluation, check_minimums
 from neuroevo.tasks.rollout import (
     GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, replay_in_process,
     rollout)
@@ -56,13 +56,10 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.first_wave_episodes < 1 or self.second_wave_episodes < 1:
             raise ValueError("task.first_wave_episodes and task.second_wave_episodes must be ≥ 1")
-        # a run would otherwise start and then fail in its first rollout (ga.elites ≤ finalists
-        # is checked by `build`, which sees the GA's section)
-        for key, low, note in (("finalists", 1, ""), ("max_steps", 1, ""),
-                               ("negative_streak", 0, " (0 = no early stop)"),
-                               ("workers", 0, " (0 = one per available core)")):
-            if getattr(self, key) < low:
-                raise ValueError(f"task.{key} must be ≥ {low}{note}, got {getattr(self, key)}")
+        # (ga.elites ≤ finalists is checked by `build`, which sees the GA's section)
+        check_minimums(self, (("finalists", 1, ""), ("max_steps", 1, ""),
+                              ("negative_streak", 0, " (0 = no early stop)"),
+                              ("workers", 0, " (0 = one per available core)")))
         if not 1 <= self.resolution <= RAW_SIZE:
             raise ValueError(f"task.resolution must be between 1 and {RAW_SIZE} (a downscale)")
 

@@ -30,12 +30,12 @@ import torch
 
 from neuroevo.config import ConfigError, RunConfig
 from neuroevo.data.tinystories import (
-    BPE_SPECIALS, SPECIAL_OFFSET, DataError, EvalBatch, fixed_eval_set, model_vocab_size,
+    BPE_SPECIALS, SPECIAL_OFFSET, EvalBatch, check_eval_args, fixed_eval_set, model_vocab_size,
     prepare_corpus, sampled_eval_set)
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
-from neuroevo.tasks import Evaluation
+from neuroevo.tasks import Evaluation, check_minimums
 
 __all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
 
@@ -94,14 +94,11 @@ class TaskConfig:
             raise ValueError(f"task.vocab_size must be between {len(BPE_SPECIALS) + 1} (the BPE's "
                              f"{len(BPE_SPECIALS)} specials and a token) and {largest} (int16 "
                              f"model ids), got {self.vocab_size}")
-        for key, low, note in (("n_stories", 1, " or null (every story)"), ("n_sequences", 1, ""),
-                               ("max_len", 2, " (<s> and one target) or null"),
-                               ("token_chunk", 1, ""), ("pop_chunk", 0, " (0 = auto)"),
-                               ("pop_tile", 0, " (0 = auto)"),
-                               ("length_bucket", 0, " (0 = one batch)")):
-            value = getattr(self, key)
-            if value is not None and value < low:
-                raise ValueError(f"task.{key} must be ≥ {low}{note}, got {value}")
+        check_minimums(self, (("n_stories", 1, " or null (every story)"), ("n_sequences", 1, ""),
+                              ("max_len", 2, " (<s> and one target) or null"),
+                              ("token_chunk", 1, ""), ("pop_chunk", 0, " (0 = auto)"),
+                              ("pop_tile", 0, " (0 = auto)"),
+                              ("length_bucket", 0, " (0 = one batch)")))
 
 
 class LanguageTask:
@@ -115,10 +112,7 @@ class LanguageTask:
         self.config, self.seed, self.device = task, seed, device
         self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
                                      task.vocab_size)
-        if task.n_sequences > len(self.corpus):  # sampled batches are drawn only at evaluate
-            raise DataError(f"task.n_sequences ({task.n_sequences}) is more than the "
-                            f"{len(self.corpus)} stories read from {task.text}: lower "
-                            "task.n_sequences (or raise task.n_stories, if the text has more)")
+        check_eval_args(self.corpus, task.n_sequences, task.max_len)  # sampled: before evaluate
         self.model = Transformer(model, encoding, model_vocab_size(self.corpus.tokenizer))
         self.layout = self.model.layout
         self._fixed = (fixed_eval_set(self.corpus, task.n_sequences, task.max_len)

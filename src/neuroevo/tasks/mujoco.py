@@ -26,7 +26,7 @@ import torch
 from neuroevo.config import RunConfig
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.mlp import LAYER_TYPES, MLPPolicy, ModelConfig
-from neuroevo.tasks import Evaluation
+from neuroevo.tasks import Evaluation, check_minimums
 from neuroevo.tasks.rollout import (
     GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, mean_return,
     replay_in_process, rollout)
@@ -56,11 +56,8 @@ class TaskConfig:
         if self.env_id not in valid:
             raise ValueError(f"unknown MuJoCo env {self.env_id!r} in task.env_id "
                              f"(valid: {', '.join(valid)})")
-        # a run would otherwise start and then fail in its first rollout
-        for key, low, note in (("episodes", 1, ""), ("max_steps", 1, ""),
-                               ("workers", 0, " (0 = one per available core)")):
-            if getattr(self, key) < low:
-                raise ValueError(f"task.{key} must be ≥ {low}{note}, got {getattr(self, key)}")
+        check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""),
+                              ("workers", 0, " (0 = one per available core)")))
 
 
 def make_env(env_id: str, max_steps: int, render_mode: str | None = None) -> gym.Env:
