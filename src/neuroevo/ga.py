@@ -139,7 +139,7 @@ class GeneticAlgorithm:
     # --- internals -------------------------------------------------------------------------------
 
     def _rng(self, generation: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, generation])
+        return generation_rng(self.seed, generation)
 
     def _reproduce(self) -> None:
         """Clone + mutate: fill the population up to N with children of uniform survivors.
@@ -195,7 +195,13 @@ class GeneticAlgorithm:
 def initial_seeds(seed: int, population: int) -> list[int]:
     """The initial seeds of a run's population (generation 0's stream): gradient descent starts
     from the GA's individual 0 through this, not through a copy of the rule."""
-    return np.random.default_rng([seed, 0]).integers(SEED_BOUND, size=population).tolist()
+    return generation_rng(seed, 0).integers(SEED_BOUND, size=population).tolist()
+
+
+def generation_rng(seed: int, generation: int) -> np.random.Generator:
+    """The GA's generator of one generation (0: the initial seeds; g: generation g's parents,
+    gene seeds and rates), the same on a rerun or a resume."""
+    return np.random.default_rng([seed, generation])
 
 
 def mutate_rows(rows: torch.Tensor, seeds: list[int], rates: list[float],

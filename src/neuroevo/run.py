@@ -32,9 +32,9 @@ from neuroevo.tasks import Task, task_module
 
 # The survivors are checkpointed after a process's first generation, after the last, and between
 # them at most this often, at the end of a generation: a kill loses at most this much work plus
-# one generation (--resume cuts the logs back to the checkpoint and redoes it to the same bytes). Every generation, the write alone took 9 ms on
-# the H100 machine at P = 512 (bench/RESULTS.md): a tenth of a generation at issue #6's fixed
-# setting.
+# one generation (--resume cuts the logs back to the checkpoint and redoes it to the same bytes).
+# Every generation, the write alone took 9 ms on the H100 machine at P = 512 (bench/RESULTS.md):
+# a tenth of a generation at issue #6's fixed setting.
 CHECKPOINT_SECONDS = 30.0
 
 

@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the grammar's random stream")
     parser.add_argument("--out", type=Path, required=True, help="output text file, one story per line")
     args = parser.parse_args(argv)
-    atomic_write_text(args.out, "".join(story + "\n" for story in generate_stories(args.n, args.seed)))
+    stories = generate_stories(args.n, args.seed)
+    atomic_write_text(args.out, "".join(story + "\n" for story in stories))
 
 
 # --- story structure ---------------------------------------------------------------------------
