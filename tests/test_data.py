@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,22 @@ def test_generator_is_deterministic_and_seeded():
     assert generate_stories(60, seed=7)[:40] == stories
     assert generate_stories(40, seed=8) != stories
     assert all(story and "\n" not in story for story in stories)
+
+
+def test_an_ending_names_the_friend_only_after_the_story_did(monkeypatch):
+    """"Tim" is not introduced by a sentence about "Timmy": the friend-naming endings wait for
+    the friend's own name, as a whole word."""
+    cast = iter([story_grammar._Character("Timmy", "boy", "he", "him", "his"),
+                 story_grammar._Character("Tim", "boy", "he", "him", "his")] * 400)
+    monkeypatch.setattr(story_grammar, "_cast", lambda rng, taken: next(cast))
+    endings = [e.format(name="Timmy", friend="Tim")
+               for e in story_grammar.ENDINGS if "{friend}" in e]
+    stories = generate_stories(400, seed=1)
+    naming = [s for s in stories if any(s.endswith(e) for e in endings)]
+    assert naming  # the property below is not vacuous
+    for story in naming:
+        ending = next(e for e in endings if story.endswith(e))
+        assert re.search(r"\bTim\b", story[: -len(ending)]), story
 
 
 def test_shipped_file_is_the_documented_command(quickstories: list[str]):

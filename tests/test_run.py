@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from neuroevo.cli import main
+from neuroevo.provenance import source_revision
 
 CONFIGS = Path("configs/tinystories")
 ENCODING_CONFIGS = ["dense", "factorized", "factorized-rank1", "small"]
@@ -45,6 +46,7 @@ def test_run_writes_the_run_directory_contract(tmp_path: Path, tiny_lm_overrides
     assert summary["encoding"] == "factorized" and summary["params"]["searched"] > 0
     assert re.fullmatch(r"cpu \(.+, \d+ threads?\)", summary["device"])
     assert summary["finished_utc"].endswith("+00:00")  # when, in UTC, for the report's label
+    assert summary["versions"]["commit"] == source_revision()  # which code, for the report
     assert not list(out.rglob(".*.tmp*"))  # no temporary of an atomic write left behind
 
 
@@ -65,6 +67,7 @@ _SELF_KILLING_RUN = """
 import os, signal, sys
 import neuroevo.run
 from neuroevo.cli import main
+from neuroevo.provenance import source_revision
 
 save, calls = neuroevo.run.atomic_torch_save, []
 def save_or_die(state, path):

@@ -27,6 +27,7 @@ from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.atomic import atomic_torch_save
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, write_json
+from neuroevo.provenance import source_revision
 from neuroevo.tasks import Task, task_module
 
 
@@ -131,6 +132,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     paths.root.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter() - previous_wall
+    source = source_revision()  # the code this process runs (a resumed run: the resuming code)
     bar = tqdm(total=config.ga.generations, initial=ga.generation - 1, disable=not progress,
                desc=f"{config.task.name}/{config.encoding.kind}", unit="gen", dynamic_ncols=True)
     record, last_checkpoint = None, -float("inf")
@@ -161,13 +163,13 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         record_stats = {k: float(v) for k, v in fitness_log.rows[-1].items()}
     else:
         record_stats = record.stats
-    summary = _summary(config, task, device, record_stats, time.perf_counter() - started)
+    summary = _summary(config, task, device, record_stats, time.perf_counter() - started, source)
     write_json(paths.summary, summary)
     return summary
 
 
 def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
-             wall_seconds: float) -> dict:
+             wall_seconds: float, source: str | None) -> dict:
     layout = task.layout
     return {
         "task": config.task.name,
@@ -182,7 +184,8 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
         "gpu_kernels": device.type == "cuda" and gpu_kernels.kernels() is not None,
         "versions": {"neuroevo": neuroevo.__version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+                     "numpy": np.__version__, "python": platform.python_version(),
+                     "commit": source},
         "params": {"network": layout.network_weights, "genome": layout.dim,
                    "searched": layout.searched_dim},
         "final": {"best": final["best"], "elite_mean": final["elite_mean"],

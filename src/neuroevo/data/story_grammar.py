@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,7 +252,9 @@ def _story(rng: random.Random) -> str:
         sentences.append(f"{_fill(rng.choice(MORAL_LEADS), hero, friend)} {rng.choice(morals)}.")
     if rng.random() < P_ENDING:
         # Endings that name the friend only fit stories where the friend has already appeared.
-        met = any(friend.name in text for text in sentences)
+        # Whole words: "Eddie" is not met in a sentence about "Freddie".
+        named = re.compile(rf"\b{re.escape(friend.name)}\b")
+        met = any(named.search(text) for text in sentences)
         sentences.append(_fill(rng.choice([e for e in ENDINGS if met or "{friend}" not in e]), hero, friend))
     return " ".join(sentences)
 
