@@ -389,3 +389,34 @@ def test_a_title_edit_redraws_without_rerunning_evolution(workdir: Path) -> None
     assert "aggregate" not in counts and "evolve" not in counts
     tables_output = snakemake(workdir, "-n", "results/quick/tables/final.md").stdout
     assert job_counts(tables_output).get("tables") == 1  # the grid's edit reaches the tables too
+
+
+def _tabled_runs(workdir: Path, preset: str, leave_out: int = 0) -> None:
+    """A stand-in runs.csv listing the preset's runs (all but the last `leave_out`), newer than
+    the grid file, as a committed preset has it in a fresh clone: no run directories."""
+    rows = sorted(expected_runs(preset, ALL_FAMILIES))
+    tables = workdir / "results" / preset / "tables"
+    tables.mkdir(parents=True)
+    lines = ["task,variant,seed"] + [",".join(re.fullmatch(rf"results/{preset}/runs/(.+)/(.+)/seed(\d+)/summary.json",
+                                                          row).groups()) for row in rows[:len(rows) - leave_out]]
+    for name in ("runs.csv", "fitness_long.csv"):
+        (tables / name).write_text("\n".join(lines) + "\n")
+
+
+def test_a_tabled_preset_without_run_directories_reruns_nothing(workdir: Path) -> None:
+    _tabled_runs(workdir, "quick")
+    output = snakemake(workdir, "-n", "results/quick/tables/runs.csv").stdout
+    assert "Nothing to be done" in output
+
+
+def test_runs_added_to_a_tabled_preset_are_run(workdir: Path) -> None:
+    """Snakemake does not rebuild a missing input of an up-to-date output: a variant added to a
+    committed preset (runs.csv in git, run directories not) must still get its runs, and the
+    aggregate all of them (it reads every run)."""
+    _tabled_runs(workdir, "quick", leave_out=1)
+    experiments = workdir / "configs" / "experiments.yaml"
+    experiments.write_text(experiments.read_text())  # the edit that added the run: newer
+    output = snakemake(workdir, "-n", "results/quick/tables/runs.csv").stdout
+    assert evolve_outputs(output) == expected_runs("quick", ALL_FAMILIES)
+    assert job_counts(output).get("aggregate") == 1
+

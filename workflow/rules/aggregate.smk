@@ -24,6 +24,8 @@ rule aggregate:
         # shared with the rules below, which must see an edit)
         grid=ancient("results/{preset}/grid.json"),
         summaries=lambda w: [f"{d}/summary.json" for d in run_dirs(w.preset)],
+        # a grid edit that adds runs is seen even without their directories or Snakemake's metadata
+        added=lambda w: grid_if_runs_were_added(w.preset),
     output:
         long="results/{preset}/tables/fitness_long.csv",
         runs="results/{preset}/tables/runs.csv",

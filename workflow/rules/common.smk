@@ -5,6 +5,7 @@ Cross-references the schema cannot express (variant names, engine config files) 
 at DAG build, each failing with one line.
 """
 
+import csv
 import json
 import shlex
 from pathlib import Path
@@ -62,6 +63,22 @@ def run_dirs(preset):
         for variant in entry["variants"]
         for seed in seeds(preset, task)
     ]
+
+
+def grid_if_runs_were_added(preset):
+    """aggregate's extra input: the grid's config files, when the grid has runs that the preset's
+    runs.csv lacks. Snakemake does not rebuild a missing input of an up-to-date output, so a
+    variant or seed added to a preset whose runs.csv exists (a committed one in a fresh clone:
+    neither its run directories nor .snakemake's metadata are in git) would never run; with the
+    edited grid as an input, newer than runs.csv, aggregate and the new runs do."""
+    table = Path(f"results/{preset}/tables/runs.csv")
+    if not table.exists():
+        return []
+    with table.open(newline="") as handle:
+        tabled = {(row.get("task"), row.get("variant"), row.get("seed")) for row in csv.DictReader(handle)}
+    wanted = {(task, variant, str(seed)) for task, entry in runs(preset).items()
+              for variant in entry["variants"] for seed in seeds(preset, task)}
+    return list(workflow.configfiles) if wanted - tabled else []
 
 
 def figure_names(preset, task):
