@@ -1,7 +1,8 @@
 # Beyond the paper (issue #7): mutation effects, the gradient-descent reference, the rank study and
 # the sparse encoding. Two engine rules write run-like directories under results/<preset>/beyond/;
 # four analysis rules turn them (or runs.csv) into one table and one figure per task, which the
-# report's "Beyond the paper" section embeds. `snakemake beyond` builds them alone.
+# report's "Beyond the paper" section embeds. `snakemake --cores all beyond --config preset=<p>` builds
+# them and the runs they read.
 
 
 rule mutation_effects:

@@ -27,7 +27,8 @@ rule evolve:
         runtime=lambda w: evolve_resources(w.preset, w.task)["runtime"],
         gpu=lambda w: evolve_resources(w.preset, w.task)["gpu"],
     # A retry resumes from RUN_DIR/checkpoint (--resume is a no-op on a fresh directory), so a
-    # preempted or timed-out job loses at most one generation. A run directory that another config
+    # preempted or timed-out job loses at most the work since its last checkpoint (30 s and a
+    # generation: run.CHECKPOINT_SECONDS). A run directory that another config
     # or other data wrote (Snakemake reran the job after an edit) is cleared and run again.
     retries: 2
     shell:

@@ -1,5 +1,5 @@
 # One rule per figure (figure_fitness, figure_final, ...), each a pure function of one results
-# table, so `snakemake figures/quick/tinystories_fitness.pdf` rebuilds that figure and only what
+# table, so `snakemake --cores 1 figures/quick/tinystories_fitness.pdf` rebuilds that figure and only what
 # it needs, and never reruns evolution. Each has its caption in workflow/report/figure_<figure>.rst.
 
 for _figure, _table in FIGURE_TABLE.items():
