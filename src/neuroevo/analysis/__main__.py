@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, required=True, help="output: runs.csv")
     p.set_defaults(func=_aggregate)
 
-    p = sub.add_parser("tables", help="runs.csv → final, kruskal, pairwise tables (.csv .md .tex)")
+    p = sub.add_parser("tables", help="runs.csv → final, kruskal, pairwise, stages tables (.csv .md .tex)")
     p.add_argument("--grid", type=Path, required=True)
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, required=True)

@@ -33,8 +33,9 @@ PAPER = {
     "atari": {"generations": 300, "seeds": None, "genome": {}},
 }
 NOTE = (
-    "The paper's final scores are not stated in reference-method.md, so those cells read n/a; its genome "
-    "sizes count layer-norm parameters, which an engine may or may not count in `params.genome`."
+    "The paper's final scores are not carried into this package (the authors' code, as read for it, "
+    "does not state them), so those cells read n/a; its genome sizes count layer-norm parameters, "
+    "which an engine may or may not count in `params.genome`."
 )
 CSS = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
