@@ -371,15 +371,16 @@ def test_the_workflow_lists_the_analysis_tables_and_figures() -> None:
                                       for name, (_, table) in figures.FIGURES.items()}
 
 
-def test_a_title_edit_redraws_without_rerunning_evolution(workdir: Path) -> None:
+@pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "fresh-clone"])
+def test_a_title_edit_redraws_without_rerunning_evolution(workdir: Path, metadata: bool) -> None:
     """A preset whose run directories are gone (the committed ones: runs are not in git) keeps
     its tables: editing a task's title reruns the grid, the tables and the figure, never
-    `aggregate` (which would need every run) or `evolve`."""
+    `aggregate` (which would need every run) or `evolve` — also in a fresh clone, where
+    Snakemake has no record of the grid's params to compare with."""
     snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
-    tables = workdir / "results" / "quick" / "tables"
-    tables.mkdir(parents=True)
-    for name in ("runs.csv", "fitness_long.csv"):  # stand-ins, newer than the grid
-        (tables / name).write_text("task\n")
+    if not metadata:
+        shutil.rmtree(workdir / ".snakemake")
+    _tabled_runs(workdir, "quick")  # stand-ins listing every run, newer than the grid
     experiments = workdir / "configs" / "experiments.yaml"
     experiments.write_text(experiments.read_text().replace("title: TinyStories",
                                                            "title: TinyStories (edited)", 1))
@@ -409,10 +410,14 @@ def test_a_tabled_preset_without_run_directories_reruns_nothing(workdir: Path) -
     assert "Nothing to be done" in output
 
 
-def test_runs_added_to_a_tabled_preset_are_run(workdir: Path) -> None:
+@pytest.mark.parametrize("committed_grid", [False, True])
+def test_runs_added_to_a_tabled_preset_are_run(workdir: Path, committed_grid: bool) -> None:
     """Snakemake does not rebuild a missing input of an up-to-date output: a variant added to a
-    committed preset (runs.csv in git, run directories not) must still get its runs, and the
-    aggregate all of them (it reads every run)."""
+    committed preset (runs.csv and grid.json in git, run directories and metadata not) must
+    still get its runs, and the aggregate all of them (it reads every run)."""
+    if committed_grid:
+        snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
+        shutil.rmtree(workdir / ".snakemake")
     _tabled_runs(workdir, "quick", leave_out=1)
     experiments = workdir / "configs" / "experiments.yaml"
     experiments.write_text(experiments.read_text())  # the edit that added the run: newer

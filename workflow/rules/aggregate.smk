@@ -2,7 +2,11 @@
 
 
 rule grid:
-    # The preset's grid as the analysis needs it; params make a grid edit rerun what depends on it.
+    # The preset's grid as the analysis needs it. The config files as input: an edit reruns it
+    # by file time, also where Snakemake has no metadata to compare `params` with (a fresh clone,
+    # whose committed grid.json would otherwise hide the edit from everything downstream).
+    input:
+        workflow.configfiles,
     output:
         "results/{preset}/grid.json",
     params:
@@ -17,15 +21,12 @@ rule grid:
 
 rule aggregate:
     input:
-        # ancient: the runs, not the grid's display settings (titles, labels), decide when to
-        # aggregate again, so a figure of a preset whose run directories are gone (the committed
-        # ones) can be redrawn after a title edit without rerunning evolution
-        # (a path of its own: ancient() flags the file object it is given, and rules.grid's is
-        # shared with the rules below, which must see an edit)
-        grid=ancient("results/{preset}/grid.json"),
+        # The grid as `ancient` unless it gained runs that runs.csv lacks: display edits (titles,
+        # labels) must not rerun aggregate, which reads every run, so a committed preset (run
+        # directories not in git) redraws its figures without rerunning evolution; added runs
+        # must, also in a fresh clone without Snakemake's metadata.
+        grid=aggregate_grid,
         summaries=lambda w: [f"{d}/summary.json" for d in run_dirs(w.preset)],
-        # a grid edit that adds runs is seen even without their directories or Snakemake's metadata
-        added=lambda w: grid_if_runs_were_added(w.preset),
     output:
         long="results/{preset}/tables/fitness_long.csv",
         runs="results/{preset}/tables/runs.csv",

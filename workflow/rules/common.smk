@@ -65,20 +65,22 @@ def run_dirs(preset):
     ]
 
 
-def grid_if_runs_were_added(preset):
-    """aggregate's extra input: the grid's config files, when the grid has runs that the preset's
-    runs.csv lacks. Snakemake does not rebuild a missing input of an up-to-date output, so a
-    variant or seed added to a preset whose runs.csv exists (a committed one in a fresh clone:
-    neither its run directories nor .snakemake's metadata are in git) would never run; with the
-    edited grid as an input, newer than runs.csv, aggregate and the new runs do."""
-    table = Path(f"results/{preset}/tables/runs.csv")
+def aggregate_grid(wildcards):
+    """aggregate's grid input: `ancient` while runs.csv holds every run of the grid, a plain
+    input once the grid has runs it lacks (a variant or seed added). Snakemake does not rebuild a
+    missing input of an up-to-date output, so without a newer grid those runs would never be
+    scheduled where their directories and Snakemake's metadata are absent (a committed preset in
+    a fresh clone). Not `ancient` then, too, because Snakemake 9 drops a job whose `ancient`
+    input is being rebuilt, whatever else (even --forcerun) asks for it."""
+    grid = f"results/{wildcards.preset}/grid.json"
+    table = Path(f"results/{wildcards.preset}/tables/runs.csv")
     if not table.exists():
-        return []
+        return grid
     with table.open(newline="") as handle:
         tabled = {(row.get("task"), row.get("variant"), row.get("seed")) for row in csv.DictReader(handle)}
-    wanted = {(task, variant, str(seed)) for task, entry in runs(preset).items()
-              for variant in entry["variants"] for seed in seeds(preset, task)}
-    return list(workflow.configfiles) if wanted - tabled else []
+    wanted = {(task, variant, str(seed)) for task, entry in runs(wildcards.preset).items()
+              for variant in entry["variants"] for seed in seeds(wildcards.preset, task)}
+    return grid if wanted - tabled else ancient(grid)
 
 
 def figure_names(preset, task):
