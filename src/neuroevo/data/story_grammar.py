@@ -252,7 +252,7 @@ def _story(rng: random.Random) -> str:
         sentences.append(f"{_fill(rng.choice(MORAL_LEADS), hero, friend)} {rng.choice(morals)}.")
     if rng.random() < P_ENDING:
         # Endings that name the friend only fit stories where the friend has already appeared.
-        # Whole words: "Eddie" is not met in a sentence about "Freddie".
+        # Whole words: "Tim" is not met in a sentence about "Timmy" (both are boy names here).
         named = re.compile(rf"\b{re.escape(friend.name)}\b")
         met = any(named.search(text) for text in sentences)
         sentences.append(_fill(rng.choice([e for e in ENDINGS if met or "{friend}" not in e]), hero, friend))
