@@ -57,8 +57,13 @@ def variant_config(task, variant):
 
 def run_dirs(preset):
     """Every run directory of the preset's grid."""
+    return [f"results/{preset}/runs/{task}/{variant}/seed{seed}" for task, variant, seed in grid_runs(preset)]
+
+
+def grid_runs(preset):
+    """Every (task, variant, seed) of the preset's grid, in config order."""
     return [
-        f"results/{preset}/runs/{task}/{variant}/seed{seed}"
+        (task, variant, seed)
         for task, entry in runs(preset).items()
         for variant in entry["variants"]
         for seed in seeds(preset, task)
@@ -78,8 +83,7 @@ def aggregate_grid(wildcards):
         return grid
     with table.open(newline="") as handle:
         tabled = {(row.get("task"), row.get("variant"), row.get("seed")) for row in csv.DictReader(handle)}
-    wanted = {(task, variant, str(seed)) for task, entry in runs(wildcards.preset).items()
-              for variant in entry["variants"] for seed in seeds(wildcards.preset, task)}
+    wanted = {(task, variant, str(seed)) for task, variant, seed in grid_runs(wildcards.preset)}
     return grid if wanted - tabled else ancient(grid)
 
 
