@@ -58,12 +58,12 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=6, help="timed after one warm-up")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--evaluate", action="store_true", help="also time the evaluation")
-    parser.add_argument("--noise-kernel", action="store_true",
-                        help="mutate through the fused Triton noise kernel (kernels/gpu_noise.py's "
-                             "lever, off by default; CUDA only)")
+    parser.add_argument("--torch-noise", action="store_true",
+                        help="mutate through torch's ops instead of the fused Triton noise kernel "
+                             "(kernels/gpu_noise.py, on by default on CUDA)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    gpu_noise.NOISE_KERNEL = args.noise_kernel
+    gpu_noise.NOISE_KERNEL = not args.torch_noise
     config = load_config(args.config, args.preset,
                          [f"ga.population={args.population}", f"ga.elites={args.elites}",
                           f"ga.generations={args.generations + 2}", f"device={device.type}"])

@@ -44,9 +44,13 @@
 #                                  both settings, 64-query attention blocks with pipelining
 #                                  depth 2 or 3, whole-population chunks at the fixed setting,
 #                                  the causal split at the paper's lengths, a kernel profile there
-#   bash bench/gpu_check.sh noise  the fused noise kernel (kernels/gpu_noise.py, off; written in
+#   bash bench/gpu_check.sh noise  the fused noise kernel (kernels/gpu_noise.py; written in
 #                                  session 9 without a GPU): its tests, against torch's path
 #                                  (time, bit-identity), and the GA's tell with it on and off
+#   bash bench/gpu_check.sh defaults what `shipped` and `noise` switched on (session 12: 64-query
+#                                  attention blocks, the causal split from 256 tokens, the noise
+#                                  kernel): the kernels' and the noise kernel's tests, both
+#                                  settings, and the split at every length instead
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -177,11 +181,19 @@ noise)
     step $py -m pytest -q tests/test_gpu_noise.py
     step $py bench/bench_noise.py --device cuda
     step $py bench/bench_noise.py --device cuda --model "paper factorized r4"
+    step $py bench/bench_ga.py --device cuda --evaluate --torch-noise
     step $py bench/bench_ga.py --device cuda --evaluate
-    step $py bench/bench_ga.py --device cuda --evaluate --noise-kernel
+    ;;
+defaults)
+    every_length='{"ATTENTION_CAUSAL_SPLIT_MIN_LENGTH": 0}'
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py tests/test_gpu_noise.py
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense" --config "$every_length"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$every_length"
     ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults]" >&2
     exit 2
     ;;
 esac

@@ -46,13 +46,13 @@ MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-
 FEED_FORWARD_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
 LOSS_ROWS = {IEEE: 64, TF32: 128, BF16: 128, TF32X3: 64}
 VOCAB_BLOCK = {IEEE: 128, TF32: 64, BF16: 64, TF32X3: 64}  # vocabulary entries per log-sum-exp tile
-# Attention: queries per program (× heads, stacked: 128 rows) and keys per step of its online
-# softmax; 32 × 32 beat 16–64 × 16–64 (dense TF32: 10.8 ms a call, 64 × 32 12.8 ms; second H100
-# session, the heads-stacked kernel). With exp2 and stored keys/values (session 9) 64 × 32 won
-# the kernel alone (8.9 vs 9.9 ms at 128 tokens, 9.2 vs 9.9 at 512) and dense generations (62.9
-# vs 65.7 ms) but not factorized ones (74.7 vs 73.9 ms), and the kernels' tests have not run it
-# on a GPU: left at 32 until a GPU session runs them (`bash bench/gpu_check.sh shipped`).
-QUERY_BLOCK = 32
+# Attention: queries per program (× heads, stacked) and keys per step of its online softmax.
+# 32 × 32 beat 16–64 × 16–64 (dense TF32: 10.8 ms a call, 64 × 32 12.8 ms; second H100 session,
+# the heads-stacked kernel); with exp2 and stored keys/values 64 × 32 won (fourth H100 session,
+# 2026-11-27, 3 pipelining stages: 9.2 vs 10.1 ms a call at 128 tokens, 9.5 vs 10.1 at 512;
+# generations at the fixed setting 63.5 vs 66.2 ms dense, 74.7 vs 74.6 factorized; the paper's
+# lengths 0.576 vs 0.584 s dense).
+QUERY_BLOCK = 64
 KEY_BLOCK = 32
 NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
 # Software-pipelining depth of the kernels' loops (Triton's num_stages; 3 is its default for CUDA,
@@ -64,9 +64,13 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 # into the query scale and exp2 taken, one multiply less per score. KV_STORED: keys and values
 # projected once per row by a pre-pass (`key_value_kernel`, 2 × width floats a row more memory
 # traffic) instead of from x in every query block. Both on: 9.9 vs 10.8 ms at 256 × 128 tokens,
-# 9.7 vs 12.7 ms at 32 × 512. CAUSAL_SPLIT (the causal mask only on key blocks that straddle the
-# diagonal) stays off: 10.7 vs 9.9 ms at 128 tokens, 9.5 vs 9.7 ms at 512.
-ATTENTION_CAUSAL_SPLIT = False
+# 9.7 vs 12.7 ms at 32 × 512. CAUSAL_SPLIT: the causal mask only on key blocks that straddle the
+# diagonal, a second loop over the blocks wholly below it; it lost at 128 tokens (10.7 vs 9.9 ms
+# a call) and won at 512 (9.5 vs 9.7 ms) and at the paper's lengths (whole generations 0.559 vs
+# 0.584 s, fourth H100 session), so it applies to sequences (length buckets) of at least
+# ATTENTION_CAUSAL_SPLIT_MIN_LENGTH tokens.
+ATTENTION_CAUSAL_SPLIT = True
+ATTENTION_CAUSAL_SPLIT_MIN_LENGTH = 256
 ATTENTION_EXP2 = True
 ATTENTION_KV_STORED = True
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
@@ -167,8 +171,14 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
-        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
+        CAUSAL_SPLIT=causal_split(seq_len), EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
     return result
+
+
+def causal_split(seq_len: int) -> bool:
+    """Whether the attention kernel splits off the unmasked key blocks for sequences of seq_len
+    tokens: ATTENTION_CAUSAL_SPLIT on and the sequences long enough for it to pay."""
+    return ATTENTION_CAUSAL_SPLIT and seq_len >= ATTENTION_CAUSAL_SPLIT_MIN_LENGTH
 
 
 def _keys_values(x: torch.Tensor, k: _Operands, v: _Operands, precision: int
@@ -247,7 +257,9 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
     return {**per_precision(launch_precision(False)),
             "factorized": per_precision(launch_precision(True)),
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
-            "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
+            "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT,
+            "ATTENTION_CAUSAL_SPLIT_MIN_LENGTH": ATTENTION_CAUSAL_SPLIT_MIN_LENGTH,
+            "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2}

@@ -1,10 +1,12 @@
 """When the GA's noise runs as one fused Triton kernel (triton_noise.py), and its launch.
 
-A lever of issue #6, off until a GPU session times it (`bash bench/gpu_check.sh noise`): torch's
-path (noise.gaussian, then addcmul) is what every run so far used, and turning the kernel on may
-move a CUDA run's weights by float rounding (if Triton's log, cos or fused multiply-adds round
-otherwise than torch's kernels; the hash is exact). Within one device the GA and `develop` take the same path, so an elite's seed chain still
-re-develops to the GA's weights bit for bit.
+A lever of issue #6, on since a GPU session timed it (2026-11-27, H100, bench/RESULTS.md): 9.2 →
+1.6 ms for a generation's 49 M draws of the paper's dense model, the GA's tell 13.9 → 10.4 ms,
+and every weight bit-identical to torch's path (noise.gaussian, then addcmul; the hash is exact,
+and Triton's log, cos and multiply-adds rounded as torch's kernels do). Were another GPU or
+Triton to round otherwise, the weights would move in their last bits; within one device the GA
+and `develop` take the same path, so an elite's seed chain still re-develops to the GA's weights
+bit for bit. NEUROEVO_GPU_KERNELS=0 takes torch's path.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from neuroevo import noise
 from neuroevo.kernels import gpu
 
-NOISE_KERNEL = False  # the lever: on once a GPU has timed it and run its tests
+NOISE_KERNEL = True  # the lever (bench_ga.py --torch-noise times the GA without it)
 NOISE_BLOCK = 1024  # columns per program
 NOISE_WARPS = 4
 
