@@ -170,20 +170,32 @@ def print_profile(name: str, work: Callable[[], None], device: torch.device,
         if cuda:
             torch.cuda.synchronize(device)
 
-    def own_time(event) -> float:  # µs; torch ≥ 2.4 says "device", older releases "cuda"
-        if not cuda:
-            return event.self_cpu_time_total
-        return getattr(event, "self_device_time_total", None) or getattr(
-            event, "self_cuda_time_total", 0.0)
-
-    events = [e for e in prof.key_averages() if own_time(e) > 0]
-    total = sum(own_time(e) for e in events)
+    events = profiled_events(prof.key_averages(), cuda)
+    total = sum(own_time(e, cuda) for e in events)
     what = "kernel time" if cuda else "torch ops' time (not the fused C kernels': ctypes calls)"
     print(f"{'':>20}   profile of one generation, {name}: {total / 1e3:.1f} ms of {what}")
-    for event in sorted(events, key=own_time, reverse=True)[:top]:
+    for event in sorted(events, key=lambda e: own_time(e, cuda), reverse=True)[:top]:
         label = event.key if len(event.key) <= 60 else event.key[:57] + "..."
-        print(f"{'':>20}   {label:<60} {event.count:>6} calls {own_time(event) / 1e3:9.2f} ms "
-              f"{own_time(event) / total:6.1%}")
+        print(f"{'':>20}   {label:<60} {event.count:>6} calls "
+              f"{own_time(event, cuda) / 1e3:9.2f} ms {own_time(event, cuda) / total:6.1%}")
+
+
+def profiled_events(events: list, cuda: bool) -> list:
+    """The events whose own times add up to the profiled time: on CUDA the kernels alone (a
+    torch op's device time is its kernels', which appear as events of their own, while the
+    Triton kernels appear only as kernels: counting both double-counted torch's ops); on CPU
+    the ops, by their own time."""
+    return [e for e in events if own_time(e, cuda) > 0
+            and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA)]
+
+
+def own_time(event, cuda: bool) -> float:
+    """An event's own time in µs: device time on CUDA (torch ≥ 2.4 says "device", older
+    releases "cuda"), else CPU time."""
+    if not cuda:
+        return event.self_cpu_time_total
+    return getattr(event, "self_device_time_total", None) or getattr(
+        event, "self_cuda_time_total", 0.0)
 
 
 def unavoidable_work(model: Transformer, theta: torch.Tensor, buckets: list[EvalBatch],

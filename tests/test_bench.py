@@ -55,6 +55,27 @@ def test_bench_lm_profiles_a_generation():
     assert sum(float(row.rsplit(" ", 1)[1].rstrip("%")) for row in rows) <= 100.5
 
 
+def test_profile_counts_each_kernel_once(monkeypatch):
+    """On CUDA a torch op's device time is its kernels' and both are profiler events; the
+    Triton kernels are kernels only. The profile's total counts the kernels alone (it counted
+    torch's ops twice, 626 ms for a 584 ms generation on the H100); on CPU the ops' own time."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from bench_lm import own_time, profiled_events
+    from types import SimpleNamespace
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    events = [SimpleNamespace(key="aten::index", device_type=cpu, self_device_time_total=16.0,
+                              self_cpu_time_total=3.0),
+              SimpleNamespace(key="index_elementwise_kernel", device_type=cuda,
+                              self_device_time_total=16.0, self_cpu_time_total=0.0),
+              SimpleNamespace(key="attention_layer_norm_kernel", device_type=cuda,
+                              self_device_time_total=300.0, self_cpu_time_total=0.0)]
+    on_gpu = profiled_events(events, cuda=True)
+    assert [e.key for e in on_gpu] == ["index_elementwise_kernel", "attention_layer_norm_kernel"]
+    assert sum(own_time(e, True) for e in on_gpu) == 316.0
+    assert [e.key for e in profiled_events(events, cuda=False)] == ["aten::index"]
+
+
 def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
     """bench_ga.py at a tiny population prints each part of the GA around the forward (tell,
     the elite's chain, the checkpoint, the logs), the evaluation for scale, and their sum."""

@@ -22,13 +22,10 @@ pytestmark = needs_triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
 # The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
-# kernel before session 9), each alone, as shipped and all on. The causal split applies at every
-# length but as shipped (the tests' sequences are shorter than the length it is shipped for).
+# kernel before session 9), each alone, as shipped and all on.
 LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED")
 ATTENTION_LEVERS = {
-    name: {**dict(zip(LEVER_NAMES, values)), "ATTENTION_CAUSAL_SPLIT_MIN_LENGTH": (
-        gpu_kernels.ATTENTION_CAUSAL_SPLIT_MIN_LENGTH if name == "shipped" else 0)}
-    for name, values in {
+    name: dict(zip(LEVER_NAMES, values)) for name, values in {
         "off": (False, False, False), "causal-split": (True, False, False),
         "exp2": (False, True, False), "kv-stored": (False, False, True),
         "shipped": tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES),
@@ -161,26 +158,6 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
-
-
-def test_causal_split_applies_from_its_minimum_length(triton_path, monkeypatch):
-    """As shipped, the attention kernel splits off the unmasked key blocks for sequences of
-    ATTENTION_CAUSAL_SPLIT_MIN_LENGTH tokens and more, not below; either way the block equals
-    torch's ops."""
-    splits = []
-    launch = gpu_kernels._launch
-    monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
-        splits.append(kwargs["CAUSAL_SPLIT"]) if "CAUSAL_SPLIT" in kwargs else None,
-        launch(kernel, *args, **kwargs)))
-    model, p = perturbed_transformer(KERNEL_ENCODINGS["dense"], ModelConfig(), pop=2,
-                                     device=DEVICE)
-    shortest = gpu_kernels.ATTENTION_CAUSAL_SPLIT_MIN_LENGTH
-    for seq_len in (shortest - 1, shortest):
-        x = torch.randn(2, seq_len, 32, generator=torch.Generator().manual_seed(seq_len)
-                        ).to(DEVICE)
-        fused, plain = kernels_and_torch_ops(lambda: model.blocks[0](p, x.clone(), 1))
-        torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
-    assert splits == [False, True]
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])

@@ -65,12 +65,12 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 # projected once per row by a pre-pass (`key_value_kernel`, 2 × width floats a row more memory
 # traffic) instead of from x in every query block. Both on: 9.9 vs 10.8 ms at 256 × 128 tokens,
 # 9.7 vs 12.7 ms at 32 × 512. CAUSAL_SPLIT: the causal mask only on key blocks that straddle the
-# diagonal, a second loop over the blocks wholly below it; it lost at 128 tokens (10.7 vs 9.9 ms
-# a call) and won at 512 (9.5 vs 9.7 ms) and at the paper's lengths (whole generations 0.559 vs
-# 0.584 s, fourth H100 session), so it applies to sequences (length buckets) of at least
-# ATTENTION_CAUSAL_SPLIT_MIN_LENGTH tokens.
+# diagonal, a second loop over the blocks wholly below it. With 32-query blocks it lost at 128
+# tokens (10.7 vs 9.9 ms a call) and won at 512 (9.5 vs 9.7 ms) and in dense generations at the
+# paper's lengths (0.559 vs 0.584 s; fourth H100 session, 2026-11-27); with 64-query blocks it
+# tied at 128 tokens (63.1 vs 63.5 ms) and at the paper's lengths beat a split only from 256
+# tokens (0.548 vs 0.550 s): on at every length.
 ATTENTION_CAUSAL_SPLIT = True
-ATTENTION_CAUSAL_SPLIT_MIN_LENGTH = 256
 ATTENTION_EXP2 = True
 ATTENTION_KV_STORED = True
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
@@ -171,14 +171,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
-        CAUSAL_SPLIT=causal_split(seq_len), EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
+        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
     return result
-
-
-def causal_split(seq_len: int) -> bool:
-    """Whether the attention kernel splits off the unmasked key blocks for sequences of seq_len
-    tokens: ATTENTION_CAUSAL_SPLIT on and the sequences long enough for it to pay."""
-    return ATTENTION_CAUSAL_SPLIT and seq_len >= ATTENTION_CAUSAL_SPLIT_MIN_LENGTH
 
 
 def _keys_values(x: torch.Tensor, k: _Operands, v: _Operands, precision: int
@@ -257,9 +251,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
     return {**per_precision(launch_precision(False)),
             "factorized": per_precision(launch_precision(True)),
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
-            "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT,
-            "ATTENTION_CAUSAL_SPLIT_MIN_LENGTH": ATTENTION_CAUSAL_SPLIT_MIN_LENGTH,
-            "ATTENTION_EXP2": ATTENTION_EXP2,
+            "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2}
