@@ -47,6 +47,7 @@ def test_run_writes_the_run_directory_contract(tmp_path: Path, tiny_lm_overrides
     assert re.fullmatch(r"cpu \(.+, \d+ threads?\)", summary["device"])
     assert summary["finished_utc"].endswith("+00:00")  # when, in UTC, for the report's label
     assert summary["versions"]["commit"] == source_revision()  # which code, for the report
+    assert summary["noise_kernel"] is False  # CPU: torch's ops (the kernel is for CUDA)
     assert not list(out.rglob(".*.tmp*"))  # no temporary of an atomic write left behind
 
 

@@ -25,6 +25,7 @@ from neuroevo.ga import GeneticAlgorithm
 from neuroevo.genome import save_genome
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
+from neuroevo.kernels import gpu_noise
 from neuroevo.atomic import atomic_torch_save
 from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, write_json
 from neuroevo.provenance import source_revision
@@ -183,6 +184,9 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         # the run's check let them on; the CPU ones the first RL convolutions too)
         "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
         "gpu_kernels": device.type == "cuda" and gpu_kernels.kernels() is not None,
+        # the GA's noise from the fused Triton kernel (CUDA; bit-identical to torch's ops on
+        # the H100, kernels/gpu_noise.py) or from torch's ops
+        "noise_kernel": gpu_noise.usable(torch.empty(0, device=device)),
         "versions": {"neuroevo": neuroevo.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version(),
                      "commit": source},
