@@ -62,7 +62,8 @@ KNOBS = {
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8],
                      "FEED_FORWARD_SPLIT": [1]},
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
-             "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)]},
+             "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)],
+             "LOSS_FACTOR_ON_CHIP": [int(gpu_kernels.LOSS_FACTOR_ON_CHIP)]},
 }
 
 
@@ -91,8 +92,6 @@ def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: tor
     batch = tokens.shape[0]
     positions, targets, _ = scored_positions(tokens, lengths)
     weight, inner = model.embedding.output_projection(p)
-    x_loss = x if inner is None else torch.bmm(x.index_select(1, positions), inner)
-    rows = positions if inner is None else torch.arange(positions.numel(), device=x.device)
     hidden_bytes = x.numel() * 4
     buffer = x.clone()
 
@@ -107,13 +106,15 @@ def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: tor
             *block.ln2.scale_shift(p), block.ln2.eps)
 
     def loss() -> torch.Tensor:
-        return gpu_kernels.negative_log_likelihood(x_loss, rows, weight,
-                                                   model.embedding.out_bias(p), targets)
+        # a factorized embedding's product by its factor included (LOSS_FACTOR_ON_CHIP: in
+        # the kernel, else torch's gather and bmm before it)
+        return gpu_kernels.negative_log_likelihood(x, positions, weight,
+                                                   model.embedding.out_bias(p), targets, inner)
 
     return {"attention": (attention, attention, 2 * hidden_bytes),
             "feed-forward": (lambda: feed_forward(True), lambda: feed_forward(False),
                              2 * hidden_bytes),
-            "loss": (loss, loss, x_loss.shape[0] * rows.numel() * (x_loss.shape[-1] + 1) * 4)}
+            "loss": (loss, loss, x.shape[0] * positions.numel() * (x.shape[-1] + 1) * 4)}
 
 
 def median_ms(call: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -169,7 +169,7 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2}'],
+         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "registers" in line]

@@ -130,7 +130,7 @@ def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: 
     feed-forward layer in chunks): the population's fitness still equals torch's ops to 1e-5
     nats."""
     for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
-                        "FEED_FORWARD_SPLIT": 2}.items():
+                        "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": True}.items():
         monkeypatch.setattr(gpu_kernels, name, value)
     fused, plain = population_fitness(encoding, seed=6)
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
@@ -195,6 +195,38 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypat
         got = gpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("on_chip", [False, True], ids=["torch-ops", "on-chip"])
+@pytest.mark.parametrize("rank", [1, 4, 20])
+def test_log_likelihood_with_a_factor_matches_float64(monkeypatch, on_chip: bool, rank: int):
+    """A factorized tied embedding's logits (x·inner)·weightᵀ: x's scored rows times each
+    individual's (hidden, r) factor, in the kernel (gpu.LOSS_FACTOR_ON_CHIP) or as torch's ops
+    before it, equal a float64 reference; ranks narrower than a dot, and not a power of two."""
+    monkeypatch.setattr(gpu_kernels, "LOSS_FACTOR_ON_CHIP", on_chip)
+    gen = torch.Generator().manual_seed(rank)
+    x = torch.randn(2, 40, 32, generator=gen).to(DEVICE)
+    factor = torch.randn(2, rank, 32, generator=gen).to(DEVICE) / 4  # A (P, r, H), as stored
+    weight = torch.randn(2, 257, rank, generator=gen).to(DEVICE)
+    bias = torch.randn(2, 257, generator=gen).to(DEVICE)
+    rows = torch.randperm(40, generator=gen)[:29].to(DEVICE)
+    targets = torch.randint(0, 257, (29,), generator=gen).to(DEVICE)
+    inner = factor.transpose(1, 2)  # (P, H, r): the strided view output_projection hands over
+    logits = torch.einsum("pmh,phk,pvk->pmv", x[:, rows].double(), inner.double(),
+                          weight.double()) + bias.double()[:, None]
+    expected = logits.logsumexp(-1) - logits.gather(2, targets.expand(2, -1)[..., None])[..., 0]
+    with torch.no_grad():
+        got = gpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets, inner)
+    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["factorized", "rank1"])
+def test_triton_fitness_with_the_factor_on_chip(triton_path, monkeypatch, encoding: str):
+    """With the factorized embedding's product in the loss kernel the population's fitness
+    equals torch's ops, as with the product before it (the lever's two states)."""
+    monkeypatch.setattr(gpu_kernels, "LOSS_FACTOR_ON_CHIP", True)
+    fused, plain = population_fitness(encoding, seed=8)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("split", [2, 4])

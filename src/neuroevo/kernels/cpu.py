@@ -101,10 +101,14 @@ def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+                            bias: torch.Tensor, targets: torch.Tensor,
+                            inner: torch.Tensor | None = None) -> torch.Tensor:
     """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
-    logits = x[:, rows[m]] · weight[p]ᵀ + bias[p], never stored. x (P, N, K), weight (P, V, K),
-    bias (P, V), rows and targets (M,) int64."""
+    logits = (x[:, rows[m]] · inner[p]) · weight[p]ᵀ + bias[p], never stored. x (P, N, H),
+    inner (P, H, K) or None (then K = H), weight (P, V, K), bias (P, V), rows and targets (M,)
+    int64."""
+    if inner is not None:
+        x, rows = factored_rows(x, rows, inner)
     x, weight, bias = per_individual(x), per_individual(weight), per_individual(bias)
     rows, targets = rows.contiguous(), targets.contiguous()
     pop, n = x.shape[0], rows.numel()
@@ -246,6 +250,14 @@ def _cpu_signature() -> str:
         return platform.processor() or platform.machine()
     wanted = [line for line in info if line.startswith(("model name", "flags"))]
     return "\n".join(sorted(set(wanted)))
+
+
+def factored_rows(x: torch.Tensor, rows: torch.Tensor, inner: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """x's `rows` times inner, as torch's ops: (x[:, rows] · inner (P, M, K), rows 0 … M−1),
+    what the loss kernels read for a factorized tied embedding's logits (x·inner)·weightᵀ."""
+    return (torch.bmm(x.index_select(1, rows), inner),
+            torch.arange(rows.numel(), device=x.device))
 
 
 def per_individual(t: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from types import ModuleType
 
 import torch
 
-from neuroevo.kernels.cpu import LinearOperands, per_individual
+from neuroevo.kernels.cpu import LinearOperands, factored_rows, per_individual
 
 IEEE, TF32, BF16, TF32X3 = 0, 1, 2, 3  # the kernels' PRECISION codes for their matrix products
 # Each PRECISION code by the task.precision that asks for it (the one table of precision names).
@@ -80,6 +80,12 @@ FEED_FORWARD_SPLIT = 1
 # The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
 # (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
 LOSS_EXP2 = True
+# A factorized tied embedding's logits are (h·Aᵀ)·Bᵀ: the loss kernel can take h's scored rows
+# and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per tile) instead of
+# torch's gather of the rows and bmm before it (~27 ms of a factorized r4 generation at the
+# paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
+# off until a GPU session times it (`bash bench/gpu_check.sh factor`).
+LOSS_FACTOR_ON_CHIP = False
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
@@ -218,21 +224,29 @@ def feed_forward_split(block_ff: int) -> int:
 
 
 def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+                            bias: torch.Tensor, targets: torch.Tensor,
+                            inner: torch.Tensor | None = None) -> torch.Tensor:
     """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
-    logits = x[:, rows[m]] · weight[p]ᵀ + bias[p], never stored. x (P, N, K), weight (P, V, K),
-    bias (P, V), rows and targets (M,)."""
+    logits = (x[:, rows[m]] · inner[p]) · weight[p]ᵀ + bias[p], never stored. x (P, N, H),
+    inner (P, H, K) or None (then K = H), weight (P, V, K), bias (P, V), rows and targets (M,).
+    The product by inner runs in the kernel with LOSS_FACTOR_ON_CHIP, else as torch's ops."""
+    factor = inner is not None and LOSS_FACTOR_ON_CHIP
+    if inner is not None and not factor:
+        x, rows = factored_rows(x, rows, inner)
     x, weight, bias = x.float().contiguous(), per_individual(weight), per_individual(bias)
     pop, n_scored = x.shape[0], rows.numel()
     vocab, k_dim = weight.shape[1:]
+    h_dim = x.shape[2]
+    a = per_individual(inner.transpose(1, 2)) if factor else x  # (P, K, H): the factor A
     out = x.new_empty(pop, n_scored)
-    precision = launch_precision(False)
+    precision = launch_precision(factor)
     rows_per_program = LOSS_ROWS[precision]
     _launch(kernels().negative_log_likelihood_kernel, (_cdiv(n_scored, rows_per_program), pop),
         precision, x, x.stride(0), rows.contiguous(), targets.contiguous(), n_scored, weight,
-        weight.stride(0), bias, bias.stride(0), out, vocab, k_dim,
+        weight.stride(0), bias, bias.stride(0), out, vocab, k_dim, a,
+        a.stride(0) if factor else 0, h_dim,
         BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK[precision], BLOCK_K=_block(k_dim),
-        EXP2=LOSS_EXP2)
+        BLOCK_HID=_block(h_dim), FACTOR=factor, EXP2=LOSS_EXP2)
     return out
 
 
@@ -254,7 +268,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
-            "LOSS_EXP2": LOSS_EXP2}
+            "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP}
 
 
 def matmul_precision() -> int:

@@ -30,7 +30,8 @@ masks only the key blocks that straddle the diagonal, EXP2 (attention and loss) 
 into an operand and takes exp2, KV_STORED reads each row's keys and values, projected once by
 `key_value_kernel`, instead of recomputing them from x in every query block, and FF_SPLIT
 computes the feed-forward hidden layer in column chunks (fewer live registers: the whole
-(128, 128) layer spills in TF32).
+(128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP) multiplies
+hidden states by a factorized embedding's factor on chip.
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """
@@ -329,23 +330,35 @@ def attention_layer_norm_kernel(
 @triton.jit
 def negative_log_likelihood_kernel(
         x_ptr, x_stride, rows_ptr, targets_ptr, n_scored, w_ptr, w_stride, bias_ptr,
-        bias_stride, out_ptr, vocab, k_dim,
+        bias_stride, out_ptr, vocab, k_dim, a_ptr, a_stride, h_dim,
         BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
-        EXP2: tl.constexpr, PRECISION: tl.constexpr):
+        BLOCK_HID: tl.constexpr, FACTOR: tl.constexpr, EXP2: tl.constexpr,
+        PRECISION: tl.constexpr):
     """out[p, m] = logsumexp_v(x[p, rows[m]]·w[p, v] + bias[p, v]) − (the same at targets[m]).
 
     x (P, ·, k_dim) rows, w (P, vocab, k_dim), bias (P, vocab), out (P, n_scored). Grid (scored
     blocks, P). The vocabulary is walked in tiles with a running max and sum of exponentials;
     with EXP2 the logits are taken in log2 units (x and the bias scaled by log2(e) as they are
-    loaded) so that each exponential is a bare exp2."""
+    loaded) so that each exponential is a bare exp2. With FACTOR (a factorized tied embedding,
+    logits = (h·Aᵀ)·Bᵀ) x holds hidden states (P, ·, h_dim) and each row is multiplied by its
+    individual's factor a (P, k_dim, h_dim) on chip, instead of by torch's gather and bmm."""
     p = tl.program_id(1).to(tl.int64)
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     scored = m < n_scored
     ks = tl.arange(0, BLOCK_K)
     real_k = (ks < k_dim)[None, :]
     rows = tl.load(rows_ptr + m, mask=scored, other=0).to(tl.int64)
-    x = tl.load(x_ptr + p * x_stride + rows[:, None] * k_dim + ks[None, :],
-                mask=scored[:, None] & real_k, other=0.0)
+    if FACTOR:
+        hs = tl.arange(0, BLOCK_HID)
+        real_h = hs < h_dim
+        h = tl.load(x_ptr + p * x_stride + rows[:, None] * h_dim + hs[None, :],
+                    mask=scored[:, None] & real_h[None, :], other=0.0)
+        a_t = tl.load(a_ptr + p * a_stride + ks[None, :] * h_dim + hs[:, None],
+                      mask=real_h[:, None] & real_k, other=0.0)            # (hidden, k) = Aᵀ
+        x = _dot(h, a_t, PRECISION)
+    else:
+        x = tl.load(x_ptr + p * x_stride + rows[:, None] * k_dim + ks[None, :],
+                    mask=scored[:, None] & real_k, other=0.0)
     w_base = w_ptr + p * w_stride
     b_base = bias_ptr + p * bias_stride
     targets = tl.load(targets_ptr + m, mask=scored, other=0).to(tl.int64)

@@ -141,11 +141,8 @@ class Transformer:
         weight_out, inner = self.embedding.output_projection(p)               # (P, V, K), (P, H, K)
         fused = _fused_kernels(h)
         if fused is not None:  # one kernel: the logits are reduced where made, never stored
-            if inner is not None:
-                h = torch.bmm(h.index_select(1, positions), inner)            # (P, M, r)
-                positions = torch.arange(positions.numel(), device=h.device)
             nll = fused.negative_log_likelihood(h, positions, weight_out,
-                                                self.embedding.out_bias(p), targets)
+                                                self.embedding.out_bias(p), targets, inner)
             return -(nll * weights).sum(1) / batch
         bias = self.embedding.out_bias(p).unsqueeze(1)                        # (P, 1, V)
         pop_tile = pop_tile or pop
