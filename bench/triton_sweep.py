@@ -3,7 +3,8 @@
 The kernels' block sizes and warps (constants in src/neuroevo/kernels/gpu.py) were chosen from
 ptxas's register counts without a GPU. This script times, at the issue's fixed setting by
 default, each kernel of the paper's transformer — the attention sub-layer, the feed-forward
-sub-layer (both for block 0) and the loss — under every combination of its knobs, checks each
+sub-layer (both for block 0), the loss and the embedding lookup with its rotation (EMBED_KERNEL,
+off by default) — under every combination of its knobs, checks each
 configuration against the same kernel with IEEE fp32 products, and prints the milliseconds per
 call, the effective bandwidth and the best configuration. It also shows where a generation's time
 goes: multiply each block kernel's time by the number of blocks (3).
@@ -46,7 +47,7 @@ from launch_constants import PRECISIONS, configured  # noqa: E402
 
 from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
-from neuroevo.models.transformer import Transformer, scored_positions  # noqa: E402
+from neuroevo.models.transformer import Transformer, rotary_angles, scored_positions  # noqa: E402
 from neuroevo.tasks.language import use_float32_matmuls  # noqa: E402
 
 VOCAB = 2051
@@ -64,6 +65,7 @@ KNOBS = {
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
              "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)],
              "LOSS_FACTOR_ON_CHIP": [int(gpu_kernels.LOSS_FACTOR_ON_CHIP)]},
+    "embedding": {"EMBED_ROWS": [32, 64, 128, 256], "NUM_WARPS": [4, 8]},
 }
 
 
@@ -111,10 +113,16 @@ def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: tor
         return gpu_kernels.negative_log_likelihood(x, positions, weight,
                                                    model.embedding.out_bias(p), targets, inner)
 
+    def embedding() -> torch.Tensor:  # with its rotation (the kernel gpu.EMBED_KERNEL turns on)
+        return gpu_kernels.embedding_rotary(
+            tokens.reshape(-1), tokens.shape[1], *model.embedding.lookup_operands(p),
+            *rotary_angles(tokens.shape[1], model.cfg.rotary_dims, x.device))
+
     return {"attention": (attention, attention, 2 * hidden_bytes),
             "feed-forward": (lambda: feed_forward(True), lambda: feed_forward(False),
                              2 * hidden_bytes),
-            "loss": (loss, loss, x.shape[0] * positions.numel() * (x.shape[-1] + 1) * 4)}
+            "loss": (loss, loss, x.shape[0] * positions.numel() * (x.shape[-1] + 1) * 4),
+            "embedding": (embedding, embedding, hidden_bytes)}
 
 
 def median_ms(call: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -118,9 +118,10 @@ def test_triton_sweep_runs_every_kernel_through_the_interpreter():
          "--model", "paper factorized r4"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
     best = [line for line in out.splitlines() if "| best" in line]
-    assert [line.split("|")[0].strip() for line in best] == ["attention", "feed-forward", "loss"]
+    assert [line.split("|")[0].strip() for line in best] == ["attention", "feed-forward", "loss",
+                                                            "embedding"]
     deviations = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "max |Δ|" in line]
-    assert len(deviations) == 3 and max(deviations) < 1e-4
+    assert len(deviations) == 4 and max(deviations) < 1e-4
 
 
 @needs_triton
@@ -161,22 +162,25 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
-    """The levers left off by default compile for sm_90a too: the attention kernel with all
-    three on, the key/value pre-pass, the loss with exp2, the feed-forward layer in chunks, and
-    every kernel with split-TF32 products."""
+    """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
+    three on, the key/value pre-pass, the loss with exp2 and with the embedding's factor, the
+    feed-forward layer in chunks, the embedding kernel, and every kernel with split-TF32
+    products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": 1}'],
+         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": 1, '
+         '"EMBED_KERNEL": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "registers" in line]
     assert {(line.split("→")[1].split()[0], line.split()[1]) for line in lines} == {
         (precision, kernel) for precision in ("tf32", "tf32x3")
         for kernel in ("attention_layer_norm_kernel", "key_value_kernel",
-                       "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel")}
+                       "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel",
+                       "embedding_rotary_kernel")}
 
 
 def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):

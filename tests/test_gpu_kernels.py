@@ -126,11 +126,12 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
 def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: str):
-    """All the levers on at once, those left off by default too (the causal split, the
-    feed-forward layer in chunks): the population's fitness still equals torch's ops to 1e-5
-    nats."""
+    """All the levers on at once, those left off by default too (the feed-forward layer in
+    chunks, the embedding's factor in the loss kernel, the embedding kernel): the population's
+    fitness still equals torch's ops to 1e-5 nats."""
     for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
-                        "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": True}.items():
+                        "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": True,
+                        "EMBED_KERNEL": True}.items():
         monkeypatch.setattr(gpu_kernels, name, value)
     fused, plain = population_fitness(encoding, seed=6)
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
@@ -227,6 +228,31 @@ def test_triton_fitness_with_the_factor_on_chip(triton_path, monkeypatch, encodi
     monkeypatch.setattr(gpu_kernels, "LOSS_FACTOR_ON_CHIP", True)
     fused, plain = population_fitness(encoding, seed=8)
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(rotary_dims=0),
+                                 ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8,
+                                             rotary_dims=6)],
+                         ids=["paper", "no-rotary", "odd"])
+def test_embedding_kernel_equals_the_lookup_and_rotation(triton_path, monkeypatch, encoding: str,
+                                                         cfg: ModelConfig):
+    """gpu.EMBED_KERNEL: the embedding of 3 sequences of 37 tokens (through the factors when
+    factorized) with its rotary encoding, from one kernel, equals the lookup and `_rotary` as
+    torch's ops (positions restart with each sequence; features past the rotated ones, and all
+    of them without rotation, are the lookup's); and the model's forward takes it."""
+    monkeypatch.setattr(gpu_kernels, "EMBED_KERNEL", True)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, vocab=300, device=DEVICE)
+    tokens = torch.randint(0, 300, (3, 37), generator=torch.Generator().manual_seed(2)
+                           ).to(DEVICE)
+    launched = []
+    launch = gpu_kernels._launch
+    monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
+        launched.append(kernel.__name__), launch(kernel, *args, **kwargs)))
+    monkeypatch.setattr(model, "blocks", [])  # hidden_states = the embedding alone
+    fused, plain = kernels_and_torch_ops(lambda: model.hidden_states(p, tokens))
+    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
+    assert launched == ["embedding_rotary_kernel"]
 
 
 @pytest.mark.parametrize("split", [2, 4])

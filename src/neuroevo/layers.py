@@ -227,6 +227,13 @@ class TiedEmbedding:
         # advanced indexing, not index_select: the latter copies the strided (P, V, H) view
         return torch.bmm(p[f"{self.name}.B"][:, tokens], p[f"{self.name}.A"])  # (P,N,r)·(P,r,H)
 
+    def lookup_operands(self, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What `embed` looks tokens up in, for a fused kernel: (E (P, vocab, H), None), or
+        factorized (B (P, vocab, r), A (P, r, H)), the embedding being B[token]·A."""
+        if self.rank is None:
+            return self._weight(p), None
+        return p[f"{self.name}.B"], p[f"{self.name}.A"]
+
     def output_projection(self, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The hidden→logits map as (M, inner): logits = (h·inner)·Mᵀ + bias.
 

@@ -84,8 +84,16 @@ LOSS_EXP2 = True
 # and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per tile) instead of
 # torch's gather of the rows and bmm before it (~27 ms of a factorized r4 generation at the
 # paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
-# off until a GPU session times it (`bash bench/gpu_check.sh factor`).
+# off until a GPU session times it (`bash bench/gpu_check.sh embed`).
 LOSS_FACTOR_ON_CHIP = False
+# The embedding lookup and the rotary position encoding as one kernel (`embedding_rotary`)
+# instead of torch's gather, (factorized) bmm and ~10 element-wise passes of the rotation over
+# (P, tokens, ·) tensors (~40 ms of a dense and ~55 ms of a factorized r4 generation at the
+# paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
+# off until a GPU session times it (`bash bench/gpu_check.sh embed`). EMBED_ROWS: tokens a
+# program, untuned.
+EMBED_KERNEL = False
+EMBED_ROWS = 128
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
@@ -223,6 +231,29 @@ def feed_forward_split(block_ff: int) -> int:
     return 1 << (split.bit_length() - 1)
 
 
+def embedding_rotary(tokens: torch.Tensor, seq_len: int, table: torch.Tensor,
+                     factor: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor
+                     ) -> torch.Tensor:
+    """(P, N, H): each individual's embedding of tokens (N,) (sequences of seq_len, flattened),
+    its first 2·cos.shape[1] features rotated by position (cos, sin (seq_len, dims/2)). table
+    = E (P, vocab, H), or with `factor` = A (P, r, H), table = B (P, vocab, r): B[token]·A.
+    The embedding and `transformer._rotary` as one pass (EMBED_KERNEL)."""
+    table = per_individual(table)
+    pop = table.shape[0]
+    n_rows = tokens.numel()
+    n_cols = table.shape[2] if factor is None else factor.shape[2]
+    k_dim = table.shape[2]
+    a = table if factor is None else per_individual(factor)
+    out = torch.empty(pop, n_rows, n_cols, device=table.device, dtype=torch.float32)
+    precision = launch_precision(factor is not None)
+    _launch(kernels().embedding_rotary_kernel, (_cdiv(n_rows, EMBED_ROWS), pop), precision,
+        table, table.stride(0), a, a.stride(0) if factor is not None else 0,
+        tokens.contiguous(), cos.contiguous(), sin.contiguous(), out, n_rows, seq_len, n_cols,
+        k_dim, cos.shape[1], BLOCK_M=EMBED_ROWS, BLOCK_C=_block(n_cols), BLOCK_K=_block(k_dim),
+        FACTOR=factor is not None)
+    return out
+
+
 def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
                             bias: torch.Tensor, targets: torch.Tensor,
                             inner: torch.Tensor | None = None) -> torch.Tensor:
@@ -268,7 +299,8 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
-            "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP}
+            "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
+            "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}
 
 
 def matmul_precision() -> int:

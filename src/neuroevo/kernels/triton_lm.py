@@ -31,7 +31,9 @@ into an operand and takes exp2, KV_STORED reads each row's keys and values, proj
 `key_value_kernel`, instead of recomputing them from x in every query block, and FF_SPLIT
 computes the feed-forward hidden layer in column chunks (fewer live registers: the whole
 (128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP) multiplies
-hidden states by a factorized embedding's factor on chip.
+hidden states by a factorized embedding's factor on chip. `embedding_rotary_kernel`
+(gpu.EMBED_KERNEL) looks up the embedding (through its factors when factorized) and applies the
+rotary position encoding in one pass.
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """
@@ -325,6 +327,52 @@ def attention_layer_norm_kernel(
     tl.store(out_ptr + base + q_pos[:, None] * n_cols + cols[None, :],
              _residual_layer_norm(x_q, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
              mask=q_mask)
+
+
+@triton.jit
+def embedding_rotary_kernel(
+        table_ptr, table_stride, a_ptr, a_stride, tokens_ptr, cos_ptr, sin_ptr, out_ptr,
+        n_rows, seq_len, n_cols, k_dim, half_dims,
+        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+        FACTOR: tl.constexpr, PRECISION: tl.constexpr):
+    """out[p, n] ← the embedding of tokens[n], its first 2·half_dims features rotated by the
+    angles of position n mod seq_len (cos, sin (seq_len, half_dims)): pairs (2i, 2i+1) become
+    (e·cos − o·sin, e·sin + o·cos). The embedding is table[p, token] (P, vocab, n_cols), or with
+    FACTOR table[p, token] (P, vocab, k_dim) times a[p] (P, k_dim, n_cols). Each feature's pair
+    partner (column c xor 1) comes from a second load (or product), so the rotation is
+    element-wise. Grid (row blocks, P); out (P, n_rows, n_cols)."""
+    p = tl.program_id(1).to(tl.int64)
+    n = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    real_n = n < n_rows
+    tokens = tl.load(tokens_ptr + n, mask=real_n, other=0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_C)
+    partner = cols ^ 1
+    real_c, real_partner = cols < n_cols, partner < n_cols
+    if FACTOR:
+        ks = tl.arange(0, BLOCK_K)
+        real_k = ks < k_dim
+        b = tl.load(table_ptr + p * table_stride + tokens[:, None] * k_dim + ks[None, :],
+                    mask=real_n[:, None] & real_k[None, :], other=0.0)
+        a_rows = a_ptr + p * a_stride + ks[:, None] * n_cols
+        a = tl.load(a_rows + cols[None, :], mask=real_k[:, None] & real_c[None, :], other=0.0)
+        a_partner = tl.load(a_rows + partner[None, :],
+                            mask=real_k[:, None] & real_partner[None, :], other=0.0)
+        x = _dot(b, a, PRECISION)
+        x_partner = _dot(b, a_partner, PRECISION)
+    else:
+        rows = table_ptr + p * table_stride + tokens[:, None] * n_cols
+        x = tl.load(rows + cols[None, :], mask=real_n[:, None] & real_c[None, :], other=0.0)
+        x_partner = tl.load(rows + partner[None, :], mask=real_n[:, None] & real_partner[None, :],
+                            other=0.0)
+    pair = cols // 2
+    angles = (n % seq_len)[:, None] * half_dims + pair[None, :]
+    rotated = real_n[:, None] & (pair < half_dims)[None, :]
+    cos = tl.load(cos_ptr + angles, mask=rotated, other=1.0)   # features past the rotated ones:
+    sin = tl.load(sin_ptr + angles, mask=rotated, other=0.0)   # cos 1, sin 0, unchanged
+    sign = tl.where(cols % 2 == 0, -1.0, 1.0)
+    out = x * cos + sign[None, :] * (x_partner * sin)
+    tl.store(out_ptr + p * n_rows * n_cols + n[:, None] * n_cols + cols[None, :], out,
+             mask=real_n[:, None] & real_c[None, :])
 
 
 @triton.jit

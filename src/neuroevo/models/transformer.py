@@ -105,8 +105,14 @@ class Transformer:
     def hidden_states(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) → final hidden states (P, B·T, H)."""
         batch, t = tokens.shape
-        x = self.embedding.embed(p, tokens.reshape(-1))                       # (P, B·T, H)
-        x = _rotary(x.view(x.shape[0], batch, t, -1), self.cfg.rotary_dims).flatten(1, 2)
+        table, factor = self.embedding.lookup_operands(p)
+        if gpu_kernels.EMBED_KERNEL and gpu_kernels.usable(table):  # lookup and rotation fused
+            x = gpu_kernels.embedding_rotary(
+                tokens.reshape(-1), t, table, factor,
+                *rotary_angles(t, self.cfg.rotary_dims, table.device))
+        else:
+            x = self.embedding.embed(p, tokens.reshape(-1))                   # (P, B·T, H)
+            x = _rotary(x.view(x.shape[0], batch, t, -1), self.cfg.rotary_dims).flatten(1, 2)
         for block in self.blocks:
             x = block(p, x, batch)
         return x
@@ -218,7 +224,7 @@ def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
     """
     if dims == 0:
         return x
-    cos, sin = _rotary_angles(x.shape[2], dims, x.device)                     # (T, dims/2) each
+    cos, sin = rotary_angles(x.shape[2], dims, x.device)                     # (T, dims/2) each
     if cpu_kernels.usable(x) and x.is_contiguous():
         return cpu_kernels.rotary_(x, cos, sin)
     pairs = x[..., :dims].unflatten(-1, (dims // 2, 2))                       # (P, B, T, d/2, 2)
@@ -231,7 +237,7 @@ def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _rotary_angles(t: int, dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_angles(t: int, dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (T, dims/2) of position·frequency, positions 1..T; the same every generation."""
     inv_freq = 10000.0 ** (-torch.arange(0, dims, 2, dtype=torch.float32, device=device) / dims)
     angle = torch.arange(1, t + 1, dtype=torch.float32, device=device)[:, None] * inv_freq
