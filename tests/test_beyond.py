@@ -296,6 +296,26 @@ def test_gradient_table_finds_the_forward_passes_adam_needs_to_match_the_ga(tmp_
                                                                      tmp_path / "fig"))
 
 
+def test_collected_logs_are_the_run_directories_files_in_one_table(tmp_path) -> None:
+    """`collect-logs` writes what the analyses read (committed with a preset, so that a redraw
+    needs no engine run): every run's rows with task, variant and seed, as `load` gives them."""
+    import pandas as pd
+
+    from neuroevo.analysis import beyond_gradient
+    from neuroevo.analysis.__main__ import main
+
+    logs = {(variant, s): pd.DataFrame({"step": [1, 2], "forward_passes": [3.0, 6.0],
+                                        "fitness": [-2.5 - s, -1.0 / 3.0]})
+            for variant in ("dense", "factorized-r4") for s in (0, 1)}
+    paths = _write_seed_tables(tmp_path, "gradient.csv", logs)
+    out = tmp_path / "tables" / "lm_gradient_logs.csv"
+    out.parent.mkdir()
+    assert main(["collect-logs", "--item", "gradient", "--logs", *map(str, paths),
+                 "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), beyond_gradient.load(paths))
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left behind
+
+
 def _runs_table():
     """runs.csv rows: factorized r1/r4, sparse-random r1/r4, a magnitude r4 and small; 3 seeds."""
     import pandas as pd

@@ -425,3 +425,52 @@ def test_runs_added_to_a_tabled_preset_are_run(workdir: Path, committed_grid: bo
     assert evolve_outputs(output) == expected_runs("quick", ALL_FAMILIES)
     assert job_counts(output).get("aggregate") == 1
 
+
+
+def _collected_logs(workdir: Path, preset: str, leave_out: int = 0) -> None:
+    """Stand-ins for the committed tables that collect each beyond item's engine logs (all
+    runs but the last `leave_out` of each), newer than the grid: a fresh clone's view of a
+    committed preset, whose beyond run directories are not in git."""
+    beyond = EXPERIMENTS["presets"][preset]["beyond"]
+    tables = workdir / "results" / preset / "tables" / "beyond"
+    tables.mkdir(parents=True, exist_ok=True)
+    for item in ("mutation_effects", "gradient"):
+        for task, entry in beyond.get(item, {}).get("runs", {}).items():
+            n_seeds = beyond[item].get("seeds", EXPERIMENTS["presets"][preset]["seeds"])
+            rows = [f"{task},{variant},{seed}" for variant in entry["variants"] for seed in range(n_seeds)]
+            lines = ["task,variant,seed", *rows[:len(rows) - leave_out]]
+            (tables / f"{task}_{item}_logs.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "fresh-clone"])
+def test_a_title_edit_redraws_beyond_analyses_without_their_engine_runs(workdir: Path, metadata: bool) -> None:
+    """The gradient and mutation-effect analyses read their committed collected logs: a title
+    edit redraws them (and nothing upstream), with no `gradient` or `mutation_effects` job,
+    whose directories a committed preset lacks."""
+    snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
+    if not metadata:
+        shutil.rmtree(workdir / ".snakemake")
+    _tabled_runs(workdir, "quick")
+    _collected_logs(workdir, "quick")
+    experiments = workdir / "configs" / "experiments.yaml"
+    experiments.write_text(experiments.read_text().replace("title: TinyStories",
+                                                           "title: TinyStories (edited)", 1))
+    output = snakemake(workdir, "-n", "results/quick/tables/beyond/tinystories_gradient.csv",
+                       "results/quick/tables/beyond/tinystories_mutation_effects.csv").stdout
+    counts = job_counts(output)
+    assert counts.get("beyond_gradient") == 1 and counts.get("beyond_mutation_effects") == 1
+    assert not {"gradient", "mutation_effects", "collect_logs", "aggregate", "evolve"} & set(counts)
+
+
+def test_a_run_added_to_a_collected_beyond_item_runs_and_recollects(workdir: Path) -> None:
+    """A committed collected table lacking one of the item's runs (a seed or variant added):
+    that item's engine runs are scheduled and the table collected again from all of them."""
+    _tabled_runs(workdir, "quick")
+    _collected_logs(workdir, "quick", leave_out=1)
+    experiments = workdir / "configs" / "experiments.yaml"
+    experiments.write_text(experiments.read_text())  # the edit that added the run: newer
+    output = snakemake(workdir, "-n", "results/quick/tables/beyond/tinystories_gradient.csv").stdout
+    beyond = EXPERIMENTS["presets"]["quick"]["beyond"]["gradient"]
+    n_runs = len(beyond["runs"]["tinystories"]["variants"]) * beyond.get("seeds", EXPERIMENTS["presets"]["quick"]["seeds"])
+    counts = job_counts(output)
+    assert counts.get("gradient") == n_runs and counts.get("collect_logs") == 1

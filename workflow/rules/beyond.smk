@@ -1,7 +1,8 @@
 # Beyond the paper (issue #7): mutation effects, the gradient-descent reference, the rank study and
-# the sparse encoding. Two engine rules write run-like directories under results/<preset>/beyond/;
-# four analysis rules turn them (or runs.csv) into one table and one figure per task, which the
-# report's "Beyond the paper" section embeds. `snakemake --cores all beyond --config preset=<p>` builds
+# the sparse encoding. Two engine rules write run-like directories under results/<preset>/beyond/
+# (not in git); collect_logs gathers each task's logs into one table under tables/ (committed);
+# four analysis rules turn those tables (or runs.csv) into one table and one figure per task,
+# which the report's "Beyond the paper" section embeds. `snakemake --cores all beyond --config preset=<p>` builds
 # them and the runs they read.
 
 
@@ -59,10 +60,30 @@ rule gradient:
         "neuroevo gradient {params.config} --out {params.out_dir} {params.args} --lr {params.lr} --quiet > {log} 2>&1"
 
 
+rule collect_logs:
+    # One task's engine logs of a beyond item in one table, committed with the preset as runs.csv
+    # is: the analyses read it, so a display edit redraws them without the engine runs (their
+    # directories are not in git). The grid as aggregate has it (`beyond_logs_grid`).
+    input:
+        grid=beyond_logs_grid,
+        logs=lambda w: [f"{d}/{BEYOND_ENGINE[w.item]}" for d in beyond_run_dirs(w.preset, w.item, w.task)],
+    output:
+        "results/{preset}/tables/beyond/{task}_{item}_logs.csv",
+    wildcard_constraints:
+        item="|".join(BEYOND_ENGINE),
+    log:
+        "logs/{preset}/beyond/{task}_{item}_logs.log",
+    conda:
+        "../../envs/analysis.yaml"
+    localrule: True
+    shell:
+        "python -m neuroevo.analysis collect-logs --item {wildcards.item} --logs {input.logs} --out {output} > {log} 2>&1"
+
+
 rule beyond_mutation_effects:
     input:
         grid=rules.grid.output[0],
-        probes=lambda w: [f"{d}/mutation_effects.csv" for d in beyond_run_dirs(w.preset, "mutation_effects", w.task)],
+        probes=lambda w: beyond_logs(w.preset, "mutation_effects", w.task),
     output:
         table=beyond_report("mutation_effects", "table"),
         other_tables=multiext("results/{preset}/tables/beyond/{task}_mutation_effects", ".md", ".tex"),
@@ -87,7 +108,7 @@ rule beyond_gradient:
     input:
         grid=rules.grid.output[0],
         long=rules.aggregate.output.long,
-        logs=lambda w: [f"{d}/gradient.csv" for d in beyond_run_dirs(w.preset, "gradient", w.task)],
+        logs=lambda w: beyond_logs(w.preset, "gradient", w.task),
     output:
         table=beyond_report("gradient", "table"),
         other_tables=multiext("results/{preset}/tables/beyond/{task}_gradient", ".md", ".tex"),

@@ -156,15 +156,36 @@ def beyond_tasks(preset, item):
     return {task: entry for task, entry in chosen.items() if task in runs(preset)}
 
 
-def beyond_run_dirs(preset, item, task):
-    """The engine directories of a beyond item for one task: variants × seeds."""
+def beyond_runs(preset, item, task):
+    """The (variant, seed) runs of a beyond item for one task."""
     spec = preset_config(preset)["beyond"][item]
     n_seeds = spec.get("seeds", len(seeds(preset, task)))
-    return [
-        f"results/{preset}/beyond/{item}/{task}/{variant}/seed{seed}"
-        for variant in spec["runs"][task]["variants"]
-        for seed in range(n_seeds)
-    ]
+    return [(variant, seed) for variant in spec["runs"][task]["variants"] for seed in range(n_seeds)]
+
+
+def beyond_run_dirs(preset, item, task):
+    """The engine directories of a beyond item for one task: variants × seeds."""
+    return [f"results/{preset}/beyond/{item}/{task}/{variant}/seed{seed}"
+            for variant, seed in beyond_runs(preset, item, task)]
+
+
+def beyond_logs(preset, item, task):
+    """The committed table that collects a beyond item's engine logs for one task."""
+    return f"results/{preset}/tables/beyond/{task}_{item}_logs.csv"
+
+
+def beyond_logs_grid(wildcards):
+    """collect_logs's grid input, as `aggregate_grid` is aggregate's: `ancient` while the
+    collected table holds every run of the item, so that a display edit redraws the analysis
+    from the committed table without the engine runs; plain once runs were added."""
+    grid = f"results/{wildcards.preset}/grid.json"
+    table = Path(beyond_logs(wildcards.preset, wildcards.item, wildcards.task))
+    if not table.exists():
+        return grid
+    with table.open(newline="") as handle:
+        collected = {(row.get("variant"), row.get("seed")) for row in csv.DictReader(handle)}
+    wanted = {(variant, str(seed)) for variant, seed in beyond_runs(wildcards.preset, wildcards.item, wildcards.task)}
+    return grid if wanted - collected else ancient(grid)
 
 
 def beyond_outputs(preset, folder, exts):

@@ -2,9 +2,10 @@
 
 Subcommands: `aggregate` (run dirs → fitness_long.csv, runs.csv), `tables` (runs.csv → the paper's
 tables), `figure NAME` (one table → one figure's PDF + PNG), `report` (tables + figures → report),
-and beyond the paper (issue #7), each one task's table + figure: `mutation-effects`, `gradient`,
-`rank-study`, `sparse`. Keeping the logic here lets every rule be a one-line shell command. Errors
-print one line, exit 1.
+and beyond the paper (issue #7): `collect-logs` (one task's engine logs of a beyond item → one
+table, committed with a preset as runs.csv is), then each one task's table + figure:
+`mutation-effects`, `gradient`, `rank-study`, `sparse`. Keeping the logic here lets every rule be
+a one-line shell command. Errors print one line, exit 1.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from . import (aggregate, beyond_gradient, beyond_mutations, beyond_search, figu
                tables)
 from .figures import FigureFn
 from .grid import Task
+from .runs import read_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,9 +69,21 @@ def _report(args: argparse.Namespace) -> None:
     )
 
 
+# Each beyond item's engine log: its loader (run-directory files → one table) and the columns an
+# analysis reads from the collected table.
+LOGS = {"mutation_effects": beyond_mutations.load, "gradient": beyond_gradient.load}
+LOG_COLUMNS = {"mutation_effects": ("task", "variant", "seed", "generation", "delta"),
+               "gradient": ("task", "variant", "seed", "forward_passes", "fitness")}
+
+
+def _collect_logs(args: argparse.Namespace) -> None:
+    with replacing(args.out) as tmp:
+        LOGS[args.item](args.logs).to_csv(tmp, index=False)
+
+
 def _mutation_effects(args: argparse.Namespace) -> None:
     g = grid.load(args.grid)
-    probes = beyond_mutations.load(args.probes)
+    probes = read_csv(args.probes, LOG_COLUMNS["mutation_effects"])
     tables.write(beyond_mutations.summarize(probes, args.tolerance), args.table)
     beyond_mutations.figure(probes, g.task(args.task), g.preset, args.figure, args.tolerance)
 
@@ -77,7 +91,8 @@ def _mutation_effects(args: argparse.Namespace) -> None:
 def _gradient(args: argparse.Namespace) -> None:
     g = grid.load(args.grid)
     task = g.task(args.task)
-    curves = beyond_gradient.curves(_read(args.long), beyond_gradient.load(args.logs), task)
+    logs = read_csv(args.logs, LOG_COLUMNS["gradient"])
+    curves = beyond_gradient.curves(_read(args.long), logs, task)
     tables.write(beyond_gradient.table(curves, task), args.table)
     beyond_gradient.figure(curves, task, g.preset, args.figure)
 
@@ -136,18 +151,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="beyond-the-paper figures (PNG are embedded)")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("mutation-effects", help="probe files → mutation-effect table and figure")
+    p = sub.add_parser("collect-logs", help="one beyond item's engine logs → one table")
+    p.add_argument("--item", required=True, choices=sorted(LOGS))
+    p.add_argument("--logs", type=Path, nargs="+", required=True,
+                   help="<root>/<task>/<variant>/seed<k>/<item>.csv files")
+    p.add_argument("--out", type=Path, required=True, help="output: the collected table (.csv)")
+    p.set_defaults(func=_collect_logs)
+
+    p = sub.add_parser("mutation-effects", help="collected probes → mutation-effect table and figure")
     _beyond_outputs(p)
-    p.add_argument("--probes", type=Path, nargs="+", required=True,
-                   help="<root>/<task>/<variant>/seed<k>/mutation_effects.csv files")
+    p.add_argument("--probes", type=Path, required=True,
+                   help="the mutation_effects logs, collected (collect-logs)")
     p.add_argument("--tolerance", type=float, required=True, help="|delta| up to this is neutral")
     p.set_defaults(func=_mutation_effects)
 
     p = sub.add_parser("gradient", help="GA fitness_long.csv + gradient logs → table and figure")
     _beyond_outputs(p)
     p.add_argument("--long", type=Path, required=True, help="fitness_long.csv")
-    p.add_argument("--logs", type=Path, nargs="+", required=True,
-                   help="<root>/<task>/<variant>/seed<k>/gradient.csv files")
+    p.add_argument("--logs", type=Path, required=True,
+                   help="the gradient logs, collected (collect-logs)")
     p.set_defaults(func=_gradient)
 
     for name, table_fn, figure_fn, what in (
