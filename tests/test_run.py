@@ -421,6 +421,7 @@ def test_gpu_levers_keep_the_fitness_within_their_tolerance(tiny_lm_overrides: l
     ("task.token_chunk=0", "task.token_chunk must be ≥ 1, got 0"),
     ("task.n_stories=0", "task.n_stories must be ≥ 1 or null"),
     ("task.pop_chunk=-1", "task.pop_chunk must be ≥ 0 (0 = auto), got -1"),
+    ("model.rotary_dims=3", "model.rotary_dims must be even and between 0 and model.hidden"),
 ])
 def test_bad_language_sizes_fail_with_one_line_and_no_run_dir(
         tmp_path: Path, tiny_lm_overrides, capsys, override: str, message: str) -> None:

@@ -474,3 +474,27 @@ def test_a_run_added_to_a_collected_beyond_item_runs_and_recollects(workdir: Pat
     n_runs = len(beyond["runs"]["tinystories"]["variants"]) * beyond.get("seeds", EXPERIMENTS["presets"]["quick"]["seeds"])
     counts = job_counts(output)
     assert counts.get("gradient") == n_runs and counts.get("collect_logs") == 1
+
+
+def test_an_analysis_code_edit_redraws_without_rerunning_evolution(workdir: Path) -> None:
+    """The analysis code (src/neuroevo/analysis/) is an input of the drawing rules: outputs
+    older than it are redrawn, from the committed tables alone (no aggregate, no evolve). Here
+    the stand-in outputs are made older than the repository's code instead of editing it."""
+    snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
+    shutil.rmtree(workdir / ".snakemake")
+    _tabled_runs(workdir, "quick")
+    figures = workdir / "figures" / "quick"
+    figures.mkdir(parents=True)
+    outputs = [figures / "tinystories_fitness.pdf", figures / "tinystories_fitness.png"]
+    for path in outputs:
+        path.write_text("stand-in\n")
+    tables = workdir / "results" / "quick" / "tables"
+    inputs = [workdir / "results" / "quick" / "grid.json", tables / "runs.csv", tables / "fitness_long.csv"]
+    configs = [p for p in workdir.rglob("*") if p.is_file() and p not in (*inputs, *outputs)]
+    for path, when in [*((p, 500_000) for p in configs), *((p, 1_000_000) for p in inputs),
+                       *((p, 2_000_000) for p in outputs)]:
+        os.utime(path, (when, when))  # 1970, in the order the workflow wrote them: older than
+        # any checkout of the code
+    output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
+    assert job_counts(output) == {"figure_fitness": 1}
+    assert "src/neuroevo/analysis/" in output.split("rule figure_fitness:", 1)[1]

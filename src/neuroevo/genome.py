@@ -76,7 +76,7 @@ def initial_weights(layout: ParamLayout, seeds: list[int], device: torch.device)
     init_std = layout.init_std().to(device)
     init_value = layout.init_value().to(device)
     theta = torch.empty(len(seeds), layout.dim, device=device)
-    if gpu_noise.usable(theta):  # one fused launch (a lever, off by default: kernels/gpu_noise.py)
+    if gpu_noise.usable(theta):  # one fused launch on CUDA (kernels/gpu_noise.py)
         gpu_noise.add_scaled_noise(theta, init_value, seeds, init_std)
         return theta
     for rows in _row_chunks(len(seeds), layout.dim, device):

@@ -46,6 +46,7 @@ rule tables:
     input:
         grid=rules.grid.output[0],
         runs=rules.aggregate.output.runs,
+        code=ANALYSIS_CODE,
     output:
         final=report(
             "results/{preset}/tables/final.csv", caption="../report/table_final.rst", category="Tables"

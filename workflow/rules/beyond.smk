@@ -84,6 +84,7 @@ rule beyond_mutation_effects:
     input:
         grid=rules.grid.output[0],
         probes=lambda w: beyond_logs(w.preset, "mutation_effects", w.task),
+        code=ANALYSIS_CODE,
     output:
         table=beyond_report("mutation_effects", "table"),
         other_tables=multiext("results/{preset}/tables/beyond/{task}_mutation_effects", ".md", ".tex"),
@@ -109,6 +110,7 @@ rule beyond_gradient:
         grid=rules.grid.output[0],
         long=rules.aggregate.output.long,
         logs=lambda w: beyond_logs(w.preset, "gradient", w.task),
+        code=ANALYSIS_CODE,
     output:
         table=beyond_report("gradient", "table"),
         other_tables=multiext("results/{preset}/tables/beyond/{task}_gradient", ".md", ".tex"),
@@ -136,6 +138,7 @@ for _item in BEYOND_RUNS_CSV:
         input:
             grid=rules.grid.output[0],
             runs=rules.aggregate.output.runs,
+            code=ANALYSIS_CODE,
         output:
             table=beyond_report(_item, "table"),
             other_tables=multiext(f"results/{{preset}}/tables/beyond/{{task}}_{_item}", ".md", ".tex"),

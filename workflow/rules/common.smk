@@ -70,6 +70,12 @@ def grid_runs(preset):
     ]
 
 
+# The analysis code, an input of every rule that draws from tables (tables, figures, report, the
+# beyond analyses; not aggregate or collect_logs, which read engine runs): editing
+# src/neuroevo/analysis/ redraws what it draws, in seconds, and never reruns a run.
+ANALYSIS_CODE = sorted(str(path) for path in Path(workflow.basedir, "src", "neuroevo", "analysis").glob("*.py"))
+
+
 def aggregate_grid(wildcards):
     """aggregate's grid input: `ancient` while runs.csv holds every run of the grid, a plain
     input once the grid has runs it lacks (a variant or seed added). Snakemake does not rebuild a

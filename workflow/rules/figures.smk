@@ -10,6 +10,7 @@ for _figure, _table in FIGURE_TABLE.items():
         input:
             grid=figure_grid(_figure),
             table=f"results/{{preset}}/tables/{_table}.csv",
+            code=ANALYSIS_CODE,
         output:
             pdf=report(
                 f"figures/{{preset}}/{{task}}_{_figure}.pdf",

@@ -10,6 +10,7 @@ rule report:
         figures=lambda w: figure_files(w.preset),
         beyond_tables=lambda w: beyond_outputs(w.preset, f"results/{w.preset}/tables", ("md",)),
         beyond_figures=lambda w: beyond_outputs(w.preset, f"figures/{w.preset}", ("png",)),
+        code=ANALYSIS_CODE,
     output:
         md="paper/{preset}/report.md",
         html=report("paper/{preset}/report.html", caption="../report/report.rst", category="Report"),

@@ -46,6 +46,12 @@ class ModelConfig:
     rotary_dims: int = 4  # features of the input embedding that carry the rotary position
     ln_eps: float = 1e-7
 
+    def __post_init__(self) -> None:
+        # rotated in pairs: an odd count or one past the width cannot run (checked at load)
+        if self.rotary_dims % 2 or not 0 <= self.rotary_dims <= self.hidden:
+            raise ValueError(f"model.rotary_dims must be even and between 0 and model.hidden "
+                             f"({self.hidden}), got {self.rotary_dims}")
+
 
 class Block:
     def __init__(self, layout: ParamLayout, name: str, cfg: ModelConfig,
@@ -105,17 +111,26 @@ class Transformer:
     def hidden_states(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) → final hidden states (P, B·T, H)."""
         batch, t = tokens.shape
-        table, factor = self.embedding.lookup_operands(p)
-        if gpu_kernels.EMBED_KERNEL and gpu_kernels.usable(table):  # lookup and rotation fused
-            x = gpu_kernels.embedding_rotary(
-                tokens.reshape(-1), t, table, factor,
-                *rotary_angles(t, self.cfg.rotary_dims, table.device))
-        else:
+        x = self._fused_embedding(p, tokens)
+        if x is None:
             x = self.embedding.embed(p, tokens.reshape(-1))                   # (P, B·T, H)
             x = _rotary(x.view(x.shape[0], batch, t, -1), self.cfg.rotary_dims).flatten(1, 2)
         for block in self.blocks:
             x = block(p, x, batch)
         return x
+
+    def _fused_embedding(self, p: Params, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The embedding of tokens (B, T) with its rotation from one GPU kernel (gpu.EMBED_KERNEL)
+        where it serves, else None. The lever is checked first: a sparse embedding's operands
+        are developed weights, not worth making for nothing."""
+        if not gpu_kernels.EMBED_KERNEL:
+            return None
+        table, factor = self.embedding.lookup_operands(p)
+        if not gpu_kernels.usable(table):
+            return None
+        t = tokens.shape[1]
+        return gpu_kernels.embedding_rotary(tokens.reshape(-1), t, table, factor,
+                                            *rotary_angles(t, self.cfg.rotary_dims, table.device))
 
     def negative_cross_entropy(self, p: Params, tokens: torch.Tensor, lengths: torch.Tensor,
                                token_chunk: int = 512, pop_tile: int | None = None
