@@ -222,13 +222,13 @@ class TiedEmbedding:
 
     def embed(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N,) shared by all individuals → (P, N, hidden)."""
-        if self.rank is None:
-            return self._weight(p)[:, tokens]                                # (P, N, H)
-        # advanced indexing, not index_select: the latter copies the strided (P, V, H) view
-        return torch.bmm(p[f"{self.name}.B"][:, tokens], p[f"{self.name}.A"])  # (P,N,r)·(P,r,H)
+        table, factor = self.lookup_operands(p)
+        # advanced indexing, not index_select: the latter copies the strided (P, V, ·) view
+        rows = table[:, tokens]                                              # (P, N, H or r)
+        return rows if factor is None else torch.bmm(rows, factor)           # (P,N,r)·(P,r,H)
 
     def lookup_operands(self, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """What `embed` looks tokens up in, for a fused kernel: (E (P, vocab, H), None), or
+        """What `embed` looks tokens up in (a fused kernel too): (E (P, vocab, H), None), or
         factorized (B (P, vocab, r), A (P, r, H)), the embedding being B[token]·A."""
         if self.rank is None:
             return self._weight(p), None
@@ -240,9 +240,8 @@ class TiedEmbedding:
         Dense: M = E (vocab, H), inner None. Factorized: M = Bᵀ (vocab, r), inner = A (H, r), so the
         logits GEMM runs at K = r instead of K = hidden.
         """
-        if self.rank is None:
-            return self._weight(p), None
-        return p[f"{self.name}.B"], p[f"{self.name}.A"].transpose(1, 2)
+        table, factor = self.lookup_operands(p)
+        return table, None if factor is None else factor.transpose(1, 2)
 
     def out_bias(self, p: Params) -> torch.Tensor:
         return p[f"{self.name}.out_bias"]                                    # (P, vocab)

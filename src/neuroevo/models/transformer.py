@@ -239,7 +239,7 @@ def _rotary(x: torch.Tensor, dims: int) -> torch.Tensor:
     """
     if dims == 0:
         return x
-    cos, sin = rotary_angles(x.shape[2], dims, x.device)                     # (T, dims/2) each
+    cos, sin = rotary_angles(x.shape[2], dims, x.device)                      # (T, dims/2) each
     if cpu_kernels.usable(x) and x.is_contiguous():
         return cpu_kernels.rotary_(x, cos, sin)
     pairs = x[..., :dims].unflatten(-1, (dims // 2, 2))                       # (P, B, T, d/2, 2)
