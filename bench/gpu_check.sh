@@ -52,12 +52,14 @@
 #                                  kernels' and the noise kernel's tests, both settings, and both
 #                                  with the split off (session 12 ran it with the split from 256
 #                                  tokens as shipped and at every length as the alternative)
-#   bash bench/gpu_check.sh embed  what session 12 prepared after its GPU calls, ~5 min: the
-#                                  embedding lookup and rotation as one kernel
-#                                  (gpu.EMBED_KERNEL, off) and the factorized embedding's product
-#                                  in the loss kernel (gpu.LOSS_FACTOR_ON_CHIP, off): their tests,
-#                                  each kernel swept, both settings with them off and on, a
-#                                  profile of the paper's lengths with them on
+#   bash bench/gpu_check.sh prepared what session 12 prepared after its GPU calls, ~7 min,
+#                                  all off: the embedding lookup and rotation as one kernel
+#                                  (gpu.EMBED_KERNEL), the factorized embedding's product in the
+#                                  loss kernel (gpu.LOSS_FACTOR_ON_CHIP), the attention's lazy
+#                                  rescaling (gpu.ATTENTION_LAZY_RESCALE): their tests, each
+#                                  kernel swept with its lever off and on, both settings with
+#                                  all three off and on, the paper's lengths with each (the
+#                                  all-on run profiled)
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -199,10 +201,10 @@ defaults)
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$split_off"
     ;;
-embed)
-    on='{"LOSS_FACTOR_ON_CHIP": 1, "EMBED_KERNEL": 1}'
+prepared)
+    on='{"LOSS_FACTOR_ON_CHIP": 1, "EMBED_KERNEL": 1, "ATTENTION_LAZY_RESCALE": 1}'
     three=(--models "paper dense" "paper factorized r4" "paper factorized r1")
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "factor or embedding_kernel or every_lever or fitness_equals"
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "factor or embedding_kernel or every_lever or fitness_equals or lazy"
     for model in "paper factorized r4" "paper factorized r1"; do
         step $py bench/triton_sweep.py --precision tf32 --kernels loss --model "$model" \
             --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 \
@@ -211,14 +213,20 @@ embed)
     for model in "paper dense" "paper factorized r4"; do
         step $py bench/triton_sweep.py --precision tf32 --kernels embedding --model "$model"
     done
+    lazy=(--kernels attention --knob QUERY_BLOCK=64 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
+          --knob ATTENTION_LAZY_RESCALE=0,1)
+    step $py bench/triton_sweep.py --precision tf32 "${lazy[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${lazy[@]}" --batch 32 --seq-len 512
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 "${three[@]}"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 "${three[@]}" --config "$on"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
+        --config '{"ATTENTION_LAZY_RESCALE": 1}'
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
         "paper factorized r4" --config "$on" --profile
     ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|embed]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|prepared]" >&2
     exit 2
     ;;
 esac

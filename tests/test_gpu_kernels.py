@@ -23,13 +23,15 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
 # The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
 # kernel before session 9), each alone, as shipped and all on.
-LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED")
+LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED",
+               "ATTENTION_LAZY_RESCALE")
 ATTENTION_LEVERS = {
     name: dict(zip(LEVER_NAMES, values)) for name, values in {
-        "off": (False, False, False), "causal-split": (True, False, False),
-        "exp2": (False, True, False), "kv-stored": (False, False, True),
+        "off": (False, False, False, False), "causal-split": (True, False, False, False),
+        "exp2": (False, True, False, False), "kv-stored": (False, False, True, False),
+        "lazy-rescale": (False, False, False, True),
         "shipped": tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES),
-        "all": (True, True, True)}.items()}
+        "all": (True, True, True, True)}.items()}
 
 
 def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:

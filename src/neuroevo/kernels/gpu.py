@@ -73,6 +73,12 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 ATTENTION_CAUSAL_SPLIT = True
 ATTENTION_EXP2 = True
 ATTENTION_KV_STORED = True
+# The online softmax's running max moved only when a block's max passes it by more than 2^8
+# (the rescaling of the sum and the (rows, width) accumulator skipped on most steps, as in
+# FlashAttention 4), aimed at the attention's per-score work, 52% of a dense generation at the
+# paper's lengths (fourth session's profile). Written without a GPU (session 12): off until a
+# GPU session times it (`bash bench/gpu_check.sh prepared`).
+ATTENTION_LAZY_RESCALE = False
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
@@ -84,13 +90,13 @@ LOSS_EXP2 = True
 # and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per tile) instead of
 # torch's gather of the rows and bmm before it (~27 ms of a factorized r4 generation at the
 # paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
-# off until a GPU session times it (`bash bench/gpu_check.sh embed`).
+# off until a GPU session times it (`bash bench/gpu_check.sh prepared`).
 LOSS_FACTOR_ON_CHIP = False
 # The embedding lookup and the rotary position encoding as one kernel (`embedding_rotary`)
 # instead of torch's gather, (factorized) bmm and ~10 element-wise passes of the rotation over
 # (P, tokens, ·) tensors (~40 ms of a dense and ~55 ms of a factorized r4 generation at the
 # paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
-# off until a GPU session times it (`bash bench/gpu_check.sh embed`). EMBED_ROWS: tokens a
+# off until a GPU session times it (`bash bench/gpu_check.sh prepared`). EMBED_ROWS: tokens a
 # program, untuned.
 EMBED_KERNEL = False
 EMBED_ROWS = 128
@@ -185,7 +191,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
-        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
+        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
+        LAZY_RESCALE=ATTENTION_LAZY_RESCALE)
     return result
 
 
@@ -298,6 +305,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
+            "ATTENTION_LAZY_RESCALE": ATTENTION_LAZY_RESCALE,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
             "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}
