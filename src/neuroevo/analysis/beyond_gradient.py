@@ -1,7 +1,8 @@
 """GA vs gradient descent on one axis (beyond the paper, issue #7 item 2).
 
 Inputs: `fitness_long.csv` (the GA runs) and the `gradient.csv` files of `neuroevo gradient`
-(Adam on the same model, data and initial weights). The shared x axis is forward passes over the
+(Adam on the same model, data and initial weights), which `load` collects into one table (the
+workflow commits it: `collect-logs`). The shared x axis is forward passes over the
 evaluation batch: the GA spends one per individual evaluated (cumulative `evaluations`), an Adam
 step three (`forward_passes` in gradient.csv). The GA's y is the task's series (the best
 individual's fitness); GD's is the fitness of its single network before each step.

@@ -1,7 +1,8 @@
 """Mutation effects (beyond the paper, issue #7 item 1): what one mutation does to fitness.
 
 Input: the `mutation_effects.csv` files of `neuroevo mutation-effects`, one per task × variant ×
-seed, each row a single-mutation child of a sampled survivor with delta = child − parent fitness.
+seed (collected into one table by `load`, which the workflow commits: `collect-logs`), each row
+a single-mutation child of a sampled survivor with delta = child − parent fitness.
 A child is *beneficial* if delta > tol, *deleterious* if delta < −tol and *neutral* otherwise, tol
 being the task's `neutral_tolerance` in configs/experiments.yaml (TinyStories: 1e-3 nats/token).
 
