@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_lm import MODELS  # noqa: E402
+from ceilings import exp_rate  # noqa: E402
 from launch_constants import PRECISIONS, configured  # noqa: E402
 
 from neuroevo.genome import initial_weights  # noqa: E402
@@ -84,11 +85,12 @@ def ieee_products() -> Iterator[None]:
 
 
 def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: torch.Tensor
-                 ) -> dict[str, tuple[Callable[[], torch.Tensor], Callable[[], object], int]]:
+                 ) -> dict[str, tuple[Callable[[], torch.Tensor], Callable[[], object], int,
+                                      float]]:
     """{kernel: (a call from fixed inputs to check against, the call to time, the bytes it must
-    move at least)} on realistic inputs: block 0's input for the sub-layers, the model's final
-    hidden states for the loss. The feed-forward kernel works in place, so its checked call
-    starts from a fresh copy and its timed call reuses one buffer."""
+    move at least, the exponentials it must take)} on realistic inputs: block 0's input for the
+    sub-layers, the model's final hidden states for the loss. The feed-forward kernel works in
+    place, so its checked call starts from a fresh copy and its timed call reuses one buffer."""
     block = model.blocks[0]
     with gpu_kernels.switched_off():
         x = model.hidden_states(p, tokens).float()  # as the attention kernel hands it on
@@ -119,11 +121,15 @@ def kernel_calls(model: Transformer, p: dict, tokens: torch.Tensor, lengths: tor
             tokens.reshape(-1), tokens.shape[1], *model.embedding.lookup_operands(p),
             *rotary_angles(tokens.shape[1], model.cfg.rotary_dims, x.device))
 
-    return {"attention": (attention, attention, 2 * hidden_bytes),
+    pop, vocab = x.shape[0], weight.shape[1]
+    causal_pairs = float((lengths.double() * (lengths.double() + 1) / 2).sum())
+    return {"attention": (attention, attention, 2 * hidden_bytes,
+                          pop * block.n_heads * causal_pairs),
             "feed-forward": (lambda: feed_forward(True), lambda: feed_forward(False),
-                             2 * hidden_bytes),
-            "loss": (loss, loss, x.shape[0] * positions.numel() * (x.shape[-1] + 1) * 4),
-            "embedding": (embedding, embedding, hidden_bytes)}
+                             2 * hidden_bytes, 0.0),
+            "loss": (loss, loss, pop * positions.numel() * (x.shape[-1] + 1) * 4,
+                     pop * positions.numel() * vocab),
+            "embedding": (embedding, embedding, hidden_bytes, 0.0)}
 
 
 def median_ms(call: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -241,8 +247,12 @@ def main() -> None:
           f"T={args.seq_len}, {args.precision}, median of {args.repeats}")
     with torch.no_grad(), autocast:
         calls = kernel_calls(model, p, tokens, lengths)
+        exps_per_second = exp_rate(device, args.repeats)
         for kernel in args.kernels:
-            checked, timed, min_bytes = calls[kernel]
+            checked, timed, min_bytes, min_exps = calls[kernel]
+            # the kernel's own exponentials at the device's measured rate: the attention's per
+            # score, the loss's per vocabulary entry (what a lever on their softmax aims at)
+            exp_ms = min_exps / exps_per_second * 1e3
             with ieee_products():
                 reference = checked().float()
             results = []
@@ -255,8 +265,9 @@ def main() -> None:
                     deviation = float((checked().float() - reference).abs().max())
                     ms = median_ms(timed, device, args.repeats)
                 results.append((ms, settings))
+                exps = f"exp floor {exp_ms:.3f} ms ({exp_ms / ms:.0%}) | " if min_exps else ""
                 print(f"{kernel:>12} | {settings} | {ms:8.3f} ms | "
-                      f"{min_bytes / ms / 1e6:7.1f} GB/s of unavoidable traffic | "
+                      f"{min_bytes / ms / 1e6:7.1f} GB/s of unavoidable traffic | {exps}"
                       f"max |Δ| vs IEEE fp32 {deviation:.1e}", flush=True)
             best_ms, best = min(results, key=lambda r: r[0])
             print(f"{kernel:>12} | best {best} at {best_ms:.3f} ms")
