@@ -76,21 +76,29 @@ def grid_runs(preset):
 ANALYSIS_CODE = sorted(str(path) for path in Path(workflow.basedir, "src", "neuroevo", "analysis").glob("*.py"))
 
 
-def aggregate_grid(wildcards):
-    """aggregate's grid input: `ancient` while runs.csv holds every run of the grid, a plain
-    input once the grid has runs it lacks (a variant or seed added). Snakemake does not rebuild a
-    missing input of an up-to-date output, so without a newer grid those runs would never be
-    scheduled where their directories and Snakemake's metadata are absent (a committed preset in
-    a fresh clone). Not `ancient` then, too, because Snakemake 9 drops a job whose `ancient`
-    input is being rebuilt, whatever else (even --forcerun) asks for it."""
-    grid = f"results/{wildcards.preset}/grid.json"
-    table = Path(f"results/{wildcards.preset}/tables/runs.csv")
-    if not table.exists():
+def grid_while_tabled(preset, table, columns, wanted):
+    """The grid as an input of a rule that reads engine runs into `table` (aggregate,
+    collect_logs): `ancient` while the table holds every `wanted` run (tuples of its `columns`,
+    as strings), a plain input once the grid has runs it lacks (a variant or seed added).
+    Snakemake does not rebuild a missing input of an up-to-date output, so without a newer grid
+    those runs would never be scheduled where their directories and Snakemake's metadata are
+    absent (a committed preset in a fresh clone). Not `ancient` then, too, because Snakemake 9
+    drops a job whose `ancient` input is being rebuilt, whatever else (even --forcerun) asks
+    for it."""
+    grid = f"results/{preset}/grid.json"
+    if not Path(table).exists():
         return grid
-    with table.open(newline="") as handle:
-        tabled = {(row.get("task"), row.get("variant"), row.get("seed")) for row in csv.DictReader(handle)}
-    wanted = {(task, variant, str(seed)) for task, variant, seed in grid_runs(wildcards.preset)}
-    return grid if wanted - tabled else ancient(grid)
+    with Path(table).open(newline="") as handle:
+        tabled = {tuple(row.get(column) for column in columns) for row in csv.DictReader(handle)}
+    return grid if set(wanted) - tabled else ancient(grid)
+
+
+def aggregate_grid(wildcards):
+    """aggregate's grid input (`grid_while_tabled`): display edits must not rerun aggregate,
+    which reads every run."""
+    preset = wildcards.preset
+    return grid_while_tabled(preset, f"results/{preset}/tables/runs.csv", ("task", "variant", "seed"),
+                             {(task, variant, str(seed)) for task, variant, seed in grid_runs(preset)})
 
 
 def figure_names(preset, task):
@@ -181,17 +189,11 @@ def beyond_logs(preset, item, task):
 
 
 def beyond_logs_grid(wildcards):
-    """collect_logs's grid input, as `aggregate_grid` is aggregate's: `ancient` while the
-    collected table holds every run of the item, so that a display edit redraws the analysis
-    from the committed table without the engine runs; plain once runs were added."""
-    grid = f"results/{wildcards.preset}/grid.json"
-    table = Path(beyond_logs(wildcards.preset, wildcards.item, wildcards.task))
-    if not table.exists():
-        return grid
-    with table.open(newline="") as handle:
-        collected = {(row.get("variant"), row.get("seed")) for row in csv.DictReader(handle)}
-    wanted = {(variant, str(seed)) for variant, seed in beyond_runs(wildcards.preset, wildcards.item, wildcards.task)}
-    return grid if wanted - collected else ancient(grid)
+    """collect_logs's grid input (`grid_while_tabled`): a display edit redraws the analysis from
+    the committed table without the engine runs."""
+    preset, item, task = wildcards.preset, wildcards.item, wildcards.task
+    return grid_while_tabled(preset, beyond_logs(preset, item, task), ("variant", "seed"),
+                             {(variant, str(seed)) for variant, seed in beyond_runs(preset, item, task)})
 
 
 def beyond_outputs(preset, folder, exts):

@@ -69,21 +69,24 @@ def _report(args: argparse.Namespace) -> None:
     )
 
 
-# Each beyond item's engine log: its loader (run-directory files → one table) and the columns an
-# analysis reads from the collected table.
-LOGS = {"mutation_effects": beyond_mutations.load, "gradient": beyond_gradient.load}
-LOG_COLUMNS = {"mutation_effects": ("task", "variant", "seed", "generation", "delta"),
-               "gradient": ("task", "variant", "seed", "forward_passes", "fitness")}
+# Each beyond item's engine log: its module (`load`: run-directory files → one table;
+# `LOG_COLUMNS`: what its analysis reads, after the task, variant and seed `load` adds).
+LOGS = {"mutation_effects": beyond_mutations, "gradient": beyond_gradient}
+
+
+def _collected(path: Path, item: str) -> pd.DataFrame:
+    """A collect-logs table with the columns the item's analysis reads, or a one-line error."""
+    return read_csv(path, ("task", "variant", "seed", *LOGS[item].LOG_COLUMNS))
 
 
 def _collect_logs(args: argparse.Namespace) -> None:
     with replacing(args.out) as tmp:
-        LOGS[args.item](args.logs).to_csv(tmp, index=False)
+        LOGS[args.item].load(args.logs).to_csv(tmp, index=False)
 
 
 def _mutation_effects(args: argparse.Namespace) -> None:
     g = grid.load(args.grid)
-    probes = read_csv(args.probes, LOG_COLUMNS["mutation_effects"])
+    probes = _collected(args.probes, "mutation_effects")
     tables.write(beyond_mutations.summarize(probes, args.tolerance), args.table)
     beyond_mutations.figure(probes, g.task(args.task), g.preset, args.figure, args.tolerance)
 
@@ -91,8 +94,7 @@ def _mutation_effects(args: argparse.Namespace) -> None:
 def _gradient(args: argparse.Namespace) -> None:
     g = grid.load(args.grid)
     task = g.task(args.task)
-    logs = read_csv(args.logs, LOG_COLUMNS["gradient"])
-    curves = beyond_gradient.curves(_read(args.long), logs, task)
+    curves = beyond_gradient.curves(_read(args.long), _collected(args.logs, "gradient"), task)
     tables.write(beyond_gradient.table(curves, task), args.table)
     beyond_gradient.figure(curves, task, g.preset, args.figure)
 

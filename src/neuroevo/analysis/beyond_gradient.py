@@ -21,11 +21,12 @@ from .grid import Task
 from .runs import read_seed_tables
 
 CURVE_COLUMNS = ["variant", "method", "seed", "forward_passes", "fitness"]
+LOG_COLUMNS = ("forward_passes", "fitness")  # what the analysis reads of a gradient.csv
 
 
 def load(paths: Sequence[Path]) -> pd.DataFrame:
     """Every gradient.csv in one table, task, variant and seed read from its directory."""
-    return read_seed_tables(list(paths), ("forward_passes", "fitness"))
+    return read_seed_tables(list(paths), LOG_COLUMNS)
 
 
 def curves(long: pd.DataFrame, gradient: pd.DataFrame, task: Task) -> pd.DataFrame:

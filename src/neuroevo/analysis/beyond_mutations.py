@@ -29,9 +29,12 @@ CLASSES = ("beneficial", "neutral", "deleterious")
 CLASS_COLOURS = {"beneficial": "tab:green", "neutral": "0.7", "deleterious": "tab:red"}
 
 
+LOG_COLUMNS = ("generation", "delta")  # what the analysis reads of a mutation_effects.csv
+
+
 def load(paths: Sequence[Path]) -> pd.DataFrame:
     """Every mutation_effects.csv in one table, task, variant and seed read from its directory."""
-    return read_seed_tables(list(paths), ("generation", "delta"))
+    return read_seed_tables(list(paths), LOG_COLUMNS)
 
 
 def classify(delta: pd.Series, tolerance: float) -> pd.Series:
