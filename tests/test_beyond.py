@@ -393,3 +393,36 @@ def test_report_gains_a_beyond_section_in_item_order(tmp_path) -> None:
     assert "| table lm_sparse |" in text
     with pytest.raises(ValueError, match="not a beyond-the-paper output"):
         beyond.split("lm_fitness")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--lr", "-1"], "--lr must be positive, got -1.0"),
+    (["--forward-cost", "0"], "--forward-cost must be positive, got 0.0"),
+    (["--steps", "0"], "--steps must be at least 1 (or left out: the GA's budget), got 0"),
+    (["--steps", "-5"], "--steps must be at least 1"),
+])
+def test_gradient_options_adam_cannot_use_fail_in_one_line(
+        tiny_lm_overrides: list[str], tmp_path, capsys, option: list[str], message: str) -> None:
+    """A step size, cost or step count Adam or the budget cannot use is refused before the
+    task is built, and nothing is written (not a header-only gradient.csv)."""
+    from neuroevo.cli import main
+
+    out = tmp_path / "gd"
+    sets = [arg for item in tiny_lm_overrides for arg in ("--set", item)]
+    assert main(["gradient", "configs/tinystories/dense.yaml", *sets, "--out", str(out),
+                 "--quiet", *option]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: {message}" or error.startswith(f"error: {message}")
+    assert not out.exists()
+
+
+def test_help_shows_the_defaults_that_exist(capsys) -> None:
+    """Each subcommand's --help gives an option's default where it has one, and no
+    "(default: None)" noise for unset options and flags."""
+    from neuroevo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["gradient", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Adam step size (default: 0.003)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -305,6 +305,15 @@ def test_offline_fetch_is_a_one_line_data_error(tmp_path: Path, monkeypatch: pyt
     assert not (tmp_path / "tinystories").exists()
 
 
+def test_fetching_no_stories_is_refused_before_the_download(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """--n-stories 0 stops before a 1.9 GB download, not after it."""
+    monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: pytest.fail("downloaded"))
+    with pytest.raises(DataError, match="--n-stories must be at least 1, got 0"):
+        fetch_tinystories(tmp_path / "tinystories", n_stories=0)
+    assert not (tmp_path / "tinystories").exists()
+
+
 def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
     """With the download faked, fetch writes the stories (first2.txt for 2: the name says how many;
     the paper's 10,000 go to first10k.txt) and a SOURCE.json with the pinned revision and hashes;

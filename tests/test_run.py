@@ -449,9 +449,62 @@ def test_more_eval_stories_than_the_corpus_fails_before_the_run_dir(
 
 def test_section_errors_name_the_config_file(tmp_path: Path, tiny_lm_overrides, capsys) -> None:
     """A bad key inside a section names the config file it was checked against, as the
-    top-level errors do."""
+    top-level errors do, and the --set that brought it."""
     assert _run("dense", tmp_path / "never", tiny_lm_overrides + ["ga.populaton=8"]) == 2
-    assert f"{CONFIGS / 'dense.yaml'}: unknown key ga.populaton" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {CONFIGS / 'dense.yaml'}: unknown key ga.populaton")
+    assert error.endswith("(from --set ga.populaton=8)") and len(error.splitlines()) == 1
+
+
+def test_an_error_names_the_preset_and_set_values_it_involves(tmp_path: Path, capsys) -> None:
+    """A value refused because of what a preset and a --set combined names both, and only
+    them: the typo may be in the file or in either."""
+    assert _run("dense", tmp_path / "never", ["ga.elites=40"], "--preset", "quick") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("ga.elites (40) must be between 1 and ga.population (32) "
+                          "(from preset 'quick'; --set ga.elites=40)")
+
+
+def test_an_out_that_is_a_file_fails_in_one_line_before_the_task(
+        tmp_path: Path, tiny_lm_overrides, capsys, monkeypatch) -> None:
+    """--out naming a file, or a path under one, is refused before the task is built (its data
+    prepared), not by a traceback at the first write."""
+    import neuroevo.run
+
+    def never(*args):
+        raise AssertionError("the task was built")
+
+    monkeypatch.setattr(neuroevo.run, "build_task", never)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("not a directory\n")
+    for out in (typo, typo / "run"):
+        assert _run("dense", out, tiny_lm_overrides) == 2
+        error = capsys.readouterr().err.strip()
+        assert error == f"error: --out {out}: {typo} is a file, not a directory: choose another --out"
+    assert typo.read_text() == "not a directory\n"
+
+
+def test_a_piped_progress_bar_is_drawn_at_the_start_and_the_end_only(
+        tmp_path: Path, tiny_lm_overrides, capsys) -> None:
+    """A job's log (stderr a file) gets the bar every 30 s, not at each generation: an
+    hours-long run would otherwise log thousands of refreshes. It names the run directory."""
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIGS / "dense.yaml"), "--out", str(out),
+                 *[arg for item in tiny_lm_overrides for arg in ("--set", item)]]) == 0
+    draws = [d for d in capsys.readouterr().err.replace("\r", "\n").splitlines() if d.strip()]
+    assert len(draws) == 2 and all(d.startswith(f"{out}: ") for d in draws)
+    assert "3/3" in draws[-1] and "best=" in draws[-1]
+
+
+def test_a_rank_too_large_stops_before_a_corpus_is_tokenised(
+        tmp_path: Path, tiny_lm_overrides, capsys) -> None:
+    """The model's shapes are checked before a fresh text is tokenised (minutes for the
+    paper's 10,000 stories): no cache entry is made for a run that cannot start."""
+    cache = tmp_path / "cache"
+    overrides = tiny_lm_overrides + [f"task.cache_dir={cache}", "encoding.rank=40"]
+    assert _run("factorized", tmp_path / "never", overrides) == 2
+    assert "rank 40 for layer" in capsys.readouterr().err
+    assert not cache.exists() and not (tmp_path / "never").exists()
 
 
 def test_set_fills_a_section_left_empty_in_the_yaml(tmp_path: Path) -> None:

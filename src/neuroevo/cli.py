@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -21,9 +22,12 @@ if TYPE_CHECKING:  # for the hints only: each command imports the engine's modul
 
 EPILOG = """examples:
   neuroevo run configs/tinystories/factorized.yaml --preset quick --out runs/lm-fact
-  neuroevo run configs/tinystories/dense.yaml --set seed=3 --set ga.population=64 --out runs/x
-  neuroevo run configs/tinystories/dense.yaml --out runs/x --resume      # continue a killed run
+  neuroevo run configs/tinystories/dense.yaml --preset quick --set seed=3 --set ga.population=64 \\
+      --out runs/x
+  neuroevo run configs/tinystories/dense.yaml --preset quick --set seed=3 --set ga.population=64 \\
+      --out runs/x --resume                                          # continue a killed run
   neuroevo describe configs/tinystories/factorized.yaml                  # search-space sizes
+  neuroevo fetch-data tinystories   # the paper's data (1.9 GB, once): configs without --preset
   neuroevo replay runs/lm-fact/elite.json                                # re-develop the elite
   neuroevo mutation-effects configs/tinystories/factorized.yaml --preset quick --out runs/me \\
       --generations 1 10 20 --parents 4 --mutations 32           # fitness change of 1 mutation
@@ -37,6 +41,17 @@ environment:
                            H100)
   NEUROEVO_CACHE=DIR       where the compiled C kernels are kept (default ~/.cache/neuroevo)
 """
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written, and an option's default in its help where it has one (not for
+    flags, unset options, or a help that already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,12 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     from neuroevo.config import DEVICES
 
     parser = argparse.ArgumentParser(
-        prog="neuroevo", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="neuroevo", epilog=EPILOG, formatter_class=_HelpFormatter,
         description="Deep-GA neuroevolution with dense and low-rank factorized encodings "
                     "(Garbus & Pollack 2025).")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_command = functools.partial(commands.add_parser, formatter_class=_HelpFormatter)
 
-    run = commands.add_parser("run", help="evolve one task × encoding × seed",
+    run = add_command("run", help="evolve one task × encoding × seed",
                               description="Evolve one configuration and write a run directory "
                                           "(fitness.csv, timing.csv, elite.json, summary.json, "
                                           "checkpoint/).")
@@ -80,25 +96,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
-    describe = commands.add_parser("describe", help="per-layer shapes and search-space sizes",
+    describe = add_command("describe", help="per-layer shapes and search-space sizes",
                                    description="Print each layer's shape, encoding, weights and "
                                                "searched degrees of freedom, with totals.")
     _config_arguments(describe, pool=False)
     describe.add_argument("--json", action="store_true", help="machine-readable output")
     describe.set_defaults(handler=_describe)
 
-    replay = commands.add_parser("replay", help="re-develop an elite from its seed chain",
+    replay = add_command("replay", help="re-develop an elite from its seed chain",
                                  description="Re-develop elite.json from its seeds, re-evaluate "
                                              "it and compare with the logged fitness.",
                                  epilog="exit status: 0 when the replayed fitness matches the "
                                         "logged one (within 1e-4 · max(1, |logged|)), 1 when it "
                                         "differs, 2 on a user error (e.g. no elite.json)")
     replay.add_argument("elite", type=Path, help="path to a run's elite.json")
-    replay.add_argument("--device", choices=DEVICES, default="auto")
+    replay.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to re-develop and play the elite (auto = cuda if available)")
     replay.add_argument("--video", type=Path, help="RL tasks: record the elite playing (mp4)")
     replay.set_defaults(handler=_replay)
 
-    effects = commands.add_parser(
+    effects = add_command(
         "mutation-effects", help="fitness change of single mutations of the GA's survivors",
         description="Run the GA of a config and, at chosen generations, score many one-gene "
                     "children of sampled survivors beside their parent (mutation_effects.csv).")
@@ -106,13 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     effects.add_argument("--out", required=True, type=Path, help="directory to write")
     effects.add_argument("--generations", type=int, nargs="+", required=True,
                          help="generations (1..ga.generations) whose survivors are probed")
-    effects.add_argument("--parents", type=int, default=4, help="survivors probed per generation")
+    effects.add_argument("--parents", type=int, default=4, help="survivors probed per generation (at most ga.elites: all of "
+                              "them if fewer)")
     effects.add_argument("--mutations", type=int, default=32, help="children per parent")
-    effects.add_argument("--device", choices=DEVICES)
+    effects.add_argument("--device", choices=DEVICES, help="override the config's device (auto = cuda if available)")
     effects.add_argument("--quiet", action="store_true", help="no progress bar")
     effects.set_defaults(handler=_mutation_effects)
 
-    gradient = commands.add_parser(
+    gradient = add_command(
         "gradient", help="train the language model with Adam (the GD reference)",
         description="Train the config's model with Adam from the GA's first initial individual, "
                     "for the GA's budget of forward passes (gradient.csv).")
@@ -123,11 +141,11 @@ def _parser() -> argparse.ArgumentParser:
                           help="forward passes one step costs (forward + backward)")
     gradient.add_argument("--steps", type=int,
                           help="Adam steps (default: population·generations / forward cost)")
-    gradient.add_argument("--device", choices=DEVICES)
+    gradient.add_argument("--device", choices=DEVICES, help="override the config's device (auto = cuda if available)")
     gradient.add_argument("--quiet", action="store_true", help="no progress bar")
     gradient.set_defaults(handler=_gradient)
 
-    fetch = commands.add_parser(
+    fetch = add_command(
         "fetch-data", help="download a dataset (needs internet)",
         description="Download TinyStories' training text at the pinned revision through "
                     "huggingface_hub (which verifies it), keep its first stories one per line, "
@@ -150,8 +168,9 @@ def _config_arguments(parser: argparse.ArgumentParser, pool: bool = True) -> Non
     if pool:  # commands that play episodes
         parser.add_argument("--workers", type=int, metavar="N",
                             help="environment workers of an RL task (task.workers; Atari's "
-                                 "task.threads); the language task has none. Not part of a "
-                                 "run's identity: a run resumed with other workers is the same")
+                                 "task.threads; 0 = one per available core); the language task "
+                                 "has none. Not part of a run's identity: a run resumed with "
+                                 "other workers is the same")
 
 
 def _load(args: argparse.Namespace) -> RunConfig:
@@ -229,7 +248,9 @@ def _describe(args: argparse.Namespace) -> int:
         table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c])
                         for c in ("layer", "kind", "shape", "encoding", "genome", "weights",
                                   "searched")))
-    console = Console()
+    table.caption = ("shape: W as (out, in), W = A·B; genome: tensors as stored, a linear layer's "
+                     "transposed (B holds Bᵀ, in×r; A holds Aᵀ, r×out; weight holds Wᵀ)")
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe: no wrapped cells
     console.print(table)
     console.print(f"network weights {totals['network']:,} · genome {totals['genome']:,} · "
                   f"searched {totals['searched']:,} "

@@ -67,18 +67,27 @@ def load_config(path: str | Path, preset: str | None = None,
     path = Path(path)
     raw = _read_with_extends(path, seen=())
     presets = raw.pop("presets", {}) or {}
+    origins: dict[str, str] = {}  # dotted key → the preset or --set that gave its value
     if preset is not None:
         if preset not in presets:
             choices = ", ".join(presets) or "none defined"
             raise ConfigError(f"{path}: unknown preset {preset!r} (choices: {choices})")
         for key, value in presets[preset].items():
             _assign(raw, key, value, source=f"preset {preset!r}")
+            origins[key] = f"preset {preset!r}"
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set ga.population=64")
         _assign(raw, key.strip(), yaml.safe_load(text), source="--set")
-    return _validate(raw, preset=preset, source=str(path))
+        origins[key.strip()] = f"--set {item}"
+    try:
+        return _validate(raw, preset=preset, source=str(path))
+    except ConfigError as error:  # a typo may be in the file or in what changed it: say which
+        named = [origin for key, origin in origins.items() if key in str(error)]
+        if not named:
+            raise
+        raise ConfigError(f"{error} (from {'; '.join(named)})") from None
 
 
 def config_from_dict(data: dict) -> RunConfig:
@@ -172,8 +181,7 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
 
 
 def _section(cls: type, values: dict, name: str, source: str) -> Any:
-    """Build one section's dataclass; its errors name the config file, as the top level's do
-    (a key set by `--set` or a preset also lands in that file's config)."""
+    """Build one section's dataclass; its errors name the source, as the top level's do."""
     try:
         return _build_section(cls, values, name)
     except ConfigError as error:

@@ -33,7 +33,7 @@ from neuroevo.config import RunConfig
 from neuroevo.encoding import ParamLayout
 from neuroevo.ga import initial_seeds
 from neuroevo.genome import initial_weights
-from neuroevo.logs import write_json
+from neuroevo.logs import progress_interval, write_json
 from neuroevo.run import RunError, build_task, resolve_device
 from neuroevo.tasks.language import LanguageTask
 
@@ -68,12 +68,14 @@ def train(config: RunConfig, out: Path, settings: GradientConfig, progress: bool
     Deterministic on one device, so there is no checkpoint: a rerun starts over and overwrites.
     """
     out = Path(out)
+    _check_settings(settings)
     device = resolve_device(config.device)
     task = build_task(config, device)
     if not isinstance(task, LanguageTask):
         raise RunError(f"gradient descent needs a differentiable task; {config.task.name!r} is "
                        "scored by episodes (use tinystories)")
-    steps = settings.steps or matched_steps(config, settings.forward_cost)
+    steps = (settings.steps if settings.steps is not None
+             else matched_steps(config, settings.forward_cost))
     init_seed = initial_seeds(config.seed, config.ga.population)[0]        # the GA's individual 0
     theta0 = initial_weights(task.layout, [init_seed], device)               # (1, D)
     index = trained_index(task.layout, config.encoding.kind).to(device)     # (n,)
@@ -83,7 +85,8 @@ def train(config: RunConfig, out: Path, settings: GradientConfig, progress: bool
     rows, started = [], time.perf_counter()
     batch_on_device = _batches_on(task, device)
     for step in tqdm(range(1, steps + 1), disable=not progress, unit="step",
-                     desc=f"gradient/{config.encoding.kind}", dynamic_ncols=True):
+                     desc=f"gradient/{config.encoding.kind}", dynamic_ncols=True,
+                     mininterval=progress_interval()):
         generation = 1 + (step - 1) * config.ga.generations // steps
         theta = theta0.index_copy(1, index, values[None])                   # (1, D)
         fitness = task.model.negative_cross_entropy(
@@ -108,6 +111,17 @@ def train(config: RunConfig, out: Path, settings: GradientConfig, progress: bool
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _check_settings(settings: GradientConfig) -> None:
+    """Refuse settings Adam or the budget rule cannot use, before the task is built."""
+    if not settings.lr > 0:
+        raise RunError(f"--lr must be positive, got {settings.lr}")
+    if not settings.forward_cost > 0:
+        raise RunError(f"--forward-cost must be positive, got {settings.forward_cost}")
+    if settings.steps is not None and settings.steps < 1:
+        raise RunError(f"--steps must be at least 1 (or left out: the GA's budget), got "
+                       f"{settings.steps}")
 
 
 def _batches_on(task: LanguageTask, device: torch.device

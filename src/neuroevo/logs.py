@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from neuroevo.atomic import atomic_write_text
 FITNESS_COLUMNS = ("generation", "best", "mean", "median", "std", "worst", "elite_mean", "mr_mean",
                    "evaluations")
 TIMING_COLUMNS = ("generation", "eval_seconds", "wall_seconds")
+
+
+def progress_interval() -> float:
+    """Seconds between progress-bar refreshes: tqdm's 0.1 on a terminal; 30 when stderr is a
+    file (a Snakemake job's log), which would otherwise keep every refresh of an hours-long
+    run."""
+    return 0.1 if sys.stderr.isatty() else 30.0
 
 
 def write_json(path: Path, data: dict) -> None:

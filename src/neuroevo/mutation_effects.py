@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from neuroevo.atomic import atomic_write_text
 from neuroevo.config import RunConfig
 from neuroevo.ga import SEED_BOUND, GeneticAlgorithm, mutate_rows
-from neuroevo.logs import write_json
+from neuroevo.logs import progress_interval, write_json
 from neuroevo.run import RunError, build_task, resolve_device
 from neuroevo.tasks import Task
 
@@ -64,7 +64,8 @@ def probe(config: RunConfig, out: Path, settings: ProbeConfig, progress: bool = 
     rows: list[dict] = []
     started = time.perf_counter()
     for _ in tqdm(range(config.ga.generations), disable=not progress, unit="gen",
-                  desc=f"mutation-effects/{config.encoding.kind}", dynamic_ncols=True):
+                  desc=f"mutation-effects/{config.encoding.kind}", dynamic_ncols=True,
+                  mininterval=progress_interval()):
         generation = ga.generation
         evaluation = task.evaluate(ga.ask(), generation)
         ga.tell(evaluation.fitness, evaluation.order)  # survivors are now ga.theta[:elites]
@@ -74,7 +75,7 @@ def probe(config: RunConfig, out: Path, settings: ProbeConfig, progress: bool = 
     summary = {
         "task": config.task.name, "encoding": config.encoding.kind, "seed": config.seed,
         "preset": config.preset, "device": str(device),
-        "generations": list(settings.generations), "parents": settings.parents,
+        "generations": list(settings.generations), "parents": min(settings.parents, config.ga.elites),
         "mutations": settings.mutations, "probes": len(rows),
         "searched_dims": task.layout.searched_dim,
         "wall_seconds": time.perf_counter() - started, "config": config.to_dict(),

@@ -27,7 +27,8 @@ from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.kernels import gpu_noise
 from neuroevo.atomic import atomic_torch_save
-from neuroevo.logs import FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, write_json
+from neuroevo.logs import (FITNESS_COLUMNS, TIMING_COLUMNS, CsvLog, progress_interval,
+                           write_json)
 from neuroevo.provenance import source_revision
 from neuroevo.tasks import Task, task_module
 
@@ -102,6 +103,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     """
     paths = RunPaths(Path(out))
     device = resolve_device(config.device)
+    _check_directory(paths.root)
     if paths.fitness.exists() and not resume:
         raise RunError(f"{paths.root} already holds a run: pass --resume to continue it, "
                        "or choose another --out")
@@ -109,7 +111,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     identity = {"config_digest": config.digest(), "data_sha256": task.data_sha256}
     digest, resolved = identity["config_digest"], config.to_dict()  # fixed for the run
     finished = _read_summary(paths) if resume and paths.summary.exists() else None
-    state = (torch.load(paths.checkpoint, weights_only=False)  # a finished run needs no weights
+    state = (torch.load(paths.checkpoint, weights_only=True)  # a finished run needs no weights
              if resume and finished is None and paths.checkpoint.exists() else None)
     written = finished if finished is not None else state
     if written is not None and not _written_by(written, config, task):
@@ -135,7 +137,8 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     started = time.perf_counter() - previous_wall
     source = source_revision()  # the code this process runs (a resumed run: the resuming code)
     bar = tqdm(total=config.ga.generations, initial=ga.generation - 1, disable=not progress,
-               desc=f"{config.task.name}/{config.encoding.kind}", unit="gen", dynamic_ncols=True)
+               desc=str(paths.root), unit="gen", dynamic_ncols=True,
+               mininterval=progress_interval())
     record, last_checkpoint = None, -float("inf")
     while not ga.done:
         # evaluate: the whole population in one batched call (the task chunks it if it must)
@@ -157,7 +160,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
             atomic_torch_save({"ga": ga.state_dict(), **identity}, paths.checkpoint)
             last_checkpoint = time.perf_counter()
         bar.set_postfix(best=f"{record.stats['best']:.4g}", mean=f"{record.stats['mean']:.4g}",
-                        s_gen=f"{eval_seconds:.2f}")
+                        s_gen=f"{eval_seconds:.2f}", refresh=False)  # update draws it
         bar.update(1)
     bar.close()
     if record is None:  # resumed a run whose last generation was done but summary not written
@@ -230,6 +233,17 @@ def _written_by(written: dict, config: RunConfig, task: Task) -> bool:
     digests = {config.digest(), config.digest(exclude_execution=False)}
     data = written.get("data_sha256", written.get("task_details", {}).get("text_sha256"))
     return written.get("config_digest") in digests and data == task.data_sha256
+
+
+def _check_directory(root: Path) -> None:
+    """Refuse an --out that is a file or lies under one, before the task is built (minutes of
+    data preparation) rather than at the first write."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise RunError(f"--out {root}: {path} is a file, not a directory: choose another "
+                               "--out")
+            return
 
 
 def _read_summary(paths: RunPaths) -> dict:

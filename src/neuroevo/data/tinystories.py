@@ -152,6 +152,8 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     `out_dir/SOURCE.json` (repo, file, revision, both sha256s, n_stories), so a run summary can
     show exactly which text it used. Returns the stories path.
     """
+    if n_stories < 1:  # before a 1.9 GB download
+        raise DataError(f"--n-stories must be at least 1, got {n_stories}")
     try:
         raw = Path(
             hf_hub_download(repo_id=HF_REPO, repo_type="dataset", filename=HF_FILENAME, revision=HF_REVISION)
@@ -251,7 +253,8 @@ def prepare_corpus(
     if not entry.is_dir():
         stories = _read_stories(text_path, n_stories)
         if not stories:
-            raise DataError(f"no stories in {text_path}: expected one story per line; {FETCH_HINT}")
+            raise DataError(f"no stories in {text_path}: expected one story per line (task.text: "
+                            f"a fetched TinyStories file, data/quickstories.txt, or your own)")
         tokenizer = train_tokenizer(stories, vocab_size)
         tokens, offsets = _encode(tokenizer, stories)
         _write_cache_entry(entry, tokenizer, tokens, offsets)

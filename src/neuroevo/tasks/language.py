@@ -110,6 +110,9 @@ class LanguageTask:
     def __init__(self, task: TaskConfig, model: ModelConfig, encoding: EncodingConfig, seed: int,
                  device: torch.device) -> None:
         self.config, self.seed, self.device = task, seed, device
+        # the shapes (a rank too large for a layer) are checked before the minutes a fresh corpus
+        # takes to tokenise, on the full vocabulary as `describe` without data takes it
+        Transformer(model, encoding, task.vocab_size + SPECIAL_OFFSET)
         self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
                                      task.vocab_size)
         check_eval_args(self.corpus, task.n_sequences, task.max_len)  # sampled: before evaluate
