@@ -67,10 +67,9 @@ def test_checkpoint_save_failing_half_way_keeps_the_previous_checkpoint(tmp_path
     atomic_torch_save({"generation": 3}, path)
     save = torch.save
 
-    def half_save(obj, target) -> None:
-        save(obj, target)
-        with open(target, "r+b") as handle:
-            handle.truncate(os.path.getsize(target) // 2)
+    def half_save(obj, handle) -> None:
+        save(obj, handle)
+        handle.truncate(handle.tell() // 2)
         raise Interrupted("killed mid-write")
 
     monkeypatch.setattr(torch, "save", half_save)
@@ -78,6 +77,21 @@ def test_checkpoint_save_failing_half_way_keeps_the_previous_checkpoint(tmp_path
         atomic_torch_save({"generation": 4}, path)
     assert torch.load(path) == {"generation": 3}
     assert _leftovers(path.parent) == []
+
+
+def test_a_checkpoint_is_on_disk_before_it_is_renamed_in(tmp_path: Path, monkeypatch) -> None:
+    """The checkpoint's bytes are fsynced before the rename, as the text files' are: after a
+    power loss a renamed-in checkpoint is whole, or --resume would fail to load it."""
+    path = tmp_path / "state.pt"
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(neuroevo.atomic.os, "fsync",
+                        lambda fd: events.append(("fsync", os.fstat(fd).st_size)) or fsync(fd))
+    monkeypatch.setattr(neuroevo.atomic.os, "replace",
+                        lambda src, dst: events.append(("replace", dst)) or replace(src, dst))
+    atomic_torch_save({"generation": 3}, path)
+    assert [e[0] for e in events] == ["fsync", "replace"] and events[0][1] > 0
+    assert torch.load(path) == {"generation": 3}
 
 
 def test_csv_log_append_failing_keeps_the_rows_written_before(tmp_path: Path,

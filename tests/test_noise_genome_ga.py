@@ -141,6 +141,17 @@ def test_a_tasks_ranking_decides_the_best_and_its_fitness() -> None:
     assert record.elite_indices == [3, 0, 2]
 
 
+def test_a_nan_fitness_ranks_last_and_shows_in_the_log_row() -> None:
+    """A diverged individual (NaN fitness) is never an elite, even beside −inf; best and worst
+    treat it as −inf, as the ranking does, while the mean is NaN so the log shows it."""
+    ga = _toy_ga(population=6, elites=3)
+    nan, inf = float("nan"), float("inf")
+    record = ga.tell(torch.tensor([nan, 1.0, -inf, 2.0, nan, 0.5]))
+    assert record.elite_indices == [3, 1, 5] and record.best_fitness == 2.0
+    assert record.stats["best"] == 2.0 and record.stats["worst"] == -inf
+    assert math.isnan(record.stats["mean"]) and record.stats["elite_mean"] == 3.5 / 3
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"population": 0}, "ga.population must be at least 1"),
     ({"generations": 0}, "ga.generations must be at least 1"),
@@ -148,6 +159,8 @@ def test_a_tasks_ranking_decides_the_best_and_its_fitness() -> None:
     ({"elites": 9}, "ga.elites (9) must be between 1 and ga.population (8)"),
     ({"mutation_rates": ()}, "ga.mutation_rates must be a non-empty list"),
     ({"mutation_rates": (0.01, -0.1)}, "ga.mutation_rates must be a non-empty list"),
+    ({"mutation_rates": (float("inf"),)}, "positive, finite rates"),
+    ({"mutation_rates": (float("nan"),)}, "positive, finite rates"),
 ])
 def test_ga_config_refuses_values_that_would_fail_mid_run(settings: dict, message: str) -> None:
     """Values that would otherwise fail after the first evaluation (an empty rate list at the

@@ -45,6 +45,17 @@ def test_regenerated_results_and_new_files_are_not_modifications(checkout: Path)
     assert source_revision(checkout) == _git(checkout, "rev-parse", "HEAD")
 
 
+def test_a_status_git_cannot_give_is_not_called_clean(checkout: Path, monkeypatch) -> None:
+    """`git status` failing (a timeout, an unsafe directory) marks the commit +unknown, not
+    clean: the files may differ from it."""
+    import neuroevo.provenance
+
+    real = neuroevo.provenance._git
+    monkeypatch.setattr(neuroevo.provenance, "_git",
+                        lambda repo, *args: None if args[0] == "status" else real(repo, *args))
+    assert source_revision(checkout) == _git(checkout, "rev-parse", "HEAD") + "+unknown"
+
+
 def test_outside_a_checkout_there_is_no_commit(tmp_path: Path) -> None:
     """An installed package (or a directory inside another repository) records none."""
     assert source_revision(tmp_path) is None

@@ -51,8 +51,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save(obj, path)`, atomically (checkpoints, developed weights)."""
+    """`torch.save(obj, path)`, atomically and flushed to disk before the rename (a checkpoint
+    renamed in but still empty after a power loss would break --resume)."""
     import torch  # lazily: the analysis, which writes through this module, has no torch
 
-    with replacing(path) as tmp:
-        torch.save(obj, tmp)
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())

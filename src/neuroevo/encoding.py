@@ -14,7 +14,7 @@ The smaller non-factorized baseline is `dense` with a smaller model config, not 
 path. Initial and mutation stds follow the reference implementation (see reference-method.md §1.1):
 
 * dense weight: Kaiming normal, std √(2/fan_in); the same std scaled by mr for mutations;
-* bias: zero at init, mutations N(0, 2)·mr (Kaiming on a vector, whose fan_in is 1);
+* bias: zero at init, mutations with std √2·mr (Kaiming on a vector, whose fan_in is 1);
 * factor of a matrix with full shape (out, in): std √(2/fan_in(factor)) if in > out, else
   √(√2/fan_in(factor)), with fan_in(A: out×r) = r and fan_in(B: r×in) = in; factors of a
   convolution kernel always take √(√2/fan_in(factor)), whatever the shape; factor mutations use

@@ -16,6 +16,7 @@ needs no RNG state in its checkpoint and a resumed run draws exactly what an uni
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,8 +49,8 @@ class GAConfig:
         if not 1 <= self.elites <= self.population:
             raise ValueError(f"ga.elites ({self.elites}) must be between 1 and ga.population "
                              f"({self.population})")
-        if not self.mutation_rates or min(self.mutation_rates) <= 0:
-            raise ValueError(f"ga.mutation_rates must be a non-empty list of positive rates, e.g. "
+        if not self.mutation_rates or not all(0 < m < math.inf for m in self.mutation_rates):
+            raise ValueError(f"ga.mutation_rates must be a non-empty list of positive, finite rates, e.g. "
                              f"[0.01], got {list(self.mutation_rates)}")
 
 
@@ -99,8 +100,9 @@ class GeneticAlgorithm:
         if fitness.shape != (len(self.genomes),):
             raise ValueError(f"fitness has shape {tuple(fitness.shape)}, expected ({len(self.genomes)},)")
         if order is None:
-            # rank: descending fitness; a stable sort keeps ties in population order (reproducible)
-            order = torch.argsort(-fitness, stable=True)
+            # rank: descending fitness; a stable sort keeps ties in population order (reproducible);
+            # a NaN fitness (a diverged network) ranks as −inf: last, never above a number
+            order = torch.argsort(-_nan_as_lowest(fitness), stable=True)
         order = order.tolist()
         elite_indices = order[: self.config.elites]
         record = GenerationRecord(
@@ -181,15 +183,22 @@ class GeneticAlgorithm:
         return self._mutation_std[rate]
 
     def _statistics(self, fitness: torch.Tensor, elite_indices: list[int]) -> dict[str, float]:
+        """The generation's row of fitness.csv. A NaN fitness counts as −inf in `best` and
+        `worst`, as in the ranking; `mean`, `median` and `std` stay NaN, so the log shows it."""
+        ranked = _nan_as_lowest(fitness)
         return {
-            "best": fitness.max().item(),
+            "best": ranked.max().item(),
             "mean": fitness.mean().item(),
             "median": float(np.median(fitness.numpy())),
             "std": fitness.std().item() if len(fitness) > 1 else 0.0,
-            "worst": fitness.min().item(),
+            "worst": ranked.min().item(),
             "elite_mean": fitness[elite_indices].mean().item(),
             "mr_mean": float(np.mean([g.last_mutation_rate for g in self.genomes])),
         }
+
+
+def _nan_as_lowest(fitness: torch.Tensor) -> torch.Tensor:
+    return fitness.masked_fill(fitness.isnan(), -math.inf)
 
 
 def initial_seeds(seed: int, population: int) -> list[int]:

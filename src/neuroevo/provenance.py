@@ -18,13 +18,15 @@ RESULT_SHAPING_PATHS = ("src", "configs", "data")
 
 def source_revision(checkout: Path = CHECKOUT) -> str | None:
     """The checkout's commit (40 hex digits), `+modified` when tracked files under src/,
-    configs/ or data/ differ from it; None outside a git checkout (an installed wheel) or
+    configs/ or data/ differ from it, `+unknown` when git could not tell; None outside a git checkout (an installed wheel) or
     without git."""
     commit = _git(checkout, "rev-parse", "HEAD")
     if commit is None:
         return None
     changed = _git(checkout, "status", "--porcelain", "--untracked-files=no", "--",
                    *RESULT_SHAPING_PATHS)
+    if changed is None:  # status failed (timeout, an unsafe directory): not known clean
+        return f"{commit}+unknown"
     return f"{commit}+modified" if changed else commit
 
 
