@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import ale_py  # noqa: F401  (the real emulator is required: a broken install fails here, loudly)
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import torch
 from neuroevo.config import ConfigError, load_config
 from neuroevo.genome import initial_weights
 from neuroevo.tasks import task_module
+# imports ale_py: the real emulator is required, so a broken install fails here, loudly (no skip)
 from neuroevo.tasks.atari import no_op_steps
 from neuroevo.tasks.car_racing import area_weights, rank_two_waves, select_finalists
 from neuroevo.tasks.rollout import GymPool, available_cores, cgroup_cpu_quota, episode_seeds
