@@ -453,3 +453,59 @@ def test_replay_video_without_moviepy_fails_in_one_line(tmp_path, monkeypatch, c
     error = capsys.readouterr().err.strip()
     assert "recording a video needs moviepy" in error and len(error.splitlines()) == 1
     assert not video.exists()
+
+
+@pytest.mark.parametrize("config,overrides", [
+    ("configs/mujoco/halfcheetah/small.yaml", ("task.max_steps=30", "task.workers=1")),
+    ("configs/atari/asteroids/small.yaml", ("task.max_steps=60",)),
+])
+def test_replay_with_several_episodes_scores_their_mean(config: str, overrides: tuple) -> None:
+    """With task.episodes = 2 the evaluated fitness is the mean of two episodes, and replaying an
+    individual plays both of them again (not only the first): it scores that same mean."""
+    task, _ = _task(config, "ga.population=2", "ga.elites=1", "task.episodes=2", *overrides)
+    theta = _population(task, 2)
+    returns = task.play(theta, episode_seeds(0, 3, range(2), range(2))).returns  # (P, E)
+    assert (returns[:, 0] != returns[:, 1]).any()  # else episode 0 alone would match the mean
+    fitness = task.evaluate(theta, generation=3).fitness
+    replayed = [task.replay(theta[i:i + 1], 3, individual=i) for i in range(2)]
+    assert replayed == pytest.approx(fitness.tolist(), rel=1e-9, abs=1e-9)
+
+
+def test_replay_of_a_run_with_several_episodes_matches_its_log(tmp_path, capsys) -> None:
+    """`neuroevo replay` of the elite of a MuJoCo run with task.episodes = 2 reproduces the
+    logged fitness (exit 0): HalfCheetah's return moves with the last bit of an action, so this
+    also pins that the replay's forwards have the evaluation's shapes."""
+    from neuroevo.cli import main
+
+    out = tmp_path / "run"
+    sets = ["ga.population=8", "ga.elites=2", "ga.generations=2", "task.max_steps=50",
+            "task.episodes=2", "device=cpu"]
+    assert main(["run", "configs/mujoco/halfcheetah/dense.yaml", "--preset", "quick",
+                 *(arg for item in sets for arg in ("--set", item)), "--out", str(out),
+                 "--quiet"]) == 0
+    assert main(["replay", str(out / "elite.json"), "--device", "cpu"]) == 0
+    assert "matches the logged" in capsys.readouterr().out
+
+
+def test_a_filmed_replay_films_and_renders_only_slot_0(monkeypatch) -> None:
+    """A replay plays all of an individual's episodes in one pool; with a video, only the first
+    environment built (slot 0's, episode 0) is rendered and filmed, the others play plain."""
+    from contextlib import contextmanager
+
+    from neuroevo.tasks import rollout as rollout_module
+
+    filmed_envs, render_modes = [], []
+
+    @contextmanager
+    def recording_filmed(video):
+        yield lambda env: filmed_envs.append(env) or env
+
+    def make_env(render_mode):
+        render_modes.append(render_mode)
+        return _CountingEnv()
+
+    monkeypatch.setattr(rollout_module, "filmed", recording_filmed)
+    first = rollout_module.replay_in_process(lambda pool: pool.reset(np.array([4, 5, 6])),
+                                             make_env, Path("replay.mp4"))
+    assert first.ravel().tolist() == [4, 5, 6]
+    assert render_modes == ["rgb_array", None, None] and len(filmed_envs) == 1

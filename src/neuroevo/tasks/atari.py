@@ -159,9 +159,10 @@ class AtariTask:
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
                individual: int = 0) -> float:
-        """Play episode 0 of `individual` at `generation` again (its no-op start, its score),
-        optionally filmed at full resolution; with episodes = 1 that is its logged fitness."""
-        seeds = episode_seeds(self.seed, generation, [individual], [0])
+        """Play the `episodes` episodes of `individual` at `generation` again, together as
+        `evaluate` did (their no-op starts, their scores), and return their mean: its logged
+        fitness. Episode 0, slot 0's, is filmed at full resolution when `video` is set."""
+        seeds = episode_seeds(self.seed, generation, [individual], range(self.config.episodes))
         with filmed(video) as wrap:
             shadow = None if video is None else wrap(gym.make(
                 f"ALE/{self.config.game}-v5", render_mode="rgb_array", frameskip=4,
@@ -171,7 +172,7 @@ class AtariTask:
                 result = self.play(theta.to(self.device), seeds, pool)
             finally:
                 pool.close()
-        return float(result.returns[0, 0])
+        return float(result.returns.mean())
 
     def play(self, theta: torch.Tensor, seeds: np.ndarray, pool: AtariPool | None = None
              ) -> RolloutResult:

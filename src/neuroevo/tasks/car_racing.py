@@ -142,16 +142,18 @@ class CarRacingTask:
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
                individual: int = 0) -> float:
         """Play the episodes of both waves that `individual` played at `generation` as a
-        finalist (same tracks, same early stop) and return their mean: a finalist's logged
-        fitness, and so the elite's, which is always one. Episode 0 is filmed when `video` is
-        set (its own one-slot pool: RecordVideo films one environment)."""
+        finalist (same tracks, same early stop), each wave together as `evaluate` played it
+        (see `replay_in_process`), and return their mean: a finalist's logged fitness, and so
+        the elite's, which is always one. Episode 0 is filmed when `video` is set."""
         cfg, theta = self.config, theta.to(self.device)
         episodes = range(cfg.first_wave_episodes + cfg.second_wave_episodes)
         seeds = episode_seeds(self.seed, generation, [individual], episodes)   # (1, E)
-        filmed = replay_in_process(lambda pool: self.play(theta, seeds[:, :1], pool), make_env,
-                                   video)
-        rest = replay_in_process(lambda pool: self.play(theta, seeds[:, 1:], pool), make_env, None)
-        return float(np.concatenate([filmed.returns, rest.returns], axis=1).mean())
+        first_seeds, second_seeds = np.split(seeds, [cfg.first_wave_episodes], axis=1)
+        first = replay_in_process(lambda pool: self.play(theta, first_seeds, pool), make_env,
+                                  video)
+        second = replay_in_process(lambda pool: self.play(theta, second_seeds, pool), make_env,
+                                   None)
+        return float(np.concatenate([first.returns, second.returns], axis=1).mean())
 
     def play(self, theta: torch.Tensor, seeds: np.ndarray, pool: GymPool | None = None
              ) -> RolloutResult:

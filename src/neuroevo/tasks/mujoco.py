@@ -120,15 +120,17 @@ class MujocoTask:
 
     def replay(self, theta: torch.Tensor, generation: int, video: Path | None = None,
                individual: int = 0) -> float:
-        """Play episode 0 of `individual` at `generation` again (its seed, its return), optionally
-        filmed; with episodes = 1 that is the fitness the log holds for that individual."""
-        seeds = episode_seeds(self.seed, generation, [individual], [0])
+        """Play the `episodes` episodes of `individual` at `generation` again, together as
+        `evaluate` did (their seeds; see `replay_in_process`), and return their mean: the
+        fitness the log holds for that individual. Episode 0 is filmed when `video` is set."""
+        theta = theta.to(self.device)
+        seeds = episode_seeds(self.seed, generation, [individual], range(self.config.episodes))
         if video is not None:
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless told otherwise
-        result = replay_in_process(lambda pool: self.play(theta.to(self.device), seeds, pool),
+        result = replay_in_process(lambda pool: self.play(theta, seeds, pool),
                                    partial(make_env, self.config.env_id, self.config.max_steps),
                                    video)
-        return float(result.returns[0, 0])
+        return float(result.returns.mean())
 
     def play(self, theta: torch.Tensor, seeds: np.ndarray, pool: GymPool | None = None
              ) -> RolloutResult:

@@ -206,10 +206,23 @@ def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
 
 def replay_in_process(play: Callable[[GymPool], RolloutResult],
                       make_env: Callable[[str | None], Any], video: Path | None) -> RolloutResult:
-    """`play` on a one-slot pool in this process, its environment built by make_env(render_mode)
-    and filmed when `video` is set (replays of a single individual)."""
+    """`play` on a pool in this process (replays of a single individual). When `video` is set,
+    its first environment, slot 0's, is built by make_env("rgb_array") and filmed; the others
+    are built by make_env(None) and not filmed.
+
+    A replay plays an individual's episodes in one rollout, as its evaluation did, rather than
+    one at a time: the policy's forward over E observations may round differently from E
+    forwards over one, and a continuous-control episode grows that into another return.
+    """
     with filmed(video) as wrap:
-        pool = GymPool(lambda: wrap(make_env(None if video is None else "rgb_array")), workers=0)
+        first = video is not None
+
+        def build() -> Any:
+            nonlocal first
+            film, first = first, False
+            return wrap(make_env("rgb_array")) if film else make_env(None)
+
+        pool = GymPool(build, workers=0)
         try:
             return play(pool)
         finally:
