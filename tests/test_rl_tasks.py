@@ -451,8 +451,8 @@ def test_replay_video_without_moviepy_fails_in_one_line(tmp_path, monkeypatch, c
     monkeypatch.setitem(sys.modules, "moviepy", None)  # `import moviepy` now fails
     assert main(["replay", str(elite), "--device", "cpu", "--video", str(video)]) == 2
     error = capsys.readouterr().err.strip()
-    assert "recording a video needs moviepy" in error and len(error.splitlines()) == 1
-    assert not video.exists()
+    assert 'recording a video needs moviepy: pip install -e ".[video]"' in error
+    assert len(error.splitlines()) == 1 and not video.exists()
 
 
 @pytest.mark.parametrize("config,overrides", [
@@ -509,3 +509,43 @@ def test_a_filmed_replay_films_and_renders_only_slot_0(monkeypatch) -> None:
                                              make_env, Path("replay.mp4"))
     assert first.ravel().tolist() == [4, 5, 6]
     assert render_modes == ["rgb_array", None, None] and len(filmed_envs) == 1
+
+
+def test_a_video_copy_that_fails_midway_leaves_no_partial_mp4(tmp_path, monkeypatch) -> None:
+    """The clip goes from the scratch folder (often another file system, where a move is a copy)
+    into a temporary beside the video, renamed in only once whole: a copy that fails halfway
+    leaves neither a partial video nor the temporary."""
+    import errno
+    import importlib.machinery
+    import shutil
+    import sys
+    import types
+
+    import gymnasium.wrappers
+
+    from neuroevo.tasks.rollout import filmed
+
+    moviepy = types.ModuleType("moviepy")
+    moviepy.__spec__ = importlib.machinery.ModuleSpec("moviepy", None)
+    monkeypatch.setitem(sys.modules, "moviepy", moviepy)  # present, as far as the check sees
+
+    def fake_record_video(env, folder, name_prefix, episode_trigger):
+        Path(folder).mkdir()
+        (Path(folder) / f"{name_prefix}-episode-0.mp4").write_bytes(b"frame" * 1000)
+        return env
+
+    def cross_device_rename(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def half_copy(src, dst, **kwargs):
+        Path(dst).write_bytes(Path(src).read_bytes()[:2500])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gymnasium.wrappers, "RecordVideo", fake_record_video)
+    monkeypatch.setattr(os, "rename", cross_device_rename)
+    monkeypatch.setattr(shutil, "copyfile", half_copy)
+    video = tmp_path / "videos" / "elite.mp4"
+    with pytest.raises(OSError, match="No space left"):
+        with filmed(video) as wrap:
+            wrap(_CountingEnv())
+    assert not video.exists() and list(video.parent.iterdir()) == []

@@ -21,6 +21,7 @@ scale to hundreds of slots on a few cores; SyncVectorEnv is GymPool with no work
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import multiprocessing as mp
 import os
@@ -36,6 +37,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import torch
 
+from neuroevo.atomic import replacing
 from neuroevo.encoding import ParamLayout
 from neuroevo.layers import Params
 from neuroevo.tasks import Evaluation, TaskUnavailable
@@ -179,7 +181,9 @@ def episode_seeds(run_seed: int, generation: int, individuals: range | list[int]
 @contextmanager
 def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
     """Yield a wrapper that films one environment with gymnasium's RecordVideo (the identity when
-    `video` is None); when the block ends, the first episode's mp4 is moved to `video`.
+    `video` is None); when the block ends, the first episode's mp4 replaces `video` atomically
+    (the scratch folder may be on another file system, where a move is a copy that a kill could
+    leave half done).
 
     Close the filmed environment inside the block: RecordVideo writes the file on close (an early
     stop or a step cap ends the episode without the environment knowing).
@@ -189,10 +193,9 @@ def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
         return
     from gymnasium.wrappers import RecordVideo
 
-    try:
-        import moviepy  # noqa: F401  (RecordVideo's encoder)
-    except ImportError:
-        raise TaskUnavailable("recording a video needs moviepy: pip install moviepy") from None
+    # RecordVideo imports its encoder only once it writes: check before playing the episode
+    if importlib.util.find_spec("moviepy") is None:
+        raise TaskUnavailable('recording a video needs moviepy: pip install -e ".[video]"')
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "video"  # a new folder: RecordVideo warns about existing ones
         yield lambda env: RecordVideo(env, str(folder), name_prefix="replay",
@@ -200,8 +203,8 @@ def filmed(video: Path | None) -> Iterator[Callable[[Any], Any]]:
         clips = sorted(folder.glob("*.mp4"))
         if not clips:
             raise RuntimeError("the filmed environment wrote no video (was it closed?)")
-        Path(video).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(clips[0]), video)
+        with replacing(video) as tmp:
+            shutil.copyfile(clips[0], tmp)
 
 
 def replay_in_process(play: Callable[[GymPool], RolloutResult],
