@@ -10,8 +10,10 @@ from conftest import needs_cpu_kernels
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.layers import developed_linear_weight
-from neuroevo.models.atari_cnn import ConvPolicy, ModelConfig as AtariConfig, atari_cnn
-from neuroevo.models.car_racing_cnn import ModelConfig as CarConfig, car_racing_cnn
+from neuroevo.models.atari_cnn import (
+    ATARI_KERNELS, ConvPolicy, ModelConfig as AtariConfig, atari_cnn, smallest_input)
+from neuroevo.models.car_racing_cnn import (
+    CAR_RACING_KERNELS, ModelConfig as CarConfig, car_racing_cnn)
 from neuroevo.models.mlp import MLPPolicy, ModelConfig as MLPConfig
 
 DENSE = EncodingConfig("dense")
@@ -211,3 +213,41 @@ def test_each_model_asks_for_exactly_its_declared_layer_types(monkeypatch) -> No
         asked.clear()
         build()
         assert sorted(asked) == sorted(module.LAYER_TYPES), module.__name__
+
+
+@pytest.mark.parametrize("kernels, smallest, channels", [
+    (ATARI_KERNELS, 36, (4, 8, 8)), (CAR_RACING_KERNELS, 46, (4, 4, 8, 16))])
+def test_smallest_input_is_the_least_the_convolutions_reduce_to_one_pixel(
+        kernels, smallest: int, channels: tuple) -> None:
+    """At `smallest_input` the last convolution leaves exactly one pixel; one less leaves none,
+    and the network refuses it."""
+    assert smallest_input(kernels) == smallest
+    model = ConvPolicy(DENSE, (12, smallest, smallest), kernels, channels, 8, 3)
+    assert model.features == channels[-1]  # 1×1 spatial
+    with pytest.raises(ValueError, match=f"smaller than the {smallest}×{smallest}"):
+        ConvPolicy(DENSE, (12, smallest - 1, smallest - 1), kernels, channels, 8, 3)
+
+
+@pytest.mark.parametrize("config, key, value, fragment", [
+    ("configs/atari/frostbite/dense.yaml", "model.hidden", "0",
+     "model.hidden must be ≥ 1, got 0"),
+    ("configs/atari/frostbite/dense.yaml", "model.channels", "[8,0,8]",
+     "model.channels entries must each be ≥ 1, got [8, 0, 8]"),
+    ("configs/atari/frostbite/dense.yaml", "model.channels", "[8,8]",
+     "model.channels needs 3 entries (one per convolution), got 2"),
+    ("configs/car_racing/dense.yaml", "model.hidden", "0", "model.hidden must be ≥ 1, got 0"),
+    ("configs/car_racing/factorized.yaml", "model.channels", "[4,4,0,16]",
+     "model.channels entries must each be ≥ 1"),
+    ("configs/mujoco/halfcheetah/dense.yaml", "model.hidden", "[16,0]",
+     "model.hidden entries must each be ≥ 1, got [16, 0]"),
+])
+def test_zero_widths_are_one_line_config_errors(capsys, config: str, key: str, value: str,
+                                                fragment: str) -> None:
+    """A layer of no units stops the CLI at config time, exit 2, with one `error:` line naming
+    the key, instead of a ZeroDivisionError from the weight initialisation."""
+    from neuroevo.cli import main
+
+    assert main(["describe", config, "--preset", "quick", "--set", f"{key}={value}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and len(error.splitlines()) == 1
+    assert fragment in error

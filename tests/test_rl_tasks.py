@@ -549,3 +549,24 @@ def test_a_video_copy_that_fails_midway_leaves_no_partial_mp4(tmp_path, monkeypa
         with filmed(video) as wrap:
             wrap(_CountingEnv())
     assert not video.exists() and list(video.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("config, key, value, fragment", [
+    ("configs/atari/frostbite/dense.yaml", "task.frame_stack", 0, "task.frame_stack must be ≥ 1"),
+    ("configs/car_racing/dense.yaml", "task.frame_stack", 0, "task.frame_stack must be ≥ 1"),
+    ("configs/atari/frostbite/dense.yaml", "task.resolution", 20,
+     "task.resolution must be ≥ 36 (the convolutions' smallest input), got 20"),
+    ("configs/car_racing/dense.yaml", "task.resolution", 8,
+     "task.resolution must be between 46 (the convolutions' smallest input) and 96"),
+])
+def test_frames_the_network_cannot_take_are_one_line_errors(capsys, config: str, key: str,
+                                                           value: int, fragment: str) -> None:
+    """No stacked frame, or frames smaller than the convolutions reduce to one pixel, stop the
+    CLI at config time: exit 2 and one `error:` line naming the key and its least value (not a
+    ZeroDivisionError or the CNN's traceback)."""
+    from neuroevo.cli import main
+
+    assert main(["describe", config, "--preset", "quick", "--set", f"{key}={value}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and len(error.splitlines()) == 1
+    assert fragment in error

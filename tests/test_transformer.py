@@ -158,3 +158,25 @@ def test_gpu_population_chunk_fills_the_activation_budget_per_bucket(kernels: st
         assert chunk * positions * widest <= 2**28 < (chunk + 1) * positions * widest or chunk == 512
     assert population_chunk(cfg, 2**28, 512, cuda) == 1
     assert population_chunk(cfg, 64 * 900, 512, torch.device("cpu")) == 16
+
+
+@pytest.mark.parametrize("config, key, value, fragment", [
+    ("configs/tinystories/dense.yaml", "model.ff", "0", "model.ff must be ≥ 1, got 0"),
+    ("configs/tinystories/factorized.yaml", "model.ff", "0", "model.ff must be ≥ 1, got 0"),
+    ("configs/tinystories/dense.yaml", "model.n_heads", "0", "model.n_heads must be ≥ 1, got 0"),
+    ("configs/tinystories/dense.yaml", "model.head_dim", "0", "model.head_dim must be ≥ 1"),
+    ("configs/tinystories/dense.yaml", "model.hidden", "0", "model.hidden must be ≥ 1, got 0"),
+    ("configs/tinystories/dense.yaml", "model.n_blocks", "-1", "model.n_blocks must be ≥ 0"),
+    ("configs/tinystories/dense.yaml", "model.ln_eps", "0", "model.ln_eps must be > 0"),
+])
+def test_sizes_that_cannot_build_are_one_line_config_errors(capsys, config: str, key: str,
+                                                            value: str, fragment: str) -> None:
+    """A transformer size of zero stops the CLI at config time, exit 2, with one `error:` line
+    naming that key (not a ZeroDivisionError, nor a factorized layer's rank bound that points
+    at encoding.rank)."""
+    from neuroevo.cli import main
+
+    assert main(["describe", config, "--preset", "quick", "--set", f"{key}={value}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and len(error.splitlines()) == 1
+    assert fragment in error

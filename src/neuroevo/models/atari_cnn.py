@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Conv2d, Linear, Params
+from neuroevo.models import check_sizes
 
 ATARI_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride) of each convolution, §4
 LAYER_TYPES = ("conv", "hidden")  # the keys `encoding.ranks` may name for a ConvPolicy
@@ -32,6 +33,9 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64, 64)  # output channels of the three convolutions
     hidden: int = 256  # units of the dense layer after the flatten
 
+    def __post_init__(self) -> None:
+        check_widths(self, len(ATARI_KERNELS))
+
 
 class ConvPolicy:
     """Unpadded convs (ReLU) → flatten → dense (ReLU) → dense output, for P individuals at once.
@@ -43,20 +47,20 @@ class ConvPolicy:
     def __init__(self, encoding: EncodingConfig, in_shape: tuple[int, int, int],
                  kernels: tuple[tuple[int, int], ...], channels: tuple[int, ...], hidden: int,
                  n_outputs: int) -> None:
-        if len(kernels) != len(channels):
-            raise ValueError(f"model.channels needs {len(kernels)} entries (one per "
-                             f"convolution), got {len(channels)}")
+        smallest = smallest_input(kernels)  # the TaskConfigs check task.resolution against it
+        if min(in_shape[1:]) < smallest:
+            raise ValueError(f"input {in_shape} is smaller than the {smallest}×{smallest} the "
+                             f"convolutions {kernels} need")
         self.layout = ParamLayout()
         self.in_shape, self.n_outputs = in_shape, n_outputs
         c, h, w = in_shape
         self.convs: list[Conv2d] = []
-        for i, ((kernel, stride), c_out) in enumerate(zip(kernels, channels), start=1):
+        for i, ((kernel, stride), c_out) in enumerate(zip(kernels, channels, strict=True),
+                                                      start=1):
             self.convs.append(Conv2d(self.layout, f"conv{i}", c, c_out, kernel, stride,
                                      rank=encoding.rank_for("conv"),
                                      sparse=encoding.sparse_for("conv")))
             c, h, w = c_out, (h - kernel) // stride + 1, (w - kernel) // stride + 1
-        if h < 1 or w < 1:
-            raise ValueError(f"input {in_shape} is too small for the convolutions {kernels}")
         self.features = c * h * w  # flatten size: 3136 for the paper's Atari net
         self.hidden = Linear(self.layout, "hidden", self.features, hidden,
                              rank=encoding.rank_for("hidden"), kind="hidden",
@@ -79,3 +83,21 @@ def atari_cnn(config: ModelConfig, encoding: EncodingConfig, n_actions: int,
     """The §4 network for `n_actions` logits on `frame_stack` RGB frames of resolution²."""
     return ConvPolicy(encoding, (3 * frame_stack, resolution, resolution), ATARI_KERNELS,
                       config.channels, config.hidden, n_actions)
+
+
+def check_widths(config: object, convolutions: int) -> None:
+    """A ConvPolicy ModelConfig's checks (its own or CarRacing's): one width per convolution,
+    every width ≥ 1."""
+    if len(config.channels) != convolutions:
+        raise ValueError(f"model.channels needs {convolutions} entries (one per convolution), "
+                         f"got {len(config.channels)}")
+    check_sizes(config, (("channels", 1, ""), ("hidden", 1, "")))
+
+
+def smallest_input(kernels: tuple[tuple[int, int], ...]) -> int:
+    """The least height (and width) that unpadded `kernels` (kernel, stride) still reduce to one
+    pixel: walking back from the last layer, an output of n needs (n − 1)·stride + kernel."""
+    size = 1
+    for kernel, stride in reversed(kernels):
+        size = (size - 1) * stride + kernel
+    return size

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import LAYER_TYPES, ConvPolicy
+from neuroevo.models.atari_cnn import LAYER_TYPES, ConvPolicy, check_widths
 
 CAR_RACING_KERNELS = ((4, 2),) * 4  # (kernel, stride) of each convolution, §3
 N_ACTIONS = 3  # steer, gas, brake
@@ -25,6 +25,9 @@ class ModelConfig:
 
     channels: tuple[int, ...] = (32, 64, 128, 256)  # output channels of the four convolutions
     hidden: int = 256  # units of the dense layer after the flatten
+
+    def __post_init__(self) -> None:
+        check_widths(self, len(CAR_RACING_KERNELS))
 
 
 def car_racing_cnn(config: ModelConfig, encoding: EncodingConfig, frame_stack: int = 4,

@@ -17,6 +17,7 @@ import torch
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Linear, Params
+from neuroevo.models import check_sizes
 
 LAYER_TYPES = ("hidden",)  # the keys `encoding.ranks` may name
 
@@ -25,7 +26,10 @@ LAYER_TYPES = ("hidden",)  # the keys `encoding.ranks` may name
 class ModelConfig:
     """MLP widths; the small baseline uses fewer hidden units, e.g. (16, 16)."""
 
-    hidden: tuple[int, ...] = (64, 64)  # units of each hidden layer, input side first
+    hidden: tuple[int, ...] = (64, 64)  # units of each hidden layer, input side first ([]: linear)
+
+    def __post_init__(self) -> None:
+        check_sizes(self, (("hidden", 1, ""),))
 
 
 class MLPPolicy:

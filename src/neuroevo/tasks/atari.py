@@ -32,7 +32,8 @@ from ale_py import AtariVectorEnv, roms
 
 from neuroevo.config import RunConfig
 from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import LAYER_TYPES, ModelConfig, atari_cnn
+from neuroevo.models.atari_cnn import (
+    ATARI_KERNELS, LAYER_TYPES, ModelConfig, atari_cnn, smallest_input)
 from neuroevo.tasks import Evaluation, check_minimums
 from neuroevo.tasks.rollout import (
     RolloutResult, RolloutSpec, available_cores, episode_seeds, filmed, mean_return, rollout)
@@ -54,7 +55,7 @@ class TaskConfig:
     max_steps: int = 2500  # agent steps per episode, no-ops included
     noop_max: int = 30  # episodes start with s−1 NOOPs, s ~ U{1..noop_max}
     frame_stack: int = 4  # RGB frames on the channel axis → 12 input channels
-    resolution: int = 84  # frames are resized to resolution × resolution
+    resolution: int = 84  # frames are resized to resolution × resolution (≥ 36: the CNN)
     episodes: int = 1  # episodes per individual per generation; fitness = their mean score
     threads: int = 0  # ALE threads; 0 = one per available core
     # how much of the machine the pool uses, not what it computes: left out of the config digest
@@ -67,7 +68,9 @@ class TaskConfig:
             raise ValueError(f"unknown Atari game {self.game!r} in task.game (valid: {games})")
         if self.noop_max < 1:
             raise ValueError("task.noop_max must be ≥ 1 (s ~ U{1..noop_max}; 1 = no no-ops)")
-        check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""),
+        check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""), ("frame_stack", 1, ""),
+                              ("resolution", smallest_input(ATARI_KERNELS),
+                               " (the convolutions' smallest input)"),
                               ("threads", 0, " (0 = one per available core)")))
 
 
