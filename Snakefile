@@ -7,7 +7,7 @@ The grid is configs/experiments.yaml, described key by key in workflow/schemas/;
 workflow/README.md.
 """
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -15,9 +15,7 @@ min_version("9.0")
 configfile: "configs/experiments.yaml"
 
 
-validate(config, "workflow/schemas/experiments.schema.yaml")
-
-
+include: "workflow/rules/validate.smk"
 include: "workflow/rules/common.smk"
 
 

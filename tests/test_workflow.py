@@ -73,6 +73,14 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def edit_experiments(workdir: Path, edit) -> None:
+    """Apply `edit` to the working directory's experiments.yaml, as parsed YAML."""
+    path = workdir / "configs" / "experiments.yaml"
+    experiments = yaml.safe_load(path.read_text())
+    edit(experiments)
+    path.write_text(yaml.safe_dump(experiments, sort_keys=False))
+
+
 def families_arg(families: list[str]) -> str:
     return "families=[" + ",".join(repr(f) for f in families) + "]"
 
@@ -130,9 +138,8 @@ def test_beyond_jobs_are_exactly_the_beyond_grid(workdir: Path, preset: str, fam
 
 def test_beyond_variant_the_preset_does_not_run_fails_naming_it(workdir: Path) -> None:
     """A beyond item that probes a variant outside the preset's runs fails at DAG build, naming both."""
-    bad = yaml.safe_load((workdir / "configs" / "experiments.yaml").read_text())
-    bad["presets"]["quick"]["beyond"]["mutation_effects"]["runs"]["tinystories"]["variants"].append("factorized-r64")
-    (workdir / "configs" / "experiments.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    edit_experiments(workdir, lambda e: e["presets"]["quick"]["beyond"]["mutation_effects"]["runs"]["tinystories"]
+                     ["variants"].append("factorized-r64"))
     result = snakemake(workdir, "-n", check=False)
     assert result.returncode != 0
     assert ("presets.quick.beyond.mutation_effects.runs.tinystories has variant 'factorized-r64', which "
@@ -206,27 +213,45 @@ def test_a_figure_outside_the_presets_grid_fails_before_any_run(workdir: Path, t
     assert "evolve" not in result.stdout
 
 
+def schema_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one-line schema error of a failed dry run, after checking it is one line: not
+    Snakemake's own dump of the whole schema and config."""
+    assert result.returncode != 0
+    assert "Failed validating" not in result.stdout and len(result.stdout.splitlines()) < 10, result.stdout
+    return next(line for line in result.stdout.splitlines() if line.startswith("experiments config at "))
+
+
 def test_unknown_config_key_fails_naming_it(workdir: Path) -> None:
-    """`--config seedz=3` fails schema validation with a message naming 'seedz'."""
-    result = snakemake(workdir, "-n", "--config", "seedz=3", check=False)
-    assert result.returncode != 0 and "'seedz' was unexpected" in result.stdout
+    """`--config seeds=3` (a preset's key, not a top-level one) fails schema validation in one
+    line naming 'seeds', where it is, and the schema that lists the keys."""
+    result = snakemake(workdir, "-n", "--config", "preset=quick", "seeds=3", check=False)
+    assert schema_error(result) == (
+        "experiments config at the top level: Additional properties are not allowed ('seeds' was "
+        "unexpected); every key is described in workflow/schemas/experiments.schema.yaml")
 
 
 def test_bad_nested_key_in_a_configfile_fails_naming_it(workdir: Path) -> None:
-    """A typo deep in an experiments file given with --configfile is rejected, naming the key."""
+    """A typo deep in an experiments file given with --configfile is rejected, naming the key and
+    the entry that holds it."""
     bad = yaml.safe_load((workdir / "configs" / "experiments.yaml").read_text())
     bad["presets"]["quick"]["runs"]["tinystories"]["seedz"] = 3
     path = workdir / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     result = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config", check=False)
-    assert result.returncode != 0 and "'seedz' was unexpected" in result.stdout
+    assert schema_error(result).startswith("experiments config at presets.quick.runs.tinystories: "
+                                           "Additional properties are not allowed ('seedz' was unexpected)")
+
+
+def test_misspelt_task_key_fails_naming_the_task(workdir: Path) -> None:
+    """A misspelt key in a task's entry (`treatmnt:`) fails in one line naming the task."""
+    edit_experiments(workdir, lambda e: e["tasks"]["hopper"].update(treatmnt=e["tasks"]["hopper"].pop("treatment")))
+    assert schema_error(snakemake(workdir, "-n", check=False)).startswith(
+        "experiments config at tasks.hopper: Additional properties are not allowed ('treatmnt' was unexpected)")
 
 
 def test_unknown_variant_in_a_preset_fails_naming_it(workdir: Path) -> None:
     """A preset that runs a variant the task does not define fails at DAG build, naming both."""
-    bad = yaml.safe_load((workdir / "configs" / "experiments.yaml").read_text())
-    bad["presets"]["quick"]["runs"]["tinystories"]["variants"].append("factorized-r3")
-    (workdir / "configs" / "experiments.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    edit_experiments(workdir, lambda e: e["presets"]["quick"]["runs"]["tinystories"]["variants"].append("factorized-r3"))
     result = snakemake(workdir, "-n", check=False)
     assert result.returncode != 0
     assert "presets.quick.runs.tinystories has unknown variant 'factorized-r3'" in result.stdout
