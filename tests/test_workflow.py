@@ -258,12 +258,15 @@ def test_unknown_variant_in_a_preset_fails_naming_it(workdir: Path) -> None:
 
 
 def test_missing_engine_config_fails_at_dag_build_naming_the_file(workdir: Path) -> None:
-    """If a referenced engine config is missing, the dry run fails with one line naming that file."""
-    (workdir / "configs" / "tinystories" / "small.yaml").unlink()
-    result = snakemake(workdir, "-n", check=False)
+    """A typo'd engine config path fails the dry run with one line naming that file and the
+    experiments.yaml entry to fix (taking the family out is only the alternative)."""
+    edit_experiments(workdir, lambda e: e["tasks"]["halfcheetah"]["variants"]["small"].update(
+        config="configs/mujoco/halfcheetah/smal.yaml"))
+    result = snakemake(workdir, "-n", "--config", "preset=quick", check=False)
     assert result.returncode != 0
-    message = "engine config configs/tinystories/small.yaml (task tinystories, variant small) does not exist"
-    assert message in result.stdout
+    assert ("engine config configs/mujoco/halfcheetah/smal.yaml (task halfcheetah, variant small) does "
+            "not exist: fix tasks.halfcheetah.variants.small.config in configs/experiments.yaml (or, if "
+            "the family's configs have not landed yet, leave 'mujoco' out of `families`)") in result.stdout
 
 
 def test_slurm_profile_submits_evolve_jobs_with_a_gpu(workdir: Path) -> None:

@@ -352,8 +352,10 @@ def _check_grid():
             path = variant_config(task, variant)["config"]
             if not Path(path).exists():
                 raise WorkflowError(
-                    f"engine config {path} (task {task}, variant {variant}) does not exist; "
-                    f"take family {config['tasks'][task]['family']!r} out of `families` until it lands"
+                    f"engine config {path} (task {task}, variant {variant}) does not exist: fix "
+                    f"tasks.{task}.variants.{variant}.config in configs/experiments.yaml (or, if the "
+                    f"family's configs have not landed yet, leave {config['tasks'][task]['family']!r} "
+                    f"out of `families`)"
                 )
 
 
