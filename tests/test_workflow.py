@@ -1,9 +1,9 @@
 """The Snakemake workflow: its DAG is exactly the configured grid, config errors name the bad key,
 the SLURM profile asks for GPUs, and (slow) a tiny grid runs end to end with the real engine.
 
-Dry runs happen in a temporary working directory holding a copy of configs/experiments.yaml and
-empty stand-ins for every engine config and data file it names, so the grid logic is tested
-whatever configs have landed; the end-to-end test uses the real configs and engine.
+Dry runs happen in a temporary working directory holding a copy of configs/ (experiments.yaml
+and the engine configs, which the DAG build loads through the engine) and empty stand-ins for
+the data files it names; the end-to-end test uses the real configs and engine.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ EXPERIMENTS = yaml.safe_load((REPO / "configs" / "experiments.yaml").read_text()
 ALL_FAMILIES = ["tinystories", "atari", "car_racing", "mujoco"]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the repository's Snakefile in `workdir`; stdout and stderr come back merged."""
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run the repository's Snakefile in `workdir` (`pythonpath` before the engine's source);
+    stdout and stderr come back merged."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*pythonpath, REPO / "src"]))}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
@@ -61,12 +63,10 @@ def expected_runs(preset: str, families: list[str]) -> set[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A working directory with configs/experiments.yaml and stand-ins for every file it references."""
-    (tmp_path / "configs").mkdir()
-    shutil.copy(REPO / "configs" / "experiments.yaml", tmp_path / "configs" / "experiments.yaml")
-    referenced = [v["config"] for t in EXPERIMENTS["tasks"].values() for v in t["variants"].values()]
-    referenced += [d for p in EXPERIMENTS["presets"].values() for r in p["runs"].values() for d in r.get("data", [])]
-    for path in referenced:
+    """A working directory with a copy of configs/ and stand-ins for every data file it references."""
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    data = [d for p in EXPERIMENTS["presets"].values() for r in p["runs"].values() for d in r.get("data", [])]
+    for path in data:
         if path != "data/tinystories/first10k.txt":  # made by the fetch rule
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / path).write_text("{}\n")
@@ -267,6 +267,58 @@ def test_missing_engine_config_fails_at_dag_build_naming_the_file(workdir: Path)
     assert ("engine config configs/mujoco/halfcheetah/smal.yaml (task halfcheetah, variant small) does "
             "not exist: fix tasks.halfcheetah.variants.small.config in configs/experiments.yaml (or, if "
             "the family's configs have not landed yet, leave 'mujoco' out of `families`)") in result.stdout
+
+
+def _replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("variant, edit, engine_message", [
+    ("halfcheetah/small", lambda w: _replace_in(w / "configs/mujoco/halfcheetah/small.yaml", "env_id:", "env_idd:"),
+     "unknown key task.env_idd"),
+    ("halfcheetah/small", lambda w: _replace_in(w / "configs/mujoco/halfcheetah/small.yaml", "HalfCheetah-v5",
+                                                "Walker3d-v5"),
+     "unknown MuJoCo env 'Walker3d-v5' in task.env_id"),
+    ("frostbite/dense", lambda w: _replace_in(w / "configs/atari/frostbite/dense.yaml", "game: Frostbite",
+                                              "game: Frostbyte"),
+     "unknown Atari game 'Frostbyte' in task.game"),
+    ("tinystories/factorized-r16", lambda w: edit_experiments(w, lambda e: e["tasks"]["tinystories"]["variants"]
+                                                              ["factorized-r16"]["set"].update({"ga.populaton": 8})),
+     "unknown key ga.populaton"),
+], ids=["bad-key", "bad-env-id", "bad-game", "bad-variant-set"])
+def test_an_engine_config_that_does_not_load_fails_at_dag_build(workdir: Path, variant: str, edit,
+                                                                 engine_message: str) -> None:
+    """An engine config the engine would refuse, with the options its evolve jobs pass (the
+    preset's engine preset, the variant's `set:`), fails the dry run in one line naming preset,
+    task, variant and file, with the engine's own message: not each job, in its log, after two
+    retries."""
+    task, name = variant.split("/")
+    edit(workdir)
+    result = snakemake(workdir, "-n", "--config", "preset=quick", check=False)
+    assert result.returncode != 0 and "rule evolve" not in result.stdout
+    path = EXPERIMENTS["tasks"][task]["variants"][name]["config"]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("engine config "))
+    assert line.startswith(f"engine config {path} (preset 'quick', task {task}, variant {name}) does not load: ")
+    assert engine_message in line
+
+
+def test_without_the_rl_extra_here_rl_configs_are_left_to_their_jobs(workdir: Path) -> None:
+    """Where Snakemake's Python lacks the RL extra (it is in the jobs' conda env, envs/rl.yaml),
+    the DAG still builds: the RL families' engine configs are left to their jobs, with a warning
+    each, and the rest are still loaded."""
+    site = workdir / "site"  # a Python without gymnasium and ale_py
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules.update(gymnasium=None, ale_py=None)\n")
+    output = snakemake(workdir, "-n", "--config", "preset=quick", pythonpath=(site,)).stdout
+    assert job_counts(output)["evolve"] == 24
+    for family in ("atari", "car_racing", "mujoco"):
+        assert f"engine configs of family {family!r} are checked by their jobs: task {family!r} needs gymnasium" in output
+    assert "family 'tinystories'" not in output
+    _replace_in(workdir / "configs/tinystories/small.yaml", "hidden: 4", "hiddn: 4")
+    result = snakemake(workdir, "-n", "--config", "preset=quick", check=False, pythonpath=(site,))
+    assert result.returncode != 0 and "unknown key model.hiddn" in result.stdout
 
 
 def test_slurm_profile_submits_evolve_jobs_with_a_gpu(workdir: Path) -> None:

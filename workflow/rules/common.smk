@@ -1,8 +1,9 @@
 """The grid: configs/experiments.yaml (already schema-validated) resolved per preset into run
 directories, evolve arguments and analysis targets. Every rule takes its preset from the
 `{preset}` wildcard, so `figures/quick/...` builds the quick grid whatever `config["preset"]` is.
-Cross-references the schema cannot express (variant names, engine config files) are checked here,
-at DAG build, each failing with one line.
+Cross-references the schema cannot express (variant names, engine config files, which the
+engine's own loader reads with each run's options) are checked here, at DAG build, each failing
+with one line.
 """
 
 import csv
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 PRESET = config["preset"]
 TABLES = ["final", "kruskal", "pairwise", "stages"]
@@ -258,27 +260,34 @@ def evolve_resources(preset, task):
 
 
 def evolve_args(wildcards):
-    """Everything after `neuroevo run CONFIG --out DIR` but the pool size: preset, device (the
-    CPU for a job that asks for no GPU), seed and the variant's overrides. A function of the
-    wildcards alone, so Snakemake records it and reruns a job whose arguments an edit changed;
-    the rules add `--workers {threads}` (the threads the job got: `--cores` may cap the
-    preset's), which sizes an RL task's environment pool, not its results: a rerun with other
-    threads resumes the same run."""
-    preset = preset_config(wildcards.preset)
-    device = preset["device"]
-    if device == "auto" and not evolve_resources(wildcards.preset, wildcards.task)["gpu"]:
-        device = "cpu"  # a job without a GPU must not borrow the one another job holds
-    args = []
-    if preset["engine_preset"]:
-        args += ["--preset", preset["engine_preset"]]
-    args += ["--device", device, "--set", f"seed={wildcards.seed}"]
-    data = runs(wildcards.preset)[wildcards.task].get("data") or []
-    if data:  # the text the job declares as input is the text it reads (not a copy in its config)
-        args += ["--set", f"task.text={data[0]}"]
-    overrides = variant_config(wildcards.task, wildcards.variant)["set"]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={_scalar(value)}"]  # the engine takes one KEY=VALUE per --set
+    """Everything after `neuroevo run CONFIG --out DIR` but the pool size (`engine_options`,
+    as options). A function of the wildcards alone, so Snakemake records it and reruns a job
+    whose arguments an edit changed; the rules add `--workers {threads}` (the threads the job
+    got: `--cores` may cap the preset's), which sizes an RL task's environment pool, not its
+    results: a rerun with other threads resumes the same run."""
+    engine_preset, device, sets = engine_options(wildcards.preset, wildcards.task, wildcards.variant,
+                                                 wildcards.seed)
+    args = ["--preset", engine_preset] if engine_preset else []
+    args += ["--device", device]
+    for item in sets:
+        args += ["--set", item]  # the engine takes one KEY=VALUE per --set
     return " ".join(shlex.quote(a) for a in args)
+
+
+def engine_options(preset, task, variant, seed):
+    """What one run's engine config is loaded with: the engine preset (or None), the device
+    (the CPU for a job that asks for no GPU) and the `--set` KEY=VALUEs (seed, the preset's
+    text, the variant's overrides). One place for the evolve command and its DAG-build check."""
+    entry = preset_config(preset)
+    device = entry["device"]
+    if device == "auto" and not evolve_resources(preset, task)["gpu"]:
+        device = "cpu"  # a job without a GPU must not borrow the one another job holds
+    sets = [f"seed={seed}"]
+    data = runs(preset)[task].get("data") or []
+    if data:  # the text the job declares as input is the text it reads (not a copy in its config)
+        sets.append(f"task.text={data[0]}")
+    sets += [f"{key}={_scalar(value)}" for key, value in variant_config(task, variant)["set"].items()]
+    return entry["engine_preset"], device, sets
 
 
 def engine_configs(wildcards):
@@ -323,7 +332,7 @@ def _scalar(value):
 
 
 def _check_grid():
-    """Cross-references of every preset, and engine configs of the selected one, exist."""
+    """Cross-references of every preset exist, and the selected one's engine configs load."""
     tasks = config["tasks"]
     for name, task in tasks.items():
         for key in [*task["compare"], *([task["treatment"]] if task["treatment"] else [])]:
@@ -347,16 +356,63 @@ def _check_grid():
         raise WorkflowError(
             f"configs/experiments.yaml: preset {PRESET!r} runs no task of the enabled families {config['families']}"
         )
-    for task, run in runs(PRESET).items():
+    _check_engine_configs(PRESET)
+
+
+def _check_engine_configs(preset):
+    """Every engine config of the preset exists and loads as its jobs will load it: through the
+    engine's own loader, with the same preset, device and overrides, so a bad key or value (a
+    MuJoCo env id or Atari game too: their TaskConfigs check them on load) fails the DAG build in
+    one line, not each job in its log after two retries. Once per distinct config and options:
+    seeds differ only in `seed=`, so seed 0 stands for all."""
+    load_config, loadable = _engine_loader({config["tasks"][task]["family"] for task in runs(preset)})
+    checked = set()
+    for task, run in runs(preset).items():
         for variant in run["variants"]:
-            path = variant_config(task, variant)["config"]
-            if not Path(path).exists():
-                raise WorkflowError(
-                    f"engine config {path} (task {task}, variant {variant}) does not exist: fix "
-                    f"tasks.{task}.variants.{variant}.config in configs/experiments.yaml (or, if the "
-                    f"family's configs have not landed yet, leave {config['tasks'][task]['family']!r} "
-                    f"out of `families`)"
-                )
+            path = _existing_engine_config(task, variant)
+            engine_preset, device, sets = engine_options(preset, task, variant, seed=0)
+            options = (path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
+            if config["tasks"][task]["family"] not in loadable or options in checked:
+                continue
+            checked.add(options)
+            try:
+                load_config(*options)
+            except ValueError as error:  # the engine's ConfigError: one line naming the key
+                raise WorkflowError(f"engine config {path} (preset {preset!r}, task {task}, "
+                                    f"variant {variant}) does not load: {error}") from None
+
+
+def _existing_engine_config(task, variant):
+    """The variant's engine config path, or a one-line error pointing at the entry to fix."""
+    path = variant_config(task, variant)["config"]
+    if not Path(path).exists():
+        raise WorkflowError(
+            f"engine config {path} (task {task}, variant {variant}) does not exist: fix "
+            f"tasks.{task}.variants.{variant}.config in configs/experiments.yaml (or, if the "
+            f"family's configs have not landed yet, leave {config['tasks'][task]['family']!r} "
+            f"out of `families`)"
+        )
+    return path
+
+
+def _engine_loader(families):
+    """The engine's `load_config` and which of `families` it can load here. Where the engine, or
+    a family's RL extra, is installed only in the jobs' conda envs (`--sdm conda`), the jobs
+    check those configs themselves, with a warning here."""
+    try:
+        from neuroevo.config import load_config
+        from neuroevo.tasks import TaskUnavailable, task_module
+    except ImportError as error:
+        logger.warning(f"engine configs are checked by their jobs: neuroevo does not import here ({error})")
+        return None, set()
+    loadable = set()
+    for family in sorted(families):
+        try:
+            task_module(family)
+            loadable.add(family)
+        except TaskUnavailable as error:
+            logger.warning(f"engine configs of family {family!r} are checked by their jobs: {error}")
+    return load_config, loadable
 
 
 def _check_beyond(preset, beyond):
