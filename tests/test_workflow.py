@@ -193,6 +193,28 @@ def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
     assert "Params have changed" in snakemake(workdir, "-n", target).stdout
 
 
+def test_a_retry_keeps_only_the_last_attempts_log(workdir: Path) -> None:
+    """Snakemake deletes an evolve job's log before each retry, so the log holds the last
+    attempt; --show-failed-logs (both profiles set it) prints each failed attempt's log, as the
+    comment on evolve's shell says."""
+    target = "results/quick/runs/tinystories/dense/seed0/summary.json"
+    fake = workdir / "bin" / "neuroevo"  # fails twice, naming its attempt, then writes the summary
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nn=$(($(cat attempts 2>/dev/null || echo 0) + 1)); echo $n > attempts\n'
+                    'echo "traceback of attempt $n"; [ $n -ge 3 ] || exit 1\n'
+                    'while [ "$1" != "--out" ]; do shift; done\nmkdir -p "$2" && echo "{}" > "$2/summary.json"\n')
+    fake.chmod(0o755)
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+               str(workdir), "--cores", "1", "--show-failed-logs", target]
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "traceback of attempt 1" in output and "traceback of attempt 2" in output
+    log = (workdir / "logs/quick/evolve/tinystories/dense/seed0.log").read_text()
+    assert "traceback of attempt 3" in log and "attempt 1" not in log and log.count("== ") == 1
+
+
 def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:
     """Asking for one figure schedules the runs, the aggregation and that figure: no tables, no report."""
     output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout

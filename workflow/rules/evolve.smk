@@ -32,7 +32,11 @@ rule evolve:
     # or other data wrote (Snakemake reran the job after an edit) is cleared and run again.
     retries: 2
     shell:
-        # appended, one header per attempt: a retry keeps the failed attempt's traceback
+        # Snakemake deletes the log before each attempt, so it holds the last attempt's output
+        # (after a header with its start time); a failed attempt's log is printed, and kept in
+        # .snakemake/log/, with --show-failed-logs, which both profiles set. (`>>` rather than
+        # `>` only because editing the command would rerun every recorded run: Snakemake's
+        # code trigger.)
         "echo \"== $(date -u +%Y-%m-%dT%H:%M:%SZ) neuroevo run\" >> {log}; "
         "neuroevo run {params.config} --out {params.run_dir} {params.args} --workers {threads}"
         " --resume --restart-changed >> {log} 2>&1"
