@@ -216,9 +216,13 @@ def test_a_retry_keeps_only_the_last_attempts_log(workdir: Path) -> None:
 
 
 def test_single_figure_target_needs_only_its_table(workdir: Path) -> None:
-    """Asking for one figure schedules the runs, the aggregation and that figure: no tables, no report."""
+    """Asking for one figure schedules the runs, the aggregation and that figure: no tables, no
+    report. The aggregate reads the whole preset (24 runs, Atari and CarRacing included) unless
+    `families` limits it, as workflow/README.md shows (TinyStories' 12)."""
     output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
     assert job_counts(output) == {"evolve": 24, "grid": 1, "aggregate": 1, "figure_fitness": 1}
+    limited = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf", "--config", "families=[tinystories]").stdout
+    assert job_counts(limited) == {"evolve": 12, "grid": 1, "aggregate": 1, "figure_fitness": 1}
 
 
 @pytest.mark.parametrize("target, message", [
