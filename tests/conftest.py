@@ -11,6 +11,7 @@ import torch
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.models import transformer as transformer_module
 from neuroevo.models.transformer import ModelConfig, Transformer
 
 if not torch.cuda.is_available():
@@ -80,3 +81,18 @@ def perturbed_transformer(encoding: EncodingConfig, cfg: ModelConfig, vocab: int
     theta = initial_weights(model.layout, list(range(pop)), device)
     theta += 0.3 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(7)).to(device)
     return model, model.layout.views(theta)
+
+
+@pytest.fixture
+def kernels_served(monkeypatch) -> list:
+    """What the transformer's kernel choice returned, call by call: the C kernels under no_grad,
+    None under autograd. Without this, both sides of a comparison could be torch's ops (kernels
+    silently off) and the comparison would still hold."""
+    served, choose = [], transformer_module._fused_kernels
+
+    def recording(x: torch.Tensor):
+        served.append(choose(x))
+        return served[-1]
+
+    monkeypatch.setattr(transformer_module, "_fused_kernels", recording)
+    return served

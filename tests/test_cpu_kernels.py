@@ -15,28 +15,11 @@ import torch
 from conftest import KERNEL_ENCODINGS, needs_cpu_kernels, perturbed_transformer
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
-import neuroevo.models.transformer
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.models.transformer import ModelConfig, Transformer
 
 TOL = 1e-4  # fp32 block outputs of size ~1 (layer-normed); the kernels sum in another order and
 # use their own exp2, and the perturbed weights below make the factor products large
-
-
-@pytest.fixture
-def kernels_served(monkeypatch) -> list:
-    """What the transformer's kernel choice returned, call by call: the C kernels under no_grad,
-    None under autograd. Without this, both sides of a comparison could be torch's ops (kernels
-    silently off) and the comparison would still hold."""
-    served, choose = [], neuroevo.models.transformer._fused_kernels
-
-    def recording(x: torch.Tensor):
-        served.append(choose(x))
-        return served[-1]
-
-    monkeypatch.setattr(neuroevo.models.transformer, "_fused_kernels", recording)
-    return served
-
 
 
 def test_kernels_build_wherever_a_c_compiler_exists():
