@@ -43,6 +43,9 @@ environment:
 """
 
 
+DEVICE_HELP = "override the config's device (auto = cuda if available)"
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Examples kept as written, and an option's default in its help where it has one (not for
     flags, unset options, or a help that already says it)."""
@@ -80,9 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     add_command = functools.partial(commands.add_parser, formatter_class=_HelpFormatter)
 
     run = add_command("run", help="evolve one task × encoding × seed",
-                              description="Evolve one configuration and write a run directory "
-                                          "(fitness.csv, timing.csv, elite.json, summary.json, "
-                                          "checkpoint/).")
+                      description="Evolve one configuration and write a run directory "
+                                  "(fitness.csv, timing.csv, elite.json, summary.json, "
+                                  "checkpoint/).")
     _config_arguments(run)
     run.add_argument("--out", required=True, type=Path, help="run directory to create or resume")
     run.add_argument("--resume", action="store_true",
@@ -92,23 +95,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --resume: clear a run of another config or other data and start "
                           "again instead (what the Snakemake workflow does after an edit)")
     run.add_argument("--device", choices=DEVICES,
-                     help="override the config's device (auto = cuda if available)")
+                     help=DEVICE_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
     describe = add_command("describe", help="per-layer shapes and search-space sizes",
-                                   description="Print each layer's shape, encoding, weights and "
-                                               "searched degrees of freedom, with totals.")
+                           description="Print each layer's shape, encoding, weights and "
+                                       "searched degrees of freedom, with totals.")
     _config_arguments(describe, pool=False)
     describe.add_argument("--json", action="store_true", help="machine-readable output")
     describe.set_defaults(handler=_describe)
 
     replay = add_command("replay", help="re-develop an elite from its seed chain",
-                                 description="Re-develop elite.json from its seeds, re-evaluate "
-                                             "it and compare with the logged fitness.",
-                                 epilog="exit status: 0 when the replayed fitness matches the "
-                                        "logged one (within 1e-4 · max(1, |logged|)), 1 when it "
-                                        "differs, 2 on a user error (e.g. no elite.json)")
+                         description="Re-develop elite.json from its seeds, re-evaluate "
+                                     "it and compare with the logged fitness.",
+                         epilog="exit status: 0 when the replayed fitness matches the "
+                                "logged one (within 1e-4 · max(1, |logged|)), 1 when it "
+                                "differs, 2 on a user error (e.g. no elite.json)")
     replay.add_argument("elite", type=Path, help="path to a run's elite.json")
     replay.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to re-develop and play the elite (auto = cuda if available)")
@@ -123,10 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     effects.add_argument("--out", required=True, type=Path, help="directory to write")
     effects.add_argument("--generations", type=int, nargs="+", required=True,
                          help="generations (1..ga.generations) whose survivors are probed")
-    effects.add_argument("--parents", type=int, default=4, help="survivors probed per generation (at most ga.elites: all of "
-                              "them if fewer)")
+    effects.add_argument("--parents", type=int, default=4,
+                         help="survivors probed per generation (at most ga.elites: all of them "
+                              "if fewer)")
     effects.add_argument("--mutations", type=int, default=32, help="children per parent")
-    effects.add_argument("--device", choices=DEVICES, help="override the config's device (auto = cuda if available)")
+    effects.add_argument("--device", choices=DEVICES,
+                         help=DEVICE_HELP)
     effects.add_argument("--quiet", action="store_true", help="no progress bar")
     effects.set_defaults(handler=_mutation_effects)
 
@@ -141,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="forward passes one step costs (forward + backward)")
     gradient.add_argument("--steps", type=int,
                           help="Adam steps (default: population·generations / forward cost)")
-    gradient.add_argument("--device", choices=DEVICES, help="override the config's device (auto = cuda if available)")
+    gradient.add_argument("--device", choices=DEVICES,
+                          help=DEVICE_HELP)
     gradient.add_argument("--quiet", action="store_true", help="no progress bar")
     gradient.set_defaults(handler=_gradient)
 

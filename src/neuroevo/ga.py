@@ -50,8 +50,8 @@ class GAConfig:
             raise ValueError(f"ga.elites ({self.elites}) must be between 1 and ga.population "
                              f"({self.population})")
         if not self.mutation_rates or not all(0 < m < math.inf for m in self.mutation_rates):
-            raise ValueError(f"ga.mutation_rates must be a non-empty list of positive, finite rates, e.g. "
-                             f"[0.01], got {list(self.mutation_rates)}")
+            raise ValueError(f"ga.mutation_rates must be a non-empty list of positive, finite "
+                             f"rates, e.g. [0.01], got {list(self.mutation_rates)}")
 
 
 @dataclass
@@ -100,8 +100,8 @@ class GeneticAlgorithm:
         if fitness.shape != (len(self.genomes),):
             raise ValueError(f"fitness has shape {tuple(fitness.shape)}, expected ({len(self.genomes)},)")
         if order is None:
-            # rank: descending fitness; a stable sort keeps ties in population order (reproducible);
-            # a NaN fitness (a diverged network) ranks as −inf: last, never above a number
+            # rank: descending fitness; a stable sort keeps ties in population order
+            # (reproducible); a NaN fitness (a diverged network) ranks as −inf
             order = torch.argsort(-_nan_as_lowest(fitness), stable=True)
         order = order.tolist()
         elite_indices = order[: self.config.elites]
