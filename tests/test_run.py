@@ -485,9 +485,15 @@ def test_an_out_that_is_a_file_fails_in_one_line_before_the_task(
 
 
 def test_a_piped_progress_bar_is_drawn_at_the_start_and_the_end_only(
-        tmp_path: Path, tiny_lm_overrides, capsys) -> None:
-    """A job's log (stderr a file) gets the bar every 30 s, not at each generation: an
-    hours-long run would otherwise log thousands of refreshes. It names the run directory."""
+        tmp_path: Path, tiny_lm_overrides, capsys, monkeypatch) -> None:
+    """A job's log (stderr a file or pipe) gets the bar every 30 s, not at each generation: an
+    hours-long run would otherwise log thousands of refreshes. The bar names the run directory.
+    (The interval is stretched here so that a slow CI machine cannot add a draw.)"""
+    import neuroevo.logs
+    import neuroevo.run
+
+    assert neuroevo.logs.progress_interval() == 30.0  # pytest's stderr is no terminal
+    monkeypatch.setattr(neuroevo.run, "progress_interval", lambda: 1e9)
     out = tmp_path / "run"
     assert main(["run", str(CONFIGS / "dense.yaml"), "--out", str(out),
                  *[arg for item in tiny_lm_overrides for arg in ("--set", item)]]) == 0
