@@ -183,6 +183,23 @@ def test_malformed_fitness_csv_fails_with_one_line_naming_the_file(results: Path
     assert str(run / "fitness.csv") in text and message in text
 
 
+def test_a_generation_with_a_diverged_individual_loads(results: Path) -> None:
+    """The engine writes NaN `mean`, `median` and `std` for a generation in which an individual
+    diverged (ga.py: it ranks as −inf, `best` stays a number): such a run is not malformed, but
+    a NaN `best` still is."""
+    run = results / "runs" / "tinystories" / "dense" / "seed0"
+    path = run / "fitness.csv"
+    table = pd.read_csv(path)
+    table.loc[1, ["mean", "median", "std"]] = np.nan
+    table.to_csv(path, index=False)
+    loaded = load_run(run).fitness
+    assert loaded["mean"].isna().sum() == 1 and not loaded["best"].isna().any()
+    table.loc[1, "best"] = np.nan
+    table.to_csv(path, index=False)
+    with pytest.raises(RunDirError, match="empty or NaN value.* in column 'best'"):
+        load_run(run)
+
+
 def test_cli_reports_a_malformed_run_in_one_line(results: Path, tmp_path: Path, capsys) -> None:
     """`python -m neuroevo.analysis aggregate` exits 1 with one stderr line naming the broken file."""
     broken = results / "runs" / "tinystories" / "small" / "seed2" / "fitness.csv"

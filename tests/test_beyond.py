@@ -271,6 +271,22 @@ def test_mutation_effect_fractions_recover_a_known_distribution(tmp_path) -> Non
     assert row["mean_deleterious"] == pytest.approx(-truncated.mean(), abs=0.003)
 
 
+def test_a_diverged_child_counts_as_deleterious() -> None:
+    """A child whose fitness is NaN (it diverged; the GA ranks it as −inf) is deleterious, not
+    neutral, and leaves the mean magnitude of the finite ones as it is."""
+    import numpy as np
+    import pandas as pd
+
+    from neuroevo.analysis import beyond_mutations
+
+    delta = pd.Series([np.nan, -0.5, 0.0, 0.3])
+    assert beyond_mutations.classify(delta, 0.1).tolist() == [
+        "deleterious", "deleterious", "neutral", "beneficial"]
+    probes = pd.DataFrame({"task": "lm", "variant": "f", "generation": 1, "delta": delta})
+    row = beyond_mutations.summarize(probes, tolerance=0.1).iloc[0]
+    assert row["deleterious"] == 0.5 and row["mean_deleterious"] == 0.5
+
+
 def test_gradient_table_finds_the_forward_passes_adam_needs_to_match_the_ga(tmp_path) -> None:
     """GA: 8 evaluations per generation for 3 generations, best = generation (final 3 after 24
     passes); Adam: fitness = step after 3·step passes, so it reaches 3 at step 3 = 9 passes."""

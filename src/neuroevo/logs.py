@@ -25,6 +25,9 @@ from neuroevo.atomic import atomic_write_text
 FITNESS_COLUMNS = ("generation", "best", "mean", "median", "std", "worst", "elite_mean", "mr_mean",
                    "evaluations")
 TIMING_COLUMNS = ("generation", "eval_seconds", "wall_seconds")
+# fitness.csv's statistics that are NaN in a generation with a diverged individual (NaN fitness;
+# `best` and `worst` count it as −inf, as the ranking does): readers must accept NaN in these
+NAN_STATISTICS = ("mean", "median", "std")
 
 
 def progress_interval() -> float:

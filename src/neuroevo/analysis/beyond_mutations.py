@@ -38,9 +38,10 @@ def load(paths: Sequence[Path]) -> pd.DataFrame:
 
 
 def classify(delta: pd.Series, tolerance: float) -> pd.Series:
-    """'beneficial' (delta > tol), 'deleterious' (delta < −tol) or 'neutral' for each delta."""
+    """'beneficial' (delta > tol), 'deleterious' (delta < −tol, or NaN: a child that diverged,
+    which the GA ranks as −inf) or 'neutral' for each delta. The mean magnitudes skip NaN."""
     labels = np.where(delta > tolerance, "beneficial",
-                      np.where(delta < -tolerance, "deleterious", "neutral"))
+                      np.where((delta < -tolerance) | delta.isna(), "deleterious", "neutral"))
     return pd.Series(labels, index=delta.index)
 
 

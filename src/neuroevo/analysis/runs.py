@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..logs import FITNESS_COLUMNS, TIMING_COLUMNS  # the engine's side of the contract
+from ..logs import FITNESS_COLUMNS, NAN_STATISTICS, TIMING_COLUMNS  # the engine's side
 
 SUMMARY_KEYS = ("encoding", "seed", "params", "final", "wall_seconds")
 PARAM_KEYS = ("network", "genome", "searched")
@@ -46,7 +46,7 @@ def load_run(path: str | Path, seed: int | None = None) -> Run:
     summary = read_summary(path / "summary.json")
     if seed is not None and summary["seed"] != seed:
         raise RunDirError(f"{path / 'summary.json'}: seed {summary['seed']} but the directory says seed{seed}")
-    fitness = read_table(path / "fitness.csv", FITNESS_COLUMNS)
+    fitness = read_table(path / "fitness.csv", FITNESS_COLUMNS, may_be_nan=NAN_STATISTICS)
     timing = read_table(path / "timing.csv", TIMING_COLUMNS)
     if list(timing["generation"]) != list(fitness["generation"]):
         raise RunDirError(f"{path / 'timing.csv'}: generations differ from fitness.csv")
@@ -71,8 +71,10 @@ def read_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
-def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """A per-generation CSV: required columns present, all values numeric, generations 1..G in order."""
+def read_table(path: Path, required: tuple[str, ...],
+               may_be_nan: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A per-generation CSV: required columns present, all values numeric (NaN only in
+    `may_be_nan`: the engine writes it there for a diverged individual), generations 1..G."""
     table = read_csv(path, required)
     if table.empty:
         raise RunDirError(f"{path}: no generations (header only)")
@@ -85,9 +87,9 @@ def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
                 f"{path}: non-numeric value {table[column].iloc[row]!r} in column {column!r} (data row {row + 1})"
             )
         table[column] = numeric.astype(float)
-    empty = [c for c in required if table[c].isna().any()]
+    empty = [c for c in required if c not in may_be_nan and table[c].isna().any()]
     if empty:
-        raise RunDirError(f"{path}: empty value(s) in column {empty[0]!r}")
+        raise RunDirError(f"{path}: empty or NaN value(s) in column {empty[0]!r}")
     generations = table["generation"].tolist()
     if generations != list(range(1, len(table) + 1)):
         raise RunDirError(f"{path}: generations must run 1..{len(table)} without gaps")
