@@ -160,6 +160,16 @@ def test_cache_is_reused_without_retraining(tmp_path: Path, small_text: Path, mo
     assert [p.name for p in tmp_path.iterdir()] == [f"{first.text_sha256[:16]}-n50-v{SMALL_VOCAB}"]
 
 
+def test_a_cache_entry_is_shared_as_the_umask_allows(tmp_path: Path, small_text: Path):
+    """An entry gets the umask's permissions, not mkdtemp's 0700: another user's run on a shared
+    data directory reads it instead of failing on it."""
+    from neuroevo.atomic import UMASK
+
+    prepare_corpus(small_text, tmp_path, n_stories=50, vocab_size=SMALL_VOCAB)
+    (entry,) = tmp_path.iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o777 & ~UMASK
+
+
 def test_missing_text_is_a_one_line_data_error(tmp_path: Path):
     """A missing text file raises DataError: one line naming the path and how to fetch it."""
     missing = tmp_path / "nowhere" / "first10k.txt"
@@ -314,13 +324,22 @@ def test_fetching_no_stories_is_refused_before_the_download(tmp_path: Path,
     assert not (tmp_path / "tinystories").exists()
 
 
-def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
-    """With the download faked, fetch writes the stories (first2.txt for 2: the name says how many;
-    the paper's 10,000 go to first10k.txt) and a SOURCE.json with the pinned revision and hashes;
-    a download other than the published file is kept, with a warning and `matches_published: false`."""
+def _fake_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: bool) -> Path:
+    """A three-story stand-in for TinyStories-train.txt served by a faked hf_hub_download; with
+    `published`, the pinned hash and size are the stand-in's, so it counts as the real file."""
     raw = tmp_path / "TinyStories-train.txt"
     raw.write_text("One.\n<|endoftext|>\nTwo\nlines.\n<|endoftext|>\nThree.\n<|endoftext|>\n", encoding="utf-8")
     monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: str(raw))
+    if published:
+        monkeypatch.setattr(tinystories, "PUBLISHED_SHA256", hashlib.sha256(raw.read_bytes()).hexdigest())
+        monkeypatch.setattr(tinystories, "PUBLISHED_BYTES", raw.stat().st_size)
+    return raw
+
+
+def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With the download faked, fetch writes the stories (first2.txt for 2: the name says how many;
+    the paper's 10,000 go to first10k.txt) and a SOURCE.json with the pinned revision and hashes."""
+    raw = _fake_download(tmp_path, monkeypatch, published=True)
     out = fetch_tinystories(tmp_path / "tinystories", n_stories=2)
     assert out == tmp_path / "tinystories" / "first2.txt"
     assert tinystories.stories_filename(10_000) == "first10k.txt"
@@ -329,5 +348,13 @@ def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.Mon
     assert source["revision"] == tinystories.HF_REVISION and source["n_stories"] == 2
     assert source["sha256_download"] == hashlib.sha256(raw.read_bytes()).hexdigest()
     assert source["sha256_written"] == hashlib.sha256(out.read_bytes()).hexdigest()
-    assert source["matches_published"] is False and source["sha256_published"] == tinystories.PUBLISHED_SHA256
-    assert "public projects record" in caplog.text
+
+
+def test_a_download_other_than_the_pinned_file_is_refused_before_extraction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """hf_hub_download checks only a file's size (and nothing for one already cached): a file
+    whose sha256 is not the pinned one stops the fetch before stories are written from it."""
+    _fake_download(tmp_path, monkeypatch, published=False)
+    with pytest.raises(DataError, match="is not TinyStories-train.txt@f54c09f .*fetch again"):
+        fetch_tinystories(tmp_path / "tinystories", n_stories=2)
+    assert not (tmp_path / "tinystories").exists()

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # the process's, read once (os.umask can only be read by setting it)
+os.umask(UMASK)
 
 
 @contextmanager
@@ -33,7 +33,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=f".tmp{path.suffix}")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; results are meant to be shared
     try:
         yield Path(tmp)
         os.replace(tmp, path)

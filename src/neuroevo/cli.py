@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     fetch = add_command(
         "fetch-data", help="download a dataset (needs internet)",
         description="Download TinyStories' training text at the pinned revision through "
-                    "huggingface_hub (which verifies it), keep its first stories one per line, "
-                    "and record both files' sha256 in OUT/SOURCE.json.")
+                    "huggingface_hub, check its sha256 against the pinned one, keep its first "
+                    "stories one per line, and record both files' sha256 in OUT/SOURCE.json.")
     fetch.add_argument("dataset", choices=("tinystories",), help="the dataset to fetch")
     fetch.add_argument("--out", type=Path, default=Path("data/tinystories"),
                        help="directory to write the stories and SOURCE.json into")

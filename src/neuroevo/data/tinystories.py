@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -27,20 +26,20 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from neuroevo.atomic import atomic_write_text
-
-log = logging.getLogger(__name__)
+from neuroevo.atomic import UMASK, atomic_write_text
 
 HF_REPO = "roneneldan/TinyStories"
 HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by lines `<|endoftext|>`
 # Pinned dataset commit (the hub's `main` since 2024-08-12), so a re-upload cannot silently change the
-# stories. hf_hub_download checks the file against the hub's own hash for this commit. To update, copy
+# stories (the hash below checks what arrives). To update, copy
 # the newest sha from https://huggingface.co/datasets/roneneldan/TinyStories/commits/main, refetch, and
 # compare the sha256 values that SOURCE.json records.
 HF_REVISION = "f54c09fd23315a6f9c86f9dc80f725de7d8f9c64"
-# What public projects pinning this same commit record for HF_FILENAME (not checked against the hub
-# from here: the development machines are offline). A download that differs is kept, with a warning
-# and `matches_published: false` in SOURCE.json.
+# The file's sha256 at that commit: the hub's own storage id for it (its LFS object), which public
+# projects pinning the same commit record too. hf_hub_download checks only the byte count (and
+# nothing for a file already in its cache), so the fetch checks both before extracting: a download
+# that differs is refused (not checked against the hub from here: the development machines are
+# offline).
 PUBLISHED_SHA256 = "c5cf5e22ff13614e830afbe61a99fbcbe8bcb7dd72252b989fa1117a368d401f"
 PUBLISHED_BYTES = 1_924_281_556
 STORY_SEPARATOR = "<|endoftext|>"
@@ -49,7 +48,8 @@ FETCH_HINT = (
     "`neuroevo fetch-data tinystories --out data/tinystories` on a machine with internet"
 )
 
-BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")  # BPE ids 0-4, as in the paper's file
+# BPE ids 0-4, where the paper's file has its 5 specials (named <unk> <pad> <s> </s> <|endoftext|>)
+BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")
 PAD_ID = 0  # model id of <unk>; the paper pads with it and masks padding out of the loss
 BOS_ID = 1
 EOS_ID = 2
@@ -163,16 +163,17 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
             f"could not download {HF_FILENAME} from {HF_REPO}@{HF_REVISION[:7]} ({type(err).__name__}: "
             f"{_one_line(err)}): {FETCH_HINT}, then copy data/tinystories/ here"
         ) from err
+    downloaded = _sha256_file(raw)  # checked before anything is written from it
+    if downloaded != PUBLISHED_SHA256 or raw.stat().st_size != PUBLISHED_BYTES:
+        raise DataError(
+            f"{raw} ({raw.stat().st_size:,} bytes, sha256 {downloaded[:12]}…) is not "
+            f"{HF_FILENAME}@{HF_REVISION[:7]} ({PUBLISHED_BYTES:,} bytes, {PUBLISHED_SHA256[:12]}…): "
+            "delete it from the Hugging Face cache and fetch again (if the hub's file itself "
+            "changed, pin its new revision and hash in neuroevo/data/tinystories.py)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / stories_filename(n_stories)
     written = extract_stories(raw, out, n_stories)
-    downloaded = _sha256_file(raw)
-    matches = downloaded == PUBLISHED_SHA256 and raw.stat().st_size == PUBLISHED_BYTES
-    if not matches:
-        log.warning("%s@%s has sha256 %s…, not the %s… public projects record for this "
-                    "revision: its stories may differ from theirs", HF_FILENAME, HF_REVISION[:7],
-                    downloaded[:12], PUBLISHED_SHA256[:12])
     source = {
         "repo": HF_REPO,
         "repo_type": "dataset",
@@ -180,8 +181,6 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
         "revision": HF_REVISION,
         "license": "CDLA-Sharing-1.0",
         "sha256_download": downloaded,
-        "sha256_published": PUBLISHED_SHA256,
-        "matches_published": matches,
         "sha256_written": _sha256_file(out),
         "n_stories": written,
     }
@@ -335,6 +334,7 @@ def _write_cache_entry(entry: Path, tokenizer: Tokenizer, tokens: np.ndarray, of
     """Build the entry in a temporary sibling directory and rename it into place in one step."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700: other users' runs read the cache
     try:
         tokenizer.save(str(tmp / "tokenizer.json"))
         np.save(tmp / "tokens.npy", tokens)
