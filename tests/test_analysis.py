@@ -150,6 +150,29 @@ def test_pairwise_table_matches_scipy_and_glass_delta_by_hand(tables_of) -> None
         assert row["glass_delta"] == pytest.approx((sum(a) / len(a) - mean_b) / std_b)
 
 
+def test_mann_whitney_is_exact_for_small_samples_with_ties() -> None:
+    """With ties (Atari's plateaus) the p-value is the share of the 20 splits of 3 + 3 pooled
+    scores whose U is at least as far from its mean as the observed one, counted here by
+    hand, not scipy's normal approximation; without ties it is scipy's exact p."""
+    import itertools
+
+    a, b = [250.0, 1150.0, 1390.0], [160.0, 250.0, 250.0]
+    pooled = a + b
+    ranks = sps.rankdata(pooled)
+
+    def u_of(chosen: tuple[int, ...]) -> float:
+        return sum(ranks[i] for i in chosen) - 3 * 4 / 2
+
+    splits = [u_of(c) for c in itertools.combinations(range(6), 3)]
+    observed = u_of((0, 1, 2))
+    greater = sum(u >= observed for u in splits) / len(splits)
+    less = sum(u <= observed for u in splits) / len(splits)
+    assert stats.mannwhitney(a, b).p_value == pytest.approx(min(1.0, 2 * min(greater, less)))
+    assert stats.mannwhitney(a, b).p_value == pytest.approx(0.3)  # scipy's default: 0.164
+    assert stats.mannwhitney([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]).p_value == pytest.approx(
+        sps.mannwhitneyu([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], method="exact").pvalue)
+
+
 def test_stats_are_nan_where_undefined() -> None:
     """One seed has no interval; a control without spread has no Glass's Δ; all-tied groups no H."""
     assert math.isnan(stats.t_interval([1.0]).low)
