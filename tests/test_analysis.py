@@ -223,6 +223,30 @@ def test_a_generation_with_a_diverged_individual_loads(results: Path) -> None:
         load_run(run)
 
 
+def test_a_log_shorter_than_its_summary_is_refused(results: Path) -> None:
+    """fitness.csv must reach the final generation summary.json names: a log cut short would
+    otherwise be compared at an earlier generation than the others, silently."""
+    run = results / "runs" / "tinystories" / "dense" / "seed0"
+    path = run / "fitness.csv"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(RunDirError, match="ends at generation .*, but summary.json's final"):
+        load_run(run)
+
+
+def test_runs_of_one_task_must_end_at_one_generation(tables_of, results: Path) -> None:
+    """Runs whose configs asked for different generation counts are not compared."""
+    g, _, _ = tables_of
+    run = results / "runs" / "tinystories" / "small" / "seed1"
+    for name in ("fitness.csv", "timing.csv"):
+        path = run / name
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["final"]["generation"] -= 1
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(RunDirError, match="runs of task 'tinystories' end at different generations"):
+        aggregate.aggregate(g, results / "runs")
+
+
 def test_cli_reports_a_malformed_run_in_one_line(results: Path, tmp_path: Path, capsys) -> None:
     """`python -m neuroevo.analysis aggregate` exits 1 with one stderr line naming the broken file."""
     broken = results / "runs" / "tinystories" / "small" / "seed2" / "fitness.csv"

@@ -41,9 +41,20 @@ def aggregate(grid: Grid, runs_root: str | Path) -> tuple[pd.DataFrame, pd.DataF
                 rows.append(_row(task, variant, run))
     long = pd.concat(long_parts, ignore_index=True)
     runs = pd.DataFrame(rows)
+    _check_one_final_generation(runs)
     for table in (long, runs):
         table["rank"] = table["rank"].astype("Int64")  # nullable: dense and small have no rank
     return long, runs
+
+
+def _check_one_final_generation(runs: pd.DataFrame) -> None:
+    """The tests compare a task's runs at their last generation: runs of one task that end at
+    different generations (a config edited between seeds) would compare unlike with unlike."""
+    for task, finals in runs.groupby("task")["final_generation"]:
+        if finals.nunique() > 1:
+            ends = ", ".join(map(str, sorted(finals.unique())))
+            raise RunDirError(f"runs of task {task!r} end at different generations ({ends}): "
+                              "rerun them with one ga.generations")
 
 
 def _long(task: Task, variant: Variant, run: Run) -> pd.DataFrame:
@@ -69,7 +80,7 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         "params_network": params["network"],
         "params_genome": params["genome"],
         "params_searched": params["searched"],
-        "final_generation": final.get("generation", int(run.fitness["generation"].iloc[-1])),
+        "final_generation": int(run.fitness["generation"].iloc[-1]),  # = summary's (load_run)
         "final_best": final.get("best"),
         "final_elite_mean": final.get("elite_mean"),
         "final_score": float(run.fitness[task.series].iloc[-1]),

@@ -48,6 +48,10 @@ def load_run(path: str | Path, seed: int | None = None) -> Run:
         raise RunDirError(f"{path / 'summary.json'}: seed {summary['seed']} but the directory says seed{seed}")
     fitness = read_table(path / "fitness.csv", FITNESS_COLUMNS, may_be_nan=NAN_STATISTICS)
     timing = read_table(path / "timing.csv", TIMING_COLUMNS)
+    last, final = len(fitness), summary["final"].get("generation", len(fitness))
+    if last != final:  # a log cut short, or one another run's summary sits beside
+        raise RunDirError(f"{path / 'fitness.csv'}: ends at generation {last}, but summary.json's "
+                          f"final generation is {final}")
     if list(timing["generation"]) != list(fitness["generation"]):
         raise RunDirError(f"{path / 'timing.csv'}: generations differ from fitness.csv")
     return Run(path=path, summary=summary, fitness=fitness, timing=timing)
