@@ -178,6 +178,10 @@ def test_stats_are_nan_where_undefined() -> None:
     assert math.isnan(stats.t_interval([1.0]).low)
     assert math.isnan(stats.glass_delta([1.0, 2.0], [3.0, 3.0]))
     assert math.isnan(stats.kruskal([[1.0, 1.0], [1.0, 1.0]]).p_value)
+    # one seed a group: no test (Kruskal–Wallis would say p = 0.37 of three single scores)
+    assert math.isnan(stats.kruskal([[1.0], [2.0], [3.0]]).p_value)
+    assert math.isnan(stats.ranksums([1.0], [2.0, 3.0]).p_value)
+    assert math.isnan(stats.mannwhitney([1.0, 2.0], [3.0]).p_value)
     band = stats.normal_band([1.0, 2.0, 3.0])
     assert band.high - band.mean == pytest.approx(1.96 * sps.sem([1.0, 2.0, 3.0]))
 

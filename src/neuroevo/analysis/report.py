@@ -66,6 +66,21 @@ def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list
     )
 
 
+# what each figure's lines and bands are, under it in the report (two kinds of interval: the
+# paper's band on the curves, a Student-t interval on the last-generation points)
+FIGURE_CAPTIONS = {
+    "fitness": "mean over seeds per generation ± 1.96·SEM, the paper's band (a normal band: "
+               "with few seeds it covers less than 95%, about 81% at 3).",
+    "runtime": "evaluation seconds per generation, mean over seeds ± 1.96·SEM.",
+    "final": "last-generation score, one dot per seed.",
+    "rank": "last-generation score against rank: seeds as dots, mean with its 95% Student-t "
+            "interval.",
+    "searched": "last-generation score against searched genome dimensions: mean with its 95% "
+                "Student-t interval.",
+    "stages": "each evaluation stage's last-generation score and wall time, one dot per seed.",
+}
+
+
 def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list[Path],
              image_src: Callable[[Path], str], beyond_tables: Sequence[Path] = (),
              beyond_figures: Sequence[Path] = ()) -> str:
@@ -80,7 +95,10 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
                  "and parameter counts.",
         "kruskal": "Kruskal–Wallis test across the compared groups at the last generation.",
         "pairwise": "Pairwise Wilcoxon rank-sum (as the paper) and Mann–Whitney U tests; Glass's Δ = "
-                    "(mean(a) − mean(b)) / std(b, ddof 0).",
+                    "(mean(a) − mean(b)) / std(b, ddof 0). The Mann–Whitney p is exact for small "
+                    "groups (ties included); with n seeds a group its smallest value is "
+                    "2 / C(2n, n), 0.1 at 3 seeds, while the rank-sum's normal approximation can "
+                    "go lower.",
         "stages": "CarRacing's evaluation stages at the last generation: mean score (first stage: "
                   "the population's mean episode return; second: the elites' 6-episode mean) and "
                   "wall time, factorized (a) against each control (b): rank-sum p and Glass's Δ.",
@@ -94,7 +112,8 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
         parts.append(f"### {task.title}\n")
         for png in sorted(p for p in figures if p.stem.rsplit("_", 1)[0] == task.name):
             name = png.stem.rsplit("_", 1)[1]
-            parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — `{png.with_suffix('.pdf')}`\n")
+            parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — "
+                         f"{FIGURE_CAPTIONS.get(name, '')} `{png.with_suffix('.pdf')}`\n")
     parts += ["## Paper vs this reproduction\n", _paper_vs_repro(grid, runs).to_markdown(index=False) + "\n",
               f"\n{NOTE}\n"]
     if beyond_tables:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats as sps
 
 Z_95 = 1.96  # the paper's band multiplier (normal approximation, whatever the number of seeds)
+MIN_SEEDS = 2  # a group's fewest scores for a test: one seed a group gives a p of nothing
 EXACT_SPLITS = 20_000  # exact Mann–Whitney up to this many splits (8 + 8 seeds: 12,870)
 
 
@@ -63,9 +64,10 @@ def normal_band(values: Sequence[float]) -> Interval:
 
 
 def kruskal(groups: Sequence[Sequence[float]]) -> TestResult:
-    """Kruskal–Wallis H test across groups; NaN when fewer than two groups or all values tie."""
+    """Kruskal–Wallis H test across groups; NaN when fewer than two groups, a group of fewer
+    than MIN_SEEDS scores, or all values tie."""
     arrays = [_array(g) for g in groups]
-    if len(arrays) < 2 or any(a.size == 0 for a in arrays) or _all_tied(arrays):
+    if len(arrays) < 2 or any(a.size < MIN_SEEDS for a in arrays) or _all_tied(arrays):
         return TestResult(math.nan, math.nan)
     result = sps.kruskal(*arrays)
     return TestResult(float(result.statistic), float(result.pvalue))
@@ -74,7 +76,7 @@ def kruskal(groups: Sequence[Sequence[float]]) -> TestResult:
 def ranksums(a: Sequence[float], b: Sequence[float]) -> TestResult:
     """Wilcoxon rank-sum test (normal approximation, z statistic), exactly as the paper's scripts."""
     x, y = _array(a), _array(b)
-    if x.size == 0 or y.size == 0:
+    if min(x.size, y.size) < MIN_SEEDS:
         return TestResult(math.nan, math.nan)
     result = sps.ranksums(x, y)
     return TestResult(float(result.statistic), float(result.pvalue))
@@ -87,7 +89,7 @@ def mannwhitney(a: Sequence[float], b: Sequence[float]) -> TestResult:
     normal approximation, which at 3 seeds a group halved Atari's p-values (its scores tie on
     plateaus); without ties the two agree. Larger samples: scipy's default."""
     x, y = _array(a), _array(b)
-    if x.size == 0 or y.size == 0:
+    if min(x.size, y.size) < MIN_SEEDS:
         return TestResult(math.nan, math.nan)
     result = sps.mannwhitneyu(x, y, alternative="two-sided")
     if math.comb(x.size + y.size, x.size) > EXACT_SPLITS:
