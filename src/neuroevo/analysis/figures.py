@@ -100,7 +100,7 @@ def searched(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Pa
         ax.scatter([x] * len(group), group["final_score"], s=12, color=colours[name], alpha=0.5)
         ax.errorbar([x], [ci.mean], yerr=_yerr(ci), fmt="o", color=colours[name], capsize=3, label=names[name])
     ax.set_xscale("log")
-    ax.set(xlabel="Searched degrees of freedom (genome dimensions)", ylabel=task.ylabel,
+    ax.set(xlabel="Searched degrees of freedom (mutable genome dimensions)", ylabel=task.ylabel,
            title=f"Score vs search-space size — {task.title}")
     ax.legend(fontsize=7)
     return _finish(fig, preset, stem)
@@ -126,8 +126,9 @@ def stages(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path
     for ax, column, ylabel, title in (
             (axes[0], "score", "Score", f"Generation {_last_generation(data)} average score"),
             (axes[1], "seconds", "Time taken (s)", f"Generation {_last_generation(data)} evaluation time")):
+        # cut=0: a few seeds' kernel density must not reach scores no seed had
         sns.violinplot(data=long, x="variant", y=column, hue="stage", order=order, split=True,
-                       inner=None, palette="colorblind", ax=ax, legend=ax is axes[0])
+                       inner=None, cut=0, palette="colorblind", ax=ax, legend=ax is axes[0])
         with _seeded_global_rng():
             sns.stripplot(data=long, x="variant", y=column, hue="stage", order=order, dodge=True,
                           palette="colorblind", edgecolor="black", linewidth=0.5, size=4, ax=ax,
