@@ -157,7 +157,27 @@ def test_cache_is_reused_without_retraining(tmp_path: Path, small_text: Path, mo
     assert len(first) == len(second) == 50
     assert np.array_equal(first.tokens, second.tokens) and np.array_equal(first.offsets, second.offsets)
     assert second.text_sha256 == first.text_sha256
-    assert [p.name for p in tmp_path.iterdir()] == [f"{first.text_sha256[:16]}-n50-v{SMALL_VOCAB}"]
+    settings = tinystories.tokenizer_settings_digest()[:8]
+    assert [p.name for p in tmp_path.iterdir()] == [
+        f"{first.text_sha256[:16]}-n50-v{SMALL_VOCAB}-t{settings}"]
+
+
+def test_changed_tokenizer_settings_make_a_new_cache_entry(tmp_path: Path, small_text: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """An entry is keyed by the BPE's settings too: after a change to them (or to the tokenizers
+    library) the tokenizer is trained again, never loaded stale from the old entry."""
+    prepare_corpus(small_text, tmp_path, n_stories=50, vocab_size=SMALL_VOCAB)
+    untrained = tinystories._untrained_tokenizer
+
+    def without_lowercase():
+        tokenizer = untrained()
+        tokenizer.normalizer = tinystories.normalizers.NFD()
+        return tokenizer
+
+    monkeypatch.setattr(tinystories, "_untrained_tokenizer", without_lowercase)
+    corpus = prepare_corpus(small_text, tmp_path, n_stories=50, vocab_size=SMALL_VOCAB)
+    assert len(list(tmp_path.iterdir())) == 2
+    assert corpus.tokenizer.normalizer.normalize_str("The") == "The"  # the new settings' BPE
 
 
 def test_a_cache_entry_is_shared_as_the_umask_allows(tmp_path: Path, small_text: Path):

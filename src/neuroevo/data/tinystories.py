@@ -212,6 +212,15 @@ def train_tokenizer(stories: Sequence[str], vocab_size: int = 2048) -> Tokenizer
     deterministic for the same stories; it has fewer entries when the text has too few distinct words
     to fill `vocab_size`.
     """
+    tokenizer = _untrained_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BPE_SPECIALS), show_progress=False)
+    tokenizer.train_from_iterator(stories, trainer=trainer, length=len(stories))
+    return tokenizer
+
+
+def _untrained_tokenizer() -> Tokenizer:
+    """The BPE's model, normalizer and pre-tokenizer before training (what `train_tokenizer`
+    trains, and what the cache key digests)."""
     tokenizer = Tokenizer(models.BPE(unk_token=BPE_SPECIALS[0]))
     tokenizer.normalizer = normalizers.Sequence(
         [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
@@ -219,9 +228,18 @@ def train_tokenizer(stories: Sequence[str], vocab_size: int = 2048) -> Tokenizer
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
     )
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BPE_SPECIALS), show_progress=False)
-    tokenizer.train_from_iterator(stories, trainer=trainer, length=len(stories))
     return tokenizer
+
+
+def tokenizer_settings_digest() -> str:
+    """What a cache entry depends on besides the text, `n_stories` and `vocab_size`: the BPE's
+    settings, its specials, the model-id offset and the tokenizers library's version (a change
+    to any of them makes a new entry instead of reusing a stale one)."""
+    import tokenizers
+
+    settings = json.dumps([_untrained_tokenizer().to_str(), BPE_SPECIALS, SPECIAL_OFFSET,
+                           tokenizers.__version__])
+    return hashlib.sha256(settings.encode()).hexdigest()
 
 
 def model_vocab_size(tokenizer: Tokenizer) -> int:
@@ -235,7 +253,8 @@ def prepare_corpus(
     """Tokenise a one-story-per-line text file, training the BPE on it, with an on-disk cache.
 
     The cache entry (`tokenizer.json`, `tokens.npy`, `offsets.npy`) is keyed by the text's sha256,
-    `n_stories` and `vocab_size`, and appears atomically, so a second call (or a concurrent run) reuses
+    `n_stories`, `vocab_size` and the tokenizer's settings (`tokenizer_settings_digest`), and
+    appears atomically, so a second call (or a concurrent run) reuses
     it without retraining. Blank lines are skipped; `n_stories` keeps only the first stories.
     """
     text_path = Path(text_path)
@@ -248,7 +267,8 @@ def prepare_corpus(
     if not len(BPE_SPECIALS) < vocab_size <= np.iinfo(np.int16).max + 1 - SPECIAL_OFFSET:
         raise ValueError(f"vocab_size must fit int16 model ids after the specials, got {vocab_size}")
     text_sha = _sha256_file(text_path)
-    entry = Path(cache_dir) / f"{text_sha[:16]}-n{'all' if n_stories is None else n_stories}-v{vocab_size}"
+    entry = Path(cache_dir) / (f"{text_sha[:16]}-n{'all' if n_stories is None else n_stories}"
+                               f"-v{vocab_size}-t{tokenizer_settings_digest()[:8]}")
     if not entry.is_dir():
         stories = _read_stories(text_path, n_stories)
         if not stories:

@@ -60,7 +60,7 @@ class TaskConfig:
     n_sequences: int = 1024  # stories scored per generation
     max_len: int | None = None  # truncate each sequence to this many tokens (None = paper)
     sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
-    cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by the text's sha256
+    cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by text and BPE settings
     pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
     length_bucket: int = 64  # most sequences per padding bucket (sorted by length); 0 = one batch
     bucket_padding: float | None = 0.05  # padding allowed, × the real tokens (few buckets within
