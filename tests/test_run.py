@@ -463,6 +463,9 @@ def test_an_error_names_the_preset_and_set_values_it_involves(tmp_path: Path, ca
     error = capsys.readouterr().err.strip()
     assert error.endswith("ga.elites (40) must be between 1 and ga.population (32) "
                           "(from preset 'quick'; --set ga.elites=40)")
+    # a key is named only as a whole name: `seed` is not part of `encoding.sparse_seed`
+    assert _run("dense", tmp_path / "never", ["seed=0", "encoding.sparse_seed=-1"]) == 2
+    assert capsys.readouterr().err.strip().endswith("(from --set encoding.sparse_seed=-1)")
 
 
 def test_an_out_that_is_a_file_fails_in_one_line_before_the_task(

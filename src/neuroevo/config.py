@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -84,7 +85,8 @@ def load_config(path: str | Path, preset: str | None = None,
     try:
         return _validate(raw, preset=preset, source=str(path))
     except ConfigError as error:  # a typo may be in the file or in what changed it: say which
-        named = [origin for key, origin in origins.items() if key in str(error)]
+        named = [origin for key, origin in origins.items()  # the key as a whole name
+                 if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", str(error))]
         if not named:
             raise
         raise ConfigError(f"{error} (from {'; '.join(named)})") from None
