@@ -162,6 +162,15 @@ def test_cache_is_reused_without_retraining(tmp_path: Path, small_text: Path, mo
         f"{first.text_sha256[:16]}-n50-v{SMALL_VOCAB}-t{settings}"]
 
 
+def test_a_text_that_is_not_utf8_is_a_one_line_data_error(tmp_path: Path):
+    """A user's own text with a stray Latin-1 byte stops with a DataError naming the file."""
+    text = tmp_path / "mine.txt"
+    text.write_bytes("Once upon a time.\nA caf\xe9.\n".encode("latin-1"))
+    with pytest.raises(DataError, match="mine.txt is not UTF-8 text") as info:
+        prepare_corpus(text, tmp_path / "cache", vocab_size=SMALL_VOCAB)
+    assert "\n" not in str(info.value) and not (tmp_path / "cache").exists()
+
+
 def test_changed_tokenizer_settings_make_a_new_cache_entry(tmp_path: Path, small_text: Path,
                                                            monkeypatch: pytest.MonkeyPatch):
     """An entry is keyed by the BPE's settings too: after a change to them (or to the tokenizers

@@ -368,9 +368,14 @@ def _write_cache_entry(entry: Path, tokenizer: Tokenizer, tokens: np.ndarray, of
 
 
 def _read_stories(path: Path, n_stories: int | None) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        stories = (line.strip() for line in f)
-        return list(itertools.islice((s for s in stories if s), n_stories))
+    """The first `n_stories` non-blank lines of a UTF-8 text, stripped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            stories = (line.strip() for line in f)
+            return list(itertools.islice((s for s in stories if s), n_stories))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason}): convert it, e.g. with "
+                        "`iconv -t UTF-8`") from None
 
 
 def _split_stories(path: Path) -> Iterator[str]:
