@@ -368,6 +368,19 @@ def test_report_paper_column_uses_reference_numbers(tables_of) -> None:
     assert rows.loc[("dense", "seeds"), "this reproduction"] == "3"
 
 
+def test_a_task_the_paper_lacks_is_labelled_an_extension(tables_of) -> None:
+    """A task of a family the paper did not run (MuJoCo) reads "not in the paper" in the
+    comparison table, even under the `paper` preset; scores print without exponents."""
+    import dataclasses
+
+    g, _, runs = tables_of
+    task = dataclasses.replace(g.task("tinystories"), family="mujoco")
+    grid_ = dataclasses.replace(g, tasks=(task,), preset="paper")
+    rows = report._paper_vs_repro(grid_, runs).set_index(["variant", "quantity"])
+    assert rows.loc[("dense", "generations"), "paper"] == "not in the paper"
+    assert report._plain(256.0) == "256" and report._plain(4240.3) == "4,240"
+
+
 def write_two_wave_run(path: Path, variant: str, seed: int) -> None:
     """A CarRacing-like run directory: the wave columns in fitness.csv, each wave's seconds in
     timing.csv, the waves' episode counts in summary.json's config."""

@@ -110,6 +110,8 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
     parts.append("## Figures\n")
     for task in grid.tasks:
         parts.append(f"### {task.title}\n")
+        if task.family not in PAPER:  # e.g. MuJoCo: even the `paper` preset runs it as an extension
+            parts.append(f"*Not in the paper: an extension ({task.family}).*\n")
         for png in sorted(p for p in figures if p.stem.rsplit("_", 1)[0] == task.name):
             name = png.stem.rsplit("_", 1)[1]
             parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — "
@@ -161,8 +163,8 @@ def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
                 "generations": str(int(group["final_generation"].max())),
                 "seeds": str(len(group)),
                 "genome dimensions": str(int(group["params_genome"].iloc[0])),
-                "final score (mean ± std)": f"{scores.mean():.4g} ± {scores.std(ddof=1):.2g}"
-                if len(scores) > 1 else f"{scores.mean():.4g}",
+                "final score (mean ± std)": f"{_plain(scores.mean())} ± {_plain(scores.std(ddof=1))}"
+                if len(scores) > 1 else _plain(scores.mean()),
             }
             theirs = {
                 "generations": paper.get("generations"),
@@ -170,10 +172,17 @@ def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
                 "genome dimensions": paper.get("genome", {}).get(variant.name),
                 "final score (mean ± std)": None,
             }
+            missing = "n/a" if task.family in PAPER else "not in the paper"
             rows += [{"task": task.name, "variant": variant.name, "quantity": q,
-                      "paper": "n/a" if theirs[q] is None else f"{theirs[q]:,}", "this reproduction": ours[q]}
+                      "paper": missing if theirs[q] is None else f"{theirs[q]:,}",
+                      "this reproduction": ours[q]}
                      for q in ours]
     return pd.DataFrame(rows)
+
+
+def _plain(value: float) -> str:
+    """Four significant digits without an exponent (4,240, not 4.24e+03; 256, not 2.6e+02)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def table_paths(tables_dir: Path, names: tuple[str, ...]) -> dict[str, Path]:
