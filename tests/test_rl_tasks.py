@@ -187,12 +187,14 @@ def test_early_stop_ends_a_car_racing_episode_after_21_negative_rewards() -> Non
 ])
 def test_unknown_environment_is_a_one_line_config_error(key: str, value: str,
                                                          fragment: str) -> None:
-    """A misspelt environment stops at config time with one line listing the valid choices."""
+    """A misspelt environment stops at config time with one line listing the valid choices, the
+    key named once (not under a second `task:` prefix)."""
     config = ("configs/mujoco/hopper/dense.yaml" if "env_id" in key
               else "configs/atari/frostbite/dense.yaml")
     with pytest.raises(ConfigError) as error:
         load_config(config, overrides=[f"{key}={value}"])
     assert fragment in str(error.value) and "\n" not in str(error.value)
+    assert str(error.value).startswith(f"{config}: unknown ")
 
 
 def test_area_resize_weights_average_the_covered_pixels() -> None:

@@ -203,8 +203,8 @@ def _build_section(cls: type, values: dict, name: str) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
-        message = str(error)  # the sections' own checks name the key already
-        raise ConfigError(message if message.startswith(f"{name}.") else f"{name}: {message}") from None
+        message = str(error)  # the sections' own checks name the key (`task.env_id`) already
+        raise ConfigError(message if f"{name}." in message else f"{name}: {message}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
