@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Conv2d, Linear, Params
-from neuroevo.models import check_sizes
+from neuroevo.tasks import check_minimums
 
 ATARI_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride) of each convolution, §4
 LAYER_TYPES = ("conv", "hidden")  # the keys `encoding.ranks` may name for a ConvPolicy
@@ -91,7 +91,7 @@ def check_widths(config: object, convolutions: int) -> None:
     if len(config.channels) != convolutions:
         raise ValueError(f"model.channels needs {convolutions} entries (one per convolution), "
                          f"got {len(config.channels)}")
-    check_sizes(config, (("channels", 1, ""), ("hidden", 1, "")))
+    check_minimums(config, (("channels", 1, ""), ("hidden", 1, "")), name="model")
 
 
 def smallest_input(kernels: tuple[tuple[int, int], ...]) -> int:

@@ -17,7 +17,7 @@ import torch
 
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Linear, Params
-from neuroevo.models import check_sizes
+from neuroevo.tasks import check_minimums
 
 LAYER_TYPES = ("hidden",)  # the keys `encoding.ranks` may name
 
@@ -29,7 +29,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (64, 64)  # units of each hidden layer, input side first ([]: linear)
 
     def __post_init__(self) -> None:
-        check_sizes(self, (("hidden", 1, ""),))
+        check_minimums(self, (("hidden", 1, ""),), name="model")
 
 
 class MLPPolicy:

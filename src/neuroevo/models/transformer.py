@@ -30,7 +30,7 @@ from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
-from neuroevo.models import check_sizes
+from neuroevo.tasks import check_minimums
 
 LAYER_TYPES = ("embedding", "qkv", "attn_out", "ff")  # the keys `encoding.ranks` may name
 
@@ -48,8 +48,9 @@ class ModelConfig:
     ln_eps: float = 1e-7
 
     def __post_init__(self) -> None:
-        check_sizes(self, (("hidden", 1, ""), ("ff", 1, ""), ("n_heads", 1, ""),
-                           ("head_dim", 1, ""), ("n_blocks", 0, " (0 = the embedding alone)")))
+        check_minimums(self, (("hidden", 1, ""), ("ff", 1, ""), ("n_heads", 1, ""),
+                              ("head_dim", 1, ""), ("n_blocks", 0, " (0 = the embedding alone)")),
+                       name="model")
         if not self.ln_eps > 0:
             raise ValueError(f"model.ln_eps must be > 0 (LayerNorm divides by √(variance + "
                              f"eps)), got {self.ln_eps}")

@@ -32,15 +32,22 @@ TASK_MODULES = {
 }
 
 
-def check_minimums(section: object, minimums: tuple[tuple[str, int, str], ...]) -> None:
-    """Refuse a `task:` count below its minimum, in one line naming the key: `minimums` holds
-    (key, least value, note on what the least means); None (a key's "no limit") passes. Each
-    TaskConfig calls this in __post_init__, so a run that would start and then fail in its
-    first rollout or batch stops when the config loads."""
+def check_minimums(section: object, minimums: tuple[tuple[str, int, str], ...],
+                   name: str = "task") -> None:
+    """Refuse a count or width of config section `name` below its minimum, in one line naming
+    the key: `minimums` holds (key, least value, note on what the least means); None (a key's
+    "no limit") passes, and a tuple's entries are checked one by one. Each TaskConfig and
+    ModelConfig calls this in __post_init__, so a run that would start and then fail (a zero
+    width as a zero fan-in in the initialisation, a count in its first rollout or batch) stops
+    when the config loads."""
     for key, low, note in minimums:
         value = getattr(section, key)
-        if value is not None and value < low:
-            raise ValueError(f"task.{key} must be ≥ {low}{note}, got {value}")
+        if isinstance(value, tuple):
+            if any(size < low for size in value):
+                raise ValueError(f"{name}.{key} entries must each be ≥ {low}{note}, "
+                                 f"got {list(value)}")
+        elif value is not None and value < low:
+            raise ValueError(f"{name}.{key} must be ≥ {low}{note}, got {value}")
 
 
 class TaskUnavailable(RuntimeError):
