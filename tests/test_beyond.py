@@ -442,3 +442,19 @@ def test_help_shows_the_defaults_that_exist(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "Adam step size (default: 0.003)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize("command", [["gradient"], ["mutation-effects", "--generations", "1"]])
+def test_an_out_that_is_a_file_fails_in_one_line_for_the_analyses(
+        tiny_lm_overrides: list[str], tmp_path, capsys, command: list[str]) -> None:
+    """The analyses' --out is checked as `run`'s is: a file there is one line, left as it was."""
+    from neuroevo.cli import main
+
+    typo = tmp_path / "typo.csv"
+    typo.write_text("not a directory\n")
+    sets = [arg for item in tiny_lm_overrides for arg in ("--set", item)]
+    assert main([command[0], "configs/tinystories/dense.yaml", *command[1:], *sets,
+                 "--out", str(typo), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --out {typo}: {typo} is a file, not a directory: choose another --out")
+    assert typo.read_text() == "not a directory\n"

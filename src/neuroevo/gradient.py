@@ -34,7 +34,7 @@ from neuroevo.encoding import ParamLayout
 from neuroevo.ga import initial_seeds
 from neuroevo.genome import initial_weights
 from neuroevo.logs import progress_interval, write_json
-from neuroevo.run import RunError, build_task, resolve_device
+from neuroevo.run import RunError, build_task, check_out_directory, resolve_device
 from neuroevo.tasks.language import LanguageTask
 
 COLUMNS = ("step", "forward_passes", "generation", "fitness")
@@ -69,6 +69,7 @@ def train(config: RunConfig, out: Path, settings: GradientConfig, progress: bool
     """
     out = Path(out)
     _check_settings(settings)
+    check_out_directory(out)
     device = resolve_device(config.device)
     task = build_task(config, device)
     if not isinstance(task, LanguageTask):

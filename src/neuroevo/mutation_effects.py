@@ -33,7 +33,7 @@ from neuroevo.atomic import atomic_write_text
 from neuroevo.config import RunConfig
 from neuroevo.ga import SEED_BOUND, GeneticAlgorithm, mutate_rows
 from neuroevo.logs import progress_interval, write_json
-from neuroevo.run import RunError, build_task, resolve_device
+from neuroevo.run import RunError, build_task, check_out_directory, resolve_device
 from neuroevo.tasks import Task
 
 COLUMNS = ("generation", "parent", "child", "mutation_seed", "mutation_rate",
@@ -58,6 +58,7 @@ def probe(config: RunConfig, out: Path, settings: ProbeConfig, progress: bool = 
                        "(ga.generations)")
     if settings.parents < 1 or settings.mutations < 1:
         raise RunError("--parents and --mutations must be at least 1")
+    check_out_directory(Path(out))
     device = resolve_device(config.device)
     task = build_task(config, device)
     ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)

@@ -103,7 +103,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
     """
     paths = RunPaths(Path(out))
     device = resolve_device(config.device)
-    _check_directory(paths.root)
+    check_out_directory(paths.root)
     if paths.fitness.exists() and not resume:
         raise RunError(f"{paths.root} already holds a run: pass --resume to continue it, "
                        "or choose another --out")
@@ -235,9 +235,9 @@ def _written_by(written: dict, config: RunConfig, task: Task) -> bool:
     return written.get("config_digest") in digests and data == task.data_sha256
 
 
-def _check_directory(root: Path) -> None:
+def check_out_directory(root: Path) -> None:
     """Refuse an --out that is a file or lies under one, before the task is built (minutes of
-    data preparation) rather than at the first write."""
+    data preparation) rather than at the first write (every command that writes a directory)."""
     for path in (root, *root.parents):
         if path.exists():
             if not path.is_dir():
