@@ -310,3 +310,21 @@ def test_load_genome_checks_the_metadata_replay_reads(tmp_path, metadata: dict,
     path.write_text(json.dumps({**metadata, "genome": Genome(4, ((7, 0.1),)).to_dict()}))
     with pytest.raises(GenomeFileError, match=re.escape(problem)):
         load_genome(path)
+
+
+def test_a_resumed_ga_never_develops_the_initial_population(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built from a checkpoint, the GA breeds the saved survivors straight away: the initial
+    population (which a resume would discard) is never developed, and the children are the
+    ones the uninterrupted GA bred."""
+    ga = _toy_ga()
+    ga.tell(_toy_fitness(ga.ask()))
+    state = ga.state_dict()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("initial_weights called on resume")
+
+    monkeypatch.setattr("neuroevo.ga.initial_weights", refuse)
+    resumed = GeneticAlgorithm(ga.layout, ga.config, seed=ga.seed, checkpoint=state)
+    assert resumed.generation == ga.generation
+    assert resumed.genomes == ga.genomes
+    assert torch.equal(resumed.ask(), ga.ask())

@@ -123,12 +123,12 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         state = None
     elif finished is not None:
         return finished
-    ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device)
+    ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device,
+                          checkpoint=None if state is None else state["ga"])
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
     timing_log = CsvLog(paths.timing, TIMING_COLUMNS + task.timing_columns)
     previous_wall = 0.0
     if state is not None:
-        ga.load_state_dict(state["ga"])
         fitness_log.load_until(ga.generation)
         timing_log.load_until(ga.generation)
         previous_wall = float(timing_log.rows[-1]["wall_seconds"]) if timing_log.rows else 0.0
