@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from huggingface_hub.utils import LocalEntryNotFoundError
+from huggingface_hub.errors import LocalEntryNotFoundError, XetDownloadError
 
 from neuroevo.data import story_grammar, tinystories
 from neuroevo.data.story_grammar import generate_stories
@@ -339,6 +339,21 @@ def test_offline_fetch_is_a_one_line_data_error(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(tinystories, "hf_hub_download", offline)
     with pytest.raises(DataError) as info:
+        fetch_tinystories(tmp_path / "tinystories")
+    assert "\n" not in str(info.value) and "internet" in str(info.value)
+    assert not (tmp_path / "tinystories").exists()
+
+
+def test_a_failed_xet_download_is_a_one_line_data_error(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    """A download from the hub's Xet storage that fails (huggingface_hub's XetDownloadError, no
+    OSError) stops the fetch with a one-line DataError naming it, and writes nothing."""
+
+    def xet_failure(**kwargs):
+        raise XetDownloadError("Data processing error:\nCAS service error")
+
+    monkeypatch.setattr(tinystories, "hf_hub_download", xet_failure)
+    with pytest.raises(DataError, match="XetDownloadError: Data processing error: CAS") as info:
         fetch_tinystories(tmp_path / "tinystories")
     assert "\n" not in str(info.value) and "internet" in str(info.value)
     assert not (tmp_path / "tinystories").exists()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from huggingface_hub import hf_hub_download
-from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, XetDownloadError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from neuroevo.atomic import UMASK, atomic_write_text
@@ -158,7 +158,8 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
         raw = Path(
             hf_hub_download(repo_id=HF_REPO, repo_type="dataset", filename=HF_FILENAME, revision=HF_REVISION)
         )
-    except (OSError, HfHubHTTPError, EntryNotFoundError) as err:
+    # OSError also covers hf_xet's own XetAuthenticationError and XetObjectNotFoundError
+    except (OSError, HfHubHTTPError, EntryNotFoundError, XetDownloadError) as err:
         raise DataError(
             f"could not download {HF_FILENAME} from {HF_REPO}@{HF_REVISION[:7]} ({type(err).__name__}: "
             f"{_one_line(err)}): {FETCH_HINT}, then copy data/tinystories/ here"
