@@ -382,16 +382,48 @@ def _fake_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: b
 
 def test_fetch_writes_stories_and_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """With the download faked, fetch writes the stories (first2.txt for 2: the name says how many;
-    the paper's 10,000 go to first10k.txt) and a SOURCE.json with the pinned revision and hashes."""
+    the paper's 10,000 go to first10k.txt) and its record in SOURCE.json: the pinned revision
+    and hashes."""
     raw = _fake_download(tmp_path, monkeypatch, published=True)
     out = fetch_tinystories(tmp_path / "tinystories", n_stories=2)
     assert out == tmp_path / "tinystories" / "first2.txt"
     assert tinystories.stories_filename(10_000) == "first10k.txt"
     assert out.read_text(encoding="utf-8") == "One.\nTwo lines.\n"
-    source = json.loads((out.parent / "SOURCE.json").read_text(encoding="utf-8"))
+    source = json.loads((out.parent / "SOURCE.json").read_text(encoding="utf-8"))["first2.txt"]
     assert source["revision"] == tinystories.HF_REVISION and source["n_stories"] == 2
     assert source["sha256_download"] == hashlib.sha256(raw.read_bytes()).hexdigest()
     assert source["sha256_written"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_each_stories_file_keeps_its_own_source_record(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    """Fetching first1.txt into the directory that holds first2.txt adds its record to
+    SOURCE.json and keeps first2.txt's; a record from before they were keyed by file (one flat
+    record) is kept under its file's name."""
+    _fake_download(tmp_path, monkeypatch, published=True)
+    out_dir = tmp_path / "tinystories"
+    two = fetch_tinystories(out_dir, n_stories=2)
+    one = fetch_tinystories(out_dir, n_stories=1)
+    sources = json.loads((out_dir / "SOURCE.json").read_text(encoding="utf-8"))
+    assert list(sources) == ["first2.txt", "first1.txt"]
+    for path in (two, one):
+        assert sources[path.name]["sha256_written"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [sources[name]["n_stories"] for name in sources] == [2, 1]
+    flat = sources["first2.txt"]
+    (out_dir / "SOURCE.json").write_text(json.dumps(flat), encoding="utf-8")
+    fetch_tinystories(out_dir, n_stories=1)
+    sources = json.loads((out_dir / "SOURCE.json").read_text(encoding="utf-8"))
+    assert sources == {"first2.txt": flat, "first1.txt": sources["first1.txt"]}
+
+
+def test_a_broken_source_record_stops_the_fetch_before_the_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A SOURCE.json that is not JSON is a one-line DataError before anything is downloaded
+    (its records could not be kept)."""
+    monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: pytest.fail("downloaded"))
+    (tmp_path / "SOURCE.json").write_text("{truncated", encoding="utf-8")
+    with pytest.raises(DataError, match="SOURCE.json is not JSON .*: delete it and fetch again$"):
+        fetch_tinystories(tmp_path, n_stories=2)
 
 
 def test_a_download_other_than_the_pinned_file_is_refused_before_extraction(

@@ -155,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         "fetch-data", help="download a dataset (needs internet)",
         description="Download TinyStories' training text at the pinned revision through "
                     "huggingface_hub, check its sha256 against the pinned one, keep its first "
-                    "stories one per line, and record both files' sha256 in OUT/SOURCE.json.")
+                    "stories one per line, and record both files' sha256 in OUT/SOURCE.json "
+                    "(one record per stories file).")
     fetch.add_argument("dataset", choices=("tinystories",), help="the dataset to fetch")
     fetch.add_argument("--out", type=Path, default=Path("data/tinystories"),
                        help="directory to write the stories and SOURCE.json into")

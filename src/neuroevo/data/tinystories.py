@@ -148,12 +148,17 @@ def _length_groups(lengths: list[int], size: int, padding: float | None) -> list
 def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     """Download the pinned TinyStories training text and write its first `n_stories`, one per line.
 
-    Writes `out_dir/<stories_filename(n_stories)>` (first10k.txt for the paper's 10,000) and
-    `out_dir/SOURCE.json` (repo, file, revision, both sha256s, n_stories), so a run summary can
-    show exactly which text it used. Returns the stories path.
+    Writes `out_dir/<stories_filename(n_stories)>` (first10k.txt for the paper's 10,000) and its
+    record (repo, file, revision, both sha256s, n_stories) in `out_dir/SOURCE.json`, which keeps
+    one record per stories file (keyed by its name), so fetching first500.txt next to
+    first10k.txt keeps the latter's. (Two fetches into one directory at once may lose one
+    record: the workflow fetches only first10k.txt.) Returns the stories path.
     """
     if n_stories < 1:  # before a 1.9 GB download
         raise DataError(f"--n-stories must be at least 1, got {n_stories}")
+    out_dir = Path(out_dir)
+    sources_path = out_dir / "SOURCE.json"
+    sources = _read_sources(sources_path)  # a broken one stops the fetch before the download
     try:
         raw = Path(
             hf_hub_download(repo_id=HF_REPO, repo_type="dataset", filename=HF_FILENAME, revision=HF_REVISION)
@@ -171,11 +176,10 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
             f"{HF_FILENAME}@{HF_REVISION[:7]} ({PUBLISHED_BYTES:,} bytes, {PUBLISHED_SHA256[:12]}…): "
             "delete it from the Hugging Face cache and fetch again (if the hub's file itself "
             "changed, pin its new revision and hash in neuroevo/data/tinystories.py)")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / stories_filename(n_stories)
     written = extract_stories(raw, out, n_stories)
-    source = {
+    sources[out.name] = {
         "repo": HF_REPO,
         "repo_type": "dataset",
         "filename": HF_FILENAME,
@@ -185,7 +189,7 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
         "sha256_written": _sha256_file(out),
         "n_stories": written,
     }
-    atomic_write_text(out_dir / "SOURCE.json", json.dumps(source, indent=2) + "\n")
+    atomic_write_text(sources_path, json.dumps(sources, indent=2) + "\n")
     return out
 
 
@@ -377,6 +381,20 @@ def _read_stories(path: Path, n_stories: int | None) -> list[str]:
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text ({error.reason}): convert it, e.g. with "
                         "`iconv -t UTF-8`") from None
+
+
+def _read_sources(path: Path) -> dict[str, dict]:
+    """SOURCE.json's records by stories file name ({} before the first fetch). A file written
+    before the records were keyed holds one flat record: it is kept under the name of the file
+    it describes (its n_stories names it: the full text has far more stories than any fetch)."""
+    if not path.is_file():
+        return {}
+    try:
+        sources = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise DataError(f"{path} is not JSON ({_one_line(error)}): delete it and fetch "
+                        "again") from None
+    return {stories_filename(sources["n_stories"]): sources} if "repo" in sources else sources
 
 
 def _split_stories(path: Path) -> Iterator[str]:
