@@ -150,6 +150,42 @@ def test_pairwise_table_matches_scipy_and_glass_delta_by_hand(tables_of) -> None
         assert row["glass_delta"] == pytest.approx((sum(a) / len(a) - mean_b) / std_b)
 
 
+def test_pairwise_table_has_vargha_delaney_a_right_after_glass_delta(tables_of) -> None:
+    """The bounded effect size sits beside the paper's, and reads U / (n_a·n_b) of each pair."""
+    g, _, runs = tables_of
+    table = tables.pairwise_table(runs, g)
+    columns = list(table.columns)
+    assert columns[columns.index("glass_delta") + 1] == "vargha_delaney_a"
+    for _, row in table.iterrows():
+        a, b = final_scores(row["a"]), final_scores(row["b"])
+        assert row["vargha_delaney_a"] == pytest.approx(row["mannwhitney_u"] / (len(a) * len(b)))
+
+
+@pytest.mark.parametrize(("treatment", "control", "expected"), [
+    ([3.0, 4.0, 5.0], [1.0, 2.0, 3.5], 8 / 9),  # no ties: 8 of the 9 pairs won
+    ([1.0, 2.0, 2.0], [2.0, 3.0], 1 / 6),  # ties: two pairs tied (½ each), none won, of 6
+    ([250.0, 270.0, 250.0], [250.0, 250.0, 250.0], 6 / 9),  # a plateau: 3 won, 6 tied
+    ([7.0, 7.0], [7.0, 7.0, 7.0], 0.5),  # all equal: no effect
+], ids=["no-ties", "ties", "plateau", "all-equal"])
+def test_vargha_delaney_a_by_hand(treatment: list[float], control: list[float],
+                                  expected: float) -> None:
+    """A = P(treatment > control) + ½·P(tie) over every pair of runs, counted by hand."""
+    assert stats.vargha_delaney_a(treatment, control) == pytest.approx(expected)
+    assert stats.vargha_delaney_a(control, treatment) == pytest.approx(1 - expected)
+
+
+def test_vargha_delaney_a_is_the_treatments_mann_whitney_u_over_n1_n2() -> None:
+    """A equals scipy's U of the treatment divided by n1·n2, ties included; NaN for an empty
+    group, and non-finite scores are dropped as by every test here."""
+    rng = np.random.default_rng(0)
+    for n1, n2 in ((3, 3), (5, 8), (12, 4)):
+        x, y = rng.integers(0, 6, n1).astype(float), rng.integers(0, 6, n2).astype(float)
+        u = sps.mannwhitneyu(x, y, alternative="two-sided").statistic
+        assert stats.vargha_delaney_a(x, y) == pytest.approx(u / (n1 * n2))
+    assert math.isnan(stats.vargha_delaney_a([], [1.0]))
+    assert stats.vargha_delaney_a([2.0, float("nan")], [1.0]) == 1.0
+
+
 def test_mann_whitney_is_exact_for_small_samples_with_ties() -> None:
     """With ties (Atari's plateaus) the p-value is the share of the 20 splits of 3 + 3 pooled
     scores whose U is at least as far from its mean as the observed one, counted here by

@@ -385,6 +385,7 @@ def test_sparse_table_pairs_sparse_with_the_factorization_of_its_rank(tmp_path) 
     assert table.loc["sparse-magnitude-r4", "difference"] == pytest.approx(0.2)
     assert table.loc["sparse-r4", "glass_delta"] == pytest.approx(0.5 / np.std([-7.5, -7.6, -7.4]))
     assert table.loc["sparse-r4", "mannwhitney_p"] == pytest.approx(0.1)  # exact, 3 vs 3, separated
+    assert table.loc["sparse-r4", "vargha_delaney_a"] == 1.0  # every factorized seed above
     assert all(f.stat().st_size > 0 for f in beyond_search.sparse_figure(runs, task, "quick",
                                                                          tmp_path / "fig"))
     with pytest.raises(ValueError, match="needs exactly one factorized variant of rank 1"):

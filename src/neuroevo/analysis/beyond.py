@@ -37,7 +37,9 @@ ITEMS: dict[str, tuple[str, str]] = {  # item → (title, caption)
         "A sparse genome holds k = r·(in + out) entries of each matrix, the size of the rank-r "
         "factorization's, the rest frozen at a shared random init; entries chosen at random or "
         "by largest |init|. Each sparse variant against the factorized variant of its rank: "
-        "`difference` = mean(factorized) − mean(sparse), rank-sum and Mann–Whitney p, Glass's Δ."),
+        "`difference` = mean(factorized) − mean(sparse), rank-sum and Mann–Whitney p, Glass's Δ "
+        "(unbounded; unreliable when the sparse seeds barely vary) and the Vargha–Delaney A = "
+        "P(a factorized run beats a sparse one) + ½·P(tie), bounded, 0.5 = no effect."),
 }
 
 

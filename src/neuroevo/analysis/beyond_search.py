@@ -89,8 +89,8 @@ def rank_figure(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list
 
 def sparse_table(runs: pd.DataFrame, task: Task) -> pd.DataFrame:
     """Each sparse variant against the factorized variant of its rank (same search-space size):
-    searched dimensions, means, factorized − sparse, rank-sum and Mann–Whitney p-values and
-    Glass's Δ of factorized against sparse as the control."""
+    searched dimensions, means, factorized − sparse, rank-sum and Mann–Whitney p-values, Glass's
+    Δ and the Vargha–Delaney A of factorized against sparse as the control."""
     data = _task_rows(runs, task)
     factorized = data[data["scheme"] == "factorized"]
     rows = []
@@ -110,7 +110,8 @@ def sparse_table(runs: pd.DataFrame, task: Task) -> pd.DataFrame:
                      "difference": stats.finite_mean(x) - stats.finite_mean(y),
                      "ranksums_p": stats.ranksums(x, y).p_value,
                      "mannwhitney_p": stats.mannwhitney(x, y).p_value,
-                     "glass_delta": stats.glass_delta(x, y)})
+                     "glass_delta": stats.glass_delta(x, y),
+                     "vargha_delaney_a": stats.vargha_delaney_a(x, y)})
     if not rows:
         raise ValueError(f"sparse: task {task.name!r} has no sparse variant in runs.csv")
     return pd.DataFrame(rows).sort_values(["rank", "scheme"], ignore_index=True)

@@ -37,6 +37,13 @@ NOTE = (
     "does not state them), so those cells read n/a; its genome sizes count layer-norm parameters, "
     "which an engine may or may not count in `params.genome`."
 )
+EFFECT_SIZES = (  # the pairwise captions' reading of both effect sizes
+    "Glass's Δ = (mean(a) − mean(b)) / std(b, ddof 0) is the paper's: unbounded, and unreliable "
+    "when the control barely varies (few seeds, scores tied on a plateau), whose small std(b) "
+    "inflates it; empty when b does not vary at all. The Vargha–Delaney A = P(a run of a beats "
+    "one of b) + ½·P(tie) = U / (n_a·n_b) is bounded: 0.5 no effect, 1 (0) every run of a above "
+    "(below) every run of b; it uses the scores' order alone, like the rank tests."
+)
 CSS = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
     "table{border-collapse:collapse;font-size:.85em;margin:1em 0}th,td{border:1px solid #ccc;padding:.2em .5em}"
@@ -94,14 +101,15 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
         "final": "Last-generation score per variant over seeds (mean, std, 95% Student-t interval) "
                  "and parameter counts.",
         "kruskal": "Kruskal–Wallis test across the compared groups at the last generation.",
-        "pairwise": "Pairwise Wilcoxon rank-sum (as the paper) and Mann–Whitney U tests; Glass's Δ = "
-                    "(mean(a) − mean(b)) / std(b, ddof 0). The Mann–Whitney p is exact for small "
-                    "groups (ties included); with n seeds a group its smallest value is "
+        "pairwise": "Pairwise Wilcoxon rank-sum (as the paper) and Mann–Whitney U tests, and two "
+                    f"effect sizes of a against b. {EFFECT_SIZES} The Mann–Whitney p is exact for "
+                    "small groups (ties included); with n seeds a group its smallest value is "
                     "2 / C(2n, n), 0.1 at 3 seeds, while the rank-sum's normal approximation can "
                     "go lower.",
         "stages": "CarRacing's evaluation stages at the last generation: mean score (first stage: "
                   "the population's mean episode return; second: the elites' 6-episode mean) and "
-                  "wall time, factorized (a) against each control (b): rank-sum p and Glass's Δ.",
+                  "wall time, factorized (a) against each control (b): rank-sum p, Glass's Δ and "
+                  "the Vargha–Delaney A (as in the pairwise table).",
     }
     for name, path in tables.items():
         if name == "stages" and len(path.read_text().splitlines()) <= 2:

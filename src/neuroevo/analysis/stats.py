@@ -4,8 +4,8 @@ Garbus & Pollack (2025) compare conditions at the last generation with a Kruskal
 (dense, factorized, small), pairwise Wilcoxon rank-sum tests (`scipy.stats.ranksums`) and Glass's Δ
 with the control's population standard deviation (ddof 0); their curves show mean ± 1.96·SEM over
 seeds (reference-method.md §5). We add the Mann–Whitney U test (exact for small samples, ties
-included, where the rank-sum's normal approximation is poor) and a Student-t interval for the
-tables.
+included, where the rank-sum's normal approximation is poor), the Vargha–Delaney A as a bounded
+effect size beside Glass's Δ, and a Student-t interval for the tables.
 Functions take plain sequences and return floats; NaN stands for "undefined for these samples".
 """
 
@@ -109,6 +109,22 @@ def glass_delta(treatment: Sequence[float], control: Sequence[float]) -> float:
     if spread == 0.0:
         return math.nan
     return (float(x.mean()) - float(y.mean())) / spread
+
+
+def vargha_delaney_a(treatment: Sequence[float], control: Sequence[float]) -> float:
+    """Vargha–Delaney A = P(treatment run > control run) + ½·P(tie) over all pairs of runs,
+    = U / (n_t·n_c) with U the treatment's Mann–Whitney U; NaN if a group is empty.
+
+    Glass's Δ, the paper's effect size, divides by the control's spread: with a few seeds whose
+    scores sit on one plateau (Frostbite's 250, 270, 250) that spread is tiny and Δ explodes
+    (71). A is bounded in [0, 1] (0.5 = no effect, 1 = every treatment run beats every control
+    run), depends on the order of the scores alone and so reads with the rank tests beside it.
+    """
+    x, y = _array(treatment), _array(control)
+    if x.size == 0 or y.size == 0:
+        return math.nan
+    wins = np.sign(x[:, None] - y[None, :])  # (n_t, n_c): +1 treatment higher, 0 tie, −1 lower
+    return float((wins.mean() + 1.0) / 2.0)
 
 
 def finite_mean(values: Sequence[float]) -> float:

@@ -4,10 +4,12 @@
   interval) with the network, genome and searched parameter counts and the mean evaluation time.
 - `kruskal`: per task, Kruskal–Wallis across the compared groups (paper: dense, factorized, small).
 - `pairwise`: per task and pair of compared groups, Wilcoxon rank-sum (as the paper) and
-  Mann–Whitney U p-values, and Glass's Δ of the first group against the second (the control).
+  Mann–Whitney U p-values, Glass's Δ of the first group against the second (the control), the
+  paper's effect size, and the Vargha–Delaney A, a bounded one that stays readable where the
+  control's seeds barely vary and Δ explodes.
 - `stages`: two-wave tasks (CarRacing) only: per evaluation stage, its mean score and wall time at
   the last generation, the factorized group against each other compared one (rank-sum, Glass's
-  Δ), as the paper's plot-last-gen.py; no rows for a preset without such tasks.
+  Δ, Vargha–Delaney A), as the paper's plot-last-gen.py; no rows for a preset without such tasks.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ def kruskal_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
 
 
 def pairwise_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
-    """Rank-sum and Mann–Whitney p-values and Glass's Δ for every pair of compared groups.
+    """Rank-sum and Mann–Whitney p-values, Glass's Δ and the Vargha–Delaney A for every pair of
+    compared groups.
 
-    Pairs put the treatment (the factorized group) first, so Δ reads "factorized vs control",
-    the paper's orientation; pairs without it keep the grid's order.
+    Pairs put the treatment (the factorized group) first, so Δ and A read "factorized vs
+    control", the paper's orientation; pairs without it keep the grid's order.
     """
     rows = []
     for task in grid.tasks:
@@ -91,9 +94,10 @@ def pairwise_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                 "mannwhitney_u": mwu.statistic,
                 "mannwhitney_p": mwu.p_value,
                 "glass_delta": stats.glass_delta(x, y),
+                "vargha_delaney_a": stats.vargha_delaney_a(x, y),
             })
     columns = ["task", "a", "b", "mean_a", "mean_b", "ranksums_z", "ranksums_p",
-               "mannwhitney_u", "mannwhitney_p", "glass_delta"]
+               "mannwhitney_u", "mannwhitney_p", "glass_delta", "vargha_delaney_a"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -116,9 +120,10 @@ def stages_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                     "mean_b": stats.finite_mean(y),
                     "ranksums_p": stats.ranksums(x, y).p_value,
                     "glass_delta": stats.glass_delta(x, y),
+                    "vargha_delaney_a": stats.vargha_delaney_a(x, y),
                 })
     columns = ["task", "stage", "quantity", "a", "b", "mean_a", "mean_b", "ranksums_p",
-               "glass_delta"]
+               "glass_delta", "vargha_delaney_a"]
     return pd.DataFrame(rows, columns=columns)
 
 
