@@ -26,6 +26,10 @@ OFFSET = {"dense": -6.0, "factorized-r4": -5.5, "small": -7.0, "factorized-r1": 
 SEED_NOISE = (0.0, 0.31, -0.17)
 RANK = {"factorized-r4": 4, "factorized-r1": 1}
 SEARCHED = {"dense": 99_507, "factorized-r4": 75_955, "small": 11_671, "factorized-r1": 13_023}
+# Each variant's real engine config: the report reads population, elites and evaluation set there.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tinystories"
+CONFIG = {"dense": "dense.yaml", "factorized-r4": "factorized.yaml", "small": "small.yaml",
+          "factorized-r1": "factorized-rank1.yaml"}
 
 
 def synthetic_best(variant: str, seed: int, generation: int) -> float:
@@ -66,7 +70,7 @@ def write_run(path: Path, variant: str, seed: int) -> None:
 def results(tmp_path: Path) -> Path:
     """results/quick/ with grid.json and one run directory per variant × seed."""
     root = tmp_path / "results" / "quick"
-    variants = {v: {"config": f"configs/tinystories/{v}.yaml", "set": {}, "rank": RANK.get(v)} for v in OFFSET}
+    variants = {v: {"config": str(CONFIGS / CONFIG[v]), "set": {}, "rank": RANK.get(v)} for v in OFFSET}
     spec = {"preset": "quick", "tasks": {"tinystories": {
         "family": "tinystories", "title": "TinyStories", "series": "best", "ylabel": "−CE",
         "seeds": list(SEEDS), "variants": variants, "compare": ["dense", "factorized-r4", "small"],
@@ -404,6 +408,50 @@ def test_report_paper_column_uses_reference_numbers(tables_of) -> None:
     assert rows.loc[("dense", "seeds"), "this reproduction"] == "3"
 
 
+def test_report_compares_population_elites_and_evaluation_set_with_the_paper(tables_of) -> None:
+    """The paper's N, k and evaluation set (reference-method.md §2) beside the runs' own: the
+    engine config under the runs' engine preset (the fixture's `quick`: N 32, k 4, 32 stories
+    cut at 48 tokens), then the variant's overrides (here N 40)."""
+    import dataclasses
+
+    g, _, runs = tables_of
+    rows = report._paper_vs_repro(g, runs).set_index(["variant", "quantity"])
+    assert rows.loc[("dense", "population"), ["paper", "this reproduction"]].tolist() == ["512", "32"]
+    assert rows.loc[("small", "elites"), ["paper", "this reproduction"]].tolist() == ["16", "4"]
+    assert rows.loc[("dense", "evaluation set"), "paper"] == (
+        "the first 1,024 stories, the same every generation, no truncation")
+    assert rows.loc[("dense", "evaluation set"), "this reproduction"] == (
+        "the first 32 stories, the same every generation, truncated to 48 tokens")
+    task = g.task("tinystories")
+    dense = dataclasses.replace(task.variants[0], overrides={"ga.population": 40})
+    grid_ = dataclasses.replace(g, tasks=(dataclasses.replace(task, variants=(dense,)),))
+    rows = report._paper_vs_repro(grid_, runs).set_index(["variant", "quantity"])
+    assert rows.loc[("dense", "population"), "this reproduction"] == "40"
+
+
+@pytest.mark.parametrize(("config", "preset"), [
+    ("tinystories/factorized.yaml", None), ("tinystories/sparse.yaml", "cpu"),
+    ("atari/frostbite/small.yaml", "cpu"), ("car_racing/factorized.yaml", "cpu"),
+    ("mujoco/halfcheetah/dense.yaml", "quick")])
+def test_engine_settings_agree_with_the_engines_loader(config: str, preset: str | None) -> None:
+    """The analysis' torch-free reading of an engine config (extends, preset, overrides) gives
+    the GA and task values the engine's own loader gives."""
+    load_config = pytest.importorskip("neuroevo.config").load_config
+    from neuroevo.tasks import TaskUnavailable
+
+    path = CONFIGS.parent / config
+    overrides = {"ga.elites": 2, "task.max_steps": 77} if "car_racing" in config else {}
+    settings = grid.engine_settings(grid.Variant("v", str(path), overrides, None, None), preset)
+    try:
+        engine = load_config(path, preset=preset,
+                             overrides=[f"{k}={v}" for k, v in overrides.items()]).to_dict()
+    except TaskUnavailable as err:  # the RL extra (gymnasium, ALE, MuJoCo) is not installed
+        pytest.skip(str(err))
+    for section in ("ga", "task"):
+        assert {k: engine[section][k] for k in settings[section]} == {
+            k: tuple(v) if isinstance(v, list) else v for k, v in settings[section].items()}
+
+
 def test_a_task_the_paper_lacks_is_labelled_an_extension(tables_of) -> None:
     """A task of a family the paper did not run (MuJoCo) reads "not in the paper" in the
     comparison table, even under the `paper` preset; scores print without exponents."""
@@ -414,7 +462,33 @@ def test_a_task_the_paper_lacks_is_labelled_an_extension(tables_of) -> None:
     grid_ = dataclasses.replace(g, tasks=(task,), preset="paper")
     rows = report._paper_vs_repro(grid_, runs).set_index(["variant", "quantity"])
     assert rows.loc[("dense", "generations"), "paper"] == "not in the paper"
+    assert rows.loc[("dense", "population"), "paper"] == "not in the paper"
     assert report._plain(256.0) == "256" and report._plain(4240.3) == "4,240"
+
+
+def test_a_variant_the_paper_did_not_run_is_labelled_an_extension(tables_of) -> None:
+    """Under the `paper` preset, a rank-sweep variant of TinyStories (the paper ran dense,
+    rank 4, small and rank 1) reads "not in the paper" in the comparison table, "no: an
+    extension" in the setup table and is named under its task's figures; the paper's own
+    conditions keep the paper's numbers."""
+    import dataclasses
+
+    g, _, runs = tables_of
+    runs = runs.copy()
+    runs.loc[runs["variant"] == "factorized-r1", "variant"] = "factorized-r8"
+    task = g.task("tinystories")
+    variants = tuple(dataclasses.replace(v, name="factorized-r8", rank=8) if v.name == "factorized-r1"
+                     else v for v in task.variants)
+    grid_ = dataclasses.replace(g, preset="paper", tasks=(dataclasses.replace(task, variants=variants),))
+    rows = report._paper_vs_repro(grid_, runs).set_index(["variant", "quantity"])
+    assert set(rows.loc["factorized-r8", "paper"]) == {"not in the paper"}
+    assert rows.loc[("factorized-r4", "population"), "paper"] == "512"
+    assert not report.in_paper(grid_.tasks[0], "factorized-r8")
+    text = report.markdown(grid_, runs, {}, [], str)
+    assert "*Not in the paper: factorized-r8 (extensions; the paper's conditions are dense, " \
+           "factorized-r4, small, factorized-r1).*" in text
+    setup = next(line for line in text.splitlines() if "| factorized-r8" in line)
+    assert "no: an extension" in setup
 
 
 def write_two_wave_run(path: Path, variant: str, seed: int) -> None:

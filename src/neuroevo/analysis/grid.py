@@ -3,6 +3,8 @@
 The Snakefile owns the grid (configs/experiments.yaml); it writes the part the analysis needs —
 tasks, their variants, seeds, the plotted fitness column and the compared groups — so that every
 table and figure is a function of files alone and the analysis never parses the workflow config.
+`engine_settings` reads what a variant's runs were configured with (population, elites, evaluation
+set) from its engine config files, for the report's comparison with the paper.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,33 @@ def load(path: str | Path) -> Grid:
         raise ValueError(f"{path}: missing key {err}") from None
 
 
+def engine_settings(variant: Variant, engine_preset: str | None) -> dict[str, Any]:
+    """The sections (task, ga, …) a variant's runs were loaded with: its config file over the
+    files it `extends`, section by section, then the engine preset's dotted keys, then the
+    variant's overrides, in the order of the engine's loader (neuroevo.config).
+
+    Plain YAML, not the engine's validated config: the analysis does not import the engine (and
+    torch). So a key no file spells out is absent here, where the engine would take its default;
+    a missing config file fails in one line.
+    """
+    path = Path(variant.config)
+    if not path.is_file():
+        raise ValueError(f"variant {variant.name!r}: engine config {path} not found")
+    raw = _read_chain(path)
+    presets = raw.pop("presets", None) or {}
+    if engine_preset is not None and engine_preset not in presets:
+        raise ValueError(f"{path}: no engine preset {engine_preset!r}")
+    for dotted, value in [*(presets.get(engine_preset) or {}).items(), *variant.overrides.items()]:
+        *sections, leaf = dotted.split(".")
+        node = raw
+        for section in sections:
+            if node.get(section) is None:  # an empty section (YAML's null) counts as {}
+                node[section] = {}
+            node = node[section]
+        node[leaf] = value
+    return raw
+
+
 def _task(name: str, raw: dict[str, Any]) -> Task:
     return Task(
         name=name,
@@ -86,3 +117,21 @@ def _task(name: str, raw: dict[str, Any]) -> Task:
         treatment=raw.get("treatment"),
         figure_variants=tuple(raw.get("figure_variants", ())),
     )
+
+
+def _read_chain(path: Path) -> dict[str, Any]:
+    """A config file merged over the file it `extends` (and so on up), the child's keys winning
+    section by section; an empty section keeps the parent's."""
+    data = yaml.safe_load(path.read_text()) or {}
+    parent = data.pop("extends", None)
+    return data if parent is None else _merge(_read_chain(path.parent / parent), data)
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(out.get(key), dict) and (value is None or isinstance(value, dict)):
+            out[key] = _merge(out[key], value or {})
+        else:
+            out[key] = value
+    return out

@@ -18,24 +18,51 @@ from markdown_it import MarkdownIt
 
 from ..atomic import atomic_write_text
 from . import beyond
-from .grid import Grid
+from .grid import Grid, Task, engine_settings
 from .style import label
 
 # What reference-method.md states about the paper's runs, per task family. None = not stated there
-# (shown as "n/a"). Genome sizes are the reference's own count, layer-norm parameters included.
+# (shown as "n/a"). `conditions`: the variants (experiments.yaml's names) that are the paper's own
+# conditions; any other variant of the family is an extension (a rank sweep, a sparse genome).
+# Genome sizes are the reference's own count, layer-norm parameters included. The evaluation set
+# is worded as `_evaluation_set` words ours.
 PAPER = {
-    "tinystories": {
+    "tinystories": {  # §2: 01-relu-nofa, 02-relu-lora, 03-relu-nofa-small, 07-relu-rank1-lora
+        "conditions": ("dense", "factorized-r4", "small", "factorized-r1"),
         "generations": 300,
         "seeds": None,  # not determined from the authors' code (reference-method.md §5)
+        "population": 512,
+        "elites": 16,
+        "evaluation set": "the first 1,024 stories, the same every generation, no truncation",
         "genome": {"dense": 99_507, "factorized-r4": 75_955, "small": 11_671, "factorized-r1": 13_023},
     },
-    "car_racing": {"generations": 40, "seeds": 15, "genome": {}},
-    "atari": {"generations": 300, "seeds": None, "genome": {}},
+    "car_racing": {  # §3: 01-nofa, 02-lora, 03-nofa-small; the elites are the second wave's best 8
+        "conditions": ("dense", "factorized", "small"),
+        "generations": 40,
+        "seeds": 15,
+        "population": 256,
+        "elites": 8,
+        "evaluation set": "2 episodes each, the best 32 play 4 more; ≤ 1,000 steps an episode",
+        "genome": {},
+    },
+    "atari": {  # §4: 01-<game>-nofa, 02-<game>-lora, 03-<game>-nofa-small
+        "conditions": ("dense", "factorized", "small"),
+        "generations": 300,
+        "seeds": None,
+        "population": 512,
+        "elites": 16,
+        "evaluation set": "1 episode each; ≤ 2,500 steps an episode",
+        "genome": {},
+    },
 }
+NOT_IN_PAPER = "not in the paper"
 NOTE = (
     "The paper's final scores are not carried into this package (the authors' code, as read for it, "
     "does not state them), so those cells read n/a; its genome sizes count layer-norm parameters, "
-    "which an engine may or may not count in `params.genome`."
+    "which an engine may or may not count in `params.genome`. This reproduction's population, "
+    "elites and evaluation set are read from each variant's engine config with the runs' engine "
+    "preset and the variant's overrides. A variant or task the paper did not run reads "
+    f"\"{NOT_IN_PAPER}\": an extension."
 )
 EFFECT_SIZES = (  # the pairwise captions' reading of both effect sizes
     "Glass's Δ = (mean(a) − mean(b)) / std(b, ddof 0) is the paper's: unbounded, and unreliable "
@@ -118,8 +145,12 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
     parts.append("## Figures\n")
     for task in grid.tasks:
         parts.append(f"### {task.title}\n")
+        extensions = [v.name for v in task.variants if not in_paper(task, v.name)]
         if task.family not in PAPER:  # e.g. MuJoCo: even the `paper` preset runs it as an extension
             parts.append(f"*Not in the paper: an extension ({task.family}).*\n")
+        elif extensions:  # e.g. the `paper` preset's rank sweep and sparse genomes
+            parts.append(f"*Not in the paper: {', '.join(extensions)} (extensions; the paper's "
+                         f"conditions are {', '.join(PAPER[task.family]['conditions'])}).*\n")
         for png in sorted(p for p in figures if p.stem.rsplit("_", 1)[0] == task.name):
             name = png.stem.rsplit("_", 1)[1]
             parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — "
@@ -134,7 +165,9 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
 def _setup(grid: Grid, runs: pd.DataFrame) -> str:
     """Which engine configs, overrides and seeds ran, on which devices and software versions."""
     rows = [
-        {"task": t.name, "variant": v.name, "legend": label(v), "config": f"`{v.config}`",
+        {"task": t.name, "variant": v.name, "legend": label(v),
+         "in the paper": "yes" if in_paper(t, v.name) else "no: an extension",
+         "config": f"`{v.config}`",
          "overrides": " ".join(f"`{k}={val}`" for k, val in v.overrides.items()) or "—",
          "seeds": ", ".join(map(str, t.seeds))}
         for t in grid.tasks for v in t.variants
@@ -159,33 +192,75 @@ def _distinct(runs: pd.DataFrame, column: str) -> list[str]:
     return sorted(runs[column].dropna().astype(str).unique()) if column in runs else []
 
 
+def in_paper(task: Task, variant: str) -> bool:
+    """Whether the paper ran this variant: one of its task family's conditions in PAPER."""
+    return variant in PAPER.get(task.family, {}).get("conditions", ())
+
+
 def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, variant, quantity): the paper's value (or n/a) next to ours."""
+    """One row per (task, variant, quantity): the paper's value (n/a where it is not stated,
+    "not in the paper" for an extension) next to ours."""
     rows = []
     for task in grid.tasks:
         paper = PAPER.get(task.family, {})
         for variant in task.variants:
             group = runs[(runs["task"] == task.name) & (runs["variant"] == variant.name)]
             scores = group["final_score"]
+            settings = engine_settings(variant, _engine_preset(group))
+            ga, task_settings = settings.get("ga") or {}, settings.get("task") or {}
             ours = {
                 "generations": str(int(group["final_generation"].max())),
                 "seeds": str(len(group)),
+                "population": _cell(ga.get("population")),
+                "elites": _cell(ga.get("elites")),
+                "evaluation set": _cell(_evaluation_set(task_settings)),
                 "genome dimensions": str(int(group["params_genome"].iloc[0])),
                 "final score (mean ± std)": f"{_plain(scores.mean())} ± {_plain(scores.std(ddof=1))}"
                 if len(scores) > 1 else _plain(scores.mean()),
             }
-            theirs = {
-                "generations": paper.get("generations"),
-                "seeds": paper.get("seeds"),
-                "genome dimensions": paper.get("genome", {}).get(variant.name),
-                "final score (mean ± std)": None,
-            }
-            missing = "n/a" if task.family in PAPER else "not in the paper"
+            theirs = {q: paper.get(q) for q in ("generations", "seeds", "population", "elites",
+                                                "evaluation set")}
+            theirs["genome dimensions"] = paper.get("genome", {}).get(variant.name)
+            theirs["final score (mean ± std)"] = None
+            extension = not in_paper(task, variant.name)
             rows += [{"task": task.name, "variant": variant.name, "quantity": q,
-                      "paper": missing if theirs[q] is None else f"{theirs[q]:,}",
+                      "paper": NOT_IN_PAPER if extension else _cell(theirs[q]),
                       "this reproduction": ours[q]}
                      for q in ours]
     return pd.DataFrame(rows)
+
+
+def _engine_preset(group: pd.DataFrame) -> str | None:
+    """The engine preset a variant's runs were loaded with (runs.csv; none: the configs as
+    written, also for tables from before the column existed)."""
+    presets = group["engine_preset"].dropna().unique() if "engine_preset" in group else []
+    return str(presets[0]) if len(presets) else None
+
+
+def _evaluation_set(task: dict) -> str | None:
+    """What an individual is scored on each generation, worded as PAPER's entries, from a task
+    section of engine_settings; None where its keys are not all spelled out."""
+    try:
+        if "n_sequences" in task:  # language: a fixed or resampled set of stories
+            chosen = ("the first {:,} stories, the same every generation"
+                      if task["sampling"] == "fixed" else "{:,} stories drawn afresh each generation")
+            cut = "no truncation" if task["max_len"] is None else f"truncated to {task['max_len']} tokens"
+            return f"{chosen.format(task['n_sequences'])}, {cut}"
+        steps = f"≤ {task['max_steps']:,} steps an episode"
+        if "finalists" in task:  # CarRacing's two waves
+            return (f"{task['first_wave_episodes']} episodes each, the best {task['finalists']} "
+                    f"play {task['second_wave_episodes']} more; {steps}")
+        episodes = task["episodes"]
+        return f"{episodes} episode{'s' if episodes != 1 else ''} each; {steps}"
+    except KeyError:
+        return None
+
+
+def _cell(value: object) -> str:
+    """A table cell: integers with thousands separators, None as n/a."""
+    if value is None:
+        return "n/a"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _plain(value: float) -> str:
