@@ -3,8 +3,10 @@
 Follows the paper's pipeline (Garbus & Pollack 2025; reference-method.md §2): the first 10k stories
 of the TinyStories training split, a 2,048-token BPE (NFD + lowercase + strip accents; whitespace +
 single digits), and the Jevo encoder's model vocabulary `<unk>`=0 (also padding), `<s>`=1, `</s>`=2,
-BPE id b ↦ 3 + b. Fitness is measured on the first 1,024 stories, each `<s> story </s>`, right-padded
-with `<unk>` and identical every generation (`fixed_eval_set`); a fresh seeded sample per generation
+BPE id b ↦ 3 + b; instead of training, `task.tokenizer` may name a tokenizers JSON file (the
+authors' own `tokenizer-bpe.json`, PAPER_TOKENIZER_URL), checked for what the model ids assume.
+Fitness is measured on the first 1,024 stories, each `<s> story </s>`, right-padded with `<unk>`
+and identical every generation (`fixed_eval_set`); a fresh seeded sample per generation
 (`sampled_eval_set`) and truncation to `max_len` are our options, not the paper's.
 """
 
@@ -48,6 +50,15 @@ FETCH_HINT = (
     "`neuroevo fetch-data tinystories --out data/tinystories` on a machine with internet"
 )
 
+# The authors' BPE (MIT), at the commit the README cites: what `task.tokenizer` is for. Not fetched
+# by the package (nothing here checks its hash: the development machines are offline).
+PAPER_TOKENIZER_URL = ("https://raw.githubusercontent.com/jarbus/Jevo.jl/"
+                       "0c4fe40d6819831417ae2e25032264e16107d48d/src/environments/text/datasets/"
+                       "tinystories/tokenizer-bpe.json")
+PAPER_TOKENIZER_HINT = ("for the paper's, `curl -fL --create-dirs -o "
+                        f"data/tinystories/tokenizer-bpe.json {PAPER_TOKENIZER_URL}`; or "
+                        "task.tokenizer=null to train one")
+
 # BPE ids 0-4, where the paper's file has its 5 specials (named <unk> <pad> <s> </s> <|endoftext|>)
 BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")
 PAD_ID = 0  # model id of <unk>; the paper pads with it and masks padding out of the loss
@@ -71,6 +82,7 @@ class Corpus:
     vocab_size: int  # model vocabulary: BPE size + SPECIAL_OFFSET (2051 for the paper's 2048)
     text_sha256: str  # of the text file the corpus was built from, for the run summary
     n_stories: int
+    tokenizer_sha256: str | None  # of the task.tokenizer file; None: trained on the text
 
     def story(self, i: int) -> np.ndarray:
         """Model ids of story `i`, without `<s>` and `</s>`."""
@@ -247,19 +259,57 @@ def tokenizer_settings_digest() -> str:
     return hashlib.sha256(settings.encode()).hexdigest()
 
 
+def load_tokenizer_file(path: Path, vocab_size: int) -> tuple[Tokenizer, str]:
+    """A `task.tokenizer` file and its sha256, checked before any text is tokenised for what
+    the model ids assume: a BPE of exactly `vocab_size` ids 0..vocab_size − 1 (the model's
+    embedding is sized from it), with special tokens at ids 0-4, as the paper's file has (its
+    names do not matter: id b is model id b + SPECIAL_OFFSET either way)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"task.tokenizer: no file at {path}: {PAPER_TOKENIZER_HINT}")
+    data = path.read_bytes()  # hashed and parsed from the same bytes
+    try:
+        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as error:  # tokenizers raises a bare Exception for a file it cannot read
+        raise DataError(f"task.tokenizer: {path} is not a Hugging Face tokenizers JSON "
+                        f"({_one_line(error)}): {PAPER_TOKENIZER_HINT}") from None
+    if not isinstance(tokenizer.model, models.BPE):
+        raise DataError(f"task.tokenizer: {path} is a {type(tokenizer.model).__name__} "
+                        f"tokenizer, not BPE: {PAPER_TOKENIZER_HINT}")
+    size = tokenizer.get_vocab_size()
+    if size != vocab_size:
+        raise DataError(f"task.tokenizer: {path} has {size} tokens but task.vocab_size is "
+                        f"{vocab_size}: set task.vocab_size={size}")
+    highest = max(tokenizer.get_vocab().values())
+    if highest != size - 1:
+        raise DataError(f"task.tokenizer: {path}'s ids do not run 0..{size - 1} (its highest is "
+                        f"{highest}): renumber them, or {PAPER_TOKENIZER_HINT}")
+    specials = sorted(i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special)
+    if not set(range(len(BPE_SPECIALS))) <= set(specials):
+        raise DataError(f"task.tokenizer: {path} must have special tokens at ids "
+                        f"0-{len(BPE_SPECIALS) - 1} (the paper's <unk> <pad> <s> </s> "
+                        f"<|endoftext|>), not at {specials or 'none'}: train it with "
+                        f"{len(BPE_SPECIALS)} special tokens first, or {PAPER_TOKENIZER_HINT}")
+    return tokenizer, hashlib.sha256(data).hexdigest()
+
+
 def model_vocab_size(tokenizer: Tokenizer) -> int:
     """Size of the model's vocabulary: the BPE's plus `<unk>`, `<s>`, `</s>` in front."""
     return tokenizer.get_vocab_size() + SPECIAL_OFFSET
 
 
 def prepare_corpus(
-    text_path: Path, cache_dir: Path, n_stories: int | None = None, vocab_size: int = 2048
+    text_path: Path, cache_dir: Path, n_stories: int | None = None, vocab_size: int = 2048,
+    tokenizer_path: Path | None = None,
 ) -> Corpus:
-    """Tokenise a one-story-per-line text file, training the BPE on it, with an on-disk cache.
+    """Tokenise a one-story-per-line text file, training the BPE on it (or with the tokenizer
+    file `tokenizer_path`, see `load_tokenizer_file`), with an on-disk cache.
 
     The cache entry (`tokenizer.json`, `tokens.npy`, `offsets.npy`) is keyed by the text's sha256,
-    `n_stories`, `vocab_size` and the tokenizer's settings (`tokenizer_settings_digest`), and
-    appears atomically, so a second call (or a concurrent run) reuses
+    `n_stories`, `vocab_size` and the tokenizer's settings (`tokenizer_settings_digest`, which
+    also holds the library's version and the id offset), plus a tokenizer file's sha256, so an
+    edited file never reuses stale tokens; a trained entry's name is what it was before files
+    were possible. The entry appears atomically, so a second call (or a concurrent run) reuses
     it without retraining. Blank lines are skipped; `n_stories` keeps only the first stories.
     """
     text_path = Path(text_path)
@@ -271,15 +321,18 @@ def prepare_corpus(
                         f"data/quickstories.txt; TinyStories is fetched: {FETCH_HINT}")
     if not len(BPE_SPECIALS) < vocab_size <= np.iinfo(np.int16).max + 1 - SPECIAL_OFFSET:
         raise ValueError(f"vocab_size must fit int16 model ids after the specials, got {vocab_size}")
+    given, given_sha = (None, None) if tokenizer_path is None else load_tokenizer_file(
+        tokenizer_path, vocab_size)
     text_sha = _sha256_file(text_path)
     entry = Path(cache_dir) / (f"{text_sha[:16]}-n{'all' if n_stories is None else n_stories}"
-                               f"-v{vocab_size}-t{tokenizer_settings_digest()[:8]}")
+                               f"-v{vocab_size}-t{tokenizer_settings_digest()[:8]}"
+                               + ("" if given_sha is None else f"-f{given_sha[:16]}"))
     if not entry.is_dir():
         stories = _read_stories(text_path, n_stories)
         if not stories:
             raise DataError(f"no stories in {text_path}: expected one story per line (task.text: "
                             f"a fetched TinyStories file, data/quickstories.txt, or your own)")
-        tokenizer = train_tokenizer(stories, vocab_size)
+        tokenizer = train_tokenizer(stories, vocab_size) if given is None else given
         tokens, offsets = _encode(tokenizer, stories)
         _write_cache_entry(entry, tokenizer, tokens, offsets)
     tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
@@ -291,6 +344,7 @@ def prepare_corpus(
         vocab_size=model_vocab_size(tokenizer),
         text_sha256=text_sha,
         n_stories=len(offsets) - 1,
+        tokenizer_sha256=given_sha,
     )
 
 

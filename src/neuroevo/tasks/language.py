@@ -21,6 +21,7 @@ one tile of `pop_tile` × `token_chunk` at a time, so on a CPU they stay near th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class TaskConfig:
     text: str = "data/tinystories/first10k.txt"  # one story per line (relative to the cwd)
     n_stories: int | None = 10000  # stories read from `text` (tokenizer training + evaluation)
     vocab_size: int = 2048  # BPE vocabulary incl. its 5 specials; the model adds <unk> <s> </s>
+    # a Hugging Face tokenizers JSON used instead of training the BPE on `text` (e.g. the authors'
+    # tokenizer-bpe.json: README, "Differences from the paper"); None = train, as the paper did
+    tokenizer: str | None = None
     n_sequences: int = 1024  # stories scored per generation
     max_len: int | None = None  # truncate each sequence to this many tokens (None = paper)
     sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
@@ -114,7 +118,8 @@ class LanguageTask:
         # takes to tokenise, on the full vocabulary as `describe` without data takes it
         Transformer(model, encoding, task.vocab_size + SPECIAL_OFFSET)
         self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
-                                     task.vocab_size)
+                                     task.vocab_size,
+                                     None if task.tokenizer is None else Path(task.tokenizer))
         check_eval_args(self.corpus, task.n_sequences, task.max_len)  # sampled: before evaluate
         self.model = Transformer(model, encoding, model_vocab_size(self.corpus.tokenizer))
         self.layout = self.model.layout
@@ -197,13 +202,20 @@ class LanguageTask:
 
     @property
     def data_sha256(self) -> str:
-        """The text's hash: a run resumed on another text would mix two datasets in one log."""
-        return self.corpus.text_sha256
+        """The text's hash (and with `task.tokenizer`, one of it and the tokenizer file's): a run
+        resumed on another text, or on an edited tokenizer file at the same path, would mix two
+        datasets in one log. A trained tokenizer is a function of the text and the config."""
+        if self.corpus.tokenizer_sha256 is None:
+            return self.corpus.text_sha256
+        both = f"{self.corpus.text_sha256} {self.corpus.tokenizer_sha256}"
+        return hashlib.sha256(both.encode()).hexdigest()
 
     def summary(self) -> dict:
         batch = self.batch(1)
         buckets = self._buckets(batch)
         return {"text": self.config.text, "text_sha256": self.corpus.text_sha256,
+                "tokenizer": self.config.tokenizer or "trained",
+                "tokenizer_sha256": self.corpus.tokenizer_sha256,
                 "n_stories": len(self.corpus), "model_vocab": self.model.vocab,
                 "eval_sequences": int(batch.tokens.shape[0]),
                 "eval_padded_length": int(batch.tokens.shape[1]),
