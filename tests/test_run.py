@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from neuroevo.cli import main
+from neuroevo.config import load_config
 from neuroevo.provenance import source_revision
 
 CONFIGS = Path("configs/tinystories")
@@ -68,6 +69,7 @@ _SELF_KILLING_RUN = """
 import os, signal, sys
 import neuroevo.run
 from neuroevo.cli import main
+from neuroevo.config import load_config
 from neuroevo.provenance import source_revision
 
 save, calls = neuroevo.run.atomic_torch_save, []
@@ -589,3 +591,15 @@ def test_a_bug_is_not_reported_as_a_user_error() -> None:
 
     assert not _is_user_error(KeyError("unknown layer 'embed'"))
     assert _is_user_error(ConfigError("unknown task 'chess'"))
+
+
+def test_an_unset_tokenizer_leaves_the_config_digest_as_before_the_key_existed(
+        tmp_path: Path) -> None:
+    """`task.tokenizer` came after runs had been made: unset, it is not digested, so a run dir
+    written before it (digest pinned from that code) still resumes; set, it changes the digest."""
+    dense = load_config("configs/tinystories/dense.yaml")
+    assert dense.digest() == "ed6de790b23e4ed0"  # configs/tinystories/dense.yaml before the key
+    assert load_config("configs/tinystories/factorized.yaml", "quick").digest() == "2d4bfa0730b78cbe"
+    with_file = load_config("configs/tinystories/dense.yaml",
+                            overrides=[f"task.tokenizer={tmp_path / 'bpe.json'}"])
+    assert with_file.digest() != dense.digest()

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -81,6 +82,7 @@ class TaskConfig:
     # bench_lm.py prints how far each moves the fitness from the fp32 reference.
     precision: str = "fp32"
     compile: bool = False
+    UNSET_NOT_DIGESTED: ClassVar[tuple[str, ...]] = ("tokenizer",)  # RunConfig.digest
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING:
