@@ -258,7 +258,16 @@ def test_describe_needs_no_data(capsys, tmp_path: Path) -> None:
                  "--set", f"task.text={tmp_path / 'absent.txt'}"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["totals"]["genome"] == 75_955 and report["totals"]["network"] == 99_507
-    assert "absent.txt is not here" in report["note"]
+    assert "text not found at" in report["note"] and "absent.txt" in report["note"]
+
+
+def test_describe_without_a_tokenizer_file_says_so(capsys, tmp_path: Path) -> None:
+    """A missing `task.tokenizer` file is what `describe`'s note names, not the text (which is
+    there): the note carries the data layer's own one-line reason."""
+    assert main(["describe", str(CONFIGS / "dense.yaml"), "--json", "--preset", "quick",
+                 "--set", f"task.tokenizer={tmp_path / 'absent.json'}"]) == 0
+    note = json.loads(capsys.readouterr().out)["note"]
+    assert "task.tokenizer" in note and "absent.json" in note and "quickstories" not in note
 
 
 @pytest.mark.parametrize("name, message", [("missing.json", "does not exist"),

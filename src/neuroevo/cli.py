@@ -276,12 +276,12 @@ def _layout(config) -> tuple:
 
     try:
         return build_task(config, torch.device("cpu")).layout, ""
-    except DataError:
+    except DataError as error:  # the text, or a task.tokenizer file, is missing or unusable
         module = task_module(config.task.name)
         if not hasattr(module, "layout_without_data"):
             raise
         return module.layout_without_data(config), (
-            f"{config.task.text} is not here: the vocabulary is taken as full "
+            f"no data ({error}): the vocabulary is taken as full "
             f"({config.task.vocab_size:,} + {SPECIAL_OFFSET} specials)")
 
 
