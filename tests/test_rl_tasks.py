@@ -114,11 +114,14 @@ def test_rollout_with_fixed_seed_gives_the_same_returns(config: str, overrides: 
 
 
 def test_replay_reproduces_an_individuals_evaluated_fitness() -> None:
-    """Replaying individual i at generation g alone scores what the batched evaluation gave it."""
-    task, _ = _task("configs/atari/kangaroo/small.yaml", "ga.population=3", "ga.elites=1",
-                    "task.max_steps=80")
+    """Replaying individual i at generation g alone scores what the batched evaluation gave it.
+    Asteroids scores within 60 steps (Kangaroo's 80 scored 0 for everyone, so a replay of the
+    wrong individual's or generation's episode matched too), and the three scores differ."""
+    task, _ = _task("configs/atari/asteroids/small.yaml", "ga.population=3", "ga.elites=1",
+                    "task.max_steps=60")
     theta = _population(task, 3)
     fitness = task.evaluate(theta, generation=5).fitness
+    assert len(set(fitness.tolist())) == 3  # else another individual's score could match
     replayed = [task.replay(theta[i:i + 1], 5, individual=i) for i in range(3)]
     assert replayed == fitness.tolist()
 
