@@ -58,19 +58,26 @@ def test_kernel_adds_scaled_noise_in_place(kernel_on):
 def test_ga_weights_through_the_kernel_match_torchs_path(kernel_on, monkeypatch, encoding: str):
     """initial_weights and add_mutations give the torch path's weights to rounding, and a seed
     chain developed through the kernel equals the GA's kernel-built row bit for bit (both take
-    the same path on one device)."""
+    the same path on one device). Launches are counted: were the kernel silently unused, both
+    sides would be torch's path and agree."""
     layout = Transformer(ModelConfig(), KERNEL_ENCODINGS[encoding], 64).layout
     seeds, children = [11, 12], [21, 22]
     std = layout.mutation_std(0.01).to(DEVICE)
+    launches, launch = [], gpu_noise.add_scaled_noise
+    monkeypatch.setattr(gpu_noise, "add_scaled_noise",
+                        lambda out, *args: launches.append(out.shape) or launch(out, *args))
     fused = initial_weights(layout, seeds, DEVICE)
     add_mutations(fused, children, std)
+    assert launches == [fused.shape, fused.shape]  # one launch each, for both rows
     monkeypatch.setattr(gpu_noise, "NOISE_KERNEL", False)
     plain = initial_weights(layout, seeds, DEVICE)
     add_mutations(plain, children, std)
+    assert len(launches) == 2  # the lever off: torch's path
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
     monkeypatch.setattr(gpu_noise, "NOISE_KERNEL", True)
     chain = Genome(seeds[1]).child(children[1], 0.01)
     assert torch.equal(develop(chain, layout, DEVICE)[0], fused[1])
+    assert len(launches) == 4  # develop's initial weights and its one mutation
 
 
 def test_the_lever_is_on_by_default_and_needs_cuda():
