@@ -277,6 +277,23 @@ def test_a_log_shorter_than_its_summary_is_refused(results: Path) -> None:
         load_run(run)
 
 
+def test_runs_table_names_a_tokenizer_file_with_the_corpus(tables_of, results: Path) -> None:
+    """A run on a tokenizer file (task.tokenizer) shows it in runs.csv's `data` beside the text,
+    so the report's corpus line tells it from a run that trained its BPE."""
+    g, _, runs = tables_of
+    assert (runs["data"] == "data/quickstories.txt").all()  # trained BPE: the text alone
+    summary_path = results / "runs" / "tinystories" / "small" / "seed1" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["task_details"].update(tokenizer="data/tinystories/tokenizer-bpe.json",
+                                   tokenizer_sha256="ab" * 32)
+    summary_path.write_text(json.dumps(summary))
+    _, runs = aggregate.aggregate(g, results / "runs")
+    data = runs.set_index(["variant", "seed"])["data"]
+    assert data["small", 1] == ("data/quickstories.txt (tokenizer "
+                                "data/tinystories/tokenizer-bpe.json)")
+    assert data["small", 2] == "data/quickstories.txt"
+
+
 def test_runs_of_one_task_must_end_at_one_generation(tables_of, results: Path) -> None:
     """Runs whose configs asked for different generation counts are not compared."""
     g, _, _ = tables_of

@@ -73,7 +73,7 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         **_ids(task, variant, run),
         "scheme": _scheme(run.summary),
         "engine_preset": run.summary.get("preset"),
-        "data": run.summary.get("task_details", {}).get("text"),  # language runs: the corpus
+        "data": _data(run.summary.get("task_details", {})),
         "device": run.summary.get("device"),
         "finished_utc": run.summary.get("finished_utc"),
         "versions": json.dumps(run.summary.get("versions", {}), sort_keys=True),
@@ -88,6 +88,15 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         "wall_seconds": run.summary["wall_seconds"],
         **_stages(run),
     }
+
+
+def _data(details: dict) -> str | None:
+    """A language run's corpus, and its tokenizer file when it used one (`task.tokenizer`)
+    instead of training the BPE; None for the RL runs."""
+    tokenizer = details.get("tokenizer", "trained")
+    if tokenizer == "trained" or details.get("text") is None:
+        return details.get("text")
+    return f"{details['text']} (tokenizer {tokenizer})"
 
 
 def _stages(run: Run) -> dict[str, float]:
