@@ -295,6 +295,12 @@ def engine_configs(wildcards):
     return [str(path) for path in _config_chain(wildcards.task, wildcards.variant)]
 
 
+def preset_engine_configs(preset):
+    """Every engine config (and the files they `extend`) of the preset's runs, once each."""
+    return sorted({str(path) for task, run in runs(preset).items() for variant in run["variants"]
+                   for path in _config_chain(task, variant)})
+
+
 def _config_chain(task, variant):
     """The variant's engine config, then each file it `extends`, child first."""
     path = Path(variant_config(task, variant)["config"])

@@ -11,6 +11,8 @@ rule report:
         beyond_tables=lambda w: beyond_outputs(w.preset, f"results/{w.preset}/tables", ("md",)),
         beyond_figures=lambda w: beyond_outputs(w.preset, f"figures/{w.preset}", ("png",)),
         code=ANALYSIS_CODE,
+        # the paper-vs-reproduction table reads population, elites and evaluation set from them
+        engine=lambda w: preset_engine_configs(w.preset),
     output:
         md="paper/{preset}/report.md",
         html=report("paper/{preset}/report.html", caption="../report/report.rst", category="Report"),
