@@ -420,6 +420,7 @@ def test_report_paper_column_uses_reference_numbers(tables_of) -> None:
     g, _, runs = tables_of
     rows = report._paper_vs_repro(g, runs).set_index(["variant", "quantity"])
     assert rows.loc[("factorized-r4", "genome dimensions"), "paper"] == "75,955"
+    assert rows.loc[("factorized-r4", "genome dimensions"), "this reproduction"] == "75,955"
     assert rows.loc[("dense", "generations"), "paper"] == "300"
     assert rows.loc[("dense", "final score (mean ± std)"), "paper"] == "n/a"
     assert rows.loc[("dense", "seeds"), "this reproduction"] == "3"

@@ -214,7 +214,7 @@ def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
                 "population": _cell(ga.get("population")),
                 "elites": _cell(ga.get("elites")),
                 "evaluation set": _cell(_evaluation_set(task_settings)),
-                "genome dimensions": str(int(group["params_genome"].iloc[0])),
+                "genome dimensions": _cell(int(group["params_genome"].iloc[0])),
                 "final score (mean ± std)": f"{_plain(scores.mean())} ± {_plain(scores.std(ddof=1))}"
                 if len(scores) > 1 else _plain(scores.mean()),
             }
