@@ -118,7 +118,7 @@ class LanguageTask:
         self.config, self.seed, self.device = task, seed, device
         # the shapes (a rank too large for a layer) are checked before the minutes a fresh corpus
         # takes to tokenise, on the full vocabulary as `describe` without data takes it
-        Transformer(model, encoding, task.vocab_size + SPECIAL_OFFSET)
+        full_vocabulary_model(task, model, encoding)
         self.corpus = prepare_corpus(Path(task.text), Path(task.cache_dir), task.n_stories,
                                      task.vocab_size,
                                      None if task.tokenizer is None else Path(task.tokenizer))
@@ -303,8 +303,14 @@ def layout_without_data(config: RunConfig) -> ParamLayout:
     """The model's genome layout before the text is there (`neuroevo describe` on a machine that
     has not fetched TinyStories): the vocabulary taken as full, task.vocab_size plus the specials,
     as the BPE trained on the 10,000 stories makes it."""
-    return Transformer(config.model, config.encoding,
-                       config.task.vocab_size + SPECIAL_OFFSET).layout
+    return full_vocabulary_model(config.task, config.model, config.encoding).layout
+
+
+def full_vocabulary_model(task: TaskConfig, model: ModelConfig,
+                          encoding: EncodingConfig) -> Transformer:
+    """The model on the vocabulary the config asks for (task.vocab_size plus the specials), which
+    a corpus's BPE can only fall short of: what is checked and described before tokenising."""
+    return Transformer(model, encoding, task.vocab_size + SPECIAL_OFFSET)
 
 
 def use_float32_matmuls(precision: str) -> None:
