@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from unittest import mock
 
 import pytest
 import torch
@@ -48,14 +49,30 @@ def triton_path(monkeypatch: pytest.MonkeyPatch):
     route_through_triton(monkeypatch)
 
 
-def kernels_and_torch_ops(compute: Callable[[], torch.Tensor]
+# The kernels a transformer block launches, and the loss's
+BLOCK_KERNELS = {"attention_layer_norm_kernel", "feed_forward_layer_norm_kernel"}
+LOSS_KERNEL = "negative_log_likelihood_kernel"
+
+
+def kernels_and_torch_ops(compute: Callable[[], torch.Tensor], kernels: set[str]
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """compute() through the kernels (no autograd) and through torch's ops (autograd switches
-    the kernels off)."""
-    with torch.no_grad():
-        fused = compute()
-    with torch.enable_grad():
-        plain = compute().detach()
+    the kernels off), after checking that the first call launched `kernels` and the second
+    none: with the Triton path silently unused both sides would be torch's ops, and agree."""
+    launched, launch = [], gpu_kernels._launch
+
+    def recording(kernel, *args, **kwargs):
+        launched.append(kernel.__name__)
+        return launch(kernel, *args, **kwargs)
+
+    with mock.patch.object(gpu_kernels, "_launch", recording):
+        with torch.no_grad():
+            fused = compute()
+        assert kernels <= set(launched), f"launched {launched}, not all of {sorted(kernels)}"
+        served = len(launched)
+        with torch.enable_grad():
+            plain = compute().detach()
+        assert len(launched) == served, "a kernel ran under autograd"
     return fused, plain
 
 
@@ -67,7 +84,8 @@ def population_fitness(encoding: str, seed: int) -> tuple[torch.Tensor, torch.Te
     tokens = torch.randint(3, 300, (5, 70), generator=torch.Generator().manual_seed(seed)
                            ).to(DEVICE)
     lengths = torch.tensor([70, 20, 9, 66, 2], device=DEVICE)
-    return kernels_and_torch_ops(lambda: model.negative_cross_entropy(p, tokens, lengths))
+    return kernels_and_torch_ops(lambda: model.negative_cross_entropy(p, tokens, lengths),
+                                 BLOCK_KERNELS | {LOSS_KERNEL})
 
 
 @pytest.mark.parametrize("encoding", list(KERNEL_ENCODINGS))
@@ -83,7 +101,7 @@ def test_triton_block_equals_torch_ops(triton_path, encoding: str, t: int, cfg: 
     block, batch = model.blocks[0], 2
     x = torch.randn(3, batch * t, cfg.hidden, generator=torch.Generator().manual_seed(t)
                     ).to(DEVICE)
-    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), batch))
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), batch), BLOCK_KERNELS)
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
@@ -99,7 +117,7 @@ def test_triton_attention_survives_extreme_scores(triton_path, monkeypatch, leve
     for layer in (block.q, block.k):
         p[f"{layer.name}.weight"].mul_(40)
     x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(1)).to(DEVICE)
-    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2), BLOCK_KERNELS)
     assert torch.isfinite(fused).all()
     # On a GPU torch's reference is a fused SDPA kernel with its own exponentials and summation
     # order; at scores of hundreds of nats fp32 rounding of a score (3e-5 at 500) moves the
@@ -158,7 +176,7 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), device=DEVICE)
     block = model.blocks[0]
     x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(4)).to(DEVICE)
-    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2), BLOCK_KERNELS)
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
 
@@ -174,7 +192,7 @@ def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
     lengths = torch.tensor([19, 7, 12], device=DEVICE)
     with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         fused, plain = kernels_and_torch_ops(
-            lambda: model.negative_cross_entropy(p, tokens, lengths))
+            lambda: model.negative_cross_entropy(p, tokens, lengths), BLOCK_KERNELS | {LOSS_KERNEL})
     assert fused.dtype == torch.float32 and torch.isfinite(fused).all()
     torch.testing.assert_close(fused, plain.float(), atol=0.05, rtol=0.01)
 
@@ -252,7 +270,8 @@ def test_embedding_kernel_equals_the_lookup_and_rotation(triton_path, monkeypatc
     monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
         launched.append(kernel.__name__), launch(kernel, *args, **kwargs)))
     monkeypatch.setattr(model, "blocks", [])  # hidden_states = the embedding alone
-    fused, plain = kernels_and_torch_ops(lambda: model.hidden_states(p, tokens))
+    fused, plain = kernels_and_torch_ops(lambda: model.hidden_states(p, tokens),
+                                         {"embedding_rotary_kernel"})
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
     assert launched == ["embedding_rotary_kernel"]
 
@@ -270,7 +289,7 @@ def test_feed_forward_in_chunks_computes_the_same_block(triton_path, monkeypatch
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
     block = model.blocks[0]
     x = torch.randn(3, 2 * 20, cfg.hidden, generator=torch.Generator().manual_seed(5)).to(DEVICE)
-    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2))
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2), BLOCK_KERNELS)
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
