@@ -55,7 +55,7 @@ def test_fused_block_equals_torch_ops(encoding: str, t: int, cfg: ModelConfig, k
 
 
 @needs_cpu_kernels
-def test_fused_attention_survives_extreme_scores():
+def test_fused_attention_survives_extreme_scores(kernels_served):
     """Weights large enough for scores hundreds of nats apart give finite output equal to
     torch's: masked and underflowing keys contribute exactly 0, never NaN."""
     model, p = perturbed_transformer(KERNEL_ENCODINGS["dense"], ModelConfig())
@@ -65,6 +65,7 @@ def test_fused_attention_survives_extreme_scores():
     x = torch.randn(3, 2 * 33, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         fused = block(p, x.clone(), 2)
+    assert kernels_served == [cpu_kernels]  # else both sides below are torch's ops
     with torch.enable_grad():
         plain = block(p, x.clone(), 2).detach()
     assert torch.isfinite(fused).all()
