@@ -61,7 +61,8 @@ def test_cnn_batched_forward_equals_per_individual_loop(encoding: EncodingConfig
 
 
 @pytest.mark.parametrize("n_obs", [1, 3])
-def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int) -> None:
+def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int,
+                                                                   monkeypatch) -> None:
     """A kernel over UNFOLD_MIN_WEIGHTS (CarRacing's conv3 shape) goes through unfold + bmm and
     gives each individual its own F.conv2d, for one and for several observations each."""
     from neuroevo.encoding import ParamLayout
@@ -70,9 +71,13 @@ def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int) ->
     layout = ParamLayout()
     conv = Conv2d(layout, "conv", 64, 128, 4, 2)
     assert 128 * 64 * 16 >= UNFOLD_MIN_WEIGHTS
+    unfolded, unfold = [], Conv2d._unfolded
+    monkeypatch.setattr(Conv2d, "_unfolded",
+                        lambda self, *args: unfolded.append(self.name) or unfold(self, *args))
     p = layout.views(_population(layout, pop=3))
     x = torch.randn(n_obs, 3 * 64, 14, 14)
     got = conv(p, x).view(n_obs, 3, 128, 6, 6)
+    assert unfolded == ["conv"]  # else the grouped F.conv2d below answered, which also agrees
     for i in range(3):
         want = F.conv2d(x.view(n_obs, 3, 64, 14, 14)[:, i], p["conv.weight"][i],
                         p["conv.bias"][i], stride=2)
@@ -81,19 +86,25 @@ def test_large_conv_runs_as_unfold_and_equals_per_individual_conv(n_obs: int) ->
 
 @needs_cpu_kernels
 @pytest.mark.parametrize("n_obs, kernel, stride, c_out", [(1, 8, 4, 32), (2, 4, 2, 40)])
-def test_first_layer_conv_kernel_equals_per_individual_conv(n_obs, kernel, stride, c_out):
+def test_first_layer_conv_kernel_equals_per_individual_conv(n_obs, kernel, stride, c_out,
+                                                            monkeypatch):
     """A first-layer convolution (12 input channels) runs in the fused CPU kernel without
     autograd and gives each individual its own F.conv2d, also with output channels that do not
     fill the last SIMD vector and several observations per individual."""
     from neuroevo.encoding import ParamLayout
+    from neuroevo.kernels import cpu as cpu_kernels
     from neuroevo.layers import Conv2d
 
     layout = ParamLayout()
     conv = Conv2d(layout, "conv", 12, c_out, kernel, stride)
     p = layout.views(_population(layout, pop=3))
     x = torch.randn(n_obs, 3 * 12, 37, 37)
+    launches, conv2d_population = [], cpu_kernels.conv2d_population
+    monkeypatch.setattr(cpu_kernels, "conv2d_population",
+                        lambda *args: launches.append(args[0].shape) or conv2d_population(*args))
     with torch.no_grad():
         got = conv(p, x)
+    assert launches == [x.shape]  # else torch's grouped conv answered, which also agrees
     side = (37 - kernel) // stride + 1
     got = got.view(n_obs, 3, c_out, side, side)
     for i in range(3):
