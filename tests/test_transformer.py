@@ -123,14 +123,22 @@ def test_attention_is_causal() -> None:
     assert not torch.allclose(before[:, :, 6:], after[:, :, 6:])
 
 
-def test_head_padding_for_cuda_attention_kernels_changes_nothing() -> None:
+def test_head_padding_for_cuda_attention_kernels_changes_nothing(monkeypatch) -> None:
     """Zero-padding head_dim 4 to 8 (what the CUDA path does so that SDPA's memory-efficient
-    kernel applies) gives the unpadded attention, scale 1/√4 kept."""
+    kernel applies) gives the unpadded attention, scale 1/√4 kept; SDPA really sees 8."""
     from neuroevo.models.transformer import causal_attention
 
+    widths, sdpa = [], F.scaled_dot_product_attention
+
+    def recording_sdpa(q: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        widths.append(q.shape[-1])
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
     q, k, v = torch.randn(3, 2, 4, 9, 4, generator=torch.Generator().manual_seed(0)).unbind(0)
     torch.testing.assert_close(causal_attention(q, k, v, pad_to=8), causal_attention(q, k, v),
                                atol=1e-6, rtol=1e-6)
+    assert widths == [8, 4]  # else both sides are the unpadded attention
 
 
 @pytest.mark.parametrize("kernels", ["on", "absent", "switched off"])
