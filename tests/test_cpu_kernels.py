@@ -145,3 +145,33 @@ def test_log_likelihood_kernel_matches_float64(vocab: int, k: int, n: int):
     got = cpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+@needs_cpu_kernels
+def test_factorized_loss_under_bf16_autocast_stays_float32():
+    """Under autocast (task.precision bf16 on a CPU) the loss kernel's product by the factor
+    used to come back in bf16 and be read as float32, overrunning its buffer (a malloc abort):
+    like the other kernels, it now ignores autocast and gives the fp32 result."""
+    gen = torch.Generator().manual_seed(4)
+    x, inner = torch.randn(2, 40, 32, generator=gen), torch.randn(2, 32, 4, generator=gen)
+    weight, bias = torch.randn(2, 257, 4, generator=gen), torch.randn(2, 257, generator=gen)
+    rows, targets = torch.arange(29), torch.randint(0, 257, (29,), generator=gen)
+    with torch.no_grad():
+        plain = cpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets, inner)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = cpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets, inner)
+    assert autocast.dtype == torch.float32
+    assert torch.equal(autocast, plain)
+
+
+@needs_cpu_kernels
+def test_kernels_refuse_operands_that_are_not_float32():
+    """A bf16 operand reaching a C kernel is refused in one line, before the raw-pointer call
+    could misread it."""
+    x, rows = torch.randn(2, 8, 4), torch.arange(5)
+    weight, bias, targets = torch.randn(2, 7, 4), torch.randn(2, 7), torch.zeros(5, dtype=torch.long)
+    with pytest.raises(TypeError, match="CPU kernels take float32 tensors, got torch.bfloat16"):
+        cpu_kernels.negative_log_likelihood(x, rows, weight.bfloat16(), bias, targets)
+    kernel, conv_bias = torch.randn(2, 32, 12, 4, 4), torch.randn(2, 32)
+    with pytest.raises(TypeError, match="got torch.bfloat16"):
+        cpu_kernels.conv2d_population(torch.randn(1, 24, 10, 10), kernel.bfloat16(), conv_bias, 2)

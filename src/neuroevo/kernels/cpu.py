@@ -67,6 +67,7 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
     and `out` maps back, each as `Linear.operands` gives them; scores scaled by 1/√d.
     """
     x = x.contiguous()
+    require_float32(x, scale, shift)
     pop, n, c = x.shape
     maps = [_LinearMap.of(operands) for operands in (q, k, v, out)]
     library().attention_layer_norm(x.data_ptr(), *maps, scale.contiguous().data_ptr(),
@@ -81,6 +82,7 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
     """In place: x (P, N, C) ← LN(x + ff2(relu(ff1(x)))) · scale + shift; the (P, N, ff) hidden
     layer never reaches memory. ff1, ff2 as `Linear.operands` gives them."""
     assert x.is_contiguous()
+    require_float32(x, scale, shift)
     pop, rows, c = x.shape
     maps = [_LinearMap.of(ff1), _LinearMap.of(ff2)]
     library().feed_forward_layer_norm(x.data_ptr(), *maps, scale.contiguous().data_ptr(),
@@ -93,6 +95,7 @@ def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     """In place: x (…, T, C) with its first 2·k features rotated pairwise by angles whose cos and
     sin are (T, k)."""
     assert x.is_contiguous()
+    require_float32(x, cos, sin)
     t, c = x.shape[-2:]
     cos, sin = cos.contiguous(), sin.contiguous()
     library().rotary(x.data_ptr(), cos.data_ptr(), sin.data_ptr(), x.numel() // c, t, c,
@@ -106,10 +109,13 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
     logits = (x[:, rows[m]] · inner[p]) · weight[p]ᵀ + bias[p], never stored. x (P, N, H),
     inner (P, H, K) or None (then K = H), weight (P, V, K), bias (P, V), rows and targets (M,)
-    int64."""
+    int64. Everything in float32, the product by inner too: like the other kernels, this one
+    ignores autocast (under which that product would come back in bf16)."""
     if inner is not None:
-        x, rows = factored_rows(x, rows, inner)
+        with torch.autocast("cpu", enabled=False):
+            x, rows = factored_rows(x, rows, inner)
     x, weight, bias = per_individual(x), per_individual(weight), per_individual(bias)
+    require_float32(x, weight, bias)
     rows, targets = rows.contiguous(), targets.contiguous()
     pop, n = x.shape[0], rows.numel()
     vocab, k = weight.shape[1:]
@@ -128,6 +134,7 @@ def conv2d_population(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
     pop, cout, cin, k = kernel.shape[:4]
     n, _, h, w = x.shape
     x, kernel, bias = x.contiguous(), per_individual(kernel), per_individual(bias)
+    require_float32(x, kernel, bias)
     out = x.new_empty(n, pop * cout, (h - k) // stride + 1, (w - k) // stride + 1)
     library().conv2d_population(x.data_ptr(), kernel.data_ptr(), kernel.stride(0),
                                 bias.data_ptr(), bias.stride(0), out.data_ptr(), n, pop, cin,
@@ -150,6 +157,7 @@ class _LinearMap(ctypes.Structure):
     @classmethod
     def of(cls, operands: LinearOperands) -> _LinearMap:
         b_factor, a, bias = (None if t is None else per_individual(t) for t in operands)
+        require_float32(b_factor, a, bias)
         made = cls(_pointer(b_factor), a.data_ptr(), _pointer(bias),
                    0 if b_factor is None else b_factor.shape[-1],
                    0 if b_factor is None else b_factor.stride(0), a.stride(0),
@@ -258,6 +266,16 @@ def factored_rows(x: torch.Tensor, rows: torch.Tensor, inner: torch.Tensor
     what the loss kernels read for a factorized tied embedding's logits (x·inner)·weightᵀ."""
     return (torch.bmm(x.index_select(1, rows), inner),
             torch.arange(rows.numel(), device=x.device))
+
+
+def require_float32(*tensors: torch.Tensor | None) -> None:
+    """The C kernels read and write float32 through raw pointers: a tensor of another dtype
+    (bf16 from an op under autocast) would be misread and its buffer overrun, so it is refused
+    before the call, in one line."""
+    wrong = [t.dtype for t in tensors if t is not None and t.dtype != torch.float32]
+    if wrong:
+        raise TypeError(f"the CPU kernels take float32 tensors, got {wrong[0]}: keep such "
+                        "operands out of autocast, or use torch's ops (kernels.cpu.usable)")
 
 
 def per_individual(t: torch.Tensor) -> torch.Tensor:
