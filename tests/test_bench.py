@@ -29,13 +29,18 @@ def test_bench_lm_prints_every_figure_at_a_tiny_size():
 
 def test_bench_lm_reports_how_far_a_lever_moves_the_fitness():
     """With a lever on (bf16 autocast here), each model line also prints the largest fitness
-    deviation from the fp32 eager reference (on log-normal lengths in padding-bounded buckets)."""
+    deviation from the fp32 eager reference (on log-normal lengths in padding-bounded buckets).
+    A factorized model, whose factor products run under autocast even with the CPU kernels on
+    (a dense one's all go through the kernels, which ignore autocast: a deviation of 0 there
+    could not show the lever was applied)."""
     out = subprocess.run(
         [sys.executable, "bench/bench_lm.py", "--population", "4", "--batch", "8", "--seq-len",
          "12", "--median-length", "6", "--repeats", "1", "--skip-loop", "--precision", "bf16",
-         "--models", "small dense"],
+         "--models", "paper factorized r4"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "max |Δ fitness| vs fp32 eager" in out and "bf16" in out
+    deviation = float(out.split("max |Δ fitness| vs fp32 eager torch ops ")[1].split()[0])
+    assert 0 < deviation < 0.25  # bf16 moved it, within the bf16 kernel tolerance
     padding = float(out.split("(padding ")[1].split("%")[0])
     assert "budget 5%" in out and 0 <= padding <= 5
 
