@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -334,3 +335,25 @@ def test_a_resumed_ga_never_develops_the_initial_population(monkeypatch: pytest.
     assert resumed.generation == ga.generation
     assert resumed.genomes == ga.genomes
     assert torch.equal(resumed.ask(), ga.ask())
+
+
+def test_n_back_rule_caps_the_rate_by_the_parents_last_genes() -> None:
+    """The reference's n-back rule (reference-method.md §1): a parent with fewer than n_back genes
+    draws its child's rate uniformly; an older one draws from the rates no larger than the
+    largest among its last n_back genes (the initial gene counting as the largest), except for a
+    1% escape to a uniform draw."""
+    ga = _toy_ga()
+    ga.config = GAConfig(12, 3, 30, mutation_rates=(0.1, 0.01), n_back=3)
+
+    def share_of_large(parent: Genome) -> float:
+        rng = np.random.default_rng(0)
+        return float(np.mean([ga._mutation_rate(parent, rng) == 0.1 for _ in range(4000)]))
+
+    young = Genome(1, [(11, 0.01)])                                   # 2 genes < 3
+    small_lately = Genome(1, [(11, 0.1), (12, 0.01), (13, 0.01), (14, 0.01)])
+    large_lately = Genome(1, [(11, 0.01), (12, 0.1), (13, 0.01)])
+    just_born = Genome(1, [(11, 0.01), (12, 0.01)])                   # last 3 include the init
+    assert 0.45 < share_of_large(young) < 0.55
+    assert 0 < share_of_large(small_lately) < 0.015                   # the 1% escape, half 0.1
+    assert 0.45 < share_of_large(large_lately) < 0.55
+    assert 0.45 < share_of_large(just_born) < 0.55
