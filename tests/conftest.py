@@ -20,6 +20,24 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+QUICKSTORIES = REPO / "data" / "quickstories.txt"
+N_SMALL = 300  # stories in the small test corpus (the first of the shipped corpus)
+
+
+@pytest.fixture(scope="module")
+def quickstories() -> list[str]:
+    """The shipped story corpus, one story per line."""
+    return QUICKSTORIES.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory: pytest.TempPathFactory, quickstories: list[str]) -> Path:
+    """A text file of the corpus's first N_SMALL stories."""
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text("\n".join(quickstories[:N_SMALL]) + "\n", encoding="utf-8")
+    return path
+
+
 TINY_LM_OVERRIDES = [
     "task.text=data/quickstories.txt", "task.n_stories=300", "task.vocab_size=512",
     "task.n_sequences=8", "task.max_len=24", "ga.population=8", "ga.elites=2",

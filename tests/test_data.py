@@ -12,6 +12,7 @@ import pytest
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError, XetDownloadError
 
+from conftest import N_SMALL
 from neuroevo.data import story_grammar, tinystories
 from neuroevo.data.story_grammar import generate_stories
 from neuroevo.data.tinystories import (
@@ -31,22 +32,8 @@ from neuroevo.data.tinystories import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTORIES = ROOT / "data" / "quickstories.txt"
 SHIPPED_COMMAND = "python -m neuroevo.data.story_grammar --n 1800 --seed 0 --out data/quickstories.txt"
-N_SMALL = 300  # stories in the small test corpus
 SMALL_VOCAB = 512  # BPE size where a test is not about the paper's 2048
-
-
-@pytest.fixture(scope="module")
-def quickstories() -> list[str]:
-    return QUICKSTORIES.read_text(encoding="utf-8").splitlines()
-
-
-@pytest.fixture(scope="module")
-def small_text(tmp_path_factory: pytest.TempPathFactory, quickstories: list[str]) -> Path:
-    path = tmp_path_factory.mktemp("text") / "small.txt"
-    path.write_text("\n".join(quickstories[:N_SMALL]) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,13 @@ import pytest
 import tokenizers
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from conftest import N_SMALL
 from neuroevo.cli import main
 from neuroevo.data.tinystories import (
     BOS_ID, EOS_ID, PAPER_TOKENIZER_URL, SPECIAL_OFFSET, DataError, fixed_eval_set, prepare_corpus)
 
-QUICKSTORIES = Path(__file__).resolve().parents[1] / "data" / "quickstories.txt"
 PAPER_SPECIALS = ["<unk>", "<pad>", "<s>", "</s>", "<|endoftext|>"]
 VOCAB = 512  # the tiny runs' task.vocab_size (conftest.TINY_LM_OVERRIDES)
-N_SMALL = 300
 
 
 def paper_like_tokenizer(stories: list[str], vocab_size: int = VOCAB,
@@ -42,21 +41,9 @@ def paper_like_tokenizer(stories: list[str], vocab_size: int = VOCAB,
 
 
 @pytest.fixture(scope="module")
-def stories() -> list[str]:
-    return QUICKSTORIES.read_text(encoding="utf-8").splitlines()
-
-
-@pytest.fixture(scope="module")
-def small_text(tmp_path_factory: pytest.TempPathFactory, stories: list[str]) -> Path:
-    path = tmp_path_factory.mktemp("text") / "small.txt"
-    path.write_text("\n".join(stories[:N_SMALL]) + "\n", encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(tmp_path_factory: pytest.TempPathFactory, stories: list[str]) -> Path:
+def tokenizer_file(tmp_path_factory: pytest.TempPathFactory, quickstories: list[str]) -> Path:
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer-bpe.json"
-    paper_like_tokenizer(stories).save(str(path))
+    paper_like_tokenizer(quickstories).save(str(path))
     return path
 
 
@@ -71,7 +58,7 @@ def test_a_file_of_the_papers_format_loads(tokenizer_file: Path):
 
 def test_token_ids_are_the_files_encoding_offset_and_framed(tmp_path: Path, small_text: Path,
                                                              tokenizer_file: Path,
-                                                             stories: list[str]):
+                                                             quickstories: list[str]):
     """Every story's model ids are the file's BPE ids + 3, and an evaluation row is
     <s> ids </s>; the corpus records the file's sha256."""
     corpus = prepare_corpus(small_text, tmp_path, vocab_size=VOCAB, tokenizer_path=tokenizer_file)
@@ -79,22 +66,22 @@ def test_token_ids_are_the_files_encoding_offset_and_framed(tmp_path: Path, smal
     assert corpus.vocab_size == VOCAB + SPECIAL_OFFSET and len(corpus) == N_SMALL
     assert corpus.tokenizer_sha256 == hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
     for i in range(N_SMALL):
-        expected = np.asarray(reference.encode(stories[i]).ids) + SPECIAL_OFFSET
+        expected = np.asarray(reference.encode(quickstories[i]).ids) + SPECIAL_OFFSET
         assert np.array_equal(corpus.story(i), expected)
     batch = fixed_eval_set(corpus, n_sequences=4)
     for b in range(4):
-        ids = [BOS_ID, *(np.asarray(reference.encode(stories[b]).ids) + SPECIAL_OFFSET), EOS_ID]
+        ids = [BOS_ID, *(np.asarray(reference.encode(quickstories[b]).ids) + SPECIAL_OFFSET), EOS_ID]
         assert batch.tokens[b, : int(batch.lengths[b])].tolist() == ids
 
 
 def test_an_edited_file_makes_a_new_cache_entry(tmp_path: Path, small_text: Path,
-                                                stories: list[str]):
+                                                quickstories: list[str]):
     """The cache entry is keyed by the file's sha256: after the file changes at the same path,
     the stories are tokenised again with the new file, never read stale from the old entry."""
     path = tmp_path / "tokenizer-bpe.json"
-    paper_like_tokenizer(stories).save(str(path))
+    paper_like_tokenizer(quickstories).save(str(path))
     first = prepare_corpus(small_text, tmp_path / "cache", vocab_size=VOCAB, tokenizer_path=path)
-    edited = paper_like_tokenizer(stories[::-1][:600])  # other stories: other merges
+    edited = paper_like_tokenizer(quickstories[::-1][:600])  # other stories: other merges
     edited.save(str(path))
     second = prepare_corpus(small_text, tmp_path / "cache", vocab_size=VOCAB, tokenizer_path=path)
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
@@ -102,7 +89,7 @@ def test_an_edited_file_makes_a_new_cache_entry(tmp_path: Path, small_text: Path
     assert {e.rsplit("-f", 1)[1] for e in entries} == {
         first.tokenizer_sha256[:16], second.tokenizer_sha256[:16]}
     assert np.array_equal(second.story(0),
-                          np.asarray(edited.encode(stories[0]).ids) + SPECIAL_OFFSET)
+                          np.asarray(edited.encode(quickstories[0]).ids) + SPECIAL_OFFSET)
     assert not np.array_equal(first.tokens, second.tokens)
 
 
@@ -144,7 +131,7 @@ def _gap_in_ids(path: Path, stories: list[str]) -> None:
     ("gap in ids", r"task.tokenizer: .*'s ids do not run 0\.\.511 \(its highest is 522\)"),
 ])
 def test_a_file_that_does_not_fit_is_a_one_line_error_before_tokenising(
-        tmp_path: Path, small_text: Path, tokenizer_file: Path, stories: list[str],
+        tmp_path: Path, small_text: Path, tokenizer_file: Path, quickstories: list[str],
         case: str, message: str):
     """Each problem with the file stops prepare_corpus in one line naming task.tokenizer and the
     fix, before anything is tokenised or cached."""
@@ -159,9 +146,9 @@ def test_a_file_that_does_not_fit_is_a_one_line_error_before_tokenising(
     elif case == "vocab size":
         path, vocab_size = tokenizer_file, 600
     elif case == "no specials":
-        _no_specials(path, stories)
+        _no_specials(path, quickstories)
     elif case == "gap in ids":
-        _gap_in_ids(path, stories)
+        _gap_in_ids(path, quickstories)
     with pytest.raises(DataError, match=message) as info:
         prepare_corpus(small_text, tmp_path / "cache", vocab_size=vocab_size, tokenizer_path=path)
     assert "\n" not in str(info.value)
