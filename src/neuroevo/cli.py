@@ -153,13 +153,16 @@ def _parser() -> argparse.ArgumentParser:
 
     fetch = add_command(
         "fetch-data", help="download a dataset (needs internet)",
-        description="Download TinyStories' training text at the pinned revision through "
-                    "huggingface_hub, check its sha256 against the pinned one, keep its first "
-                    "stories one per line, and record both files' sha256 in OUT/SOURCE.json "
-                    "(one record per stories file).")
-    fetch.add_argument("dataset", choices=("tinystories",), help="the dataset to fetch")
+        description="tinystories: download TinyStories' training text at the pinned revision "
+                    "through huggingface_hub, check its sha256 against the pinned one, keep its "
+                    "first stories one per line. paper-tokenizer: download the authors' "
+                    "tokenizer-bpe.json at the pinned commit (for task.tokenizer) and check it "
+                    "is their 2,048-token BPE. Each records its files' sha256 in OUT/SOURCE.json "
+                    "(one record per file).")
+    fetch.add_argument("dataset", choices=("tinystories", "paper-tokenizer"),
+                       help="what to fetch")
     fetch.add_argument("--out", type=Path, default=Path("data/tinystories"),
-                       help="directory to write the stories and SOURCE.json into")
+                       help="directory to write the file(s) and SOURCE.json into")
     fetch.add_argument("--n-stories", type=int, default=10_000,
                        help="stories to keep, from the start: the paper's 10,000 go to "
                             "first10k.txt (what the configs read), N others to firstN.txt")
@@ -307,9 +310,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from neuroevo.data.tinystories import fetch_tinystories
+    from neuroevo.data.tinystories import fetch_paper_tokenizer, fetch_tinystories
 
-    path = fetch_tinystories(args.out, args.n_stories)
+    path = (fetch_paper_tokenizer(args.out) if args.dataset == "paper-tokenizer"
+            else fetch_tinystories(args.out, args.n_stories))
     print(f"wrote {path}")
     return 0
 

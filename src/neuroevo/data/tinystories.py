@@ -12,12 +12,14 @@ and identical every generation (`fixed_eval_set`); a fresh seeded sample per gen
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, XetDownloadError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from neuroevo.atomic import UMASK, atomic_write_text
+from neuroevo.atomic import UMASK, atomic_write_text, replacing
 
 HF_REPO = "roneneldan/TinyStories"
 HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by lines `<|endoftext|>`
@@ -50,14 +52,17 @@ FETCH_HINT = (
     "`neuroevo fetch-data tinystories --out data/tinystories` on a machine with internet"
 )
 
-# The authors' BPE (MIT), at the commit the README cites: what `task.tokenizer` is for. Not fetched
-# by the package (nothing here checks its hash: the development machines are offline).
+# The authors' BPE (MIT), at the commit the README cites: what `task.tokenizer` is for, fetched by
+# `fetch_paper_tokenizer` (checked for the BPE the paper used, 2,048 tokens, and its sha256
+# recorded; not against a pinned hash: the development machines are offline).
 PAPER_TOKENIZER_URL = ("https://raw.githubusercontent.com/jarbus/Jevo.jl/"
                        "0c4fe40d6819831417ae2e25032264e16107d48d/src/environments/text/datasets/"
                        "tinystories/tokenizer-bpe.json")
-PAPER_TOKENIZER_HINT = ("for the paper's, `curl -fL --create-dirs -o "
-                        f"data/tinystories/tokenizer-bpe.json {PAPER_TOKENIZER_URL}`; or "
-                        "task.tokenizer=null to train one")
+PAPER_TOKENIZER_FILE = "tokenizer-bpe.json"
+PAPER_VOCAB_SIZE = 2048
+PAPER_TOKENIZER_HINT = ("for the paper's, `neuroevo fetch-data paper-tokenizer` (or `curl -fL "
+                        f"--create-dirs -o data/tinystories/{PAPER_TOKENIZER_FILE} "
+                        f"{PAPER_TOKENIZER_URL}`); or task.tokenizer=null to train one")
 
 # BPE ids 0-4, where the paper's file has its 5 specials (named <unk> <pad> <s> </s> <|endoftext|>)
 BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")
@@ -162,15 +167,14 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
 
     Writes `out_dir/<stories_filename(n_stories)>` (first10k.txt for the paper's 10,000) and its
     record (repo, file, revision, both sha256s, n_stories) in `out_dir/SOURCE.json`, which keeps
-    one record per stories file (keyed by its name), so fetching first500.txt next to
-    first10k.txt keeps the latter's. (Two fetches into one directory at once may lose one
-    record: the workflow fetches only first10k.txt.) Returns the stories path.
+    one record per file (keyed by its name), so fetching first500.txt next to first10k.txt, or
+    the paper's tokenizer (`fetch_paper_tokenizer`), keeps the latter's. Returns the stories path.
     """
     if n_stories < 1:  # before a 1.9 GB download
         raise DataError(f"--n-stories must be at least 1, got {n_stories}")
     out_dir = Path(out_dir)
     sources_path = out_dir / "SOURCE.json"
-    sources = _read_sources(sources_path)  # a broken one stops the fetch before the download
+    _read_sources(sources_path)  # a broken one stops the fetch before the download
     try:
         raw = Path(
             hf_hub_download(repo_id=HF_REPO, repo_type="dataset", filename=HF_FILENAME, revision=HF_REVISION)
@@ -191,7 +195,7 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / stories_filename(n_stories)
     written = extract_stories(raw, out, n_stories)
-    sources[out.name] = {
+    _record_source(sources_path, out.name, {
         "repo": HF_REPO,
         "repo_type": "dataset",
         "filename": HF_FILENAME,
@@ -200,8 +204,34 @@ def fetch_tinystories(out_dir: Path, n_stories: int = 10_000) -> Path:
         "sha256_download": downloaded,
         "sha256_written": _sha256_file(out),
         "n_stories": written,
-    }
-    atomic_write_text(sources_path, json.dumps(sources, indent=2) + "\n")
+    })
+    return out
+
+
+def fetch_paper_tokenizer(out_dir: Path) -> Path:
+    """Download the authors' `tokenizer-bpe.json` at the pinned commit (PAPER_TOKENIZER_URL) into
+    `out_dir`, for `task.tokenizer`. What arrives must load as the BPE that option takes, with the
+    paper's 2,048 tokens (an error page or another file is refused, and nothing is written); its
+    sha256 goes to `out_dir/SOURCE.json`. Returns the file's path."""
+    out = Path(out_dir) / PAPER_TOKENIZER_FILE
+    sources_path = out.parent / "SOURCE.json"
+    _read_sources(sources_path)  # a broken one stops the fetch before the download
+    try:
+        with urllib.request.urlopen(PAPER_TOKENIZER_URL, timeout=60) as response:
+            data = response.read()
+    except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+        raise DataError(f"could not download {PAPER_TOKENIZER_URL} ({type(err).__name__}: "
+                        f"{_one_line(err)}): fetch it on a machine with internet and copy it to "
+                        f"{out}") from err
+    with replacing(out) as part:
+        part.write_bytes(data)
+        try:
+            _, sha256 = load_tokenizer_file(part, PAPER_VOCAB_SIZE)
+        except DataError as error:
+            raise DataError(f"{PAPER_TOKENIZER_URL} is not the paper's tokenizer ({error}); "
+                            "nothing was written") from None
+    _record_source(sources_path, out.name, {"url": PAPER_TOKENIZER_URL, "license": "MIT",
+                                            "sha256": sha256})
     return out
 
 
@@ -435,6 +465,18 @@ def _read_stories(path: Path, n_stories: int | None) -> list[str]:
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text ({error.reason}): convert it, e.g. with "
                         "`iconv -t UTF-8`") from None
+
+
+def _record_source(path: Path, name: str, record: dict) -> None:
+    """Set SOURCE.json's record of the file `name`, keeping the others. Read and written under an
+    exclusive lock, so two fetches into one directory at once (the workflow's TinyStories text
+    and the paper's tokenizer) each keep their record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        sources = _read_sources(path)
+        sources[name] = record
+        atomic_write_text(path, json.dumps(sources, indent=2) + "\n")
 
 
 def _read_sources(path: Path) -> dict[str, dict]:
