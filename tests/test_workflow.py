@@ -96,6 +96,23 @@ def test_dry_run_enumerates_exactly_the_grid(workdir: Path, preset: str, familie
     assert ("fetch_tinystories" in job_counts(output)) == (preset == "paper")
 
 
+def test_a_tokenizer_file_is_an_input_fetched_when_it_is_the_papers(workdir: Path) -> None:
+    """A language variant whose engine config sets `task.tokenizer` lists that file as the input
+    of its runs and beyond jobs: the authors' file (data/tinystories/tokenizer-bpe.json) is
+    fetched by its own rule, once; variants without the key list none."""
+    def use_papers_tokenizer(experiments: dict) -> None:
+        variant = experiments["tasks"]["tinystories"]["variants"]["factorized-r4"]
+        variant.setdefault("set", {})["task.tokenizer"] = "data/tinystories/tokenizer-bpe.json"
+
+    edit_experiments(workdir, use_papers_tokenizer)
+    output = snakemake(workdir, "-n", "--config", "preset=quick", families_arg(["tinystories"])).stdout
+    assert job_counts(output)["fetch_paper_tokenizer"] == 1
+    readers = re.findall(r"rule (\w+):\n    input: ([^\n]*tokenizer-bpe\.json[^\n]*)\n(?:.*\n)*?"
+                         r"\s+wildcards: [^\n]*variant=([\w-]+)", output)
+    assert readers and {variant for _, _, variant in readers} == {"factorized-r4"}
+    assert {rule for rule, _, _ in readers} >= {"evolve"}
+
+
 def test_grid_sizes_are_the_documented_ones(workdir: Path) -> None:
     """Paper: 12 TinyStories variants (the paper's 4, ranks 2–32, 4 sparse) × 5 seeds; with every
     family, + 4 games, CarRacing × 15 seeds, 2 MuJoCo envs. Quick: 6 TinyStories variants × 2 seeds,

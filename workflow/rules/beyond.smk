@@ -10,6 +10,7 @@ rule mutation_effects:
     input:
         config=engine_configs,
         data=lambda w: runs(w.preset)[w.task]["data"],
+        tokenizer=engine_tokenizer,
     output:
         probes="results/{preset}/beyond/mutation_effects/{task}/{variant}/seed{seed}/mutation_effects.csv",
         summary="results/{preset}/beyond/mutation_effects/{task}/{variant}/seed{seed}/summary.json",
@@ -37,6 +38,7 @@ rule gradient:
     input:
         config=engine_configs,
         data=lambda w: runs(w.preset)[w.task]["data"],
+        tokenizer=engine_tokenizer,
     output:
         log_csv="results/{preset}/beyond/gradient/{task}/{variant}/seed{seed}/gradient.csv",
         weights="results/{preset}/beyond/gradient/{task}/{variant}/seed{seed}/weights.pt",

@@ -7,6 +7,7 @@ with one line.
 """
 
 import csv
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -369,23 +370,34 @@ def _check_engine_configs(preset):
     """Every engine config of the preset exists and loads as its jobs will load it: through the
     engine's own loader, with the same preset, device and overrides, so a bad key or value (a
     MuJoCo env id or Atari game too: their TaskConfigs check them on load) fails the DAG build in
-    one line, not each job in its log after two retries. Once per distinct config and options:
-    seeds differ only in `seed=`, so seed 0 stands for all."""
-    load_config, loadable = _engine_loader({config["tasks"][task]["family"] for task in runs(preset)})
-    checked = set()
+    one line, not each job in its log after two retries."""
     for task, run in runs(preset).items():
         for variant in run["variants"]:
-            path = _existing_engine_config(task, variant)
-            engine_preset, device, sets = engine_options(preset, task, variant, seed=0)
-            options = (path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
-            if config["tasks"][task]["family"] not in loadable or options in checked:
-                continue
-            checked.add(options)
-            try:
-                load_config(*options)
-            except ValueError as error:  # the engine's ConfigError: one line naming the key
-                raise WorkflowError(f"engine config {path} (preset {preset!r}, task {task}, "
-                                    f"variant {variant}) does not load: {error}") from None
+            loaded_engine_config(preset, task, variant)
+
+
+@functools.cache
+def loaded_engine_config(preset, task, variant):
+    """The variant's engine config as its jobs load it (seed 0 stands for every seed: seeds
+    differ only in `seed=`), or None where the engine cannot load the task's family here."""
+    path = _existing_engine_config(task, variant)
+    load_config = _family_loader(config["tasks"][task]["family"])
+    if load_config is None:
+        return None
+    engine_preset, device, sets = engine_options(preset, task, variant, seed=0)
+    try:
+        return load_config(path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
+    except ValueError as error:  # the engine's ConfigError: one line naming the key
+        raise WorkflowError(f"engine config {path} (preset {preset!r}, task {task}, "
+                            f"variant {variant}) does not load: {error}") from None
+
+
+def engine_tokenizer(wildcards):
+    """The `task.tokenizer` file a language run reads, as its input (so replacing the file reruns
+    its runs, and the paper's is fetched by `fetch_paper_tokenizer`), or none."""
+    loaded = loaded_engine_config(wildcards.preset, wildcards.task, wildcards.variant)
+    tokenizer = getattr(loaded.task, "tokenizer", None) if loaded is not None else None
+    return [tokenizer] if tokenizer else []
 
 
 def _existing_engine_config(task, variant):
@@ -401,24 +413,33 @@ def _existing_engine_config(task, variant):
     return path
 
 
-def _engine_loader(families):
-    """The engine's `load_config` and which of `families` it can load here. Where the engine, or
-    a family's RL extra, is installed only in the jobs' conda envs (`--sdm conda`), the jobs
-    check those configs themselves, with a warning here."""
+@functools.cache
+def _family_loader(family):
+    """The engine's `load_config` where it can load `family`'s configs here, else None. Where the
+    engine, or a family's RL extra, is installed only in the jobs' conda envs (`--sdm conda`),
+    the jobs check those configs themselves, with a warning here."""
+    load_config = _engine_loader()
+    if load_config is None:
+        return None
+    from neuroevo.tasks import TaskUnavailable, task_module
+
+    try:
+        task_module(family)
+    except TaskUnavailable as error:
+        logger.warning(f"engine configs of family {family!r} are checked by their jobs: {error}")
+        return None
+    return load_config
+
+
+@functools.cache
+def _engine_loader():
+    """The engine's `load_config`, or None (with one warning) where neuroevo does not import."""
     try:
         from neuroevo.config import load_config
-        from neuroevo.tasks import TaskUnavailable, task_module
     except ImportError as error:
         logger.warning(f"engine configs are checked by their jobs: neuroevo does not import here ({error})")
-        return None, set()
-    loadable = set()
-    for family in sorted(families):
-        try:
-            task_module(family)
-            loadable.add(family)
-        except TaskUnavailable as error:
-            logger.warning(f"engine configs of family {family!r} are checked by their jobs: {error}")
-    return load_config, loadable
+        return None
+    return load_config
 
 
 def _check_beyond(preset, beyond):

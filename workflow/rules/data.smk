@@ -1,6 +1,8 @@
 # Data the engine reads but git does not ship. Only the paper preset's TinyStories runs list
-# data/tinystories/first10k.txt as an input, so only they trigger this rule; the quick preset reads
-# the committed data/quickstories.txt.
+# data/tinystories/first10k.txt as an input, so only they trigger fetch_tinystories; the quick
+# preset reads the committed data/quickstories.txt. A language run whose engine config sets
+# `task.tokenizer: data/tinystories/tokenizer-bpe.json` (the authors' BPE; none does by default)
+# lists that file, which fetch_paper_tokenizer downloads.
 
 
 rule fetch_tinystories:
@@ -17,3 +19,18 @@ rule fetch_tinystories:
         runtime=30,
     shell:
         "neuroevo fetch-data tinystories --out $(dirname {output.stories}) > {log} 2>&1"
+
+
+rule fetch_paper_tokenizer:
+    output:
+        "data/tinystories/tokenizer-bpe.json",
+    log:
+        "logs/fetch_paper_tokenizer.log",
+    conda:
+        "../../envs/engine.yaml"
+    localrule: True  # needs internet
+    retries: 2
+    resources:
+        runtime=5,
+    shell:
+        "neuroevo fetch-data paper-tokenizer --out $(dirname {output}) > {log} 2>&1"

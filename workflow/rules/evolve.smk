@@ -10,6 +10,7 @@ rule evolve:
     input:
         config=engine_configs,
         data=lambda w: runs(w.preset)[w.task]["data"],
+        tokenizer=engine_tokenizer,
     output:
         summary="results/{preset}/runs/{task}/{variant}/seed{seed}/summary.json",
     params:
