@@ -403,13 +403,18 @@ def test_each_stories_file_keeps_its_own_source_record(tmp_path: Path,
     assert sources == {"first2.txt": flat, "first1.txt": sources["first1.txt"]}
 
 
+@pytest.mark.parametrize("text, message", [
+    ("{truncated", "SOURCE.json is not JSON .*: delete it and fetch again$"),
+    ("[1, 2]", "SOURCE.json holds no records of fetched files: delete it and fetch again$"),
+    ('{"repo": "x"}', "SOURCE.json holds no records of fetched files: delete it and fetch again$"),
+], ids=["not json", "a list", "a flat record without n_stories"])
 def test_a_broken_source_record_stops_the_fetch_before_the_download(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A SOURCE.json that is not JSON is a one-line DataError before anything is downloaded
-    (its records could not be kept)."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str):
+    """A SOURCE.json that is not JSON, or not records of fetched files, is a one-line
+    DataError before anything is downloaded (its records could not be kept)."""
     monkeypatch.setattr(tinystories, "hf_hub_download", lambda **kwargs: pytest.fail("downloaded"))
-    (tmp_path / "SOURCE.json").write_text("{truncated", encoding="utf-8")
-    with pytest.raises(DataError, match="SOURCE.json is not JSON .*: delete it and fetch again$"):
+    (tmp_path / "SOURCE.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
         fetch_tinystories(tmp_path, n_stories=2)
 
 

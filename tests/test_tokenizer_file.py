@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tokenizers
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from conftest import N_SMALL
 from neuroevo.cli import main
@@ -75,6 +75,25 @@ def test_token_ids_are_the_files_encoding_offset_and_framed(tmp_path: Path, smal
     for b in range(4):
         ids = [BOS_ID, *(np.asarray(reference.encode(quickstories[b]).ids) + SPECIAL_OFFSET), EOS_ID]
         assert batch.tokens[b, : int(batch.lengths[b])].tolist() == ids
+
+
+def test_a_files_padding_truncation_and_post_processor_do_not_reach_the_ids(
+        tmp_path: Path, small_text: Path, tokenizer_file: Path):
+    """The package frames and pads the stories itself: a file saved with padding, truncation
+    and a post-processor (which would pad every story to the longest, cut it to 8 tokens, or
+    wrap it in a second <s> … </s>) gives the same stories as the plain file."""
+    dressed = Tokenizer.from_file(str(tokenizer_file))
+    dressed.enable_padding(pad_id=1, pad_token="<pad>")
+    dressed.enable_truncation(max_length=8)
+    dressed.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+    dressed_file = tmp_path / "dressed.json"
+    dressed.save(str(dressed_file))
+    plain = prepare_corpus(small_text, tmp_path / "plain", vocab_size=VOCAB,
+                           tokenizer_path=tokenizer_file)
+    got = prepare_corpus(small_text, tmp_path / "dressed", vocab_size=VOCAB,
+                         tokenizer_path=dressed_file)
+    assert np.array_equal(got.offsets, plain.offsets) and np.array_equal(got.tokens, plain.tokens)
 
 
 def test_an_edited_file_makes_a_new_cache_entry(tmp_path: Path, small_text: Path,
@@ -237,8 +256,10 @@ def test_fetch_paper_tokenizer_writes_the_file_and_records_it(
 
 
 @pytest.mark.parametrize("served, message", [
-    (b"404: Not Found", r"is not the paper's tokenizer .*not a Hugging Face tokenizers JSON"),
-    ("small", r"is not the paper's tokenizer .*has 512 tokens but task.vocab_size is 2048"),
+    (b"404: Not Found", r"is not the paper's tokenizer: the download is not a Hugging Face "
+                        r"tokenizers JSON \(.*\); nothing was written$"),
+    ("small", r"is not the paper's tokenizer: the download has 512 tokens but task.vocab_size "
+              r"is 2048; nothing was written$"),
     (OSError("no route to host"), r"could not download .*OSError: no route to host"),
 ], ids=["error page", "another bpe", "offline"])
 def test_fetch_paper_tokenizer_refuses_what_is_not_it_and_writes_nothing(

@@ -227,9 +227,11 @@ def fetch_paper_tokenizer(out_dir: Path) -> Path:
         part.write_bytes(data)
         try:
             _, sha256 = load_tokenizer_file(part, PAPER_VOCAB_SIZE)
-        except DataError as error:
-            raise DataError(f"{PAPER_TOKENIZER_URL} is not the paper's tokenizer ({error}); "
-                            "nothing was written") from None
+        except DataError as error:  # "task.tokenizer: <part><problem>: <fix>", where the
+            # temporary file's name and the fix (for a config's task.tokenizer) mean nothing here
+            problem = str(error).removeprefix(f"task.tokenizer: {part}").rsplit(": ", 1)[0]
+            raise DataError(f"{PAPER_TOKENIZER_URL} is not the paper's tokenizer: the "
+                            f"download{problem}; nothing was written") from None
     _record_source(sources_path, out.name, {"url": PAPER_TOKENIZER_URL, "license": "MIT",
                                             "sha256": sha256})
     return out
@@ -320,6 +322,12 @@ def load_tokenizer_file(path: Path, vocab_size: int) -> tuple[Tokenizer, str]:
                         f"0-{len(BPE_SPECIALS) - 1} (the paper's <unk> <pad> <s> </s> "
                         f"<|endoftext|>), not at {specials or 'none'}: train it with "
                         f"{len(BPE_SPECIALS)} special tokens first, or {PAPER_TOKENIZER_HINT}")
+    # the package frames (<s> … </s>) and pads the stories itself: a file's own padding,
+    # truncation or post-processor (saved with it, e.g. after enable_padding) would change every
+    # story's ids, so they are switched off (the paper's file has none of them)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.post_processor = None
     return tokenizer, hashlib.sha256(data).hexdigest()
 
 
@@ -490,6 +498,8 @@ def _read_sources(path: Path) -> dict[str, dict]:
     except ValueError as error:
         raise DataError(f"{path} is not JSON ({_one_line(error)}): delete it and fetch "
                         "again") from None
+    if not isinstance(sources, dict) or ("repo" in sources and "n_stories" not in sources):
+        raise DataError(f"{path} holds no records of fetched files: delete it and fetch again")
     return {stories_filename(sources["n_stories"]): sources} if "repo" in sources else sources
 
 
