@@ -96,21 +96,48 @@ def test_dry_run_enumerates_exactly_the_grid(workdir: Path, preset: str, familie
     assert ("fetch_tinystories" in job_counts(output)) == (preset == "paper")
 
 
-def test_a_tokenizer_file_is_an_input_fetched_when_it_is_the_papers(workdir: Path) -> None:
-    """A language variant whose engine config sets `task.tokenizer` lists that file as the input
-    of its runs and beyond jobs: the authors' file (data/tinystories/tokenizer-bpe.json) is
-    fetched by its own rule, once; variants without the key list none."""
-    def use_papers_tokenizer(experiments: dict) -> None:
-        variant = experiments["tasks"]["tinystories"]["variants"]["factorized-r4"]
-        variant.setdefault("set", {})["task.tokenizer"] = "data/tinystories/tokenizer-bpe.json"
+@pytest.mark.parametrize("importable", [True, False], ids=["engine-here", "engine-in-jobs-only"])
+@pytest.mark.parametrize("where", ["variant set", "engine preset"])
+def test_a_tokenizer_file_is_an_input_fetched_when_it_is_the_papers(
+        workdir: Path, where: str, importable: bool) -> None:
+    """A language variant whose engine config sets `task.tokenizer` (by its `set:` in
+    experiments.yaml, or in its YAML: here the `quick` engine preset of factorized.yaml) lists
+    that file as the input of its runs and beyond jobs, also where the engine does not import
+    (the jobs' conda envs have it): the authors' file is fetched by its own rule, once;
+    variants without the key list none."""
+    tokenizer = "data/tinystories/tokenizer-bpe.json"
+    if where == "variant set":
+        def use_papers_tokenizer(experiments: dict) -> None:
+            variant = experiments["tasks"]["tinystories"]["variants"]["factorized-r4"]
+            variant.setdefault("set", {})["task.tokenizer"] = tokenizer
 
-    edit_experiments(workdir, use_papers_tokenizer)
-    output = snakemake(workdir, "-n", "--config", "preset=quick", families_arg(["tinystories"])).stdout
+        edit_experiments(workdir, use_papers_tokenizer)
+        expected = {"factorized-r4"}
+    else:
+        with (workdir / "configs/tinystories/factorized.yaml").open("a") as config:
+            config.write(f"presets:\n  quick:\n    task.tokenizer: {tokenizer}\n")
+        variants = EXPERIMENTS["tasks"]["tinystories"]["variants"]
+        expected = {name for name in EXPERIMENTS["presets"]["quick"]["runs"]["tinystories"]["variants"]
+                    if variants[name]["config"] == "configs/tinystories/factorized.yaml"}
+    fake = workdir / "no_engine"  # a neuroevo that does not import, ahead of the real one
+    (fake / "neuroevo").mkdir(parents=True)
+    (fake / "neuroevo" / "__init__.py").write_text("raise ImportError('only in the jobs')\n")
+    output = snakemake(workdir, "-n", "--config", "preset=quick", families_arg(["tinystories"]),
+                       pythonpath=() if importable else (fake,)).stdout
+    assert ("neuroevo does not import here" in output) != importable
     assert job_counts(output)["fetch_paper_tokenizer"] == 1
     readers = re.findall(r"rule (\w+):\n    input: ([^\n]*tokenizer-bpe\.json[^\n]*)\n(?:.*\n)*?"
                          r"\s+wildcards: [^\n]*variant=([\w-]+)", output)
-    assert readers and {variant for _, _, variant in readers} == {"factorized-r4"}
+    assert {variant for _, _, variant in readers} == expected
     assert {rule for rule, _, _ in readers} >= {"evolve"}
+
+
+def test_the_stories_fetch_declares_no_source_record(workdir: Path) -> None:
+    """SOURCE.json holds the records of every fetched file (the stories, the paper's tokenizer):
+    it is no declared output of fetch_tinystories, which Snakemake would delete before the job."""
+    output = snakemake(workdir, "-n", "--config", "preset=paper", families_arg(["tinystories"])).stdout
+    fetch = re.search(r"rule fetch_tinystories:\n    output: ([^\n]*)\n", output)
+    assert fetch and fetch[1] == "data/tinystories/first10k.txt"
 
 
 def test_grid_sizes_are_the_documented_ones(workdir: Path) -> None:

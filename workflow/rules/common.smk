@@ -316,15 +316,31 @@ def _config_chain(task, variant):
 
 
 def variant_encoding(task, variant):
-    """encoding.kind of a variant: its `set`, else the nearest config in its chain that names it."""
+    """encoding.kind of a variant (the engine's default, dense, where no file names it)."""
+    return yaml_setting(None, task, variant, "encoding.kind") or "dense"
+
+
+def yaml_setting(preset, task, variant, dotted):
+    """One `section.key` of the engine config a variant's runs load, read from the YAML alone
+    (the engine may be installed only in the jobs' conda envs): the variant's `set`, else the
+    preset's engine preset entry, else the nearest config of its chain that has the key: the
+    engine loader's precedence. None where nothing sets it."""
     overrides = variant_config(task, variant).get("set", {})
-    if "encoding.kind" in overrides:
-        return overrides["encoding.kind"]
-    for path in _config_chain(task, variant):
-        kind = ((yaml.safe_load(path.read_text()) or {}).get("encoding") or {}).get("kind")
-        if kind:
-            return kind
-    return "dense"
+    if dotted in overrides:
+        return overrides[dotted]
+    section, key = dotted.split(".", 1)
+    chain = [yaml.safe_load(path.read_text()) or {}
+             for path in _config_chain(task, variant) if path.exists()]
+    engine_preset = preset_config(preset)["engine_preset"] if preset else None
+    for data in chain if engine_preset else ():
+        entry = (data.get("presets") or {}).get(engine_preset) or {}
+        if dotted in entry:
+            return entry[dotted]
+    for data in chain:
+        values = data.get(section)
+        if isinstance(values, dict) and key in values:  # a null section keeps its base's
+            return values[key]
+    return None
 
 
 def conda_env(wildcards):
@@ -373,20 +389,19 @@ def _check_engine_configs(preset):
     one line, not each job in its log after two retries."""
     for task, run in runs(preset).items():
         for variant in run["variants"]:
-            loaded_engine_config(preset, task, variant)
+            _load_engine_config(preset, task, variant)
 
 
-@functools.cache
-def loaded_engine_config(preset, task, variant):
-    """The variant's engine config as its jobs load it (seed 0 stands for every seed: seeds
-    differ only in `seed=`), or None where the engine cannot load the task's family here."""
+def _load_engine_config(preset, task, variant):
+    """Load the variant's engine config as its jobs will (seed 0 stands for every seed: seeds
+    differ only in `seed=`); skipped where the engine cannot load the task's family here."""
     path = _existing_engine_config(task, variant)
     load_config = _family_loader(config["tasks"][task]["family"])
     if load_config is None:
-        return None
+        return
     engine_preset, device, sets = engine_options(preset, task, variant, seed=0)
     try:
-        return load_config(path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
+        load_config(path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
     except ValueError as error:  # the engine's ConfigError: one line naming the key
         raise WorkflowError(f"engine config {path} (preset {preset!r}, task {task}, "
                             f"variant {variant}) does not load: {error}") from None
@@ -394,9 +409,9 @@ def loaded_engine_config(preset, task, variant):
 
 def engine_tokenizer(wildcards):
     """The `task.tokenizer` file a language run reads, as its input (so replacing the file reruns
-    its runs, and the paper's is fetched by `fetch_paper_tokenizer`), or none."""
-    loaded = loaded_engine_config(wildcards.preset, wildcards.task, wildcards.variant)
-    tokenizer = getattr(loaded.task, "tokenizer", None) if loaded is not None else None
+    its runs, and the paper's is fetched by `fetch_paper_tokenizer`), or none. From the YAML, so
+    also where the engine does not import here."""
+    tokenizer = yaml_setting(wildcards.preset, wildcards.task, wildcards.variant, "task.tokenizer")
     return [tokenizer] if tokenizer else []
 
 

@@ -7,8 +7,9 @@
 
 rule fetch_tinystories:
     output:
+        # its record (revision, sha256s) goes to data/tinystories/SOURCE.json, which is no declared
+        # output: Snakemake deletes those before a job, and the file keeps fetch_paper_tokenizer's too
         stories="data/tinystories/first10k.txt",
-        source="data/tinystories/SOURCE.json",  # what was downloaded: revision and sha256s
     log:
         "logs/fetch_tinystories.log",
     conda:
