@@ -179,15 +179,17 @@ def test_vargha_delaney_a_by_hand(treatment: list[float], control: list[float],
 
 
 def test_vargha_delaney_a_is_the_treatments_mann_whitney_u_over_n1_n2() -> None:
-    """A equals scipy's U of the treatment divided by n1·n2, ties included; NaN for an empty
-    group, and non-finite scores are dropped as by every test here."""
+    """A equals scipy's U of the treatment divided by n1·n2, ties included; NaN for a group of
+    fewer than MIN_SEEDS scores (as the tests beside it), and non-finite scores are dropped as
+    by every test here."""
     rng = np.random.default_rng(0)
     for n1, n2 in ((3, 3), (5, 8), (12, 4)):
         x, y = rng.integers(0, 6, n1).astype(float), rng.integers(0, 6, n2).astype(float)
         u = sps.mannwhitneyu(x, y, alternative="two-sided").statistic
         assert stats.vargha_delaney_a(x, y) == pytest.approx(u / (n1 * n2))
-    assert math.isnan(stats.vargha_delaney_a([], [1.0]))
-    assert stats.vargha_delaney_a([2.0, float("nan")], [1.0]) == 1.0
+    assert math.isnan(stats.vargha_delaney_a([], [1.0, 2.0]))
+    assert math.isnan(stats.vargha_delaney_a([2.0], [1.0, 3.0]))  # one seed: a single comparison
+    assert stats.vargha_delaney_a([2.0, 3.0, float("nan")], [1.0, 0.0]) == 1.0
 
 
 def test_mann_whitney_is_exact_for_small_samples_with_ties() -> None:

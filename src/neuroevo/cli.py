@@ -284,7 +284,7 @@ def _layout(config) -> tuple:
         if not hasattr(module, "layout_without_data"):
             raise
         return module.layout_without_data(config), (
-            f"no data ({error}): the vocabulary is taken as full "
+            f"without the data ({error}): the vocabulary is taken as full "
             f"({config.task.vocab_size:,} + {SPECIAL_OFFSET} specials)")
 
 

@@ -113,7 +113,8 @@ def glass_delta(treatment: Sequence[float], control: Sequence[float]) -> float:
 
 def vargha_delaney_a(treatment: Sequence[float], control: Sequence[float]) -> float:
     """Vargha–Delaney A = P(treatment run > control run) + ½·P(tie) over all pairs of runs,
-    = U / (n_t·n_c) with U the treatment's Mann–Whitney U; NaN if a group is empty.
+    = U / (n_t·n_c) with U the treatment's Mann–Whitney U; NaN if a group has fewer than
+    MIN_SEEDS scores (one run a group is a single comparison, as the tests beside it say).
 
     Glass's Δ, the paper's effect size, divides by the control's spread: with a few seeds whose
     scores sit on one plateau (Frostbite's 250, 270, 250) that spread is tiny and Δ explodes
@@ -121,7 +122,7 @@ def vargha_delaney_a(treatment: Sequence[float], control: Sequence[float]) -> fl
     run), depends on the order of the scores alone and so reads with the rank tests beside it.
     """
     x, y = _array(treatment), _array(control)
-    if x.size == 0 or y.size == 0:
+    if min(x.size, y.size) < MIN_SEEDS:
         return math.nan
     wins = np.sign(x[:, None] - y[None, :])  # (n_t, n_c): +1 treatment higher, 0 tie, −1 lower
     return float((wins.mean() + 1.0) / 2.0)
