@@ -289,6 +289,23 @@ def test_replay_redevelops_the_elite(tmp_path: Path, tiny_lm_overrides, capsys) 
     assert "matches the logged" in capsys.readouterr().out
 
 
+def test_replay_after_the_text_was_edited_says_the_data_changed(tmp_path: Path,
+                                                                tiny_lm_overrides, capsys) -> None:
+    """elite.json records the run's data hash: replayed after its text was edited, the elite
+    does not match, and replay says why."""
+    text = tmp_path / "stories.txt"
+    text.write_text(Path("data/quickstories.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "run"
+    assert _run("small", out, [*tiny_lm_overrides, f"task.text={text}"]) == 0
+    assert len(json.loads((out / "elite.json").read_text())["data_sha256"]) == 64
+    stories = text.read_text(encoding="utf-8").splitlines(keepends=True)
+    text.write_text("".join(reversed(stories)), encoding="utf-8")  # other stories first
+    capsys.readouterr()
+    assert main(["replay", str(out / "elite.json"), "--device", "cpu"]) == 1
+    printed = capsys.readouterr().out
+    assert "differs from the logged" in printed and "the run's data have changed" in printed
+
+
 def test_elite_json_develops_to_the_checkpointed_weights_bit_for_bit(
         tmp_path: Path, tiny_lm_overrides) -> None:
     """The few-KB seed chain in elite.json is the elite: developed from its seeds alone it gives

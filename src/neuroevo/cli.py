@@ -306,6 +306,11 @@ def _replay(args: argparse.Namespace) -> int:
     print(f"replayed fitness {fitness:.6g} {'matches' if matches else 'differs from'} the logged "
           f"{logged:.6g} (generation {meta['generation']}, {len(genome.mutations)} mutations, "
           f"{device})")
+    recorded = meta.get("data_sha256")  # None: an RL task, or an elite.json from before it
+    if recorded is not None and recorded != task.data_sha256:
+        print(f"the run's data have changed since it ran (sha256 {recorded[:12]}… then, "
+              f"{task.data_sha256[:12]}… now: task.text or task.tokenizer was edited), so its "
+              "fitness cannot be reproduced on them")
     return 0 if matches else 1  # scripts (and CI) can tell a reproduced elite from one that is not
 
 

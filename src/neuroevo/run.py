@@ -155,7 +155,7 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
                            "wall_seconds": time.perf_counter() - started, **evaluation.seconds})
         save_genome(paths.elite, record.best_genome, fitness=record.best_fitness,
                     generation=record.generation, individual=record.best_index, config=resolved,
-                    config_digest=digest)
+                    config_digest=digest, data_sha256=task.data_sha256)
         if ga.done or time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
             atomic_torch_save({"ga": ga.state_dict(), **identity}, paths.checkpoint)
             last_checkpoint = time.perf_counter()
