@@ -28,6 +28,7 @@ EPILOG = """examples:
       --out runs/x --resume                                          # continue a killed run
   neuroevo describe configs/tinystories/factorized.yaml                  # search-space sizes
   neuroevo fetch-data tinystories   # the paper's data (1.9 GB, once): configs without --preset
+  neuroevo fetch-data paper-tokenizer     # the authors' BPE, for --set task.tokenizer=data/...
   neuroevo replay runs/lm-fact/elite.json                                # re-develop the elite
   neuroevo mutation-effects configs/tinystories/factorized.yaml --preset quick --out runs/me \\
       --generations 1 10 20 --parents 4 --mutations 32           # fitness change of 1 mutation
