@@ -237,6 +237,28 @@ def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
     assert "Params have changed" in snakemake(workdir, "-n", target).stdout
 
 
+def test_a_config_edit_reruns_runs_only_when_it_changes_a_setting(workdir: Path) -> None:
+    """Editing an engine config (here the base every TinyStories config extends) reruns its runs
+    when the edit changes what the YAML says, and not for a comment: the files are `ancient`
+    inputs and their parsed content a param."""
+    target = "results/quick/runs/tinystories/factorized-r16/seed0/summary.json"
+    fake = workdir / "bin" / "neuroevo"  # a stand-in engine: writes the declared summary
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != "--out" ]; do shift; done\n'
+                    'mkdir -p "$2" && echo "{}" > "$2/summary.json"\n')
+    fake.chmod(0o755)
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+               str(workdir), "--cores", "1", target]
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    base = workdir / "configs" / "tinystories" / "_base.yaml"
+    base.write_text(base.read_text() + "# a comment added later\n")
+    os.utime(base)  # newer than the run's summary either way
+    assert "Nothing to be done" in snakemake(workdir, "-n", target).stdout
+    base.write_text(base.read_text().replace("  elites: 16", "  elites: 8"))
+    assert "Params have changed" in snakemake(workdir, "-n", target).stdout
+
+
 def test_a_retry_keeps_only_the_last_attempts_log(workdir: Path) -> None:
     """Snakemake deletes an evolve job's log before each retry, so the log holds the last
     attempt; --show-failed-logs (both profiles set it) prints each failed attempt's log, as the

@@ -18,6 +18,7 @@ rule mutation_effects:
         config=lambda w: variant_config(w.task, w.variant)["config"],
         out_dir=lambda w, output: str(Path(output.probes).parent),
         args=evolve_args,
+        settings=engine_config_content,
         probe=probe_args,
     log:
         "logs/{preset}/beyond/mutation_effects/{task}/{variant}/seed{seed}.log",
@@ -47,6 +48,7 @@ rule gradient:
         config=lambda w: variant_config(w.task, w.variant)["config"],
         out_dir=lambda w, output: str(Path(output.log_csv).parent),
         args=evolve_args,
+        settings=engine_config_content,
         lr=lambda w: preset_config(w.preset)["beyond"]["gradient"].get("lr", 3e-3),
     log:
         "logs/{preset}/beyond/gradient/{task}/{variant}/seed{seed}.log",

@@ -8,6 +8,7 @@ with one line.
 
 import csv
 import functools
+import hashlib
 import json
 import shlex
 from pathlib import Path
@@ -292,8 +293,18 @@ def engine_options(preset, task, variant, seed):
 
 
 def engine_configs(wildcards):
-    """The variant's engine config and the files it `extends` (so editing a base reruns its runs)."""
-    return [str(path) for path in _config_chain(wildcards.task, wildcards.variant)]
+    """The variant's engine config and the files it `extends`, as `ancient` inputs: what reruns
+    a job after an edit of them is `engine_config_content` among its params, so a comment or a
+    reformat reruns nothing (on a cluster: no GPU jobs submitted just to find their runs done)."""
+    return [ancient(str(path)) for path in _config_chain(wildcards.task, wildcards.variant)]
+
+
+def engine_config_content(wildcards):
+    """A hash of what the variant's config files say (parsed YAML, not their text): a param of the
+    engine rules, so Snakemake reruns a job whose files changed a setting, and only then."""
+    chain = [yaml.safe_load(path.read_text()) for path in _config_chain(wildcards.task, wildcards.variant)
+             if path.exists()]
+    return hashlib.sha256(json.dumps(chain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def preset_engine_configs(preset):

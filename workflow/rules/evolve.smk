@@ -17,6 +17,7 @@ rule evolve:
         config=lambda w: variant_config(w.task, w.variant)["config"],
         run_dir=lambda w, output: str(Path(output.summary).parent),
         args=evolve_args,
+        settings=engine_config_content,
     log:
         "logs/{preset}/evolve/{task}/{variant}/seed{seed}.log",
     conda:
