@@ -214,12 +214,9 @@ def test_environment_pools_get_the_threads_the_job_gets(workdir: Path) -> None:
     assert "hopper/dense/seed0 --device cpu --set seed=0 --workers 4 --resume" in output
 
 
-def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
-    """Snakemake records each run's arguments (a function of the wildcards alone, the pool size
-    apart), so editing a variant's `set:` in experiments.yaml reruns the runs it changes."""
-    target = "results/quick/runs/tinystories/factorized-r16/seed0/summary.json"
-    # a stand-in engine on PATH: writes the summary the rule declares, so the job really runs
-    # and Snakemake records its metadata
+def _run_with_a_stand_in_engine(workdir: Path, target: str) -> None:
+    """Make `target` with a stand-in engine on PATH that writes the summary the rule declares,
+    so the job really runs and Snakemake records its metadata (params, inputs)."""
     fake = workdir / "bin" / "neuroevo"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\nwhile [ "$1" != "--out" ]; do shift; done\n'
@@ -229,6 +226,13 @@ def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
                str(workdir), "--cores", "1", target]
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
     subprocess.run(command, check=True, capture_output=True, env=env)
+
+
+def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
+    """Snakemake records each run's arguments (a function of the wildcards alone, the pool size
+    apart), so editing a variant's `set:` in experiments.yaml reruns the runs it changes."""
+    target = "results/quick/runs/tinystories/factorized-r16/seed0/summary.json"
+    _run_with_a_stand_in_engine(workdir, target)
     assert "Nothing to be done" in snakemake(workdir, "-n", target).stdout
     experiments = workdir / "configs" / "experiments.yaml"
     experiments.write_text(experiments.read_text().replace(
@@ -242,15 +246,7 @@ def test_a_config_edit_reruns_runs_only_when_it_changes_a_setting(workdir: Path)
     when the edit changes what the YAML says, and not for a comment: the files are `ancient`
     inputs and their parsed content a param."""
     target = "results/quick/runs/tinystories/factorized-r16/seed0/summary.json"
-    fake = workdir / "bin" / "neuroevo"  # a stand-in engine: writes the declared summary
-    fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\nwhile [ "$1" != "--out" ]; do shift; done\n'
-                    'mkdir -p "$2" && echo "{}" > "$2/summary.json"\n')
-    fake.chmod(0o755)
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-               str(workdir), "--cores", "1", target]
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    _run_with_a_stand_in_engine(workdir, target)
     base = workdir / "configs" / "tinystories" / "_base.yaml"
     base.write_text(base.read_text() + "# a comment added later\n")
     os.utime(base)  # newer than the run's summary either way
