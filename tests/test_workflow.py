@@ -243,14 +243,16 @@ def test_an_edited_variant_override_reruns_its_runs(workdir: Path) -> None:
 
 def test_a_config_edit_reruns_runs_only_when_it_changes_a_setting(workdir: Path) -> None:
     """Editing an engine config (here the base every TinyStories config extends) reruns its runs
-    when the edit changes what the YAML says, and not for a comment: the files are `ancient`
-    inputs and their parsed content a param."""
+    when the edit changes what the YAML says for them, and not for a comment or another engine
+    preset: the files are `ancient` inputs and their parsed content a param."""
     target = "results/quick/runs/tinystories/factorized-r16/seed0/summary.json"
     _run_with_a_stand_in_engine(workdir, target)
     base = workdir / "configs" / "tinystories" / "_base.yaml"
     base.write_text(base.read_text() + "# a comment added later\n")
     os.utime(base)  # newer than the run's summary either way
     assert "Nothing to be done" in snakemake(workdir, "-n", target).stdout
+    base.write_text(base.read_text().replace("presets:\n", "presets:\n  other: {ga.elites: 2}\n"))
+    assert "Nothing to be done" in snakemake(workdir, "-n", target).stdout  # not its preset
     base.write_text(base.read_text().replace("  elites: 16", "  elites: 8"))
     assert "Params have changed" in snakemake(workdir, "-n", target).stdout
 

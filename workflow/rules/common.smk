@@ -300,11 +300,17 @@ def engine_configs(wildcards):
 
 
 def engine_config_content(wildcards):
-    """A hash of what the variant's config files say (parsed YAML, not their text): a param of the
-    engine rules, so Snakemake reruns a job whose files changed a setting, and only then."""
-    chain = [yaml.safe_load(path.read_text()) for path in _config_chain(wildcards.task, wildcards.variant)
-             if path.exists()]
-    return hashlib.sha256(json.dumps(chain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A hash of what the variant's config files say for this job (parsed YAML, not text: its
+    sections and its preset's engine preset entry, not the other presets): a param of the
+    engine rules, so Snakemake reruns a job whose files changed one of its settings, and only
+    then."""
+    engine_preset = preset_config(wildcards.preset)["engine_preset"]
+    said = []
+    for path in _config_chain(wildcards.task, wildcards.variant):
+        data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+        presets = data.pop("presets", None) or {}
+        said.append([data, presets.get(engine_preset)])
+    return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def preset_engine_configs(preset):
