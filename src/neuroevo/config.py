@@ -21,16 +21,13 @@ from typing import Any
 
 import yaml
 
+from neuroevo.config_files import ConfigError, read_with_extends
 from neuroevo.encoding import ENCODINGS, EncodingConfig
 from neuroevo.ga import GAConfig
 from neuroevo.tasks import TASK_MODULES, task_module
 
 TOP_LEVEL_KEYS = ("task", "model", "encoding", "ga", "seed", "device")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """A config problem, phrased as one line that names the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ def load_config(path: str | Path, preset: str | None = None,
                 overrides: typing.Sequence[str] = ()) -> RunConfig:
     """Read, merge, override and validate a run config (see module docstring)."""
     path = Path(path)
-    raw = _read_with_extends(path, seen=())
+    raw = read_with_extends(path)
     presets = raw.pop("presets", {}) or {}
     origins: dict[str, str] = {}  # dotted key → the preset or --set that gave its value
     if preset is not None:
@@ -104,40 +101,6 @@ def config_from_dict(data: dict) -> RunConfig:
 
 
 # --- internals -----------------------------------------------------------------------------------
-
-def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: `extends` loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections")
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    base = _read_with_extends(path.parent / parent, seen + (path.resolve(),))
-    return _merge(base, data)
-
-
-def _merge(base: dict, child: dict) -> dict:
-    """The child's keys over the base's, section by section; an empty section (`ga:` with
-    nothing under it, which YAML reads as null) keeps the base's, as `ga: {}` does."""
-    out = dict(base)
-    for key, value in child.items():
-        if value is None and isinstance(out.get(key), dict):
-            continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
 
 def _assign(raw: dict, dotted: str, value: Any, source: str) -> None:
     """Set one dotted key, creating its sections; an empty section (YAML's null) counts as {}."""

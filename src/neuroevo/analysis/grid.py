@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..config_files import read_with_extends
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def engine_settings(variant: Variant, engine_preset: str | None) -> dict[str, An
     path = Path(variant.config)
     if not path.is_file():
         raise ValueError(f"variant {variant.name!r}: engine config {path} not found")
-    raw = _read_chain(path)
+    raw = read_with_extends(path)
     presets = raw.pop("presets", None) or {}
     if engine_preset is not None and engine_preset not in presets:
         raise ValueError(f"{path}: no engine preset {engine_preset!r}")
@@ -118,20 +118,3 @@ def _task(name: str, raw: dict[str, Any]) -> Task:
         figure_variants=tuple(raw.get("figure_variants", ())),
     )
 
-
-def _read_chain(path: Path) -> dict[str, Any]:
-    """A config file merged over the file it `extends` (and so on up), the child's keys winning
-    section by section; an empty section keeps the parent's."""
-    data = yaml.safe_load(path.read_text()) or {}
-    parent = data.pop("extends", None)
-    return data if parent is None else _merge(_read_chain(path.parent / parent), data)
-
-
-def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in child.items():
-        if isinstance(out.get(key), dict) and (value is None or isinstance(value, dict)):
-            out[key] = _merge(out[key], value or {})
-        else:
-            out[key] = value
-    return out
