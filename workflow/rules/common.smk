@@ -305,11 +305,9 @@ def engine_config_content(wildcards):
     engine rules, so Snakemake reruns a job whose files changed one of its settings, and only
     then."""
     engine_preset = preset_config(wildcards.preset)["engine_preset"]
-    said = []
-    for path in _config_chain(wildcards.task, wildcards.variant):
-        data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-        presets = data.pop("presets", None) or {}
-        said.append([data, presets.get(engine_preset)])
+    said = [[{key: value for key, value in data.items() if key != "presets"},
+             (data.get("presets") or {}).get(engine_preset)]
+            for _, data in _parsed_chain(wildcards.task, wildcards.variant)]
     return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -321,15 +319,22 @@ def preset_engine_configs(preset):
 
 def _config_chain(task, variant):
     """The variant's engine config, then each file it `extends`, child first."""
+    return [path for path, _ in _parsed_chain(task, variant)]
+
+
+@functools.cache
+def _parsed_chain(task, variant):
+    """(path, parsed YAML) of the variant's engine config and each file it `extends`, child
+    first; a missing file parses as {} and ends the chain. Read once per DAG build, however many
+    jobs, inputs and params look (read-only: callers copy what they change)."""
     path = Path(variant_config(task, variant)["config"])
-    chain = [path]
-    while path.exists():
-        parent = (yaml.safe_load(path.read_text()) or {}).get("extends")
-        if not parent:
-            break
-        path = path.parent / parent
-        chain.append(path)
-    return chain
+    chain = []
+    while True:
+        data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+        chain.append((path, data))
+        if not data.get("extends"):
+            return tuple(chain)
+        path = path.parent / data["extends"]
 
 
 def variant_encoding(task, variant):
@@ -346,8 +351,7 @@ def yaml_setting(preset, task, variant, dotted):
     if dotted in overrides:
         return overrides[dotted]
     section, key = dotted.split(".", 1)
-    chain = [yaml.safe_load(path.read_text()) or {}
-             for path in _config_chain(task, variant) if path.exists()]
+    chain = [data for _, data in _parsed_chain(task, variant)]
     engine_preset = preset_config(preset)["engine_preset"] if preset else None
     for data in chain if engine_preset else ():
         entry = (data.get("presets") or {}).get(engine_preset) or {}
