@@ -52,14 +52,12 @@
 #                                  kernels' and the noise kernel's tests, both settings, and both
 #                                  with the split off (session 12 ran it with the split from 256
 #                                  tokens as shipped and at every length as the alternative)
-#   bash bench/gpu_check.sh prepared what session 12 prepared after its GPU calls, ~7 min,
-#                                  all off: the embedding lookup and rotation as one kernel
-#                                  (gpu.EMBED_KERNEL), the factorized embedding's product in the
-#                                  loss kernel (gpu.LOSS_FACTOR_ON_CHIP), the attention's lazy
-#                                  rescaling (gpu.ATTENTION_LAZY_RESCALE): their tests, each
-#                                  kernel swept with its lever off and on, both settings with
-#                                  all three off and on, the paper's lengths with each (the
-#                                  all-on run profiled)
+#   bash bench/gpu_check.sh winners what `prepared` (session 12's levers, run in the fifth H100
+#                                  session, bench/gpu_logs/2026-11-27-h100-prepared.log) chose,
+#                                  ~4 min: the embedding kernel on, the factor in the loss kernel
+#                                  up to rank 4 (the lazy rescaling lost and was removed): both
+#                                  settings as shipped, the fixed one also without the two, then
+#                                  the tests of what changed
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -201,29 +199,14 @@ defaults)
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$split_off"
     ;;
-prepared)
-    on='{"LOSS_FACTOR_ON_CHIP": 1, "EMBED_KERNEL": 1, "ATTENTION_LAZY_RESCALE": 1}'
+winners)
+    before='{"EMBED_KERNEL": 0, "LOSS_FACTOR_ON_CHIP": 0}'
     three=(--models "paper dense" "paper factorized r4" "paper factorized r1")
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "factor or embedding_kernel or every_lever or fitness_equals or lazy"
-    for model in "paper factorized r4" "paper factorized r1"; do
-        step $py bench/triton_sweep.py --precision tf32 --kernels loss --model "$model" \
-            --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 \
-            --knob LOSS_FACTOR_ON_CHIP=0,1
-    done
-    for model in "paper dense" "paper factorized r4"; do
-        step $py bench/triton_sweep.py --precision tf32 --kernels embedding --model "$model"
-    done
-    lazy=(--kernels attention --knob QUERY_BLOCK=64 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
-          --knob ATTENTION_LAZY_RESCALE=0,1)
-    step $py bench/triton_sweep.py --precision tf32 "${lazy[@]}"
-    step $py bench/triton_sweep.py --precision tf32 "${lazy[@]}" --batch 32 --seq-len 512
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 "${three[@]}"
-    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 "${three[@]}" --config "$on"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 "${three[@]}" --config "$before"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
-    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
-        --config '{"ATTENTION_LAZY_RESCALE": 1}'
-    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
-        "paper factorized r4" --config "$on" --profile
+    step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py \
+        -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
 *)
     echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|prepared]" >&2

@@ -158,17 +158,17 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     lines = [line for line in result.stdout.splitlines() if "registers" in line]
     kernels = {line.split()[1] for line in lines}
     assert kernels == {"attention_layer_norm_kernel", "key_value_kernel",
-                       "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel"}, \
-        result.stdout
-    # per precision: the key/value pre-pass, attention and feed-forward for each encoding, one
-    # log-likelihood variant (the factorized model's rank-32 embedding reads as wide as the
-    # dense one's)
-    assert len(lines) == 2 * 7
+                       "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel",
+                       "embedding_rotary_kernel"}, result.stdout
+    # per precision: the key/value pre-pass, attention, feed-forward and the embedding for each
+    # encoding, one log-likelihood variant (the factorized model's rank-32 embedding is past
+    # gpu.LOSS_FACTOR_ON_CHIP and reads as wide as the dense one's)
+    assert len(lines) == 2 * 9
 
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
-    four on, the key/value pre-pass, the loss with exp2 and with the embedding's factor, the
+    three on, the key/value pre-pass, the loss with exp2 and with the embedding's factor, the
     feed-forward layer in chunks, the embedding kernel, and every kernel with split-TF32
     products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
@@ -176,8 +176,8 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": 1, '
-         '"EMBED_KERNEL": 1, "ATTENTION_LAZY_RESCALE": 1}'],
+         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": 64, '
+         '"EMBED_KERNEL": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "registers" in line]
@@ -201,7 +201,7 @@ def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):
     stems = {path.stem for path in tmp_path.iterdir()}
     assert {stem.split("-")[1] for stem in stems} == {
         "attention_layer_norm_kernel", "key_value_kernel", "feed_forward_layer_norm_kernel",
-        "negative_log_likelihood_kernel"}
+        "negative_log_likelihood_kernel", "embedding_rotary_kernel"}
     for stem in stems:
         code = (tmp_path / f"{stem}.ptx").read_text()
         assert ".entry" in code and ".debug" not in code and "//" not in code

@@ -37,11 +37,18 @@ def test_genome_develops_to_the_same_weights_on_cuda() -> None:
 @pytest.mark.parametrize("encoding", [EncodingConfig("dense"),
                                       EncodingConfig("factorized", 4, {"embedding": 32})])
 @torch.no_grad()  # as the GA evaluates: the CPU side runs the fused kernels
-def test_population_loss_agrees_across_devices(encoding: EncodingConfig, triton: bool) -> None:
+def test_population_loss_agrees_across_devices(monkeypatch, encoding: EncodingConfig,
+                                               triton: bool) -> None:
     """The population's fitness on CUDA — through the Triton kernels, or torch's ops with heads
     padded for SDPA — matches CPU (the fused C kernels) within 1e-4 nats/token (fp32, TF32
-    off), on sequences long enough for several query blocks."""
+    off), on sequences long enough for several query blocks; and the Triton case did run every
+    kernel the shipped levers switch on (none in the torch-ops case), so a silent fallback to
+    torch's ops cannot pass for the kernels."""
     torch.set_float32_matmul_precision("highest")
+    launched = set()
+    launch = gpu_kernels._launch
+    monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
+        launched.add(kernel.__name__), launch(kernel, *args, **kwargs)))
     model = Transformer(ModelConfig(), encoding, 2051)
     theta = initial_weights(model.layout, list(range(8)), torch.device("cpu"))
     tokens = torch.randint(3, 2051, (4, 150), generator=torch.Generator().manual_seed(0))
@@ -51,6 +58,11 @@ def test_population_loss_agrees_across_devices(encoding: EncodingConfig, triton:
         cuda = model.negative_cross_entropy(model.layout.views(theta.cuda()), tokens.cuda(),
                                             lengths.cuda()).cpu()
     torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)
+    expected = {"attention_layer_norm_kernel", "feed_forward_layer_norm_kernel",
+                "negative_log_likelihood_kernel"}
+    expected |= {"key_value_kernel"} if gpu_kernels.ATTENTION_KV_STORED else set()
+    expected |= {"embedding_rotary_kernel"} if gpu_kernels.EMBED_KERNEL else set()
+    assert launched == (expected if triton else set())
 
 
 @torch.no_grad()

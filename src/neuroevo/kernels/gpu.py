@@ -73,12 +73,6 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 ATTENTION_CAUSAL_SPLIT = True
 ATTENTION_EXP2 = True
 ATTENTION_KV_STORED = True
-# The online softmax's running max moved only when a block's max passes it by more than 2^8
-# (the rescaling of the sum and the (rows, width) accumulator skipped on most steps, as in
-# FlashAttention 4), aimed at the attention's per-score work, 52% of a dense generation at the
-# paper's lengths (fourth session's profile). Written without a GPU (session 12): off until a
-# GPU session times it (`bash bench/gpu_check.sh prepared`).
-ATTENTION_LAZY_RESCALE = False
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
@@ -87,18 +81,21 @@ FEED_FORWARD_SPLIT = 1
 # (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
 LOSS_EXP2 = True
 # A factorized tied embedding's logits are (h·Aᵀ)·Bᵀ: the loss kernel can take h's scored rows
-# and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per tile) instead of
-# torch's gather of the rows and bmm before it (~27 ms of a factorized r4 generation at the
-# paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
-# off until a GPU session times it (`bash bench/gpu_check.sh prepared`).
-LOSS_FACTOR_ON_CHIP = False
+# and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per program) instead of
+# torch's gather of the rows and bmm before it. It does so for embedding ranks up to this one
+# (0: never). On the H100 (fifth session, 2026-11-27, TF32, a call at P = 512, 256 × 128 tokens)
+# it won at rank 4 (the rank-1 model's embedding: 16.0 vs 18.7 ms) and lost at rank 32 (the
+# rank-4 model's: 24.3 vs 23.7 ms); ranks between were not timed.
+LOSS_FACTOR_ON_CHIP = 4
 # The embedding lookup and the rotary position encoding as one kernel (`embedding_rotary`)
 # instead of torch's gather, (factorized) bmm and ~10 element-wise passes of the rotation over
 # (P, tokens, ·) tensors (~40 ms of a dense and ~55 ms of a factorized r4 generation at the
-# paper's lengths on the H100, fourth session's profile). Written without a GPU (session 12):
-# off until a GPU session times it (`bash bench/gpu_check.sh prepared`). EMBED_ROWS: tokens a
-# program, untuned.
-EMBED_KERNEL = False
+# paper's lengths on the H100, fourth session's profile); the kernel takes 21 and 16 ms there
+# (fifth session). With LOSS_FACTOR_ON_CHIP, TF32 generations at P = 512, 256 × 128 tokens:
+# dense 60.9 vs 63.3 ms, factorized r4 65.7 vs 71.5 ms, r1 56.4 vs 62.6 ms (bench/RESULTS.md).
+# EMBED_ROWS: tokens a program; swept alone there: 32 rows best dense (3.19 vs 3.41 ms at 128),
+# 256 best factorized r4 (2.15 vs 2.41 ms); 128 is within 0.3 ms of the best for both.
+EMBED_KERNEL = True
 EMBED_ROWS = 128
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
@@ -191,8 +188,7 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
-        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
-        LAZY_RESCALE=ATTENTION_LAZY_RESCALE)
+        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
     return result
 
 
@@ -267,8 +263,9 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
     """(P, M): for each individual and scored token m, logsumexp(logits) − logits[target],
     logits = (x[:, rows[m]] · inner[p]) · weight[p]ᵀ + bias[p], never stored. x (P, N, H),
     inner (P, H, K) or None (then K = H), weight (P, V, K), bias (P, V), rows and targets (M,).
-    The product by inner runs in the kernel with LOSS_FACTOR_ON_CHIP, else as torch's ops."""
-    factor = inner is not None and LOSS_FACTOR_ON_CHIP
+    The product by inner runs in the kernel up to rank LOSS_FACTOR_ON_CHIP, else as torch's ops
+    before it."""
+    factor = inner is not None and inner.shape[2] <= LOSS_FACTOR_ON_CHIP
     if inner is not None and not factor:
         x, rows = factored_rows(x, rows, inner)
     x, weight, bias = x.float().contiguous(), per_individual(weight), per_individual(bias)
@@ -305,7 +302,6 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
-            "ATTENTION_LAZY_RESCALE": ATTENTION_LAZY_RESCALE,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
             "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}

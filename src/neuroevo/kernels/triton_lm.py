@@ -26,8 +26,7 @@ else is fp32.
 
 Levers are constexpr switches (gpu.py's ATTENTION_*, FEED_FORWARD_SPLIT and LOSS_EXP2
 constants, set from H100 timings; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
-masks only the key blocks that straddle the diagonal, LAZY_RESCALE moves the online softmax's
-running max only when it grows by more than 2^8, EXP2 (attention and loss) folds log2(e)
+masks only the key blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e)
 into an operand and takes exp2, KV_STORED reads each row's keys and values, projected once by
 `key_value_kernel`, instead of recomputing them from x in every query block, and FF_SPLIT
 computes the feed-forward hidden layer in column chunks (fewer live registers: the whole
@@ -221,13 +220,10 @@ def _attend_key_block(
         BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
         MASKED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        LAZY_RESCALE: tl.constexpr, PRECISION: tl.constexpr):
+        PRECISION: tl.constexpr):
     """One step of the online softmax: the stacked queries q against keys start … start +
     BLOCK_K of the sequence; returns the updated (run_max, run_sum, acc). Without MASKED every
-    key precedes every query (a block wholly below the diagonal), so no mask is computed. With
-    LAZY_RESCALE the running max (and with it the sum and accumulator) moves only when a row's
-    block max passes it by more than a factor 2^8 in probability, so most steps skip the
-    rescaling; the exponentials stay ≤ 2^8, and the final division cancels the stale max."""
+    key precedes every query (a block wholly below the diagonal), so no mask is computed."""
     k_pos = start + tl.arange(0, BLOCK_K)
     if KV_STORED:
         w_cols = tl.arange(0, BLOCK_W)
@@ -248,22 +244,6 @@ def _attend_key_block(
         causal = (k_pos[None, :] <= row_pos[:, None]) & (k_pos < seq_len)[None, :]
         scores = tl.where(causal, scores, float("-inf"))
     block_max = tl.max(scores, axis=1)  # finite in the first block: key 0 is in every row
-    if LAZY_RESCALE:
-        # 8 (log2 units) or 8·ln 2 (nats): the first block always rescales (run_max −inf)
-        if tl.max(block_max - run_max) > (8.0 if EXP2 else 5.545177444479562):
-            new_max = tl.maximum(run_max, block_max)
-            if EXP2:
-                rescale = tl.exp2(run_max - new_max)
-            else:
-                rescale = tl.exp(run_max - new_max)
-            run_sum = run_sum * rescale
-            acc = acc * rescale[:, None]
-            run_max = new_max
-        if EXP2:
-            probs = tl.exp2(scores - run_max[:, None])
-        else:
-            probs = tl.exp(scores - run_max[:, None])
-        return run_max, run_sum + tl.sum(probs, axis=1), acc + _dot(probs, v, PRECISION)
     new_max = tl.maximum(run_max, block_max)
     if EXP2:  # scores are in log2 units (gpu.py folds log2(e) into the query scale)
         rescale = tl.exp2(run_max - new_max)
@@ -291,7 +271,7 @@ def attention_layer_norm_kernel(
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
         CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        LAZY_RESCALE: tl.constexpr, PRECISION: tl.constexpr):
+        PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
     HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
@@ -333,13 +313,13 @@ def attention_layer_norm_kernel(
             q, row_pos, run_max, run_sum, acc, start, x_ptr + base, k_ptr + kv_base,
             v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            False, EXP2, KV_STORED, LAZY_RESCALE, PRECISION)
+            False, EXP2, KV_STORED, PRECISION)
     for start in range(unmasked_end, q_first + BLOCK_Q, BLOCK_K):
         run_max, run_sum, acc = _attend_key_block(
             q, row_pos, run_max, run_sum, acc, start, x_ptr + base, k_ptr + kv_base,
             v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            True, EXP2, KV_STORED, LAZY_RESCALE, PRECISION)
+            True, EXP2, KV_STORED, PRECISION)
     stacked = tl.reshape(acc / run_sum[:, None], (BLOCK_H, BLOCK_Q, BLOCK_W))
     attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)     # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
