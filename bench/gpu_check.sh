@@ -58,6 +58,14 @@
 #                                  up to rank 4 (the lazy rescaling lost and was removed): both
 #                                  settings as shipped, the fixed one also without the two, then
 #                                  the tests of what changed
+#   bash bench/gpu_check.sh heads   what session 15 prepared after its GPU calls, ~7 min: the
+#                                  attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP, off):
+#                                  its tests, the attention swept with it off and on by query
+#                                  block and pipelining depth at 128- and 512-token sequences,
+#                                  both settings' dense model with it off and on, and Nsight
+#                                  Compute's view of one attention launch each way (occupancy,
+#                                  stall reasons, the hottest instructions): where the kernel's
+#                                  time goes, measured rather than guessed
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -79,6 +87,19 @@ step() {  # run one command, say how long it took, remember it if it failed
     echo "=== $* (at ${SECONDS}s)"
     "$@" || failed+=("$*")
     echo "=== done in $((SECONDS - start))s"
+}
+profile_attention() {  # Nsight Compute on one TF32 attention launch (P = 128, 256 × 128 tokens)
+    local ncu
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    if [[ -z "$ncu" ]]; then echo "no ncu on this machine"; return 1; fi
+    # launch 1 is the sweep's IEEE reference; launch 2 the configuration itself
+    "$ncu" --clock-control none --kernel-name regex:attention_layer_norm --launch-skip 1 \
+        --launch-count 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section SchedulerStats --section WarpStateStats --section InstructionStats \
+        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section SourceCounters \
+        $py bench/triton_sweep.py --precision tf32 --kernels attention --population 128 \
+        --repeats 1 --knob QUERY_BLOCK=64 --knob KEY_BLOCK=32 --knob NUM_WARPS=4 "$@"
 }
 fixed=(--device cuda --population 512 --batch 256 --seq-len 128 --skip-loop --repeats 5
        --models "paper dense" "paper factorized r4")
@@ -208,8 +229,22 @@ winners)
     step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py \
         -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
+heads)
+    loop_on='{"ATTENTION_HEAD_LOOP": 1}'
+    heads=(--kernels attention --knob QUERY_BLOCK=32,64,128 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
+           --knob NUM_STAGES=1,2,3 --knob ATTENTION_HEAD_LOOP=0,1)
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "head or every_lever"
+    step $py bench/triton_sweep.py --precision tf32 "${heads[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${heads[@]}" --batch 32 --seq-len 512
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense" --config "$loop_on"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$loop_on"
+    step profile_attention
+    step profile_attention --knob ATTENTION_HEAD_LOOP=1
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|prepared]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|heads]" >&2
     exit 2
     ;;
 esac

@@ -168,7 +168,7 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
-    three on, the key/value pre-pass, the loss with exp2 and with the embedding's factor, the
+    four on, the key/value pre-pass, the loss with exp2 and with the embedding's factor, the
     feed-forward layer in chunks, the embedding kernel, and every kernel with split-TF32
     products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
@@ -176,8 +176,8 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": 64, '
-         '"EMBED_KERNEL": 1}'],
+         '"ATTENTION_HEAD_LOOP": 1, "LOSS_EXP2": 1, "FEED_FORWARD_SPLIT": 2, '
+         '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "registers" in line]

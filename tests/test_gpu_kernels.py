@@ -25,13 +25,15 @@ TOL = 1e-4  # IEEE fp32 products summed in another order than torch's
 EVERY_RANK = 1 << 16  # gpu.LOSS_FACTOR_ON_CHIP: the factor's product in the loss kernel at any rank
 # The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
 # kernel before session 9), each alone, as shipped and all on.
-LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED")
+LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED",
+               "ATTENTION_HEAD_LOOP")
 ATTENTION_LEVERS = {
     name: dict(zip(LEVER_NAMES, values)) for name, values in {
-        "off": (False, False, False), "causal-split": (True, False, False),
-        "exp2": (False, True, False), "kv-stored": (False, False, True),
+        "off": (False, False, False, False), "causal-split": (True, False, False, False),
+        "exp2": (False, True, False, False), "kv-stored": (False, False, True, False),
+        "head-loop": (False, False, False, True),
         "shipped": tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES),
-        "all": (True, True, True)}.items()}
+        "all": (True, True, True, True)}.items()}
 
 
 def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,6 +180,20 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2), BLOCK_KERNELS)
     torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
+
+
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_head_loop_with_odd_heads_computes_the_same_block(triton_path, monkeypatch,
+                                                         encoding: str):
+    """gpu.ATTENTION_HEAD_LOOP over 3 heads of 8 features (a head count that is not a power of
+    two, so the padded fourth head's columns must stay out): the block equals torch's ops."""
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_HEAD_LOOP", True)
+    cfg = ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8, rotary_dims=6)
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
+    block = model.blocks[0]
+    x = torch.randn(3, 2 * 70, 24, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    fused, plain = kernels_and_torch_ops(lambda: block(p, x.clone(), 2), BLOCK_KERNELS)
+    torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])

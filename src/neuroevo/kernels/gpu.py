@@ -73,6 +73,13 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 ATTENTION_CAUSAL_SPLIT = True
 ATTENTION_EXP2 = True
 ATTENTION_KV_STORED = True
+# The heads one at a time instead of stacked along the rows: each head's (64-query) scores,
+# probabilities and accumulator are a quarter of the stacked (256-row) tiles at 4 heads. Same
+# products and exponentials; the key and value blocks are loaded once per head. ptxas (sm_90a,
+# TF32): 255 registers a thread either way at depth 3, 40 B spilled instead of 128; 168 at
+# depth 1. Written without a GPU (session 15): off until a GPU session times it
+# (`bash bench/gpu_check.sh heads`).
+ATTENTION_HEAD_LOOP = False
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
@@ -188,7 +195,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"BLOCK_R{name}": m.block_rank for name, m in zip("QKVO", maps)},
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
-        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED)
+        CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
+        HEAD_LOOP=ATTENTION_HEAD_LOOP)
     return result
 
 
@@ -301,7 +309,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "factorized": per_precision(launch_precision(True)),
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
-            "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
+            "ATTENTION_KV_STORED": ATTENTION_KV_STORED, "ATTENTION_HEAD_LOOP": ATTENTION_HEAD_LOOP,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
             "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}

@@ -257,6 +257,34 @@ def _attend_key_block(
 
 
 @triton.jit
+def _attend(q, row_pos, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
+            kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+            BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
+            FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
+            EXP2: tl.constexpr, KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
+    """The causal attention of query rows q (rows, BLOCK_W) at positions row_pos: the values
+    weighted by each row's softmax over keys 0 … q_end − 1, an online softmax over key blocks
+    (those before unmasked_end without the causal mask)."""
+    run_max = tl.full((q.shape[0],), float("-inf"), tl.float32)
+    run_sum = tl.zeros((q.shape[0],), tl.float32)
+    acc = tl.zeros((q.shape[0], BLOCK_W), tl.float32)
+    for start in range(0, unmasked_end, BLOCK_K):
+        run_max, run_sum, acc = _attend_key_block(
+            q, row_pos, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+            False, EXP2, KV_STORED, PRECISION)
+    for start in range(unmasked_end, q_end, BLOCK_K):
+        run_max, run_sum, acc = _attend_key_block(
+            q, row_pos, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+            True, EXP2, KV_STORED, PRECISION)
+    return acc / run_sum[:, None]
+
+
+@triton.jit
 def attention_layer_norm_kernel(
         x_ptr, out_ptr, seq_len, n_rows, n_cols, width,
         qb_ptr, qb_stride, qa_ptr, qa_stride, qbias_ptr, qbias_stride, q_rank,
@@ -271,7 +299,7 @@ def attention_layer_norm_kernel(
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
         CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        PRECISION: tl.constexpr):
+        HEAD_LOOP: tl.constexpr, PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
     HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
@@ -289,16 +317,7 @@ def attention_layer_norm_kernel(
     q = _linear(x_q, qb_ptr + p * qb_stride, qa_ptr + p * qa_stride,
                 qbias_ptr + p * qbias_stride, n_cols, q_rank, width,
                 BLOCK_C, BLOCK_RQ, BLOCK_W, FACT_Q, BIAS_Q, PRECISION) * sm_scale
-    # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's columns,
-    # so one product gives every head's scores and one online softmax serves them all.
     head_of = tl.arange(0, BLOCK_W) // HEAD_DIM                                # column → head
-    own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
-        & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
-    q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
-    row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
-    run_max = tl.full((BLOCK_H * BLOCK_Q,), float("-inf"), tl.float32)
-    run_sum = tl.zeros((BLOCK_H * BLOCK_Q,), tl.float32)
-    acc = tl.zeros((BLOCK_H * BLOCK_Q, BLOCK_W), tl.float32)
     kv_base = p * n_rows * width + first * width
     kb, ka, kbias = kb_ptr + p * kb_stride, ka_ptr + p * ka_stride, kbias_ptr + p * kbias_stride
     vb, va, vbias = vb_ptr + p * vb_stride, va_ptr + p * va_stride, vbias_ptr + p * vbias_stride
@@ -308,20 +327,34 @@ def attention_layer_norm_kernel(
         unmasked_end = (q_first // BLOCK_K) * BLOCK_K
     else:
         unmasked_end = 0
-    for start in range(0, unmasked_end, BLOCK_K):
-        run_max, run_sum, acc = _attend_key_block(
-            q, row_pos, run_max, run_sum, acc, start, x_ptr + base, k_ptr + kv_base,
+    if HEAD_LOOP:
+        # One head at a time, q masked to its columns: (BLOCK_Q, ·) tiles, a quarter of the
+        # stacked ones' registers at 4 heads; of each head's weighted values its own columns
+        # are kept.
+        attended = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
+        for h in range(N_HEADS):
+            in_head = (head_of == h)[None, :]
+            weighted = _attend(
+                tl.where(in_head, q, 0.0), q_pos, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
+                k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank,
+                vb, va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+                EXP2, KV_STORED, PRECISION)
+            attended += tl.where(in_head, weighted, 0.0)
+    else:
+        # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
+        # columns, so one product gives every head's scores and one online softmax serves them
+        # all.
+        own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
+            & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
+        stacked_q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
+        row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
+        weighted = _attend(
+            stacked_q, row_pos, unmasked_end, q_first + BLOCK_Q, x_ptr + base, k_ptr + kv_base,
             v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            False, EXP2, KV_STORED, PRECISION)
-    for start in range(unmasked_end, q_first + BLOCK_Q, BLOCK_K):
-        run_max, run_sum, acc = _attend_key_block(
-            q, row_pos, run_max, run_sum, acc, start, x_ptr + base, k_ptr + kv_base,
-            v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
-            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            True, EXP2, KV_STORED, PRECISION)
-    stacked = tl.reshape(acc / run_sum[:, None], (BLOCK_H, BLOCK_Q, BLOCK_W))
-    attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)     # each column from its own head
+            EXP2, KV_STORED, PRECISION)
+        stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
+        attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
                 obias_ptr + p * obias_stride, width, o_rank, n_cols,
                 BLOCK_W, BLOCK_RO, BLOCK_C, FACT_O, BIAS_O, PRECISION)
