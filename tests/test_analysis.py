@@ -449,6 +449,30 @@ def test_report_compares_population_elites_and_evaluation_set_with_the_paper(tab
     assert rows.loc[("dense", "population"), "this reproduction"] == "40"
 
 
+def test_report_compares_the_settings_the_runs_were_loaded_with(results: Path) -> None:
+    """Where runs.csv has the runs' own settings (summary.json's config, defaults filled in)
+    the comparison reads them, not the engine config: keys the YAML leaves to defaults are not
+    n/a, and seeds run under different settings show each value."""
+    def loaded_with(population: int) -> dict:
+        return {"ga": {"population": population, "elites": 3},
+                "task": {"n_sequences": 20, "sampling": "resampled", "max_len": None}}
+
+    for seed in SEEDS:
+        path = results / "runs" / "tinystories" / "dense" / f"seed{seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["config"] = loaded_with(24 if seed == 0 else 36)
+        path.write_text(json.dumps(summary))
+    g = grid.load(results / "grid.json")
+    _, runs = aggregate.aggregate(g, results / "runs")
+    assert runs.loc[runs["variant"] == "small", "settings"].isna().all()  # config {}: none
+    rows = report._paper_vs_repro(g, runs).set_index(["variant", "quantity"])
+    assert rows.loc[("dense", "population"), "this reproduction"] == "24 / 36"
+    assert rows.loc[("dense", "elites"), "this reproduction"] == "3"
+    assert rows.loc[("dense", "evaluation set"), "this reproduction"] == (
+        "20 stories drawn afresh each generation, no truncation")
+    assert rows.loc[("small", "elites"), "this reproduction"] == "4"  # the engine config's
+
+
 @pytest.mark.parametrize(("config", "preset"), [
     ("tinystories/factorized.yaml", None), ("tinystories/sparse.yaml", "cpu"),
     ("atari/frostbite/small.yaml", "cpu"), ("car_racing/factorized.yaml", "cpu"),

@@ -77,6 +77,7 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         "device": run.summary.get("device"),
         "finished_utc": run.summary.get("finished_utc"),
         "versions": json.dumps(run.summary.get("versions", {}), sort_keys=True),
+        "settings": _settings(run.summary),
         "params_network": params["network"],
         "params_genome": params["genome"],
         "params_searched": params["searched"],
@@ -88,6 +89,16 @@ def _row(task: Task, variant: Variant, run: Run) -> dict[str, object]:
         "wall_seconds": run.summary["wall_seconds"],
         **_stages(run),
     }
+
+
+def _settings(summary: dict) -> str | None:
+    """The GA and task sections the run was loaded with, defaults filled in (summary.json's
+    config), as JSON: what the report compares with the paper. None where the summary lacks
+    them."""
+    config = summary.get("config") or {}
+    if not config.get("ga") or not config.get("task"):
+        return None
+    return json.dumps({"ga": config["ga"], "task": config["task"]}, sort_keys=True)
 
 
 def _data(details: dict) -> str | None:

@@ -9,6 +9,7 @@ mailed or archived on its own.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,8 +61,9 @@ NOTE = (
     "The paper's final scores are not carried into this package (the authors' code, as read for it, "
     "does not state them), so those cells read n/a; its genome sizes count layer-norm parameters, "
     "which an engine may or may not count in `params.genome`. This reproduction's population, "
-    "elites and evaluation set are read from each variant's engine config with the runs' engine "
-    "preset and the variant's overrides. A variant or task the paper did not run reads "
+    "elites and evaluation set are those its runs were loaded with (each run's summary, defaults "
+    "included; for tables from before runs.csv's `settings` column, each variant's engine config "
+    "with the runs' engine preset and the variant's overrides). A variant or task the paper did not run reads "
     f"\"{NOT_IN_PAPER}\": an extension."
 )
 EFFECT_SIZES = (  # the pairwise captions' reading of both effect sizes
@@ -206,14 +208,12 @@ def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
         for variant in task.variants:
             group = runs[(runs["task"] == task.name) & (runs["variant"] == variant.name)]
             scores = group["final_score"]
-            settings = engine_settings(variant, _engine_preset(group))
-            ga, task_settings = settings.get("ga") or {}, settings.get("task") or {}
+            settings = _run_settings(group) or [engine_settings(variant, _engine_preset(group))]
             ours = {
                 "generations": str(int(group["final_generation"].max())),
                 "seeds": str(len(group)),
-                "population": _cell(ga.get("population")),
-                "elites": _cell(ga.get("elites")),
-                "evaluation set": _cell(_evaluation_set(task_settings)),
+                **{quantity: " / ".join(dict.fromkeys(_cell(read(s)) for s in settings))
+                   for quantity, read in SETTINGS_READ.items()},
                 "genome dimensions": _cell(int(group["params_genome"].iloc[0])),
                 "final score (mean ± std)": f"{_plain(scores.mean())} ± {_plain(scores.std(ddof=1))}"
                 if len(scores) > 1 else _plain(scores.mean()),
@@ -228,6 +228,23 @@ def _paper_vs_repro(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
                       "this reproduction": ours[q]}
                      for q in ours]
     return pd.DataFrame(rows)
+
+
+# The comparison's quantities read from a variant's GA and task sections.
+SETTINGS_READ = {
+    "population": lambda s: (s.get("ga") or {}).get("population"),
+    "elites": lambda s: (s.get("ga") or {}).get("elites"),
+    "evaluation set": lambda s: _evaluation_set(s.get("task") or {}),
+}
+
+
+def _run_settings(group: pd.DataFrame) -> list[dict]:
+    """The distinct GA and task sections a variant's runs were loaded with (runs.csv's
+    `settings`, defaults filled in), or [] for tables from before the column, whose report reads
+    the engine config instead. Seeds run under different settings show each value."""
+    if "settings" not in group or group["settings"].isna().any():
+        return []
+    return [json.loads(text) for text in dict.fromkeys(group["settings"])]
 
 
 def _engine_preset(group: pd.DataFrame) -> str | None:
