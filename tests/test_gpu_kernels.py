@@ -437,20 +437,79 @@ def test_a_run_switches_off_kernels_that_disagree_with_torch_ops(tmp_path, tiny_
     monkeypatch.setattr(gpu_kernels, "usable", lambda x: False)  # on a GPU too
     reference, _ = run(tmp_path / "torch-ops")
     monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
-    wrong = triton_lm.negative_log_likelihood_kernel
-
-    class Miscompiled:  # the loss kernel, then every output off by 5 nats
-        def __getitem__(self, grid):
-            def launch(*args, **constants):
-                wrong[grid](*args, **constants)
-                args[9].add_(5.0)  # out
-            return launch
-
-    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", Miscompiled())
+    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel",
+                        Miscompiled(triton_lm.negative_log_likelihood_kernel))
     fitness, details = run(tmp_path / "miscompiled")
     assert details["gpu_kernels"].startswith("off: 5")
     assert "Triton kernels' fitness is 5" in caplog.text
     assert fitness == reference
+
+
+class Miscompiled:
+    """A loss kernel that launches the real one, then moves every output by 5 nats (as Triton's
+    miscompiled tensor-core launches were whole nats off)."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        def launch(*args, **constants):
+            self.kernel[grid](*args, **constants)
+            args[9].add_(5.0)  # out
+        return launch
+
+
+@pytest.mark.parametrize("first", ["miscompiled", "right"])
+def test_a_resumed_run_scores_as_the_process_it_resumes(tmp_path, tiny_lm_overrides,
+                                                         monkeypatch, caplog, first: str):
+    """The kernel check's verdict is in the checkpoint. A run whose first process found the
+    kernels wrong (so scored with torch's ops) and is resumed where they pass keeps torch's ops:
+    its log is the uninterrupted torch-ops run's, byte for byte. One whose first process used
+    them and is resumed where they fail uses torch's ops, and warns that its log departs."""
+    import neuroevo.run
+    from neuroevo.cli import main
+    from neuroevo.kernels import triton_lm
+
+    sets = [arg for override in [*tiny_lm_overrides, "ga.generations=3"]
+            for arg in ("--set", override)]
+
+    def run(out, *extra) -> int:
+        return main(["run", "configs/tinystories/dense.yaml", "--out", str(out), "--quiet",
+                     *sets, *extra])
+
+    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    monkeypatch.setattr(gpu_kernels, "usable", lambda x: False)
+    assert run(tmp_path / "torch-ops") == 0
+    monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
+    right = triton_lm.negative_log_likelihood_kernel
+    loss_kernel = {"right": right, "miscompiled": Miscompiled(right)}
+    monkeypatch.setattr(neuroevo.run, "CHECKPOINT_SECONDS", 0.0)  # one every generation
+    save, saves = neuroevo.run.atomic_torch_save, []
+
+    def interrupted_at_the_second_checkpoint(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        save(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted_at_the_second_checkpoint)
+    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", loss_kernel[first])
+    assert run(out) == 130
+    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
+    then = "right" if first == "miscompiled" else "miscompiled"
+    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", loss_kernel[then])
+    assert run(out, "--resume") == 0
+    verdict = json.loads((out / "summary.json").read_text())["task_details"]["gpu_kernels"]
+    if first == "miscompiled":
+        assert verdict.startswith("off: 5")  # the first process's, though they pass here
+        assert verdict.endswith("(kept from the process this run resumed from)")
+        assert (out / "fitness.csv").read_bytes() == (tmp_path / "torch-ops" / "fitness.csv"
+                                                      ).read_bytes()
+    else:
+        assert verdict.startswith("off: 5")
+        assert verdict.endswith("(the process resumed from used the kernels)")
+        assert "uses torch's ops now" in caplog.text
 
 
 @pytest.mark.parametrize("asked, block_ff, used", [(1, 128, 1), (2, 128, 2), (3, 128, 2),

@@ -125,6 +125,8 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
         return finished
     ga = GeneticAlgorithm(task.layout, config.ga, config.seed, device,
                           checkpoint=None if state is None else state["ga"])
+    if state is not None and "task" in state and hasattr(task, "resume_from"):
+        task.resume_from(state["task"])
     fitness_log = CsvLog(paths.fitness, FITNESS_COLUMNS + task.extra_columns)
     timing_log = CsvLog(paths.timing, TIMING_COLUMNS + task.timing_columns)
     previous_wall = 0.0
@@ -157,7 +159,8 @@ def run(config: RunConfig, out: Path, resume: bool = False, progress: bool = Tru
                     generation=record.generation, individual=record.best_index, config=resolved,
                     config_digest=digest, data_sha256=task.data_sha256)
         if ga.done or time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
-            atomic_torch_save({"ga": ga.state_dict(), **identity}, paths.checkpoint)
+            atomic_torch_save({"ga": ga.state_dict(), **identity, **_task_state(task)},
+                              paths.checkpoint)
             last_checkpoint = time.perf_counter()
         bar.set_postfix(best=f"{record.stats['best']:.4g}", mean=f"{record.stats['mean']:.4g}",
                         s_gen=f"{eval_seconds:.2f}", refresh=False)  # update draws it
@@ -223,6 +226,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown model"
+
+
+def _task_state(task: Task) -> dict:
+    """The checkpoint's entry for a task whose evaluation path is chosen at run time (the
+    language task's kernel check: `resume_state`), so that a resumed process scores the same
+    way; nothing for the others."""
+    return {"task": task.resume_state()} if hasattr(task, "resume_state") else {}
 
 
 def _written_by(written: dict, config: RunConfig, task: Task) -> bool:

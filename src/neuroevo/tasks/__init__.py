@@ -65,6 +65,10 @@ class Evaluation:
 
 
 class Task(Protocol):
+    """What the run loop needs of a task. A task that chooses how to score at run time (the
+    language task's GPU kernel check) also has `resume_state() -> dict` and
+    `resume_from(state)`: the run checkpoints the one and hands it to the other on resume."""
+
     layout: ParamLayout
     extra_columns: tuple[str, ...]  # names of Evaluation.columns, fixed for the whole run
     data_sha256: str | None  # the data the fitness depends on besides the config (None: none)

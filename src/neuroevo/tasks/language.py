@@ -131,6 +131,7 @@ class LanguageTask:
         self._score = scorer(task.precision, task.compile, device)
         self._kernels: str | None = None  # the once-a-run check's verdict (check_kernels)
         self._launch: dict | None = None  # the kernels' launch settings, when they are on
+        self._resumed_kernels: str | None = None  # the verdict of the process resumed from
 
     @property
     def pop_tile(self) -> int | None:
@@ -167,7 +168,7 @@ class LanguageTask:
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:
         buckets = self._device_buckets(generation)
         if self._kernels is None:
-            self._kernels = self.check_kernels(theta, buckets[0])
+            self._kernels = self._resumed_path(self.check_kernels(theta, buckets[0]))
             if self._kernels.startswith("on"):
                 self._launch = gpu_kernels.launch_settings()
         # off unless the check let them on: also what sizes the chunks for torch's ops when they
@@ -201,6 +202,30 @@ class LanguageTask:
                     "finds the faulty launch configuration", deviation,
                     KERNEL_TOLERANCE[self.config.precision], self.config.precision)
         return f"off: {deviation:.3g} nats from torch's fp32 ops"
+
+    def resume_state(self) -> dict:
+        """What a resumed process must know to score as this one did (the run checkpoints it):
+        the kernel check's verdict, None before the first generation."""
+        return {"gpu_kernels": self._kernels}
+
+    def resume_from(self, state: dict) -> None:
+        """Score as the process that wrote `state` did (see `_resumed_path`)."""
+        self._resumed_kernels = state.get("gpu_kernels")
+
+    def _resumed_path(self, verdict: str) -> str:
+        """This process's verdict, held to the resumed-from process's: kernels it did not use stay
+        off (torch's ops, as before: the log goes on as an uninterrupted run's would), and kernels
+        it used run again only if they pass here too (a verdict does not carry to another GPU or
+        Triton); if they fail, torch's ops, and the warning that the log now departs from the
+        uninterrupted run's."""
+        before = self._resumed_kernels
+        if before is None or before.startswith("on") == verdict.startswith("on"):
+            return verdict
+        if not before.startswith("on"):
+            return f"{before} (kept from the process this run resumed from)"
+        log.warning("the resumed run used the Triton kernels before and uses torch's ops now: "
+                    "its log from here differs in the last digits from an uninterrupted run's")
+        return f"{verdict} (the process resumed from used the kernels)"
 
     @property
     def data_sha256(self) -> str:
