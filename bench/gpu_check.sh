@@ -58,7 +58,7 @@
 #                                  up to rank 4 (the lazy rescaling lost and was removed): both
 #                                  settings as shipped, the fixed one also without the two, then
 #                                  the tests of what changed
-#   bash bench/gpu_check.sh heads   what session 15 prepared after its GPU calls, ~7 min: the
+#   bash bench/gpu_check.sh heads   what session 15 prepared after its GPU calls, ~8 min: the
 #                                  attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP, off):
 #                                  its tests, the attention swept with it off and on by query
 #                                  block and pipelining depth at 128- and 512-token sequences,
