@@ -90,7 +90,8 @@ step() {  # run one command, say how long it took, remember it if it failed
 }
 profile_attention() {  # Nsight Compute on one TF32 attention launch (P = 128, 256 × 128 tokens)
     local ncu
-    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu \
+        2>/dev/null | sort -V | tail -1)
     if [[ -z "$ncu" ]]; then echo "no ncu on this machine"; return 1; fi
     # launch 1 is the sweep's IEEE reference; launch 2 the configuration itself
     "$ncu" --clock-control none --kernel-name regex:attention_layer_norm --launch-skip 1 \

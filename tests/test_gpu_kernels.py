@@ -459,13 +459,14 @@ class Miscompiled:
         return launch
 
 
-@pytest.mark.parametrize("first", ["miscompiled", "right"])
+@pytest.mark.parametrize("first", ["miscompiled", "right", "retuned"])
 def test_a_resumed_run_scores_as_the_process_it_resumes(tmp_path, tiny_lm_overrides,
                                                          monkeypatch, caplog, first: str):
     """The kernel check's verdict is in the checkpoint. A run whose first process found the
     kernels wrong (so scored with torch's ops) and is resumed where they pass keeps torch's ops:
     its log is the uninterrupted torch-ops run's, byte for byte. One whose first process used
-    them and is resumed where they fail uses torch's ops, and warns that its log departs."""
+    them and is resumed where they fail uses torch's ops, and warns that its log departs; so
+    does one resumed with the kernels under other launch settings ("retuned")."""
     import neuroevo.run
     from neuroevo.cli import main
     from neuroevo.kernels import triton_lm
@@ -494,11 +495,14 @@ def test_a_resumed_run_scores_as_the_process_it_resumes(tmp_path, tiny_lm_overri
 
     out = tmp_path / "run"
     monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted_at_the_second_checkpoint)
-    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", loss_kernel[first])
+    monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel",
+                        loss_kernel["right" if first == "retuned" else first])
     assert run(out) == 130
     monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
-    then = "right" if first == "miscompiled" else "miscompiled"
+    then = {"miscompiled": "right", "right": "miscompiled", "retuned": "right"}[first]
     monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", loss_kernel[then])
+    if first == "retuned":
+        monkeypatch.setattr(gpu_kernels, "QUERY_BLOCK", gpu_kernels.QUERY_BLOCK // 2)
     assert run(out, "--resume") == 0
     verdict = json.loads((out / "summary.json").read_text())["task_details"]["gpu_kernels"]
     if first == "miscompiled":
@@ -506,10 +510,27 @@ def test_a_resumed_run_scores_as_the_process_it_resumes(tmp_path, tiny_lm_overri
         assert verdict.endswith("(kept from the process this run resumed from)")
         assert (out / "fitness.csv").read_bytes() == (tmp_path / "torch-ops" / "fitness.csv"
                                                       ).read_bytes()
-    else:
+    elif first == "right":
         assert verdict.startswith("off: 5")
         assert verdict.endswith("(the process resumed from used the kernels)")
         assert "uses torch's ops now" in caplog.text
+    else:
+        assert verdict.startswith("on: within")
+        assert "launch settings differ" in caplog.text
+
+
+def test_a_kept_verdict_is_not_marked_twice() -> None:
+    """Resumed again, a run whose verdict was already kept from an earlier process keeps it as
+    it is, not with a second mark."""
+    from types import SimpleNamespace
+
+    from neuroevo.tasks.language import KEPT, LanguageTask
+
+    kept = f"off: 5 nats from torch's fp32 ops {KEPT}"
+    task = SimpleNamespace(_resumed={"gpu_kernels": kept})
+    assert LanguageTask._resumed_path(task, "on: within 1e-06 nats") == kept
+    first = SimpleNamespace(_resumed={"gpu_kernels": "off: 5 nats"})
+    assert LanguageTask._resumed_path(first, "on: within 1e-06 nats") == f"off: 5 nats {KEPT}"
 
 
 @pytest.mark.parametrize("asked, block_ff, used", [(1, 128, 1), (2, 128, 2), (3, 128, 2),

@@ -1,7 +1,7 @@
 """Triton kernels for the paper's transformer on a GPU: one program per individual × row block.
 
-Imported only where Triton is installed (neuroevo/kernels/gpu.py decides). Four kernels, the
-GPU counterparts of transformer.c's fused sub-layers plus the loss:
+Imported only where Triton is installed (neuroevo/kernels/gpu.py decides). Five kernels, the
+GPU counterparts of transformer.c's fused sub-layers, the loss and the embedding:
 
 - `key_value_kernel`: each row's K and V projected once and stored (with KV_STORED, the
   default: measured faster on the H100 than recomputing them from x in every query block).
@@ -13,6 +13,8 @@ GPU counterparts of transformer.c's fused sub-layers plus the loss:
   hidden layer held in registers, in place.
 - `negative_log_likelihood_kernel`: tied-embedding logits and cross-entropy with an online
   log-sum-exp over vocabulary tiles, so the (individuals, tokens, vocab) logits never reach memory.
+- `embedding_rotary_kernel`: the embedding lookup (through the factors when factorized) and
+  the rotary position encoding in one pass.
 
 Every linear map is applied from its operands (dense W, or the factors B then A), so a
 factorized W is never built. Heads are stacked along rows rather than sliced (a head is 4
@@ -24,16 +26,15 @@ from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gp
 into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
 else is fp32.
 
-Levers are constexpr switches (gpu.py's ATTENTION_*, FEED_FORWARD_SPLIT and LOSS_EXP2
-constants, set from H100 timings; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT
-masks only the key blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e)
-into an operand and takes exp2, KV_STORED reads each row's keys and values, projected once by
-`key_value_kernel`, instead of recomputing them from x in every query block, and FF_SPLIT
-computes the feed-forward hidden layer in column chunks (fewer live registers: the whole
-(128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP) multiplies
-hidden states by a factorized embedding's factor on chip. `embedding_rotary_kernel`
-(gpu.EMBED_KERNEL) looks up the embedding (through its factors when factorized) and applies the
-rotary position encoding in one pass.
+Levers are constexpr switches (gpu.py's ATTENTION_*, FEED_FORWARD_SPLIT and LOSS_EXP2 constants,
+set from H100 timings; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT masks only the key
+blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e) into an operand and
+takes exp2, KV_STORED reads each row's keys and values, projected once by `key_value_kernel`,
+instead of recomputing them from x in every query block, HEAD_LOOP attends to one head at a time
+instead of stacking them (with KV_STORED off it projects the keys and values once per head), and
+FF_SPLIT computes the feed-forward hidden layer in column chunks (fewer live registers: the
+whole (128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
+multiplies hidden states by a factorized embedding's factor on chip (up to a rank).
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
 """

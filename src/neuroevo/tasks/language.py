@@ -51,6 +51,7 @@ PRECISIONS = tuple(gpu_kernels.PRECISION_NAMES.values())  # fp32, tf32, bf16, tf
 # more (torch's ops in bf16: 6.6e-2); tf32x3 (split TF32 products) near IEEE's (H100: 5.7e-6).
 # A miscompiled kernel strays by whole nats.
 KERNEL_TOLERANCE = {"fp32": 1e-3, "tf32": 0.1, "bf16": 0.25, "tf32x3": 1e-2}
+KEPT = "(kept from the process this run resumed from)"  # ends a resumed run's kept verdict
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class LanguageTask:
         self._score = scorer(task.precision, task.compile, device)
         self._kernels: str | None = None  # the once-a-run check's verdict (check_kernels)
         self._launch: dict | None = None  # the kernels' launch settings, when they are on
-        self._resumed_kernels: str | None = None  # the verdict of the process resumed from
+        self._resumed: dict = {}  # resume_state() of the process this one resumed from
 
     @property
     def pop_tile(self) -> int | None:
@@ -171,6 +172,10 @@ class LanguageTask:
             self._kernels = self._resumed_path(self.check_kernels(theta, buckets[0]))
             if self._kernels.startswith("on"):
                 self._launch = gpu_kernels.launch_settings()
+                if self._resumed.get("gpu_kernel_launch") not in (None, self._launch):
+                    log.warning("the Triton kernels' launch settings differ from those of the "
+                                "process this run resumed from (other code?): its log from here "
+                                "may differ in the last digits from an uninterrupted run's")
         # off unless the check let them on: also what sizes the chunks for torch's ops when they
         # run instead (a failed check, torch.compile, no Triton)
         kernels_off = not self._kernels.startswith("on")
@@ -205,12 +210,13 @@ class LanguageTask:
 
     def resume_state(self) -> dict:
         """What a resumed process must know to score as this one did (the run checkpoints it):
-        the kernel check's verdict, None before the first generation."""
-        return {"gpu_kernels": self._kernels}
+        the kernel check's verdict (None before the first generation) and the kernels' launch
+        settings when they ran."""
+        return {"gpu_kernels": self._kernels, "gpu_kernel_launch": self._launch}
 
     def resume_from(self, state: dict) -> None:
         """Score as the process that wrote `state` did (see `_resumed_path`)."""
-        self._resumed_kernels = state.get("gpu_kernels")
+        self._resumed = state
 
     def _resumed_path(self, verdict: str) -> str:
         """This process's verdict, held to the resumed-from process's: kernels it did not use stay
@@ -218,11 +224,11 @@ class LanguageTask:
         it used run again only if they pass here too (a verdict does not carry to another GPU or
         Triton); if they fail, torch's ops, and the warning that the log now departs from the
         uninterrupted run's."""
-        before = self._resumed_kernels
+        before = self._resumed.get("gpu_kernels")
         if before is None or before.startswith("on") == verdict.startswith("on"):
             return verdict
         if not before.startswith("on"):
-            return f"{before} (kept from the process this run resumed from)"
+            return before if before.endswith(KEPT) else f"{before} {KEPT}"
         log.warning("the resumed run used the Triton kernels before and uses torch's ops now: "
                     "its log from here differs in the last digits from an uninterrupted run's")
         return f"{verdict} (the process resumed from used the kernels)"
