@@ -190,8 +190,9 @@ def test_quick_preset_learns(tmp_path: Path, config: str) -> None:
     (["ga.population=-3"], "ga.population must be at least 1"),
     (["ga.mutation_rates=0.5"], "expected a list, got 0.5 (one item is written [0.5])"),
     (["device=gpu"], "unknown device 'gpu' (valid: auto, cpu, cuda)"),
-    (["seed=-1"], "seed must be a non-negative integer, got -1"),
-    (["seed=true"], "seed must be a non-negative integer, got True"),
+    (["seed=-1"], "seed must be an integer from 0 to 2^32 − 1, got -1"),
+    (["seed=true"], "seed must be an integer from 0 to 2^32 − 1, got True"),
+    (["seed=4294967296"], "seed must be an integer from 0 to 2^32 − 1, got 4294967296"),
     (["ga.population"], "expected key=value"),
 ])
 def test_bad_config_fails_with_one_line_and_no_run_dir(tmp_path: Path, tiny_lm_overrides, capsys,

@@ -140,8 +140,10 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
     if device not in DEVICES:
         raise ConfigError(f"{source}: unknown device {device!r} (valid: {', '.join(DEVICES)})")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"{source}: seed must be a non-negative integer, got {seed!r}")
+    # below 2^32: the RL episode seeds hash it with numpy's SeedSequence as one 32-bit word (a
+    # larger seed is split into two words and can alias another seed's episodes)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ConfigError(f"{source}: seed must be an integer from 0 to 2^32 − 1, got {seed!r}")
     return RunConfig(
         task=_section(module.TaskConfig, task_raw, "task", source),
         model=_section(module.ModelConfig, raw.get("model") or {}, "model", source),
