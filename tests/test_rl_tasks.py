@@ -74,6 +74,43 @@ def test_atari_actions_are_the_policy_argmax_after_the_no_op_start() -> None:
     assert greedy_steps >= 2 * (40 - 8)
 
 
+@pytest.mark.parametrize("game", ["frostbite", "asteroids"])
+def test_the_vector_env_steps_as_gymnasiums_ale_v5(game: str) -> None:
+    """The C++ vector environment configured as the paper's protocol (`AtariPool`: frameskip 4
+    returning the last frame, no sticky actions, the minimal action set, raw rewards) gives
+    gymnasium's `ALE/<Game>-v5` configured alike the same rewards and episode end, step for step
+    over seeded random actions, and the same frames area-resized to 84×84 within ±1 (rounding):
+    what atari.py's docstring and the README claim."""
+    from neuroevo.tasks.atari import AtariPool
+
+    pool = AtariPool(game, 84, threads=1)
+    env = gym.make(f"ALE/{game.title()}-v5", frameskip=4, repeat_action_probability=0.0,
+                   full_action_space=False)
+    rows, cols = area_weights(210, 84).double(), area_weights(160, 84).double()
+
+    def resized(frame: np.ndarray) -> np.ndarray:
+        return torch.einsum("oh,hwc,pw->opc", rows, torch.from_numpy(frame).double(),
+                            cols).round().numpy()
+
+    try:
+        frame = pool.reset(np.array([0]))[0, 0]
+        reference, _ = env.reset(seed=0)
+        assert np.abs(frame.astype(int) - resized(reference)).max() <= 1
+        actions = np.random.default_rng(0).integers(env.action_space.n, size=3000)
+        for step, action in enumerate(actions):
+            obs, rewards, done = pool.step(np.array([0]), np.array([action]))
+            reference, reward, terminated, truncated, _ = env.step(int(action))
+            assert rewards[0] == reward, step
+            assert bool(done[0]) == (terminated or truncated), step
+            if done[0]:  # its frame is the next episode's (the rollout never reads it)
+                break
+            assert np.abs(obs[0, 0].astype(int) - resized(reference)).max() <= 1, step
+        assert done[0], "3,000 random actions did not end the episode: lengthen the test"
+    finally:
+        pool.close()
+        env.close()
+
+
 def test_car_racing_is_played_by_the_policy_in_two_waves() -> None:
     """CarRacing-v3 runs both waves under the paper's CNN and logs the wave columns."""
     task, _ = _task("configs/car_racing/dense.yaml", "ga.population=2", "ga.elites=1",
