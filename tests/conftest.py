@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,22 @@ def kernels_served(monkeypatch) -> list:
 
     monkeypatch.setattr(transformer_module, "_fused_kernels", recording)
     return served
+
+
+def interrupt_at_checkpoint(monkeypatch: pytest.MonkeyPatch, n: int) -> Callable[[], None]:
+    """Make runs checkpoint after every generation and stop with KeyboardInterrupt (Ctrl-C: exit
+    130) at the n-th checkpoint, before it is written; returns what puts the real checkpoint
+    writer back, for the resume."""
+    import neuroevo.run
+
+    monkeypatch.setattr(neuroevo.run, "CHECKPOINT_SECONDS", 0.0)
+    save, calls = neuroevo.run.atomic_torch_save, []
+
+    def interrupted(*args, **kwargs) -> None:
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted)
+    return lambda: monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)

@@ -14,7 +14,8 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import KERNEL_ENCODINGS, needs_triton, perturbed_transformer
+from conftest import (KERNEL_ENCODINGS, interrupt_at_checkpoint, needs_triton,
+                      perturbed_transformer)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import ModelConfig
@@ -467,7 +468,6 @@ def test_a_resumed_run_scores_as_the_process_it_resumes(tmp_path, tiny_lm_overri
     its log is the uninterrupted torch-ops run's, byte for byte. One whose first process used
     them and is resumed where they fail uses torch's ops, and warns that its log departs; so
     does one resumed with the kernels under other launch settings ("retuned")."""
-    import neuroevo.run
     from neuroevo.cli import main
     from neuroevo.kernels import triton_lm
 
@@ -484,21 +484,12 @@ def test_a_resumed_run_scores_as_the_process_it_resumes(tmp_path, tiny_lm_overri
     monkeypatch.setattr(gpu_kernels, "usable", gpu_kernels.eligible)
     right = triton_lm.negative_log_likelihood_kernel
     loss_kernel = {"right": right, "miscompiled": Miscompiled(right)}
-    monkeypatch.setattr(neuroevo.run, "CHECKPOINT_SECONDS", 0.0)  # one every generation
-    save, saves = neuroevo.run.atomic_torch_save, []
-
-    def interrupted_at_the_second_checkpoint(*args, **kwargs):
-        saves.append(1)
-        if len(saves) == 2:
-            raise KeyboardInterrupt
-        save(*args, **kwargs)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted_at_the_second_checkpoint)
+    restore = interrupt_at_checkpoint(monkeypatch, 2)
     monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel",
                         loss_kernel["right" if first == "retuned" else first])
     assert run(out) == 130
-    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
+    restore()
     then = {"miscompiled": "right", "right": "miscompiled", "retuned": "right"}[first]
     monkeypatch.setattr(triton_lm, "negative_log_likelihood_kernel", loss_kernel[then])
     if first == "retuned":

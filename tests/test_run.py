@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import interrupt_at_checkpoint
 from neuroevo.cli import main
 from neuroevo.config import load_config
 from neuroevo.provenance import source_revision
@@ -121,24 +122,13 @@ def test_resume_redoes_log_rows_written_after_the_checkpoint(tmp_path: Path, tin
     """Interrupted between a generation's log rows and its checkpoint, the log is one generation
     ahead: --resume cuts it back to the checkpoint and the redone generation writes the same
     bytes as an uninterrupted run."""
-    import neuroevo.run
-
     overrides = tiny_lm_overrides + ["ga.generations=4"]
     whole, out = tmp_path / "whole", tmp_path / "run"
     assert _run("small", whole, overrides) == 0
-    monkeypatch.setattr(neuroevo.run, "CHECKPOINT_SECONDS", 0.0)  # one every generation
-    save, calls = neuroevo.run.atomic_torch_save, []
-
-    def interrupted_at_the_fourth_checkpoint(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        save(*args, **kwargs)
-
-    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted_at_the_fourth_checkpoint)
+    restore = interrupt_at_checkpoint(monkeypatch, 4)
     assert _run("small", out, overrides) == 130
     assert len((out / "fitness.csv").read_text().splitlines()) == 1 + 4
-    monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
+    restore()
     assert _run("small", out, overrides, "--resume") == 0
     assert (out / "fitness.csv").read_bytes() == (whole / "fitness.csv").read_bytes()
 
