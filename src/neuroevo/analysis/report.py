@@ -63,8 +63,8 @@ NOTE = (
     "which an engine may or may not count in `params.genome`. This reproduction's population, "
     "elites and evaluation set are those its runs were loaded with (each run's summary, defaults "
     "included; for tables from before runs.csv's `settings` column, each variant's engine config "
-    "with the runs' engine preset and the variant's overrides). A variant or task the paper did not run reads "
-    f"\"{NOT_IN_PAPER}\": an extension."
+    "with the runs' engine preset and the variant's overrides). A variant or task the paper did "
+    f"not run reads \"{NOT_IN_PAPER}\": an extension."
 )
 EFFECT_SIZES = (  # the pairwise captions' reading of both effect sizes
     "Glass's Δ = (mean(a) − mean(b)) / std(b, ddof 0) is the paper's: unbounded, and unreliable "
