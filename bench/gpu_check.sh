@@ -62,7 +62,8 @@
 #                                  attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP, off):
 #                                  its tests, the attention swept with it off and on by query
 #                                  block and pipelining depth at 128- and 512-token sequences,
-#                                  both settings' dense model with it off and on, and Nsight
+#                                  both settings' dense model with it off and on (the paper's
+#                                  lengths with a kernel profile each way), and Nsight
 #                                  Compute's view of one attention launch each way (occupancy,
 #                                  stall reasons, the hottest instructions): where the kernel's
 #                                  time goes, measured rather than guessed
@@ -235,14 +236,15 @@ heads)
     heads=(--kernels attention --knob QUERY_BLOCK=32,64,128 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
            --knob NUM_STAGES=1,2,3 --knob ATTENTION_HEAD_LOOP=0,1)
     step $py -m pytest -q tests/test_gpu_kernels.py -k "head or every_lever"
+    step profile_attention  # first: a call cut short at its time limit still has them
+    step profile_attention --knob ATTENTION_HEAD_LOOP=1
     step $py bench/triton_sweep.py --precision tf32 "${heads[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${heads[@]}" --batch 32 --seq-len 512
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense" --config "$loop_on"
-    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense"
-    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$loop_on"
-    step profile_attention
-    step profile_attention --knob ATTENTION_HEAD_LOOP=1
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --profile
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$loop_on" \
+        --profile
     ;;
 *)
     echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|heads]" >&2
