@@ -60,7 +60,8 @@
 #                                  the tests of what changed
 #   bash bench/gpu_check.sh heads   what session 15 prepared after its GPU calls, ~8 min: the
 #                                  attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP, off):
-#                                  its tests, the attention swept with it off and on by query
+#                                  its tests (and bf16 autocast's, not yet run on a GPU with
+#                                  the embedding kernel on), the attention swept with it off and on by query
 #                                  block and pipelining depth at 128- and 512-token sequences,
 #                                  both settings' dense model with it off and on (the paper's
 #                                  lengths with a kernel profile each way), and Nsight
@@ -235,7 +236,7 @@ heads)
     loop_on='{"ATTENTION_HEAD_LOOP": 1}'
     heads=(--kernels attention --knob QUERY_BLOCK=32,64,128 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
            --knob NUM_STAGES=1,2,3 --knob ATTENTION_HEAD_LOOP=0,1)
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "head or every_lever"
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "head or every_lever or bf16"
     step profile_attention  # first: a call cut short at its time limit still has them
     step profile_attention --knob ATTENTION_HEAD_LOOP=1
     step $py bench/triton_sweep.py --precision tf32 "${heads[@]}"
