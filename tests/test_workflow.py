@@ -394,6 +394,27 @@ def test_an_engine_config_that_does_not_load_fails_at_dag_build(workdir: Path, v
     assert engine_message in line
 
 
+def test_a_variant_labelled_with_another_rank_than_it_searches_fails_at_dag_build(
+        workdir: Path) -> None:
+    """A variant's `rank` labels it (tables, the rank figure); a new rank-sweep variant that
+    names rank 6 but leaves the config's rank 4 would run rank 4 plotted as 6: the dry run
+    refuses it in one line naming the variant and the fix."""
+    def add_rank_6(experiments: dict) -> None:
+        experiments["tasks"]["tinystories"]["variants"]["factorized-r6"] = {
+            "config": "configs/tinystories/factorized.yaml", "rank": 6}
+        experiments["presets"]["quick"]["runs"]["tinystories"]["variants"].append("factorized-r6")
+
+    edit_experiments(workdir, add_rank_6)
+    result = snakemake(workdir, "-n", "--config", "preset=quick", check=False)
+    assert result.returncode != 0 and "rule evolve" not in result.stdout
+    assert ("configs/experiments.yaml: tasks.tinystories.variants.factorized-r6 is labelled rank 6 "
+            "but its runs search rank 4 (configs/tinystories/factorized.yaml): add "
+            "`set: {encoding.rank: 6}` to the variant, or correct its `rank`") in result.stdout
+    edit_experiments(workdir, lambda e: e["tasks"]["tinystories"]["variants"]["factorized-r6"].update(
+        set={"encoding.rank": 6}))
+    assert snakemake(workdir, "-n", "--config", "preset=quick").returncode == 0
+
+
 def test_without_the_rl_extra_here_rl_configs_are_left_to_their_jobs(workdir: Path) -> None:
     """Where Snakemake's Python lacks the RL extra (it is in the jobs' conda env, envs/rl.yaml),
     the DAG still builds: the RL families' engine configs are left to their jobs, with a warning

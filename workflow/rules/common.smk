@@ -422,10 +422,18 @@ def _load_engine_config(preset, task, variant):
         return
     engine_preset, device, sets = engine_options(preset, task, variant, seed=0)
     try:
-        load_config(path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
+        loaded = load_config(path, engine_preset, (*sets, f"device={device}"))  # the CLI's order
     except ValueError as error:  # the engine's ConfigError: one line naming the key
         raise WorkflowError(f"engine config {path} (preset {preset!r}, task {task}, "
                             f"variant {variant}) does not load: {error}") from None
+    # a variant's `rank` only labels it (tables, the rank figure): the runs search the rank the
+    # config and `set:` give, so the two must agree
+    rank = variant_config(task, variant).get("rank")
+    if rank is not None and loaded.encoding.kind != "dense" and loaded.encoding.rank != rank:
+        raise WorkflowError(
+            f"configs/experiments.yaml: tasks.{task}.variants.{variant} is labelled rank {rank} "
+            f"but its runs search rank {loaded.encoding.rank} ({path}): add "
+            f"`set: {{encoding.rank: {rank}}}` to the variant, or correct its `rank`")
 
 
 def engine_tokenizer(wildcards):
