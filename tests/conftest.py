@@ -12,6 +12,7 @@ import torch
 from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
+from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models import transformer as transformer_module
 from neuroevo.models.transformer import ModelConfig, Transformer
 
@@ -134,3 +135,17 @@ def interrupt_at_checkpoint(monkeypatch: pytest.MonkeyPatch, n: int) -> Callable
 
     monkeypatch.setattr(neuroevo.run, "atomic_torch_save", interrupted)
     return lambda: monkeypatch.setattr(neuroevo.run, "atomic_torch_save", save)
+
+
+def record_triton_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the Triton kernels launched from now on, in order (every launch passes
+    through gpu._launch), so that a test can tell the kernels ran, not torch's ops in their
+    place."""
+    launched, launch = [], gpu_kernels._launch
+
+    def recording(kernel, *args, **kwargs):
+        launched.append(kernel.__name__)
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(gpu_kernels, "_launch", recording)
+    return launched

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import (KERNEL_ENCODINGS, interrupt_at_checkpoint, needs_triton,
-                      perturbed_transformer)
+                      perturbed_transformer, record_triton_launches)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import ModelConfig
@@ -171,10 +171,7 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     for name, value in ATTENTION_LEVERS[levers].items():
         monkeypatch.setattr(gpu_kernels, name, value)
     monkeypatch.setattr(gpu_kernels, "KEY_BLOCK", key_block)
-    launched = []
-    launch = gpu_kernels._launch
-    monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
-        launched.append(kernel.__name__), launch(kernel, *args, **kwargs)))
+    launched = record_triton_launches(monkeypatch)
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), device=DEVICE)
     block = model.blocks[0]
     x = torch.randn(3, 2 * 70, 32, generator=torch.Generator().manual_seed(4)).to(DEVICE)
@@ -302,10 +299,7 @@ def test_embedding_kernel_equals_the_lookup_and_rotation(triton_path, monkeypatc
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, vocab=300, device=DEVICE)
     tokens = torch.randint(0, 300, (3, 37), generator=torch.Generator().manual_seed(2)
                            ).to(DEVICE)
-    launched = []
-    launch = gpu_kernels._launch
-    monkeypatch.setattr(gpu_kernels, "_launch", lambda kernel, *args, **kwargs: (
-        launched.append(kernel.__name__), launch(kernel, *args, **kwargs)))
+    launched = record_triton_launches(monkeypatch)
     monkeypatch.setattr(model, "blocks", [])  # hidden_states = the embedding alone
     fused, plain = kernels_and_torch_ops(lambda: model.hidden_states(p, tokens),
                                          {"embedding_rotary_kernel"})
