@@ -58,16 +58,20 @@
 #                                  up to rank 4 (the lazy rescaling lost and was removed): both
 #                                  settings as shipped, the fixed one also without the two, then
 #                                  the tests of what changed
-#   bash bench/gpu_check.sh heads   what session 15 prepared after its GPU calls, ~8 min: the
-#                                  attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP, off):
-#                                  its tests (and bf16 autocast's, not yet run on a GPU with
-#                                  the embedding kernel on), the attention swept with it off and on by query
-#                                  block and pipelining depth at 128- and 512-token sequences,
-#                                  both settings' dense model with it off and on (the paper's
-#                                  lengths with a kernel profile each way), and Nsight
-#                                  Compute's view of one attention launch each way (occupancy,
-#                                  stall reasons, the hottest instructions): where the kernel's
-#                                  time goes, measured rather than guessed
+#   bash bench/gpu_check.sh untimed every lever written without a GPU and not yet timed, ~9 min,
+#                                  most decisive first (a call cut at its time limit keeps what
+#                                  ran): the attention's heads one at a time
+#                                  (gpu.ATTENTION_HEAD_LOOP, session 15) and the softmaxes
+#                                  without a running max (ATTENTION_SHIFT_BY_DIAGONAL,
+#                                  LOSS_SHIFT_BY_TARGET, session 16), all off as shipped: their
+#                                  tests (and bf16 autocast's, not yet run on a GPU with the
+#                                  embedding kernel on); each kernel alone off and on at 128- and
+#                                  512-token sequences; both settings' generations as shipped,
+#                                  with the shifts, and with the shifts and the head loop (the
+#                                  paper's lengths with a kernel profile); Nsight Compute's view
+#                                  of one attention launch as shipped and shifted (occupancy,
+#                                  stall reasons, the hottest instructions); last, the attention
+#                                  swept by query block and pipelining depth with each lever
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -232,23 +236,33 @@ winners)
     step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py \
         -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
-heads)
-    loop_on='{"ATTENTION_HEAD_LOOP": 1}'
-    heads=(--kernels attention --knob QUERY_BLOCK=32,64,128 --knob KEY_BLOCK=32 --knob NUM_WARPS=4
-           --knob NUM_STAGES=1,2,3 --knob ATTENTION_HEAD_LOOP=0,1)
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "head or every_lever or bf16"
-    step profile_attention  # first: a call cut short at its time limit still has them
-    step profile_attention --knob ATTENTION_HEAD_LOOP=1
-    step $py bench/triton_sweep.py --precision tf32 "${heads[@]}"
-    step $py bench/triton_sweep.py --precision tf32 "${heads[@]}" --batch 32 --seq-len 512
-    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense"
-    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense" --config "$loop_on"
-    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --profile
-    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" --config "$loop_on" \
-        --profile
+untimed)
+    shifts='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1'
+    attention=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4
+               --knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=0,1)
+    shipped_blocks=(--knob QUERY_BLOCK=64 --knob NUM_STAGES=3)
+    loss=(--kernels loss --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4
+          --knob LOSS_SHIFT_BY_TARGET=0,1)
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "shift or head or every_lever or bf16"
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${shipped_blocks[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${shipped_blocks[@]}" \
+        --batch 32 --seq-len 512
+    step $py bench/triton_sweep.py --precision tf32 "${loss[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${loss[@]}" --model "paper factorized r4"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "{$shifts}"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 \
+        --config "{$shifts, \"ATTENTION_HEAD_LOOP\": 1}"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" \
+        --config "{$shifts}" --profile
+    step profile_attention
+    step profile_attention --knob ATTENTION_SHIFT_BY_DIAGONAL=1
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" \
+        --knob QUERY_BLOCK=64,128 --knob NUM_STAGES=1,2,3
     ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|heads]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|untimed]" >&2
     exit 2
     ;;
 esac

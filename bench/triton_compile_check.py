@@ -13,8 +13,8 @@ GPU time is spent. Nothing is timed.
     python bench/triton_compile_check.py --ptx /tmp/ptx-new    # then the same in another
     diff -r /tmp/ptx-old /tmp/ptx-new                            # checkout: did the code change?
 
-`--ptx DIR` writes each launch's PTX instructions (comments, debug sections and line markers
-dropped, so that only code differs) and their opcode counts: a kernel edit meant to leave the
+`--ptx DIR` writes each launch's PTX instructions (comments, debug sections, line markers and
+their labels dropped, so that only code differs) and their opcode counts: a kernel edit meant to leave the
 shipped launches alone can be checked to do so without a GPU.
 """
 
@@ -111,8 +111,9 @@ def write_ptx(directory: Path, stem: str, ptx: str) -> None:
     """DIR/stem.ptx: the instructions alone; DIR/stem.ops: how many of each opcode."""
     before_debug = ptx.split(".section\t.debug")[0]
     lines = (re.sub(r"\s*//.*$", "", line) for line in before_debug.splitlines())
-    code = "\n".join(line for line in lines
-                     if line.strip() and not re.match(r"\s*(\.loc|\.file)\s", line))
+    # .loc/.file lines and $L__tmp labels only mark source lines for the debug sections
+    code = "\n".join(line for line in lines if line.strip()
+                     and not re.match(r"\s*(\.loc|\.file)\s|\$L__tmp\d+:$", line))
     opcodes = collections.Counter(re.findall(r"^\s+([a-z][\w.]*)", code, flags=re.M))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{stem}.ptx").write_text(code + "\n")

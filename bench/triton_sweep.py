@@ -61,11 +61,13 @@ KNOBS = {
                   "ATTENTION_CAUSAL_SPLIT": [int(gpu_kernels.ATTENTION_CAUSAL_SPLIT)],
                   "ATTENTION_EXP2": [int(gpu_kernels.ATTENTION_EXP2)],
                   "ATTENTION_KV_STORED": [int(gpu_kernels.ATTENTION_KV_STORED)],
-                  "ATTENTION_HEAD_LOOP": [int(gpu_kernels.ATTENTION_HEAD_LOOP)]},
+                  "ATTENTION_HEAD_LOOP": [int(gpu_kernels.ATTENTION_HEAD_LOOP)],
+                  "ATTENTION_SHIFT_BY_DIAGONAL": [int(gpu_kernels.ATTENTION_SHIFT_BY_DIAGONAL)]},
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8],
                      "FEED_FORWARD_SPLIT": [1]},
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
              "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)],
+             "LOSS_SHIFT_BY_TARGET": [int(gpu_kernels.LOSS_SHIFT_BY_TARGET)],
              "LOSS_FACTOR_ON_CHIP": [gpu_kernels.LOSS_FACTOR_ON_CHIP]},  # a rank: 0 never
     "embedding": {"EMBED_ROWS": [32, 64, 128, 256], "NUM_WARPS": [4, 8]},
 }

@@ -27,14 +27,18 @@ EVERY_RANK = 1 << 16  # gpu.LOSS_FACTOR_ON_CHIP: the factor's product in the los
 # The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
 # kernel before session 9), each alone, as shipped and all on.
 LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED",
-               "ATTENTION_HEAD_LOOP")
+               "ATTENTION_HEAD_LOOP", "ATTENTION_SHIFT_BY_DIAGONAL")
+SHIPPED = tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES)
 ATTENTION_LEVERS = {
     name: dict(zip(LEVER_NAMES, values)) for name, values in {
-        "off": (False, False, False, False), "causal-split": (True, False, False, False),
-        "exp2": (False, True, False, False), "kv-stored": (False, False, True, False),
-        "head-loop": (False, False, False, True),
-        "shipped": tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES),
-        "all": (True, True, True, True)}.items()}
+        "off": (False, False, False, False, False),
+        "causal-split": (True, False, False, False, False),
+        "exp2": (False, True, False, False, False), "kv-stored": (False, False, True, False, False),
+        "head-loop": (False, False, False, True, False),
+        "diagonal-shift": (False, False, False, False, True),  # the own key projected from x
+        "shipped": SHIPPED,
+        "shipped-shifted": SHIPPED[:-1] + (True,),  # the own key read from the stored keys
+        "all": (True, True, True, True, True)}.items()}
 
 
 def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +156,7 @@ def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: 
     chunks, the embedding's factor in the loss kernel at every rank): the population's fitness
     still equals torch's ops to 1e-5 nats."""
     for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
-                        "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": EVERY_RANK,
+                        "LOSS_SHIFT_BY_TARGET": True, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": EVERY_RANK,
                         "EMBED_KERNEL": True}.items():
         monkeypatch.setattr(gpu_kernels, name, value)
     fused, plain = population_fitness(encoding, seed=6)
@@ -180,12 +184,17 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
 
 
+# (stacked, online) is test_triton_block_equals_torch_ops[odd-sizes]
+@pytest.mark.parametrize("head_loop, shift", [(True, False), (True, True), (False, True)],
+                         ids=["head-loop", "head-loop-shifted", "stacked-shifted"])
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
-def test_head_loop_with_odd_heads_computes_the_same_block(triton_path, monkeypatch,
-                                                         encoding: str):
-    """gpu.ATTENTION_HEAD_LOOP over 3 heads of 8 features (a head count that is not a power of
-    two, so the padded fourth head's columns must stay out): the block equals torch's ops."""
-    monkeypatch.setattr(gpu_kernels, "ATTENTION_HEAD_LOOP", True)
+def test_odd_heads_compute_the_same_block(triton_path, monkeypatch, encoding: str,
+                                          head_loop: bool, shift: bool):
+    """3 heads of 8 features (a head count that is not a power of two, so the padded fourth
+    head's columns and rows must stay out), one head at a time (gpu.ATTENTION_HEAD_LOOP) or
+    stacked, with the online softmax or the diagonal shift: the block equals torch's ops."""
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_HEAD_LOOP", head_loop)
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_SHIFT_BY_DIAGONAL", shift)
     cfg = ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8, rotary_dims=6)
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
     block = model.blocks[0]
@@ -210,12 +219,16 @@ def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
     torch.testing.assert_close(fused, plain.float(), atol=0.05, rtol=0.01)
 
 
+@pytest.mark.parametrize("shift", [False, True], ids=["online", "target-shift"])
 @pytest.mark.parametrize("exp2", [False, True], ids=["exp", "exp2"])
-def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypatch, exp2: bool):
+def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypatch, exp2: bool,
+                                                                       shift: bool):
     """Against a float64 reference on fresh random inputs (an unwritten output element cannot
     match): rows gathered out of order, targets anywhere in the vocabulary, a population of 2;
-    also with the exp2 lever (gpu.LOSS_EXP2: log2 units inside, nats out)."""
+    also with the exp2 lever (gpu.LOSS_EXP2: log2 units inside, nats out) and with the sum
+    shifted by the target's logit (gpu.LOSS_SHIFT_BY_TARGET)."""
     monkeypatch.setattr(gpu_kernels, "LOSS_EXP2", exp2)
+    monkeypatch.setattr(gpu_kernels, "LOSS_SHIFT_BY_TARGET", shift)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 40, 32, generator=gen).to(DEVICE)
     weight = torch.randn(2, 257, 32, generator=gen).to(DEVICE)
@@ -229,6 +242,29 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypat
         got = gpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shift", [False, True], ids=["online", "target-shift"])
+def test_log_likelihood_survives_logits_far_above_the_target(monkeypatch, shift: bool):
+    """Rows whose logits lie hundreds of nats above their target's (exp of the shifted logit
+    overflows fp32) next to ordinary rows in the same block: with the target shift
+    (gpu.LOSS_SHIFT_BY_TARGET) the block goes through the online walk and every row still
+    equals a float64 reference, finite."""
+    monkeypatch.setattr(gpu_kernels, "LOSS_SHIFT_BY_TARGET", shift)
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 40, 32, generator=gen)
+    x[:, ::3] *= 60  # every third row: logits spread over hundreds of nats
+    weight = torch.randn(2, 257, 32, generator=gen)
+    bias = torch.randn(2, 257, generator=gen)
+    rows, targets = torch.arange(40), torch.randint(0, 257, (40,), generator=gen)
+    logits = torch.einsum("pmk,pvk->pmv", x.double(), weight.double()) + bias.double()[:, None]
+    expected = logits.logsumexp(-1) - logits.gather(2, targets.expand(2, -1)[..., None])[..., 0]
+    assert expected[:, ::3].max() > 200  # far beyond exp's fp32 range
+    with torch.no_grad():
+        got = gpu_kernels.negative_log_likelihood(
+            *(t.to(DEVICE) for t in (x, rows, weight, bias, targets)))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double().cpu(), expected, atol=1e-3, rtol=1e-5)
 
 
 @pytest.mark.parametrize("on_chip", [False, True], ids=["torch-ops", "on-chip"])

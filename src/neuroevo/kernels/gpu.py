@@ -78,8 +78,17 @@ ATTENTION_KV_STORED = True
 # products and exponentials; the key and value blocks are loaded once per head. ptxas (sm_90a,
 # TF32): 255 registers a thread either way at depth 3, 40 B spilled instead of 128; 168 at
 # depth 1. Written without a GPU (session 15): off until a GPU session times it
-# (`bash bench/gpu_check.sh heads`).
+# (`bash bench/gpu_check.sh untimed`).
 ATTENTION_HEAD_LOOP = False
+# The softmax without its running max: each query's exponentials shifted by its score against
+# its own key (always among its keys, so their sum is ≥ 1 and cannot underflow), not by the
+# running max of its scores, which costs a row-wise max, a rescaling exponential and a multiply
+# of the sum and the (rows, width) accumulator at every key block. Only where a score lies ~88
+# nats above the diagonal's (exp overflows fp32) or is NaN does a block of queries go through
+# the online softmax after all (a test covers it). Same exponentials; results equal to rounding.
+# Written without a GPU (session 16): off until a GPU session times it
+# (`bash bench/gpu_check.sh untimed`).
+ATTENTION_SHIFT_BY_DIAGONAL = False
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
@@ -87,6 +96,12 @@ FEED_FORWARD_SPLIT = 1
 # The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
 # (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
 LOSS_EXP2 = True
+# The loss's log-sum-exp without its running max, as ATTENTION_SHIFT_BY_DIAGONAL: the exponentials
+# shifted by the target's logit, which the kernel computes before its vocabulary walk (the sum is
+# ≥ 1: the target's own term), so the loss is log Σ exp(logit − target logit) directly; rows with
+# a logit ~88 nats above their target's go through the online walk. Written without a GPU
+# (session 16): off until a GPU session times it.
+LOSS_SHIFT_BY_TARGET = False
 # A factorized tied embedding's logits are (h·Aᵀ)·Bᵀ: the loss kernel can take h's scored rows
 # and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per program) instead of
 # torch's gather of the rows and bmm before it. It does so for embedding ranks up to this one
@@ -196,7 +211,7 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
         CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
-        HEAD_LOOP=ATTENTION_HEAD_LOOP)
+        HEAD_LOOP=ATTENTION_HEAD_LOOP, SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL)
     return result
 
 
@@ -289,7 +304,8 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
         weight.stride(0), bias, bias.stride(0), out, vocab, k_dim, a,
         a.stride(0) if factor else 0, h_dim,
         BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK[precision], BLOCK_K=_block(k_dim),
-        BLOCK_HID=_block(h_dim), FACTOR=factor, EXP2=LOSS_EXP2)
+        BLOCK_HID=_block(h_dim), FACTOR=factor, EXP2=LOSS_EXP2,
+        SHIFT_BY_TARGET=LOSS_SHIFT_BY_TARGET)
     return out
 
 
@@ -310,8 +326,10 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED, "ATTENTION_HEAD_LOOP": ATTENTION_HEAD_LOOP,
+            "ATTENTION_SHIFT_BY_DIAGONAL": ATTENTION_SHIFT_BY_DIAGONAL,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
-            "LOSS_EXP2": LOSS_EXP2, "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
+            "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
+            "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
             "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}
 
 

@@ -31,7 +31,11 @@ set from H100 timings; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT masks on
 blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e) into an operand and
 takes exp2, KV_STORED reads each row's keys and values, projected once by `key_value_kernel`,
 instead of recomputing them from x in every query block, HEAD_LOOP attends to one head at a time
-instead of stacking them (with KV_STORED off it projects the keys and values once per head), and
+instead of stacking them (with KV_STORED off it projects the keys and values once per head),
+SHIFT_BY_DIAGONAL (attention) and SHIFT_BY_TARGET (loss) drop the softmax's running max for a
+fixed shift per row that bounds the sum of exponentials from below (a query's score against its
+own key; the target's logit), with the online softmax as a fallback for the rare blocks whose
+sum leaves fp32's range,
 FF_SPLIT computes the feed-forward hidden layer in column chunks (fewer live registers: the
 whole (128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
 multiplies hidden states by a factorized embedding's factor on chip (up to a rank).
@@ -215,16 +219,18 @@ def key_value_kernel(
 
 @triton.jit
 def _attend_key_block(
-        q, row_pos, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+        q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
         width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
         BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
         BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
-        MASKED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        PRECISION: tl.constexpr):
-    """One step of the online softmax: the stacked queries q against keys start … start +
-    BLOCK_K of the sequence; returns the updated (run_max, run_sum, acc). Without MASKED every
-    key precedes every query (a block wholly below the diagonal), so no mask is computed."""
+        MASKED: tl.constexpr, SHIFTED: tl.constexpr, EXP2: tl.constexpr,
+        KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
+    """One step of the softmax: the stacked queries q against keys start … start + BLOCK_K of
+    the sequence; returns the updated (run_max, run_sum, acc). Without MASKED every key precedes
+    every query (a block wholly below the diagonal), so no mask is computed. SHIFTED: each row's
+    scores less its fixed `shift`, no running max (run_max passes through); else the online
+    softmax's running max and rescaling."""
     k_pos = start + tl.arange(0, BLOCK_K)
     if KV_STORED:
         w_cols = tl.arange(0, BLOCK_W)
@@ -241,48 +247,105 @@ def _attend_key_block(
         v = _linear(x_k, vb_ptr, va_ptr, vbias_ptr, n_cols, v_rank, width,
                     BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
     scores = _dot(q, tl.trans(k), PRECISION)
+    if SHIFTED:
+        scores = scores - shift[:, None]
     if MASKED:
         causal = (k_pos[None, :] <= row_pos[:, None]) & (k_pos < seq_len)[None, :]
         scores = tl.where(causal, scores, float("-inf"))
-    block_max = tl.max(scores, axis=1)  # finite in the first block: key 0 is in every row
-    new_max = tl.maximum(run_max, block_max)
-    if EXP2:  # scores are in log2 units (gpu.py folds log2(e) into the query scale)
-        rescale = tl.exp2(run_max - new_max)
-        probs = tl.exp2(scores - new_max[:, None])
+    if SHIFTED:
+        if EXP2:  # scores are in log2 units (gpu.py folds log2(e) into the query scale)
+            probs = tl.exp2(scores)
+        else:
+            probs = tl.exp(scores)
+        run_sum = run_sum + tl.sum(probs, axis=1)
+        acc = acc + _dot(probs, v, PRECISION)  # every head's columns of v
+        new_max = run_max
     else:
-        rescale = tl.exp(run_max - new_max)
-        probs = tl.exp(scores - new_max[:, None])
-    run_sum = run_sum * rescale + tl.sum(probs, axis=1)
-    acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)  # every head's columns of v
+        block_max = tl.max(scores, axis=1)  # finite in the first block: key 0 is in every row
+        new_max = tl.maximum(run_max, block_max)
+        if EXP2:
+            rescale = tl.exp2(run_max - new_max)
+            probs = tl.exp2(scores - new_max[:, None])
+        else:
+            rescale = tl.exp(run_max - new_max)
+            probs = tl.exp(scores - new_max[:, None])
+        run_sum = run_sum * rescale + tl.sum(probs, axis=1)
+        acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)
     return new_max, run_sum, acc
 
 
 @triton.jit
-def _attend(q, row_pos, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
-            kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-            BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
-            BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
-            FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
-            EXP2: tl.constexpr, KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
-    """The causal attention of query rows q (rows, BLOCK_W) at positions row_pos: the values
-    weighted by each row's softmax over keys 0 … q_end − 1, an online softmax over key blocks
-    (those before unmasked_end without the causal mask)."""
+def _attend_key_blocks(
+        q, row_pos, shift, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
+        kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+        BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+        BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
+        FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
+        SHIFTED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
+        PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
+    """(run_sum, acc) of rows q at positions row_pos over keys 0 … q_end − 1, key block by key
+    block (those before unmasked_end without the causal mask), software-pipelined STAGES deep
+    (None: the launch's num_stages)."""
     run_max = tl.full((q.shape[0],), float("-inf"), tl.float32)
     run_sum = tl.zeros((q.shape[0],), tl.float32)
     acc = tl.zeros((q.shape[0], BLOCK_W), tl.float32)
-    for start in range(0, unmasked_end, BLOCK_K):
+    for start in tl.range(0, unmasked_end, BLOCK_K, num_stages=STAGES):
         run_max, run_sum, acc = _attend_key_block(
-            q, row_pos, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
-            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len,
+            n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            False, EXP2, KV_STORED, PRECISION)
-    for start in range(unmasked_end, q_end, BLOCK_K):
+            False, SHIFTED, EXP2, KV_STORED, PRECISION)
+    for start in tl.range(unmasked_end, q_end, BLOCK_K, num_stages=STAGES):
         run_max, run_sum, acc = _attend_key_block(
-            q, row_pos, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+            q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len,
+            n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+            True, SHIFTED, EXP2, KV_STORED, PRECISION)
+    return run_sum, acc
+
+
+@triton.jit
+def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+            BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
+            FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
+            SHIFT_BY_DIAGONAL: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """The causal attention of query rows q (rows, BLOCK_W) at positions row_pos: the values
+    weighted by each row's softmax over keys 0 … q_end − 1.
+
+    With SHIFT_BY_DIAGONAL each row's exponentials are of its scores less `diagonal`, its score
+    against its own key (always among its keys), so their sum is ≥ 1 (that key's term) and needs
+    no running max; only a score ~88 nats above the diagonal's (exp overflows fp32) or a NaN
+    sends the block of queries through the online softmax (running max, rescaling) instead.
+    Rows past the sequence's end are not checked: their output is never stored."""
+    if SHIFT_BY_DIAGONAL:
+        run_sum, acc = _attend_key_blocks(
+            q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
             width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
             True, EXP2, KV_STORED, PRECISION)
-    return acc / run_sum[:, None]
+        weighted = acc / run_sum[:, None]
+        # comparisons with NaN are false: a NaN counts as out of range
+        out_of_range = tl.sum(tl.where(tl.abs(weighted) < float("inf"), 0, 1), axis=1) \
+            + tl.where(run_sum < float("inf"), 0, 1)
+        if tl.max(tl.where(row_pos < seq_len, out_of_range, 0), axis=0) > 0:
+            # rare: unpipelined, so that its buffers do not add to the shifted loop's
+            run_sum, acc = _attend_key_blocks(
+                q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+                width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+                BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+                False, EXP2, KV_STORED, PRECISION, 1)
+            weighted = acc / run_sum[:, None]
+    else:
+        run_sum, acc = _attend_key_blocks(
+            q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
+            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
+            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
+            False, EXP2, KV_STORED, PRECISION)
+        weighted = acc / run_sum[:, None]
+    return weighted
 
 
 @triton.jit
@@ -300,7 +363,7 @@ def attention_layer_norm_kernel(
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
         CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        HEAD_LOOP: tl.constexpr, PRECISION: tl.constexpr):
+        HEAD_LOOP: tl.constexpr, SHIFT_BY_DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
     HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
@@ -328,6 +391,15 @@ def attention_layer_norm_kernel(
         unmasked_end = (q_first // BLOCK_K) * BLOCK_K
     else:
         unmasked_end = 0
+    if SHIFT_BY_DIAGONAL:  # each query's own key: its score against it is the softmax's shift
+        if KV_STORED:
+            w_cols = tl.arange(0, BLOCK_W)
+            own_key = tl.load(k_ptr + kv_base + q_pos[:, None] * width + w_cols[None, :],
+                              mask=(q_pos < seq_len)[:, None] & (w_cols < width)[None, :],
+                              other=0.0)
+        else:
+            own_key = _linear(x_q, kb, ka, kbias, n_cols, k_rank, width, BLOCK_C, BLOCK_RK,
+                              BLOCK_W, FACT_K, BIAS_K, PRECISION)
     if HEAD_LOOP:
         # One head at a time, q masked to its columns: (BLOCK_Q, ·) tiles, a quarter of the
         # stacked ones' registers at 4 heads; of each head's weighted values its own columns
@@ -335,11 +407,16 @@ def attention_layer_norm_kernel(
         attended = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
         for h in range(N_HEADS):
             in_head = (head_of == h)[None, :]
+            head_q = tl.where(in_head, q, 0.0)
+            if SHIFT_BY_DIAGONAL:
+                diagonal = tl.sum(head_q * own_key, axis=1)
+            else:
+                diagonal = 0.0  # unread
             weighted = _attend(
-                tl.where(in_head, q, 0.0), q_pos, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
+                head_q, q_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
                 k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank,
-                vb, va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-                EXP2, KV_STORED, PRECISION)
+                vb, va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K,
+                FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
             attended += tl.where(in_head, weighted, 0.0)
     else:
         # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
@@ -349,11 +426,18 @@ def attention_layer_norm_kernel(
             & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
         stacked_q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
         row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
+        if SHIFT_BY_DIAGONAL:
+            stacked_key = tl.reshape(tl.broadcast_to(own_key[None, :, :],
+                                                     (BLOCK_H, BLOCK_Q, BLOCK_W)),
+                                     (BLOCK_H * BLOCK_Q, BLOCK_W))
+            diagonal = tl.sum(stacked_q * stacked_key, axis=1)  # q is 0 off its head's columns
+        else:
+            diagonal = 0.0  # unread
         weighted = _attend(
-            stacked_q, row_pos, unmasked_end, q_first + BLOCK_Q, x_ptr + base, k_ptr + kv_base,
-            v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb, va, vbias, v_rank,
-            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            EXP2, KV_STORED, PRECISION)
+            stacked_q, row_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
+            k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
+            va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
+            BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
         stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
         attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
@@ -411,12 +495,68 @@ def embedding_rotary_kernel(
 
 
 @triton.jit
+def _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V: tl.constexpr,
+                       EXP2: tl.constexpr, PRECISION: tl.constexpr):
+    """Rows x's logits over vocabulary entries first … first + BLOCK_V (−inf past the end), in
+    log2 units with EXP2 (x already scaled by log2(e); the bias scaled here)."""
+    vs = first + tl.arange(0, BLOCK_V)
+    w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
+                mask=(vs < vocab)[:, None] & (ks < k_dim)[None, :], other=0.0)
+    bias = tl.load(b_base + vs, mask=vs < vocab, other=float("-inf"))
+    if EXP2:
+        bias = bias * 1.4426950408889634
+    return _dot(x, tl.trans(w), PRECISION) + bias[None, :]
+
+
+@triton.jit
+def _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
+                 BLOCK_V: tl.constexpr, EXP2: tl.constexpr, PRECISION: tl.constexpr,
+                 STAGES: tl.constexpr = None):
+    """Each row's log-sum-exp of its logits, in nats: an online one over vocabulary tiles (a
+    running max, the sum rescaled whenever it rises), software-pipelined STAGES deep (None: the
+    launch's num_stages)."""
+    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)
+    for first in tl.range(0, vocab, BLOCK_V, num_stages=STAGES):
+        logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, EXP2,
+                                    PRECISION)
+        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        if EXP2:
+            run_sum = (run_sum * tl.exp2(run_max - new_max)
+                       + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
+        else:
+            run_sum = (run_sum * tl.exp(run_max - new_max)
+                       + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+        run_max = new_max
+    if EXP2:  # back to nats
+        return (run_max + tl.log2(run_sum)) * 0.6931471805599453
+    else:
+        return run_max + tl.log(run_sum)
+
+
+@triton.jit
+def _sum_exp_shifted(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
+                     BLOCK_V: tl.constexpr, EXP2: tl.constexpr, PRECISION: tl.constexpr):
+    """Each row's Σ exp(logit − shift) (exp2 with EXP2), shift a fixed value per row: no
+    running max."""
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)
+    for first in range(0, vocab, BLOCK_V):
+        logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, EXP2,
+                                    PRECISION)
+        if EXP2:
+            run_sum += tl.sum(tl.exp2(logits - shift[:, None]), axis=1)
+        else:
+            run_sum += tl.sum(tl.exp(logits - shift[:, None]), axis=1)
+    return run_sum
+
+
+@triton.jit
 def negative_log_likelihood_kernel(
         x_ptr, x_stride, rows_ptr, targets_ptr, n_scored, w_ptr, w_stride, bias_ptr,
         bias_stride, out_ptr, vocab, k_dim, a_ptr, a_stride, h_dim,
         BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
         BLOCK_HID: tl.constexpr, FACTOR: tl.constexpr, EXP2: tl.constexpr,
-        PRECISION: tl.constexpr):
+        SHIFT_BY_TARGET: tl.constexpr, PRECISION: tl.constexpr):
     """out[p, m] = logsumexp_v(x[p, rows[m]]·w[p, v] + bias[p, v]) − (the same at targets[m]).
 
     x (P, ·, k_dim) rows, w (P, vocab, k_dim), bias (P, vocab), out (P, n_scored). Grid (scored
@@ -424,7 +564,12 @@ def negative_log_likelihood_kernel(
     with EXP2 the logits are taken in log2 units (x and the bias scaled by log2(e) as they are
     loaded) so that each exponential is a bare exp2. With FACTOR (a factorized tied embedding,
     logits = (h·Aᵀ)·Bᵀ) x holds hidden states (P, ·, h_dim) and each row is multiplied by its
-    individual's factor a (P, k_dim, h_dim) on chip, instead of by torch's gather and bmm."""
+    individual's factor a (P, k_dim, h_dim) on chip, instead of by torch's gather and bmm.
+
+    SHIFT_BY_TARGET: out = log Σ_v exp(logit_v − target's logit) directly, the target's logit
+    (computed before the vocabulary walk) as a fixed shift: the sum is ≥ 1 (the target's own
+    term), so no running max is kept. Only a logit ~88 nats above its target's (exp overflows
+    fp32) or a NaN sends the block of rows through the online walk instead."""
     p = tl.program_id(1).to(tl.int64)
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     scored = m < n_scored
@@ -449,26 +594,21 @@ def negative_log_likelihood_kernel(
     target_logit = tl.sum(x * w_target, axis=1) + tl.load(b_base + targets)
     if EXP2:
         x = x * 1.4426950408889634  # log2(e)
-    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    run_sum = tl.zeros((BLOCK_M,), tl.float32)
-    for first in range(0, vocab, BLOCK_V):
-        vs = first + tl.arange(0, BLOCK_V)
-        w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
-                    mask=(vs < vocab)[:, None] & real_k, other=0.0)
-        bias = tl.load(b_base + vs, mask=vs < vocab, other=float("-inf"))
+    if SHIFT_BY_TARGET:
         if EXP2:
-            bias = bias * 1.4426950408889634
-        logits = _dot(x, tl.trans(w), PRECISION) + bias[None, :]
-        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-        if EXP2:
-            run_sum = (run_sum * tl.exp2(run_max - new_max)
-                       + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
+            run_sum = _sum_exp_shifted(x, target_logit * 1.4426950408889634, w_base, b_base,
+                                       vocab, k_dim, ks, BLOCK_M, BLOCK_V, EXP2, PRECISION)
+            nll = tl.log2(run_sum) * 0.6931471805599453
         else:
-            run_sum = (run_sum * tl.exp(run_max - new_max)
-                       + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
-        run_max = new_max
-    if EXP2:  # back to nats
-        log_sum = (run_max + tl.log2(run_sum)) * 0.6931471805599453
+            run_sum = _sum_exp_shifted(x, target_logit, w_base, b_base, vocab, k_dim, ks,
+                                       BLOCK_M, BLOCK_V, EXP2, PRECISION)
+            nll = tl.log(run_sum)
+        # comparisons with NaN are false: a NaN counts as out of range
+        if tl.max(tl.where(scored & ~(run_sum < float("inf")), 1, 0), axis=0) > 0:
+            # rare: unpipelined, so that its buffers do not add to the shifted walk's
+            nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V, EXP2,
+                               PRECISION, 1) - target_logit
     else:
-        log_sum = run_max + tl.log(run_sum)
-    tl.store(out_ptr + p * n_scored + m, log_sum - target_logit, mask=scored)
+        nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V, EXP2,
+                           PRECISION) - target_logit
+    tl.store(out_ptr + p * n_scored + m, nll, mask=scored)
