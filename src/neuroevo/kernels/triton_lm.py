@@ -320,13 +320,13 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
     no running max; only a score ~88 nats above the diagonal's (exp overflows fp32) or a NaN
     sends the block of queries through the online softmax (running max, rescaling) instead.
     Rows past the sequence's end are not checked: their output is never stored."""
+    run_sum, acc = _attend_key_blocks(
+        q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
+        kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_K, BLOCK_C,
+        BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2,
+        KV_STORED, PRECISION)
+    weighted = acc / run_sum[:, None]
     if SHIFT_BY_DIAGONAL:
-        run_sum, acc = _attend_key_blocks(
-            q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
-            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            True, EXP2, KV_STORED, PRECISION)
-        weighted = acc / run_sum[:, None]
         # comparisons with NaN are false: a NaN counts as out of range
         out_of_range = tl.sum(tl.where(tl.abs(weighted) < float("inf"), 0, 1), axis=1) \
             + tl.where(run_sum < float("inf"), 0, 1)
@@ -338,13 +338,6 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
                 BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
                 False, EXP2, KV_STORED, PRECISION, 1)
             weighted = acc / run_sum[:, None]
-    else:
-        run_sum, acc = _attend_key_blocks(
-            q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
-            width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-            BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            False, EXP2, KV_STORED, PRECISION)
-        weighted = acc / run_sum[:, None]
     return weighted
 
 
@@ -595,13 +588,14 @@ def negative_log_likelihood_kernel(
     if EXP2:
         x = x * 1.4426950408889634  # log2(e)
     if SHIFT_BY_TARGET:
+        shift = target_logit
         if EXP2:
-            run_sum = _sum_exp_shifted(x, target_logit * 1.4426950408889634, w_base, b_base,
-                                       vocab, k_dim, ks, BLOCK_M, BLOCK_V, EXP2, PRECISION)
+            shift = shift * 1.4426950408889634
+        run_sum = _sum_exp_shifted(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V,
+                                   EXP2, PRECISION)
+        if EXP2:
             nll = tl.log2(run_sum) * 0.6931471805599453
         else:
-            run_sum = _sum_exp_shifted(x, target_logit, w_base, b_base, vocab, k_dim, ks,
-                                       BLOCK_M, BLOCK_V, EXP2, PRECISION)
             nll = tl.log(run_sum)
         # comparisons with NaN are false: a NaN counts as out of range
         if tl.max(tl.where(scored & ~(run_sum < float("inf")), 1, 0), axis=0) > 0:
