@@ -61,17 +61,19 @@
 #   bash bench/gpu_check.sh untimed every lever written without a GPU and not yet timed, ~9 min,
 #                                  most decisive first (a call cut at its time limit keeps what
 #                                  ran): the attention's heads one at a time
-#                                  (gpu.ATTENTION_HEAD_LOOP, session 15) and the softmaxes
-#                                  without a running max (ATTENTION_SHIFT_BY_DIAGONAL,
-#                                  LOSS_SHIFT_BY_TARGET, session 16), all off as shipped: their
+#                                  (gpu.ATTENTION_HEAD_LOOP, session 15), the softmaxes without
+#                                  a running max (ATTENTION_SHIFT_BY_DIAGONAL,
+#                                  LOSS_SHIFT_BY_TARGET) and the attention's bf16 probabilities
+#                                  (ATTENTION_PV_BF16, session 16), all off as shipped: their
 #                                  tests (and bf16 autocast's, not yet run on a GPU with the
-#                                  embedding kernel on); each kernel alone off and on at 128- and
-#                                  512-token sequences; both settings' generations as shipped,
-#                                  with the shifts, and with the shifts and the head loop (the
-#                                  paper's lengths with a kernel profile); Nsight Compute's view
-#                                  of one attention launch as shipped and shifted (occupancy,
-#                                  stall reasons, the hottest instructions); last, the attention
-#                                  swept by query block and pipelining depth with each lever
+#                                  embedding kernel on); each kernel alone under every
+#                                  combination at 128- and 512-token sequences; both settings'
+#                                  generations as shipped, with the three session-16 levers, and
+#                                  with them and the head loop (the paper's lengths with a kernel
+#                                  profile); Nsight Compute's view of one attention launch as
+#                                  shipped and with the levers (occupancy, stall reasons, the
+#                                  hottest instructions); last, the attention with the levers
+#                                  swept by query block and pipelining depth
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -237,29 +239,31 @@ winners)
         -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
 untimed)
-    shifts='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1'
-    attention=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4
-               --knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=0,1)
+    levers='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "ATTENTION_PV_BF16": 1'
+    attention=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4)
+    new=(--knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=0,1
+         --knob ATTENTION_PV_BF16=0,1)
     shipped_blocks=(--knob QUERY_BLOCK=64 --knob NUM_STAGES=3)
     loss=(--kernels loss --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4
           --knob LOSS_SHIFT_BY_TARGET=0,1)
     step $py -m pytest -q tests/test_gpu_kernels.py -k "shift or head or every_lever or bf16"
-    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${shipped_blocks[@]}"
-    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${shipped_blocks[@]}" \
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${new[@]}" "${shipped_blocks[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${new[@]}" "${shipped_blocks[@]}" \
         --batch 32 --seq-len 512
     step $py bench/triton_sweep.py --precision tf32 "${loss[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${loss[@]}" --model "paper factorized r4"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
-    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "{$shifts}"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "{$levers}"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 \
-        --config "{$shifts, \"ATTENTION_HEAD_LOOP\": 1}"
+        --config "{$levers, \"ATTENTION_HEAD_LOOP\": 1}"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" \
-        --config "{$shifts}" --profile
+        --config "{$levers}" --profile
     step profile_attention
-    step profile_attention --knob ATTENTION_SHIFT_BY_DIAGONAL=1
-    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" \
-        --knob QUERY_BLOCK=64,128 --knob NUM_STAGES=1,2,3
+    step profile_attention --knob ATTENTION_SHIFT_BY_DIAGONAL=1 --knob ATTENTION_PV_BF16=1
+    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --knob QUERY_BLOCK=64,128 \
+        --knob NUM_STAGES=1,2,3 --knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=1 \
+        --knob ATTENTION_PV_BF16=1
     ;;
 *)
     echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|untimed]" >&2

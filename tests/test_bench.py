@@ -168,7 +168,7 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
-    five on, the key/value pre-pass, the loss with exp2, the target shift and the embedding's factor, the
+    six on, the key/value pre-pass, the loss with exp2, the target shift and the embedding's factor, the
     feed-forward layer in chunks, the embedding kernel, and every kernel with split-TF32
     products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
@@ -176,7 +176,8 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"ATTENTION_HEAD_LOOP": 1, "ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_EXP2": 1, '
+         '"ATTENTION_HEAD_LOOP": 1, "ATTENTION_SHIFT_BY_DIAGONAL": 1, "ATTENTION_PV_BF16": 1, '
+         '"LOSS_EXP2": 1, '
          '"LOSS_SHIFT_BY_TARGET": 1, "FEED_FORWARD_SPLIT": 2, '
          '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -191,14 +192,15 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
 
 def test_shifted_softmaxes_compile_with_stacked_heads_for_hopper():
     """The softmaxes without a running max (gpu.ATTENTION_SHIFT_BY_DIAGONAL,
-    LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, compile for sm_90a
-    in the shipped form of the attention (heads stacked; the test above has them one at a
-    time)."""
+    LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, and the attention's
+    bf16 probabilities (ATTENTION_PV_BF16) compile for sm_90a in the shipped form of the
+    attention (heads stacked; the test above has them one at a time)."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",
          "--precisions", "tf32", "--config",
-         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1}'],
+         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, '
+         '"ATTENTION_PV_BF16": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     compiled = {line.split()[1] for line in result.stdout.splitlines() if "registers" in line}

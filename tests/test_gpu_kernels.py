@@ -156,6 +156,29 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("shift", [False, True], ids=["online", "diagonal-shift"])
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_bf16_probabilities_in_tf32_launches_only(triton_path, monkeypatch, encoding: str,
+                                                  shift: bool):
+    """gpu.ATTENTION_PV_BF16: in TF32 launches the probabilities × values product takes bf16
+    operands, and the population's fitness stays within bf16's rounding of torch's ops (the
+    interpreter, rounding toward zero: 4e-3 nats dense, 1e-2 factorized; on a GPU TF32's own
+    2e-2 adds), visibly moved from the TF32 kernels' (so the bf16 product ran); IEEE launches
+    are left exactly as they were."""
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_SHIFT_BY_DIAGONAL", shift)
+
+    def fitness(precision: int, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
+        monkeypatch.setattr(gpu_kernels, "ATTENTION_PV_BF16", bf16)
+        return population_fitness(encoding, seed=0)
+
+    fused, plain = fitness(gpu_kernels.TF32, True)
+    tol = 5e-2 if DEVICE.type == "cuda" else 2e-2
+    torch.testing.assert_close(fused, plain, atol=tol, rtol=0)
+    assert not torch.equal(fused, fitness(gpu_kernels.TF32, False)[0])
+    assert torch.equal(fitness(gpu_kernels.IEEE, True)[0], fitness(gpu_kernels.IEEE, False)[0])
+
+
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
 def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: str):
     """All the levers on at once, those left off by default too (the feed-forward layer in

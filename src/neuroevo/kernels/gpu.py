@@ -89,6 +89,16 @@ ATTENTION_HEAD_LOOP = False
 # Written without a GPU (session 16): off until a GPU session times it
 # (`bash bench/gpu_check.sh untimed`).
 ATTENTION_SHIFT_BY_DIAGONAL = False
+# In TF32 launches, the attention's probabilities × values product with bf16 operands (fp32
+# accumulation). Why: a TF32 product takes its left operand in another register layout than the
+# score product leaves the probabilities in, and the kernel's key loop moves them with 64
+# shuffles and 126 selects a thread a block (PTX for sm_90a, dense: 796 instructions a block as
+# shipped, 581 with this and the diagonal shift; bench/RESULTS.md); a 16-bit operand is laid out
+# as the scores already are. The price: bf16's rounding (2^-9) of each probability and value
+# (the row sums are taken of the rounded probabilities, so each row's weights still sum to 1).
+# Written without a GPU (session 16): off until a GPU session times it
+# (`bash bench/gpu_check.sh untimed`).
+ATTENTION_PV_BF16 = False
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
@@ -211,7 +221,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
         CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
-        HEAD_LOOP=ATTENTION_HEAD_LOOP, SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL)
+        HEAD_LOOP=ATTENTION_HEAD_LOOP, SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL,
+        PV_BF16=ATTENTION_PV_BF16 and precision == TF32)
     return result
 
 
@@ -327,6 +338,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED, "ATTENTION_HEAD_LOOP": ATTENTION_HEAD_LOOP,
             "ATTENTION_SHIFT_BY_DIAGONAL": ATTENTION_SHIFT_BY_DIAGONAL,
+            "ATTENTION_PV_BF16": ATTENTION_PV_BF16,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
             "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,

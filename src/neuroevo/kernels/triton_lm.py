@@ -35,7 +35,8 @@ instead of stacking them (with KV_STORED off it projects the keys and values onc
 SHIFT_BY_DIAGONAL (attention) and SHIFT_BY_TARGET (loss) drop the softmax's running max for a
 fixed shift per row that bounds the sum of exponentials from below (a query's score against its
 own key; the target's logit), with the online softmax as a fallback for the rare blocks whose
-sum leaves fp32's range,
+sum leaves fp32's range, PV_BF16 takes the attention's probabilities × values product with
+bf16 operands (a TF32 left operand must be moved between register layouts, a 16-bit one not),
 FF_SPLIT computes the feed-forward hidden layer in column chunks (fewer live registers: the
 whole (128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
 multiplies hidden states by a factorized embedding's factor on chip (up to a rank).
@@ -45,13 +46,24 @@ Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torc
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
+
+# Triton's interpreter (3.9) multiplies bf16 operands as their raw 16-bit patterns; under it a
+# bf16 product is taken as the IEEE fp32 product of the bf16-rounded operands, which is what
+# the tensor cores compute (a bf16 × bf16 product is exact in fp32), so that the CPU tests check
+# the bf16 arithmetic (the interpreter rounds toward zero where a GPU rounds to nearest).
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 
 @triton.jit
 def _dot(a, b, PRECISION: tl.constexpr):
-    if PRECISION == 2:
+    if PRECISION == 2 and _INTERPRETED:
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),
+                      input_precision="ieee")
+    elif PRECISION == 2:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
     elif PRECISION == 1:
         return tl.dot(a, b, input_precision="tf32")
@@ -218,6 +230,14 @@ def key_value_kernel(
 
 
 @triton.jit
+def _as_bf16_sees_them(probs):
+    """The probabilities rounded to bf16 and back (PV_BF16: 2, bf16 operands, in the product by
+    the values): summed as rounded, each row's weights still add up to 1, so a row with one
+    dominant key returns that key's value."""
+    return probs.to(tl.bfloat16).to(tl.float32)
+
+
+@triton.jit
 def _attend_key_block(
         q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
         width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
@@ -225,7 +245,7 @@ def _attend_key_block(
         BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
         MASKED: tl.constexpr, SHIFTED: tl.constexpr, EXP2: tl.constexpr,
-        KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
+        KV_STORED: tl.constexpr, PV_BF16: tl.constexpr, PRECISION: tl.constexpr):
     """One step of the softmax: the stacked queries q against keys start … start + BLOCK_K of
     the sequence; returns the updated (run_max, run_sum, acc). Without MASKED every key precedes
     every query (a block wholly below the diagonal), so no mask is computed. SHIFTED: each row's
@@ -257,8 +277,10 @@ def _attend_key_block(
             probs = tl.exp2(scores)
         else:
             probs = tl.exp(scores)
+        if PV_BF16:
+            probs = _as_bf16_sees_them(probs)
         run_sum = run_sum + tl.sum(probs, axis=1)
-        acc = acc + _dot(probs, v, PRECISION)  # every head's columns of v
+        acc = acc + _dot(probs, v, 2 if PV_BF16 else PRECISION)  # every head's columns of v
         new_max = run_max
     else:
         block_max = tl.max(scores, axis=1)  # finite in the first block: key 0 is in every row
@@ -269,8 +291,10 @@ def _attend_key_block(
         else:
             rescale = tl.exp(run_max - new_max)
             probs = tl.exp(scores - new_max[:, None])
+        if PV_BF16:
+            probs = _as_bf16_sees_them(probs)
         run_sum = run_sum * rescale + tl.sum(probs, axis=1)
-        acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)
+        acc = acc * rescale[:, None] + _dot(probs, v, 2 if PV_BF16 else PRECISION)
     return new_max, run_sum, acc
 
 
@@ -282,7 +306,7 @@ def _attend_key_blocks(
         BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
         SHIFTED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
+        PV_BF16: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
     """(run_sum, acc) of rows q at positions row_pos over keys 0 … q_end − 1, key block by key
     block (those before unmasked_end without the causal mask), software-pipelined STAGES deep
     (None: the launch's num_stages)."""
@@ -294,13 +318,13 @@ def _attend_key_blocks(
             q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len,
             n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            False, SHIFTED, EXP2, KV_STORED, PRECISION)
+            False, SHIFTED, EXP2, KV_STORED, PV_BF16, PRECISION)
     for start in tl.range(unmasked_end, q_end, BLOCK_K, num_stages=STAGES):
         run_max, run_sum, acc = _attend_key_block(
             q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len,
             n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            True, SHIFTED, EXP2, KV_STORED, PRECISION)
+            True, SHIFTED, EXP2, KV_STORED, PV_BF16, PRECISION)
     return run_sum, acc
 
 
@@ -311,7 +335,7 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
             BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
             FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
             SHIFT_BY_DIAGONAL: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-            PRECISION: tl.constexpr):
+            PV_BF16: tl.constexpr, PRECISION: tl.constexpr):
     """The causal attention of query rows q (rows, BLOCK_W) at positions row_pos: the values
     weighted by each row's softmax over keys 0 … q_end − 1.
 
@@ -324,7 +348,7 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
         q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
         kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_K, BLOCK_C,
         BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2,
-        KV_STORED, PRECISION)
+        KV_STORED, PV_BF16, PRECISION)
     weighted = acc / run_sum[:, None]
     if SHIFT_BY_DIAGONAL:
         # comparisons with NaN are false: a NaN counts as out of range
@@ -336,7 +360,7 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
                 q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
                 width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
                 BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-                False, EXP2, KV_STORED, PRECISION, 1)
+                False, EXP2, KV_STORED, PV_BF16, PRECISION, 1)
             weighted = acc / run_sum[:, None]
     return weighted
 
@@ -356,7 +380,8 @@ def attention_layer_norm_kernel(
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
         CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        HEAD_LOOP: tl.constexpr, SHIFT_BY_DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
+        HEAD_LOOP: tl.constexpr, SHIFT_BY_DIAGONAL: tl.constexpr, PV_BF16: tl.constexpr,
+        PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
     HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
@@ -409,7 +434,7 @@ def attention_layer_norm_kernel(
                 head_q, q_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
                 k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank,
                 vb, va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K,
-                FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
+                FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PV_BF16, PRECISION)
             attended += tl.where(in_head, weighted, 0.0)
     else:
         # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
@@ -430,7 +455,7 @@ def attention_layer_norm_kernel(
             stacked_q, row_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
             k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
             va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
-            BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
+            BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PV_BF16, PRECISION)
         stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
         attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
