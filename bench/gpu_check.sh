@@ -64,11 +64,12 @@
 #                                  (gpu.ATTENTION_HEAD_LOOP, session 15), the softmaxes without
 #                                  a running max (ATTENTION_SHIFT_BY_DIAGONAL,
 #                                  LOSS_SHIFT_BY_TARGET) and the attention's bf16 probabilities
-#                                  (ATTENTION_PV_BF16, session 16), all off as shipped: their
+#                                  (ATTENTION_PV_BF16) and feed-forward's second layer
+#                                  (FEED_FORWARD_HIDDEN_BF16, session 16), all off as shipped: their
 #                                  tests (and bf16 autocast's, not yet run on a GPU with the
 #                                  embedding kernel on); each kernel alone under every
 #                                  combination at 128- and 512-token sequences; both settings'
-#                                  generations as shipped, with the three session-16 levers, and
+#                                  generations as shipped, with the four session-16 levers, and
 #                                  with them and the head loop (the paper's lengths with a kernel
 #                                  profile); Nsight Compute's view of one attention launch as
 #                                  shipped and with the levers (occupancy, stall reasons, the
@@ -239,19 +240,24 @@ winners)
         -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
 untimed)
-    levers='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "ATTENTION_PV_BF16": 1'
+    levers='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "ATTENTION_PV_BF16": 1,
+        "FEED_FORWARD_HIDDEN_BF16": 1'
     attention=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4)
     new=(--knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=0,1
          --knob ATTENTION_PV_BF16=0,1)
     shipped_blocks=(--knob QUERY_BLOCK=64 --knob NUM_STAGES=3)
     loss=(--kernels loss --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4
           --knob LOSS_SHIFT_BY_TARGET=0,1)
+    feed_forward=(--kernels feed-forward --knob FEED_FORWARD_ROWS=128 --knob NUM_WARPS=4
+                  --knob FEED_FORWARD_HIDDEN_BF16=0,1)
     step $py -m pytest -q tests/test_gpu_kernels.py -k "shift or head or every_lever or bf16"
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${new[@]}" "${shipped_blocks[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${new[@]}" "${shipped_blocks[@]}" \
         --batch 32 --seq-len 512
     step $py bench/triton_sweep.py --precision tf32 "${loss[@]}"
     step $py bench/triton_sweep.py --precision tf32 "${loss[@]}" --model "paper factorized r4"
+    step $py bench/triton_sweep.py --precision tf32 "${feed_forward[@]}"
+    step $py bench/triton_sweep.py --precision tf32 "${feed_forward[@]}" --model "paper factorized r4"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "{$levers}"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 \

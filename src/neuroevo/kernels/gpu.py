@@ -103,6 +103,14 @@ ATTENTION_PV_BF16 = False
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
 FEED_FORWARD_SPLIT = 1
+# In TF32 launches, the feed-forward's second layer (ff2, and its factors when factorized) with
+# bf16 operands, for the reason of ATTENTION_PV_BF16: the hidden layer comes out of the first
+# product in the register layout of a 16-bit operand, and moving it into a TF32 one takes 128
+# shuffles and 320 selects a thread (PTX for sm_90a: 2,111 instructions a launch dense, 1,720
+# with this; ptxas spills 44 B instead of 288; factorized r4 2,147 → 1,691, 188 → 80 B). The
+# price: bf16's rounding of the hidden layer and ff2's weights. Written without a GPU (session
+# 16): off until a GPU session times it (`bash bench/gpu_check.sh untimed`).
+FEED_FORWARD_HIDDEN_BF16 = False
 # The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
 # (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
 LOSS_EXP2 = True
@@ -256,7 +264,8 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
         BLOCK_FF=_block(first.n_out), BLOCK_R1=first.block_rank, BLOCK_R2=second.block_rank,
         FACT1=first.factorized, FACT2=second.factorized, BIAS1=first.has_bias,
         BIAS2=second.has_bias,
-        FF_SPLIT=feed_forward_split(_block(first.n_out)))
+        FF_SPLIT=feed_forward_split(_block(first.n_out)),
+        HIDDEN_BF16=FEED_FORWARD_HIDDEN_BF16 and precision == TF32)
     return x
 
 
@@ -340,6 +349,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "ATTENTION_SHIFT_BY_DIAGONAL": ATTENTION_SHIFT_BY_DIAGONAL,
             "ATTENTION_PV_BF16": ATTENTION_PV_BF16,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
+            "FEED_FORWARD_HIDDEN_BF16": FEED_FORWARD_HIDDEN_BF16,
             "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
             "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
             "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}

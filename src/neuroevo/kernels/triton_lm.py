@@ -38,7 +38,8 @@ own key; the target's logit), with the online softmax as a fallback for the rare
 sum leaves fp32's range, PV_BF16 takes the attention's probabilities × values product with
 bf16 operands (a TF32 left operand must be moved between register layouts, a 16-bit one not),
 FF_SPLIT computes the feed-forward hidden layer in column chunks (fewer live registers: the
-whole (128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
+whole (128, 128) layer spills in TF32), HIDDEN_BF16 takes the feed-forward's second layer
+with bf16 operands (the same layouts), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
 multiplies hidden states by a factorized embedding's factor on chip (up to a rank).
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
@@ -127,10 +128,11 @@ def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b
                             BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr,
                             FACT1: tl.constexpr, FACT2: tl.constexpr, BIAS1: tl.constexpr,
                             BIAS2: tl.constexpr, FF_SPLIT: tl.constexpr,
-                            PRECISION: tl.constexpr):
+                            HIDDEN_BF16: tl.constexpr, PRECISION: tl.constexpr):
     """ff2(relu(ff1(x))) with the hidden layer FF_SPLIT column chunks at a time: each chunk's
     ff2 contribution is accumulated (into the rank-wide x·…·B2 when ff2 is factorized), so
-    only BLOCK_FF / FF_SPLIT hidden columns are live at once."""
+    only BLOCK_FF / FF_SPLIT hidden columns are live at once. HIDDEN_BF16: ff2's products take
+    bf16 operands."""
     CHUNK: tl.constexpr = BLOCK_FF // FF_SPLIT
     if FACT1:
         inner = _matmul(x, b1_ptr, n_cols, rank1, BLOCK_C, BLOCK_R1, PRECISION)  # x·B1
@@ -151,12 +153,13 @@ def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b
         hidden = tl.maximum(hidden, 0.0)
         if FACT2:
             acc += _dot(hidden, _load_tile(b2_ptr, i * CHUNK, 0, n_ff, rank2, CHUNK, BLOCK_R2),
-                        PRECISION)
+                        2 if HIDDEN_BF16 else PRECISION)
         else:
             acc += _dot(hidden, _load_tile(a2_ptr, i * CHUNK, 0, n_ff, n_cols, CHUNK, BLOCK_C),
-                        PRECISION)
+                        2 if HIDDEN_BF16 else PRECISION)
     if FACT2:
-        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C, PRECISION)
+        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C,
+                    2 if HIDDEN_BF16 else PRECISION)
     else:
         y = acc
     if BIAS2:
@@ -174,10 +177,12 @@ def feed_forward_layer_norm_kernel(
         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_FF: tl.constexpr,
         BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr, FACT1: tl.constexpr,
         FACT2: tl.constexpr, BIAS1: tl.constexpr, BIAS2: tl.constexpr,
-        FF_SPLIT: tl.constexpr, PRECISION: tl.constexpr):
+        FF_SPLIT: tl.constexpr, HIDDEN_BF16: tl.constexpr, PRECISION: tl.constexpr):
     """In place, rows of x (P, n_rows, n_cols): x ← LN(x + ff2(relu(ff1(x)))). Grid (row
     blocks, P). FF_SPLIT > 1: the hidden layer in that many column chunks
-    (`_feed_forward_in_chunks`); 1: whole, as timed on the H100."""
+    (`_feed_forward_in_chunks`); 1: whole, as timed on the H100. HIDDEN_BF16: ff2's products
+    take bf16 operands (the hidden layer as the first product leaves it in registers is laid
+    out as a 16-bit operand, not as a TF32 one)."""
     p = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
@@ -191,13 +196,13 @@ def feed_forward_layer_norm_kernel(
         hidden = tl.maximum(hidden, 0.0)
         y = _linear(hidden, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
                     bias2_ptr + p * bias2_stride, n_ff, rank2, n_cols,
-                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, PRECISION)
+                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, 2 if HIDDEN_BF16 else PRECISION)
     else:
         y = _feed_forward_in_chunks(
             x, n_cols, n_ff, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
             bias1_ptr + p * bias1_stride, rank1, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
             bias2_ptr + p * bias2_stride, rank2, BLOCK_C, BLOCK_FF, BLOCK_R1, BLOCK_R2, FACT1,
-            FACT2, BIAS1, BIAS2, FF_SPLIT, PRECISION)
+            FACT2, BIAS1, BIAS2, FF_SPLIT, HIDDEN_BF16, PRECISION)
     tl.store(ptrs, _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
              mask=mask)
 
