@@ -108,8 +108,11 @@ FEED_FORWARD_SPLIT = 1
 # product in the register layout of a 16-bit operand, and moving it into a TF32 one takes 128
 # shuffles and 320 selects a thread (PTX for sm_90a: 2,111 instructions a launch dense, 1,720
 # with this; ptxas spills 44 B instead of 288; factorized r4 2,147 → 1,691, 188 → 80 B). The
-# price: bf16's rounding of the hidden layer and ff2's weights. Written without a GPU (session
-# 16): off until a GPU session times it (`bash bench/gpu_check.sh untimed`).
+# price: bf16's rounding of the hidden layer and ff2's weights. A risk: Triton 3.6 on the H100
+# miscompiled bf16 feed-forward launches (both products bf16; FAULTED_ON_GPU), and this one is
+# another chain of two products through a layout change; the GPU tests and the sweep's check
+# against IEEE products will say. Written without a GPU (session 16): off until a GPU session
+# times it (`bash bench/gpu_check.sh untimed`).
 FEED_FORWARD_HIDDEN_BF16 = False
 # The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
 # (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
