@@ -58,25 +58,26 @@
 #                                  up to rank 4 (the lazy rescaling lost and was removed): both
 #                                  settings as shipped, the fixed one also without the two, then
 #                                  the tests of what changed
-#   bash bench/gpu_check.sh untimed every lever written without a GPU and not yet timed, ~9 min,
-#                                  most decisive first (a call cut at its time limit keeps what
-#                                  ran): the attention's heads one at a time
-#                                  (gpu.ATTENTION_HEAD_LOOP, session 15), the softmaxes without
-#                                  a running max (ATTENTION_SHIFT_BY_DIAGONAL,
-#                                  LOSS_SHIFT_BY_TARGET) and the attention's bf16 probabilities
-#                                  (ATTENTION_PV_BF16) and feed-forward's second layer
-#                                  (FEED_FORWARD_HIDDEN_BF16, session 16), all off as shipped: their
-#                                  tests (and bf16 autocast's, not yet run on a GPU with the
-#                                  embedding kernel on); each kernel alone under every
-#                                  combination at 128- and 512-token sequences; both settings'
-#                                  generations as shipped, with the three session-16 levers
-#                                  that add no bf16 feed-forward product (bf16 feed-forward
-#                                  launches went wrong under Triton 3.6), with them and that one,
-#                                  and with them and the head loop (the paper's lengths with a
-#                                  kernel profile); Nsight Compute's view of one attention launch as
-#                                  shipped and with the levers (occupancy, stall reasons, the
-#                                  hottest instructions); last, the attention with the levers
-#                                  swept by query block and pipelining depth
+#   bash bench/gpu_check.sh untimed every lever written without a GPU and not yet timed, ~7 min:
+#                                  the attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP,
+#                                  session 15), the softmaxes without a running max
+#                                  (ATTENTION_SHIFT_BY_DIAGONAL, LOSS_SHIFT_BY_TARGET) and bf16
+#                                  operands for the attention's probabilities × values
+#                                  (ATTENTION_PV_BF16) and the feed-forward's second layer
+#                                  (FEED_FORWARD_HIDDEN_BF16, session 16), all off as shipped:
+#                                  their tests (and bf16 autocast's, not yet run on a GPU with
+#                                  the embedding kernel on); each kernel alone under every
+#                                  combination (the attention at 128- and 512-token sequences);
+#                                  both settings' generations as shipped, with the three session-16
+#                                  levers that add no bf16 feed-forward product (bf16
+#                                  feed-forward launches went wrong under Triton 3.6), with them
+#                                  and that one, and with them and the head loop (the paper's
+#                                  lengths with a kernel profile)
+#   bash bench/gpu_check.sh untimed-profile  right after `untimed`, ~3 min: Nsight Compute's view
+#                                  of one attention launch as shipped and with the shift and bf16
+#                                  probabilities (occupancy, stall reasons, the hottest
+#                                  instructions), and the attention with both swept by query
+#                                  block, pipelining depth and heads stacked or one at a time
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
@@ -272,14 +273,16 @@ untimed)
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" \
         --config "{$levers}" --profile
+    ;;
+untimed-profile)
     step profile_attention
     step profile_attention --knob ATTENTION_SHIFT_BY_DIAGONAL=1 --knob ATTENTION_PV_BF16=1
-    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" --knob QUERY_BLOCK=64,128 \
-        --knob NUM_STAGES=1,2,3 --knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=1 \
-        --knob ATTENTION_PV_BF16=1
+    step $py bench/triton_sweep.py --precision tf32 --kernels attention --knob KEY_BLOCK=32 \
+        --knob NUM_WARPS=4 --knob QUERY_BLOCK=64,128 --knob NUM_STAGES=1,2,3 \
+        --knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=1 --knob ATTENTION_PV_BF16=1
     ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|untimed]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|untimed|untimed-profile]" >&2
     exit 2
     ;;
 esac
