@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -245,3 +246,31 @@ def test_noise_kernel_compiles_for_hopper_and_the_bench_runs_without_a_gpu():
                             "2", "--repeats", "1"], cwd=REPO, capture_output=True, text=True,
                            check=True, timeout=600).stdout
     assert "torch ops (gaussian + addcmul)" in timed and "needs CUDA" in timed
+
+
+def test_gpu_check_names_only_what_exists(monkeypatch):
+    """bench/gpu_check.sh runs on a lent GPU with minutes of device time: a misspelt launch
+    constant, model name or test selection would cost a call. Every constant it sets (`--knob
+    NAME=`, JSON keys) is one of gpu.py's, every model one of the benches', the script parses,
+    and each test selection of the stages not yet run (`untimed*`) selects some test."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from bench_lm import MODELS
+    from neuroevo.kernels import gpu as gpu_kernels
+
+    script = (REPO / "bench" / "gpu_check.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "bench" / "gpu_check.sh")]).returncode == 0
+    constants = set(re.findall(r"--knob ([A-Z][A-Z0-9_]*)=", script)) \
+        | set(re.findall(r'\\?"([A-Z][A-Z0-9_]+)\\?"\s*:', script))
+    assert constants and not {c for c in constants if not hasattr(gpu_kernels, c)}
+    models = set(re.findall(r'"(paper [a-z0-9 ]+|small [a-z]+)"', script))
+    assert models and models <= set(MODELS)
+    stages = re.findall(r"^(untimed[a-z-]*)\)\n(.*?)^    ;;", script, flags=re.M | re.S)
+    selections = [(files, k) for _, body in stages
+                  for files, k in re.findall(r"pytest -q ([^-]+?) -k \"([^\"]+)\"", body)]
+    assert stages and selections
+    for files, k in selections:
+        listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-k", k,
+                                 *files.split()], cwd=REPO, capture_output=True, text=True)
+        # "-k" prints "n/m tests collected (…)", n the selected; none selected: exit code 5
+        assert listed.returncode == 0 and re.search(r"^[1-9]\d*/\d+ tests collected",
+                                                    listed.stdout, flags=re.M), (k, listed.stdout)
