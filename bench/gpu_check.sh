@@ -61,14 +61,15 @@
 #   bash bench/gpu_check.sh untimed every lever written without a GPU and not yet timed, ~7 min:
 #                                  the attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP,
 #                                  session 15), the softmaxes without a running max
-#                                  (ATTENTION_SHIFT_BY_DIAGONAL, LOSS_SHIFT_BY_TARGET) and bf16
+#                                  (ATTENTION_SHIFT_BY_DIAGONAL, LOSS_SHIFT_BY_TARGET), the
+#                                  loss's unmasked tiles (LOSS_TAIL_SPLIT) and bf16
 #                                  operands for the attention's probabilities × values
 #                                  (ATTENTION_PV_BF16) and the feed-forward's second layer
 #                                  (FEED_FORWARD_HIDDEN_BF16, session 16), all off as shipped:
 #                                  their tests (and bf16 autocast's, not yet run on a GPU with
 #                                  the embedding kernel on); each kernel alone under every
 #                                  combination (the attention at 128- and 512-token sequences);
-#                                  both settings' generations as shipped, with the three session-16
+#                                  both settings' generations as shipped, with the four session-16
 #                                  levers that add no bf16 feed-forward product (bf16
 #                                  feed-forward launches went wrong under Triton 3.6), with them
 #                                  and that one, and with them and the head loop (the paper's
@@ -243,15 +244,16 @@ winners)
         -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
 untimed)
-    # the three levers that add no product Triton has miscompiled; the feed-forward's bf16 second
+    # the four levers that add no product Triton has miscompiled; the feed-forward's bf16 second
     # layer is timed apart (bf16 feed-forward launches went wrong under Triton 3.6, RESULTS.md)
-    levers='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "ATTENTION_PV_BF16": 1'
+    levers='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1,
+        "ATTENTION_PV_BF16": 1'
     attention=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4)
     new=(--knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=0,1
          --knob ATTENTION_PV_BF16=0,1)
     shipped_blocks=(--knob QUERY_BLOCK=64 --knob NUM_STAGES=3)
     loss=(--kernels loss --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4
-          --knob LOSS_SHIFT_BY_TARGET=0,1)
+          --knob LOSS_SHIFT_BY_TARGET=0,1 --knob LOSS_TAIL_SPLIT=0,1)
     feed_forward=(--kernels feed-forward --knob FEED_FORWARD_ROWS=128 --knob NUM_WARPS=4
                   --knob FEED_FORWARD_HIDDEN_BF16=0,1)
     # apart: a launch that faults spoils the rest of its process

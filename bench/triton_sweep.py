@@ -70,6 +70,7 @@ KNOBS = {
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
              "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)],
              "LOSS_SHIFT_BY_TARGET": [int(gpu_kernels.LOSS_SHIFT_BY_TARGET)],
+             "LOSS_TAIL_SPLIT": [int(gpu_kernels.LOSS_TAIL_SPLIT)],
              "LOSS_FACTOR_ON_CHIP": [gpu_kernels.LOSS_FACTOR_ON_CHIP]},  # a rank: 0 never
     "embedding": {"EMBED_ROWS": [32, 64, 128, 256], "NUM_WARPS": [4, 8]},
 }

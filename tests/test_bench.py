@@ -179,7 +179,8 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
          '"ATTENTION_HEAD_LOOP": 1, "ATTENTION_SHIFT_BY_DIAGONAL": 1, "ATTENTION_PV_BF16": 1, '
          '"LOSS_EXP2": 1, '
-         '"LOSS_SHIFT_BY_TARGET": 1, "FEED_FORWARD_SPLIT": 2, "FEED_FORWARD_HIDDEN_BF16": 1, '
+         '"LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, "FEED_FORWARD_SPLIT": 2, '
+         '"FEED_FORWARD_HIDDEN_BF16": 1, '
          '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -193,7 +194,8 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
 
 def test_shifted_softmaxes_compile_with_stacked_heads_for_hopper():
     """The softmaxes without a running max (gpu.ATTENTION_SHIFT_BY_DIAGONAL,
-    LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, and the attention's
+    LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, the loss's
+    unmasked tiles (LOSS_TAIL_SPLIT), the attention's
     bf16 probabilities (ATTENTION_PV_BF16) compile for sm_90a in the shipped form of the
     attention (heads stacked; the test above has them one at a time), with the feed-forward's
     bf16 second layer (FEED_FORWARD_HIDDEN_BF16) whole (the test above has it in chunks)."""
@@ -201,7 +203,7 @@ def test_shifted_softmaxes_compile_with_stacked_heads_for_hopper():
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",
          "--precisions", "tf32", "--config",
-         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, '
+         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, '
          '"ATTENTION_PV_BF16": 1, "FEED_FORWARD_HIDDEN_BF16": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -195,7 +195,8 @@ def test_triton_fitness_with_every_lever_on(triton_path, monkeypatch, encoding: 
     chunks, the embedding's factor in the loss kernel at every rank): the population's fitness
     still equals torch's ops to 1e-5 nats."""
     for name, value in {**ATTENTION_LEVERS["all"], "LOSS_EXP2": True,
-                        "LOSS_SHIFT_BY_TARGET": True, "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": EVERY_RANK,
+                        "LOSS_SHIFT_BY_TARGET": True, "LOSS_TAIL_SPLIT": True,
+                        "FEED_FORWARD_SPLIT": 2, "LOSS_FACTOR_ON_CHIP": EVERY_RANK,
                         "EMBED_KERNEL": True}.items():
         monkeypatch.setattr(gpu_kernels, name, value)
     fused, plain = population_fitness(encoding, seed=6)
@@ -258,22 +259,31 @@ def test_triton_fitness_under_bf16_autocast(triton_path, encoding: str):
     torch.testing.assert_close(fused, plain.float(), atol=0.05, rtol=0.01)
 
 
-@pytest.mark.parametrize("shift", [False, True], ids=["online", "target-shift"])
+# The loss kernel's levers, each state tests set: (LOSS_SHIFT_BY_TARGET, LOSS_TAIL_SPLIT)
+LOSS_LEVERS = {"online": (False, False), "target-shift": (True, False),
+               "tail-split": (False, True), "shift-and-split": (True, True)}
+
+
+@pytest.mark.parametrize("vocab", [257, 256], ids=["partial-tile", "whole-tiles"])
+@pytest.mark.parametrize("levers", list(LOSS_LEVERS))
 @pytest.mark.parametrize("exp2", [False, True], ids=["exp", "exp2"])
 def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypatch, exp2: bool,
-                                                                       shift: bool):
+                                                                       levers: str, vocab: int):
     """Against a float64 reference on fresh random inputs (an unwritten output element cannot
     match): rows gathered out of order, targets anywhere in the vocabulary, a population of 2;
-    also with the exp2 lever (gpu.LOSS_EXP2: log2 units inside, nats out) and with the sum
-    shifted by the target's logit (gpu.LOSS_SHIFT_BY_TARGET)."""
+    also with the exp2 lever (gpu.LOSS_EXP2: log2 units inside, nats out), with the sum
+    shifted by the target's logit (gpu.LOSS_SHIFT_BY_TARGET) and with the tiles inside the
+    vocabulary unmasked (gpu.LOSS_TAIL_SPLIT), over a vocabulary that ends in a partial tile
+    and one that does not."""
     monkeypatch.setattr(gpu_kernels, "LOSS_EXP2", exp2)
-    monkeypatch.setattr(gpu_kernels, "LOSS_SHIFT_BY_TARGET", shift)
+    for name, value in zip(("LOSS_SHIFT_BY_TARGET", "LOSS_TAIL_SPLIT"), LOSS_LEVERS[levers]):
+        monkeypatch.setattr(gpu_kernels, name, value)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 40, 32, generator=gen).to(DEVICE)
-    weight = torch.randn(2, 257, 32, generator=gen).to(DEVICE)
-    bias = torch.randn(2, 257, generator=gen).to(DEVICE)
+    weight = torch.randn(2, vocab, 32, generator=gen).to(DEVICE)
+    bias = torch.randn(2, vocab, generator=gen).to(DEVICE)
     rows = torch.randperm(40, generator=gen)[:29].to(DEVICE)
-    targets = torch.randint(0, 257, (29,), generator=gen).to(DEVICE)
+    targets = torch.randint(0, vocab, (29,), generator=gen).to(DEVICE)
     logits = torch.einsum("pmk,pvk->pmv", x[:, rows].double(), weight.double()) \
         + bias.double()[:, None]
     expected = logits.logsumexp(-1) - logits.gather(2, targets.expand(2, -1)[..., None])[..., 0]
@@ -283,13 +293,14 @@ def test_log_likelihood_kernel_writes_every_output_and_matches_float64(monkeypat
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shift", [False, True], ids=["online", "target-shift"])
-def test_log_likelihood_survives_logits_far_above_the_target(monkeypatch, shift: bool):
+@pytest.mark.parametrize("levers", list(LOSS_LEVERS))
+def test_log_likelihood_survives_logits_far_above_the_target(monkeypatch, levers: str):
     """Rows whose logits lie hundreds of nats above their target's (exp of the shifted logit
     overflows fp32) next to ordinary rows in the same block: with the target shift
     (gpu.LOSS_SHIFT_BY_TARGET) the block goes through the online walk and every row still
-    equals a float64 reference, finite."""
-    monkeypatch.setattr(gpu_kernels, "LOSS_SHIFT_BY_TARGET", shift)
+    equals a float64 reference, finite; in each state of the loss levers."""
+    for name, value in zip(("LOSS_SHIFT_BY_TARGET", "LOSS_TAIL_SPLIT"), LOSS_LEVERS[levers]):
+        monkeypatch.setattr(gpu_kernels, name, value)
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(2, 40, 32, generator=gen)
     x[:, ::3] *= 60  # every third row: logits spread over hundreds of nats
@@ -306,13 +317,17 @@ def test_log_likelihood_survives_logits_far_above_the_target(monkeypatch, shift:
     torch.testing.assert_close(got.double().cpu(), expected, atol=1e-3, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tail_split", [False, True], ids=["masked", "tail-split"])
 @pytest.mark.parametrize("on_chip", [False, True], ids=["torch-ops", "on-chip"])
 @pytest.mark.parametrize("rank", [1, 4, 20])
-def test_log_likelihood_with_a_factor_matches_float64(monkeypatch, on_chip: bool, rank: int):
+def test_log_likelihood_with_a_factor_matches_float64(monkeypatch, on_chip: bool, rank: int,
+                                                      tail_split: bool):
     """A factorized tied embedding's logits (x·inner)·weightᵀ: x's scored rows times each
     individual's (hidden, r) factor, in the kernel (gpu.LOSS_FACTOR_ON_CHIP) or as torch's ops
-    before it, equal a float64 reference; ranks narrower than a dot, and not a power of two."""
+    before it, equal a float64 reference; ranks narrower than a dot, and not a power of two
+    (so the unmasked tiles of gpu.LOSS_TAIL_SPLIT still mask the factor's columns)."""
     monkeypatch.setattr(gpu_kernels, "LOSS_FACTOR_ON_CHIP", rank if on_chip else 0)
+    monkeypatch.setattr(gpu_kernels, "LOSS_TAIL_SPLIT", tail_split)
     gen = torch.Generator().manual_seed(rank)
     x = torch.randn(2, 40, 32, generator=gen).to(DEVICE)
     factor = torch.randn(2, rank, 32, generator=gen).to(DEVICE) / 4  # A (P, r, H), as stored

@@ -35,7 +35,8 @@ instead of stacking them (with KV_STORED off it projects the keys and values onc
 SHIFT_BY_DIAGONAL (attention) and SHIFT_BY_TARGET (loss) drop the softmax's running max for a
 fixed shift per row that bounds the sum of exponentials from below (a query's score against its
 own key; the target's logit), with the online softmax as a fallback for the rare blocks whose
-sum leaves fp32's range, PV_BF16 takes the attention's probabilities × values product with
+sum leaves fp32's range, TAIL_SPLIT (loss) walks the vocabulary tiles inside the vocabulary
+unmasked and the partial last one apart, PV_BF16 takes the attention's probabilities × values product with
 bf16 operands (a TF32 left operand must be moved between register layouts, a 16-bit one not),
 FF_SPLIT computes the feed-forward hidden layer in column chunks (fewer live registers: the
 whole (128, 128) layer spills in TF32), HIDDEN_BF16 takes the feed-forward's second layer
@@ -519,38 +520,71 @@ def embedding_rotary_kernel(
 
 @triton.jit
 def _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V: tl.constexpr,
-                       EXP2: tl.constexpr, PRECISION: tl.constexpr):
+                       MASKED: tl.constexpr, K_EXACT: tl.constexpr, EXP2: tl.constexpr,
+                       PRECISION: tl.constexpr):
     """Rows x's logits over vocabulary entries first … first + BLOCK_V (−inf past the end), in
-    log2 units with EXP2 (x already scaled by log2(e); the bias scaled here)."""
+    log2 units with EXP2 (x already scaled by log2(e); the bias scaled here). Without MASKED
+    the tile lies wholly inside the vocabulary, and with K_EXACT (k_dim is the block's width)
+    too, nothing is masked."""
     vs = first + tl.arange(0, BLOCK_V)
-    w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
-                mask=(vs < vocab)[:, None] & (ks < k_dim)[None, :], other=0.0)
-    bias = tl.load(b_base + vs, mask=vs < vocab, other=float("-inf"))
+    if MASKED:
+        w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
+                    mask=(vs < vocab)[:, None] & (ks < k_dim)[None, :], other=0.0)
+        bias = tl.load(b_base + vs, mask=vs < vocab, other=float("-inf"))
+    else:
+        if K_EXACT:
+            w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :])
+        else:
+            w = tl.load(w_base + vs[:, None] * k_dim + ks[None, :],
+                        mask=(ks < k_dim)[None, :], other=0.0)
+        bias = tl.load(b_base + vs)
     if EXP2:
         bias = bias * 1.4426950408889634
     return _dot(x, tl.trans(w), PRECISION) + bias[None, :]
 
 
 @triton.jit
+def _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first, vocab, k_dim, ks,
+                      BLOCK_V: tl.constexpr, MASKED: tl.constexpr, K_EXACT: tl.constexpr,
+                      EXP2: tl.constexpr, PRECISION: tl.constexpr):
+    """One vocabulary tile of the online log-sum-exp: the updated (run_max, run_sum)."""
+    logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, MASKED,
+                                K_EXACT, EXP2, PRECISION)
+    new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+    if EXP2:
+        run_sum = (run_sum * tl.exp2(run_max - new_max)
+                   + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
+    else:
+        run_sum = (run_sum * tl.exp(run_max - new_max)
+                   + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+    return new_max, run_sum
+
+
+@triton.jit
 def _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
-                 BLOCK_V: tl.constexpr, EXP2: tl.constexpr, PRECISION: tl.constexpr,
-                 STAGES: tl.constexpr = None):
+                 BLOCK_V: tl.constexpr, TAIL_SPLIT: tl.constexpr, K_EXACT: tl.constexpr,
+                 EXP2: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
     """Each row's log-sum-exp of its logits, in nats: an online one over vocabulary tiles (a
     running max, the sum rescaled whenever it rises), software-pipelined STAGES deep (None: the
-    launch's num_stages)."""
+    launch's num_stages). TAIL_SPLIT: the tiles wholly inside the vocabulary unmasked, then the
+    last, partial one."""
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_M,), tl.float32)
-    for first in tl.range(0, vocab, BLOCK_V, num_stages=STAGES):
-        logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, EXP2,
-                                    PRECISION)
-        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-        if EXP2:
-            run_sum = (run_sum * tl.exp2(run_max - new_max)
-                       + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
-        else:
-            run_sum = (run_sum * tl.exp(run_max - new_max)
-                       + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
-        run_max = new_max
+    if TAIL_SPLIT:
+        whole = (vocab // BLOCK_V) * BLOCK_V
+        for first in tl.range(0, whole, BLOCK_V, num_stages=STAGES):
+            run_max, run_sum = _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first,
+                                                 vocab, k_dim, ks, BLOCK_V, False, K_EXACT,
+                                                 EXP2, PRECISION)
+        for first in tl.range(whole, vocab, BLOCK_V, num_stages=1):  # at most one tile
+            run_max, run_sum = _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first,
+                                                 vocab, k_dim, ks, BLOCK_V, True, K_EXACT,
+                                                 EXP2, PRECISION)
+    else:
+        for first in tl.range(0, vocab, BLOCK_V, num_stages=STAGES):
+            run_max, run_sum = _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first,
+                                                 vocab, k_dim, ks, BLOCK_V, True, K_EXACT,
+                                                 EXP2, PRECISION)
     if EXP2:  # back to nats
         return (run_max + tl.log2(run_sum)) * 0.6931471805599453
     else:
@@ -558,18 +592,37 @@ def _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
 
 
 @triton.jit
+def _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab, k_dim, ks,
+                          BLOCK_V: tl.constexpr, MASKED: tl.constexpr, K_EXACT: tl.constexpr,
+                          EXP2: tl.constexpr, PRECISION: tl.constexpr):
+    """One vocabulary tile of `_sum_exp_shifted`: the updated run_sum."""
+    logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, MASKED,
+                                K_EXACT, EXP2, PRECISION)
+    if EXP2:
+        return run_sum + tl.sum(tl.exp2(logits - shift[:, None]), axis=1)
+    else:
+        return run_sum + tl.sum(tl.exp(logits - shift[:, None]), axis=1)
+
+
+@triton.jit
 def _sum_exp_shifted(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
-                     BLOCK_V: tl.constexpr, EXP2: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_V: tl.constexpr, TAIL_SPLIT: tl.constexpr, K_EXACT: tl.constexpr,
+                     EXP2: tl.constexpr, PRECISION: tl.constexpr):
     """Each row's Σ exp(logit − shift) (exp2 with EXP2), shift a fixed value per row: no
-    running max."""
+    running max. TAIL_SPLIT as in `_log_sum_exp`."""
     run_sum = tl.zeros((BLOCK_M,), tl.float32)
-    for first in range(0, vocab, BLOCK_V):
-        logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, EXP2,
-                                    PRECISION)
-        if EXP2:
-            run_sum += tl.sum(tl.exp2(logits - shift[:, None]), axis=1)
-        else:
-            run_sum += tl.sum(tl.exp(logits - shift[:, None]), axis=1)
+    if TAIL_SPLIT:
+        whole = (vocab // BLOCK_V) * BLOCK_V
+        for first in range(0, whole, BLOCK_V):
+            run_sum = _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab,
+                                            k_dim, ks, BLOCK_V, False, K_EXACT, EXP2, PRECISION)
+        for first in tl.range(whole, vocab, BLOCK_V, num_stages=1):  # at most one tile
+            run_sum = _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab,
+                                            k_dim, ks, BLOCK_V, True, K_EXACT, EXP2, PRECISION)
+    else:
+        for first in range(0, vocab, BLOCK_V):
+            run_sum = _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab,
+                                            k_dim, ks, BLOCK_V, True, K_EXACT, EXP2, PRECISION)
     return run_sum
 
 
@@ -579,7 +632,8 @@ def negative_log_likelihood_kernel(
         bias_stride, out_ptr, vocab, k_dim, a_ptr, a_stride, h_dim,
         BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
         BLOCK_HID: tl.constexpr, FACTOR: tl.constexpr, EXP2: tl.constexpr,
-        SHIFT_BY_TARGET: tl.constexpr, PRECISION: tl.constexpr):
+        SHIFT_BY_TARGET: tl.constexpr, TAIL_SPLIT: tl.constexpr, K_EXACT: tl.constexpr,
+        PRECISION: tl.constexpr):
     """out[p, m] = logsumexp_v(x[p, rows[m]]·w[p, v] + bias[p, v]) − (the same at targets[m]).
 
     x (P, ·, k_dim) rows, w (P, vocab, k_dim), bias (P, vocab), out (P, n_scored). Grid (scored
@@ -592,7 +646,10 @@ def negative_log_likelihood_kernel(
     SHIFT_BY_TARGET: out = log Σ_v exp(logit_v − target's logit) directly, the target's logit
     (computed before the vocabulary walk) as a fixed shift: the sum is ≥ 1 (the target's own
     term), so no running max is kept. Only a logit ~88 nats above its target's (exp overflows
-    fp32) or a NaN sends the block of rows through the online walk instead."""
+    fp32) or a NaN sends the block of rows through the online walk instead.
+
+    TAIL_SPLIT: the tiles wholly inside the vocabulary are walked without masks, the partial last
+    one apart (K_EXACT: k_dim = BLOCK_K, so the columns need no mask either)."""
     p = tl.program_id(1).to(tl.int64)
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     scored = m < n_scored
@@ -622,7 +679,7 @@ def negative_log_likelihood_kernel(
         if EXP2:
             shift = shift * 1.4426950408889634
         run_sum = _sum_exp_shifted(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V,
-                                   EXP2, PRECISION)
+                                   TAIL_SPLIT, K_EXACT, EXP2, PRECISION)
         if EXP2:
             nll = tl.log2(run_sum) * 0.6931471805599453
         else:
@@ -630,9 +687,9 @@ def negative_log_likelihood_kernel(
         # comparisons with NaN are false: a NaN counts as out of range
         if tl.max(tl.where(scored & ~(run_sum < float("inf")), 1, 0), axis=0) > 0:
             # rare: unpipelined, so that its buffers do not add to the shifted walk's
-            nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V, EXP2,
-                               PRECISION, 1) - target_logit
+            nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V,
+                               TAIL_SPLIT, K_EXACT, EXP2, PRECISION, 1) - target_logit
     else:
-        nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V, EXP2,
-                           PRECISION) - target_logit
+        nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V, TAIL_SPLIT,
+                           K_EXACT, EXP2, PRECISION) - target_logit
     tl.store(out_ptr + p * n_scored + m, nll, mask=scored)
