@@ -430,6 +430,20 @@ def test_precisions_that_faulted_on_a_gpu_are_replaced(monkeypatch, asked: int,
     assert gpu_kernels.launch_precision(factorized) == asked
 
 
+def test_a_run_records_every_launch_constant():
+    """A run's summary.json records gpu.launch_settings(): every launch constant gpu.py has
+    (blocks, warps, stages, each lever) must be there, since another value can move a fitness
+    in its last digits; a lever added without it would go unrecorded. Not launch constants: the
+    precision codes and names, tl.dot's minimum width, and FAULTED_ON_GPU (its effect is
+    recorded as the products' precision)."""
+    settings = gpu_kernels.launch_settings()
+    recorded = set(settings) | set(settings["factorized"])
+    not_settings = {"IEEE", "TF32", "BF16", "TF32X3", "PRECISION_NAMES", "MIN_DOT",
+                    "FAULTED_ON_GPU"}
+    constants = {name for name in vars(gpu_kernels) if name.isupper() and name[0] != "_"}
+    assert constants - not_settings <= recorded, constants - not_settings - recorded
+
+
 def test_precision_follows_the_runs_torch_settings():
     """task.precision reaches the kernels through torch's own switches: TF32 when fp32 matmuls
     may use it, bf16 under autocast, IEEE fp32 otherwise; tf32x3 through the kernels' own
