@@ -276,3 +276,18 @@ def test_gpu_check_names_only_what_exists(monkeypatch):
         # "-k" prints "n/m tests collected (…)", n the selected; none selected: exit code 5
         assert listed.returncode == 0 and re.search(r"^[1-9]\d*/\d+ tests collected",
                                                     listed.stdout, flags=re.M), (k, listed.stdout)
+
+
+def test_every_kernel_lever_can_be_swept(monkeypatch):
+    """Each lever of a kernel (gpu.py's ATTENTION_*, LOSS_*, FEED_FORWARD_* constants) is one of
+    that kernel's knobs in bench/triton_sweep.py, so `--knob NAME=0,1` times it alone; a lever
+    added without its knob would be timed only inside whole generations."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from triton_sweep import KNOBS
+    from neuroevo.kernels import gpu as gpu_kernels
+
+    kernel_of = {"ATTENTION_": "attention", "LOSS_": "loss", "FEED_FORWARD_": "feed-forward"}
+    for name in (n for n in vars(gpu_kernels) if n.isupper()):
+        for prefix, kernel in kernel_of.items():
+            if name.startswith(prefix):
+                assert name in KNOBS[kernel], f"{name} is not a knob of the {kernel} sweep"
