@@ -126,7 +126,7 @@ LOSS_SHIFT_BY_TARGET = False
 # The loss kernel's vocabulary tiles that lie wholly inside the vocabulary (32 of the 33 at 2051
 # entries and 64-entry tiles) walked without bounds masks, the partial last one apart, as
 # ATTENTION_CAUSAL_SPLIT does for the diagonal: PTX for sm_90a, dense TF32, 670 instructions a
-# tile shipped, 550 without masks (462 with LOSS_SHIFT_BY_TARGET too). Same arithmetic, same
+# tile shipped, 565 without masks (473 with LOSS_SHIFT_BY_TARGET too). Same arithmetic, same
 # results. Written without a GPU (session 16): off until a GPU session times it.
 LOSS_TAIL_SPLIT = False
 # A factorized tied embedding's logits are (h·Aᵀ)·Bᵀ: the loss kernel can take h's scored rows
