@@ -169,9 +169,9 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
-    six on, the key/value pre-pass, the loss with exp2, the target shift and the embedding's factor, the
-    feed-forward layer in chunks, the embedding kernel, and every kernel with split-TF32
-    products."""
+    six on, the key/value pre-pass, the loss with exp2, the target shift, the tail split and the
+    embedding's factor, the feed-forward layer in chunks with its bf16 second layer, the
+    embedding kernel, and every kernel with split-TF32 products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
@@ -195,10 +195,10 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
 def test_shifted_softmaxes_compile_with_stacked_heads_for_hopper():
     """The softmaxes without a running max (gpu.ATTENTION_SHIFT_BY_DIAGONAL,
     LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, the loss's
-    unmasked tiles (LOSS_TAIL_SPLIT), the attention's
-    bf16 probabilities (ATTENTION_PV_BF16) compile for sm_90a in the shipped form of the
-    attention (heads stacked; the test above has them one at a time), with the feed-forward's
-    bf16 second layer (FEED_FORWARD_HIDDEN_BF16) whole (the test above has it in chunks)."""
+    unmasked tiles (LOSS_TAIL_SPLIT) and the attention's bf16 probabilities (ATTENTION_PV_BF16)
+    compile for sm_90a in the shipped form of the attention (heads stacked; the test above has
+    them one at a time), with the feed-forward's bf16 second layer (FEED_FORWARD_HIDDEN_BF16)
+    whole (the test above has it in chunks)."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",

@@ -171,9 +171,8 @@ def test_bf16_operands_in_tf32_launches_only(triton_path, monkeypatch, encoding:
     (the feed-forward's second layer), whole or in chunks: in TF32 launches the product takes
     bf16 operands, and the population's fitness stays within bf16's rounding of torch's ops
     (the interpreter, rounding toward zero: up to 1.4e-2 nats on these far-from-trained
-    populations' ~17-nat losses; on a GPU TF32's own 2e-2 adds),
-    visibly moved from the TF32 kernels' (so the bf16 product ran); IEEE launches are left
-    exactly as they were."""
+    populations' ~17-nat losses; on a GPU TF32's own 2e-2 adds), visibly moved from the TF32
+    kernels' (so the bf16 product ran); IEEE launches are left exactly as they were."""
     def fitness(precision: int, bf16: bool) -> torch.Tensor:
         monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
         for name, value in BF16_LEVERS[levers].items():
