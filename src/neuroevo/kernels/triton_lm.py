@@ -544,86 +544,66 @@ def _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V: tl.c
 
 
 @triton.jit
-def _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first, vocab, k_dim, ks,
-                      BLOCK_V: tl.constexpr, MASKED: tl.constexpr, K_EXACT: tl.constexpr,
-                      EXP2: tl.constexpr, PRECISION: tl.constexpr):
-    """One vocabulary tile of the online log-sum-exp: the updated (run_max, run_sum)."""
+def _exp_sum_tile(x, shift, run_max, run_sum, w_base, b_base, first, vocab, k_dim, ks,
+                  BLOCK_V: tl.constexpr, MASKED: tl.constexpr, K_EXACT: tl.constexpr,
+                  SHIFTED: tl.constexpr, EXP2: tl.constexpr, PRECISION: tl.constexpr):
+    """One vocabulary tile of the sum of exponentials: the updated (run_max, run_sum).
+    SHIFTED: of each row's logits less its fixed `shift`, no running max (run_max passes
+    through); else the online log-sum-exp's running max, the sum rescaled whenever it rises."""
     logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, MASKED,
                                 K_EXACT, EXP2, PRECISION)
-    new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-    if EXP2:
-        run_sum = (run_sum * tl.exp2(run_max - new_max)
-                   + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
+    if SHIFTED:
+        if EXP2:
+            run_sum = run_sum + tl.sum(tl.exp2(logits - shift[:, None]), axis=1)
+        else:
+            run_sum = run_sum + tl.sum(tl.exp(logits - shift[:, None]), axis=1)
+        new_max = run_max
     else:
-        run_sum = (run_sum * tl.exp(run_max - new_max)
-                   + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
+        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        if EXP2:
+            run_sum = (run_sum * tl.exp2(run_max - new_max)
+                       + tl.sum(tl.exp2(logits - new_max[:, None]), axis=1))
+        else:
+            run_sum = (run_sum * tl.exp(run_max - new_max)
+                       + tl.sum(tl.exp(logits - new_max[:, None]), axis=1))
     return new_max, run_sum
 
 
 @triton.jit
-def _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
-                 BLOCK_V: tl.constexpr, TAIL_SPLIT: tl.constexpr, K_EXACT: tl.constexpr,
-                 EXP2: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
-    """Each row's log-sum-exp of its logits, in nats: an online one over vocabulary tiles (a
-    running max, the sum rescaled whenever it rises), software-pipelined STAGES deep (None: the
-    launch's num_stages). TAIL_SPLIT: the tiles wholly inside the vocabulary unmasked, then the
-    last, partial one."""
+def _exp_sum(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
+             BLOCK_V: tl.constexpr, SHIFTED: tl.constexpr, TAIL_SPLIT: tl.constexpr,
+             K_EXACT: tl.constexpr, EXP2: tl.constexpr, PRECISION: tl.constexpr,
+             STAGES: tl.constexpr = None):
+    """(run_max, run_sum) of each row's exponentials over the whole vocabulary (`_exp_sum_tile`),
+    tile by tile, software-pipelined STAGES deep (None: the launch's num_stages). TAIL_SPLIT: the
+    tiles wholly inside the vocabulary unmasked, then the last, partial one."""
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_M,), tl.float32)
     if TAIL_SPLIT:
         whole = (vocab // BLOCK_V) * BLOCK_V
         for first in tl.range(0, whole, BLOCK_V, num_stages=STAGES):
-            run_max, run_sum = _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first,
-                                                 vocab, k_dim, ks, BLOCK_V, False, K_EXACT,
-                                                 EXP2, PRECISION)
+            run_max, run_sum = _exp_sum_tile(x, shift, run_max, run_sum, w_base, b_base, first,
+                                             vocab, k_dim, ks, BLOCK_V, False, K_EXACT, SHIFTED,
+                                             EXP2, PRECISION)
         for first in tl.range(whole, vocab, BLOCK_V, num_stages=1):  # at most one tile
-            run_max, run_sum = _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first,
-                                                 vocab, k_dim, ks, BLOCK_V, True, K_EXACT,
-                                                 EXP2, PRECISION)
+            run_max, run_sum = _exp_sum_tile(x, shift, run_max, run_sum, w_base, b_base, first,
+                                             vocab, k_dim, ks, BLOCK_V, True, K_EXACT, SHIFTED,
+                                             EXP2, PRECISION)
     else:
         for first in tl.range(0, vocab, BLOCK_V, num_stages=STAGES):
-            run_max, run_sum = _log_sum_exp_tile(x, run_max, run_sum, w_base, b_base, first,
-                                                 vocab, k_dim, ks, BLOCK_V, True, K_EXACT,
-                                                 EXP2, PRECISION)
-    if EXP2:  # back to nats
+            run_max, run_sum = _exp_sum_tile(x, shift, run_max, run_sum, w_base, b_base, first,
+                                             vocab, k_dim, ks, BLOCK_V, True, K_EXACT, SHIFTED,
+                                             EXP2, PRECISION)
+    return run_max, run_sum
+
+
+@triton.jit
+def _log_sum_exp(run_max, run_sum, EXP2: tl.constexpr):
+    """The online walk's log-sum-exp, in nats."""
+    if EXP2:  # back from log2 units
         return (run_max + tl.log2(run_sum)) * 0.6931471805599453
     else:
         return run_max + tl.log(run_sum)
-
-
-@triton.jit
-def _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab, k_dim, ks,
-                          BLOCK_V: tl.constexpr, MASKED: tl.constexpr, K_EXACT: tl.constexpr,
-                          EXP2: tl.constexpr, PRECISION: tl.constexpr):
-    """One vocabulary tile of `_sum_exp_shifted`: the updated run_sum."""
-    logits = _vocabulary_logits(x, w_base, b_base, first, vocab, k_dim, ks, BLOCK_V, MASKED,
-                                K_EXACT, EXP2, PRECISION)
-    if EXP2:
-        return run_sum + tl.sum(tl.exp2(logits - shift[:, None]), axis=1)
-    else:
-        return run_sum + tl.sum(tl.exp(logits - shift[:, None]), axis=1)
-
-
-@triton.jit
-def _sum_exp_shifted(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M: tl.constexpr,
-                     BLOCK_V: tl.constexpr, TAIL_SPLIT: tl.constexpr, K_EXACT: tl.constexpr,
-                     EXP2: tl.constexpr, PRECISION: tl.constexpr):
-    """Each row's Σ exp(logit − shift) (exp2 with EXP2), shift a fixed value per row: no
-    running max. TAIL_SPLIT as in `_log_sum_exp`."""
-    run_sum = tl.zeros((BLOCK_M,), tl.float32)
-    if TAIL_SPLIT:
-        whole = (vocab // BLOCK_V) * BLOCK_V
-        for first in range(0, whole, BLOCK_V):
-            run_sum = _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab,
-                                            k_dim, ks, BLOCK_V, False, K_EXACT, EXP2, PRECISION)
-        for first in tl.range(whole, vocab, BLOCK_V, num_stages=1):  # at most one tile
-            run_sum = _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab,
-                                            k_dim, ks, BLOCK_V, True, K_EXACT, EXP2, PRECISION)
-    else:
-        for first in range(0, vocab, BLOCK_V):
-            run_sum = _sum_exp_shifted_tile(x, shift, run_sum, w_base, b_base, first, vocab,
-                                            k_dim, ks, BLOCK_V, True, K_EXACT, EXP2, PRECISION)
-    return run_sum
 
 
 @triton.jit
@@ -678,8 +658,8 @@ def negative_log_likelihood_kernel(
         shift = target_logit
         if EXP2:
             shift = shift * 1.4426950408889634
-        run_sum = _sum_exp_shifted(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V,
-                                   TAIL_SPLIT, K_EXACT, EXP2, PRECISION)
+        run_max, run_sum = _exp_sum(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V,
+                                    True, TAIL_SPLIT, K_EXACT, EXP2, PRECISION)
         if EXP2:
             nll = tl.log2(run_sum) * 0.6931471805599453
         else:
@@ -687,9 +667,11 @@ def negative_log_likelihood_kernel(
         # comparisons with NaN are false: a NaN counts as out of range
         if tl.max(tl.where(scored & ~(run_sum < float("inf")), 1, 0), axis=0) > 0:
             # rare: unpipelined, so that its buffers do not add to the shifted walk's
-            nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V,
-                               TAIL_SPLIT, K_EXACT, EXP2, PRECISION, 1) - target_logit
+            run_max, run_sum = _exp_sum(x, shift, w_base, b_base, vocab, k_dim, ks, BLOCK_M,
+                                        BLOCK_V, False, TAIL_SPLIT, K_EXACT, EXP2, PRECISION, 1)
+            nll = _log_sum_exp(run_max, run_sum, EXP2) - target_logit
     else:
-        nll = _log_sum_exp(x, w_base, b_base, vocab, k_dim, ks, BLOCK_M, BLOCK_V, TAIL_SPLIT,
-                           K_EXACT, EXP2, PRECISION) - target_logit
+        run_max, run_sum = _exp_sum(x, target_logit, w_base, b_base, vocab, k_dim, ks, BLOCK_M,
+                                    BLOCK_V, False, TAIL_SPLIT, K_EXACT, EXP2, PRECISION)
+        nll = _log_sum_exp(run_max, run_sum, EXP2) - target_logit
     tl.store(out_ptr + p * n_scored + m, nll, mask=scored)
