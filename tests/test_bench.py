@@ -291,3 +291,21 @@ def test_every_kernel_lever_can_be_swept(monkeypatch):
         for prefix, kernel in kernel_of.items():
             if name.startswith(prefix):
                 assert name in KNOBS[kernel], f"{name} is not a knob of the {kernel} sweep"
+
+
+def test_softmax_headroom_reads_a_population_and_a_runs_survivors(tmp_path):
+    """bench/softmax_headroom.py prints, for the initial population and a run's checkpointed
+    survivors, the largest attention score above its query's own key and the largest logit
+    above its target's: both finite and ≥ 0 (each row's own term is among its maxima)."""
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "neuroevo.cli", "run", "configs/tinystories/dense.yaml",
+                    "--preset", "quick", "--set", "ga.generations=1", "--out", str(run),
+                    "--quiet", "--device", "cpu"], cwd=REPO, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "bench/softmax_headroom.py",
+                          "configs/tinystories/dense.yaml", "--preset", "quick", "--run", str(run)],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if "above the query's own key" in line]
+    assert len(lines) == 2 and "survivors of generation 1" in lines[1]
+    for line in lines:
+        excess = [float(x) for x in re.findall(r"(-?[\d.]+) nats", line)]
+        assert len(excess) == 2 and all(math.isfinite(e) and e >= 0 for e in excess)
