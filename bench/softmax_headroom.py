@@ -26,11 +26,16 @@ from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.run import build_task  # noqa: E402
 
 
+OVERFLOW = 88.0  # nats: exp of more overflows fp32 (exp(88.7) ≈ 3.4e38)
+
+
 class Headroom:
-    """Wraps the model's attention and cross-entropy to record the largest excess of each."""
+    """Wraps the model's attention and cross-entropy to record the largest excess of each, and
+    how many (individual, sequence, head) attention rows have a query past OVERFLOW."""
 
     def __init__(self) -> None:
         self.attention, self.logits = 0.0, 0.0
+        self.rows_past, self.rows = 0, 0
         self._attend, self._cross_entropy = transformer.causal_attention, F.cross_entropy
 
     def causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -41,6 +46,8 @@ class Headroom:
         excess = scores.masked_fill(~causal, float("-inf")).amax(-1) \
             - scores.diagonal(dim1=-2, dim2=-1)
         self.attention = max(self.attention, excess.max().item())
+        self.rows_past += int((excess.amax(-1) > OVERFLOW).sum())
+        self.rows += excess[..., 0].numel()
         return self._attend(q, k, v, pad_to)
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor,
@@ -76,8 +83,9 @@ def main() -> None:
             transformer.causal_attention = headroom._attend
             transformer.F.cross_entropy = headroom._cross_entropy
         print(f"{args.config} {name}: fitness {fitness.min():.3f} … {fitness.max():.3f}; "
-              f"largest score above the query's own key {headroom.attention:.1f} nats, "
-              f"largest logit above the target's {headroom.logits:.1f} nats (fallback past ~88)")
+              f"largest score above the query's own key {headroom.attention:.1f} nats "
+              f"({headroom.rows_past / headroom.rows:.2%} of attention rows past "
+              f"{OVERFLOW:.0f}), largest logit above the target's {headroom.logits:.1f} nats")
 
 
 if __name__ == "__main__":

@@ -309,3 +309,4 @@ def test_softmax_headroom_reads_a_population_and_a_runs_survivors(tmp_path):
     for line in lines:
         excess = [float(x) for x in re.findall(r"(-?[\d.]+) nats", line)]
         assert len(excess) == 2 and all(math.isfinite(e) and e >= 0 for e in excess)
+        assert re.search(r"\(\d+\.\d\d% of attention rows past 88\)", line)
