@@ -12,7 +12,9 @@ a run's checkpointed survivors (evolved weights). Torch's ops on CPU; nothing is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 
 os.environ["NEUROEVO_CPU_KERNELS"] = "0"  # torch's ops, where the scores and logits can be seen
 
@@ -30,13 +32,24 @@ OVERFLOW = 88.0  # nats: exp of more overflows fp32 (exp(88.7) ≈ 3.4e38)
 
 
 class Headroom:
-    """Wraps the model's attention and cross-entropy to record the largest excess of each, and
-    how many (individual, sequence, head) attention rows have a query past OVERFLOW."""
+    """Within `recording()`, the model's attention and cross-entropy record the largest excess
+    of each, and how many (individual, sequence, head) attention rows have a query past
+    OVERFLOW."""
 
     def __init__(self) -> None:
         self.attention, self.logits = 0.0, 0.0
         self.rows_past, self.rows = 0, 0
         self._attend, self._cross_entropy = transformer.causal_attention, F.cross_entropy
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        transformer.causal_attention = self.causal_attention
+        transformer.F.cross_entropy = self.cross_entropy
+        try:
+            yield
+        finally:
+            transformer.causal_attention = self._attend
+            transformer.F.cross_entropy = self._cross_entropy
 
     def causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          pad_to: int = 1) -> torch.Tensor:
@@ -73,15 +86,9 @@ def main() -> None:
         populations[f"survivors of generation {state['generation'] - 1}"] = state["elite_theta"]
     for name, theta in populations.items():
         headroom = Headroom()
-        transformer.causal_attention = headroom.causal_attention
-        transformer.F.cross_entropy = headroom.cross_entropy
-        try:
-            with torch.no_grad():
-                fitness = model.negative_cross_entropy(model.layout.views(theta), batch.tokens,
-                                                       batch.lengths)
-        finally:
-            transformer.causal_attention = headroom._attend
-            transformer.F.cross_entropy = headroom._cross_entropy
+        with headroom.recording(), torch.no_grad():
+            fitness = model.negative_cross_entropy(model.layout.views(theta), batch.tokens,
+                                                   batch.lengths)
         print(f"{args.config} {name}: fitness {fitness.min():.3f} … {fitness.max():.3f}; "
               f"largest score above the query's own key {headroom.attention:.1f} nats "
               f"({headroom.rows_past / headroom.rows:.2%} of attention rows past "
