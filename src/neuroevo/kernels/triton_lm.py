@@ -129,11 +129,11 @@ def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b
                             BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr,
                             FACT1: tl.constexpr, FACT2: tl.constexpr, BIAS1: tl.constexpr,
                             BIAS2: tl.constexpr, FF_SPLIT: tl.constexpr,
-                            HIDDEN_BF16: tl.constexpr, PRECISION: tl.constexpr):
+                            PRECISION: tl.constexpr, FF2_PRECISION: tl.constexpr):
     """ff2(relu(ff1(x))) with the hidden layer FF_SPLIT column chunks at a time: each chunk's
     ff2 contribution is accumulated (into the rank-wide x·…·B2 when ff2 is factorized), so
-    only BLOCK_FF / FF_SPLIT hidden columns are live at once. HIDDEN_BF16: ff2's products take
-    bf16 operands."""
+    only BLOCK_FF / FF_SPLIT hidden columns are live at once. ff1's products take PRECISION,
+    ff2's FF2_PRECISION."""
     CHUNK: tl.constexpr = BLOCK_FF // FF_SPLIT
     if FACT1:
         inner = _matmul(x, b1_ptr, n_cols, rank1, BLOCK_C, BLOCK_R1, PRECISION)  # x·B1
@@ -154,13 +154,12 @@ def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b
         hidden = tl.maximum(hidden, 0.0)
         if FACT2:
             acc += _dot(hidden, _load_tile(b2_ptr, i * CHUNK, 0, n_ff, rank2, CHUNK, BLOCK_R2),
-                        2 if HIDDEN_BF16 else PRECISION)
+                        FF2_PRECISION)
         else:
             acc += _dot(hidden, _load_tile(a2_ptr, i * CHUNK, 0, n_ff, n_cols, CHUNK, BLOCK_C),
-                        2 if HIDDEN_BF16 else PRECISION)
+                        FF2_PRECISION)
     if FACT2:
-        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C,
-                    2 if HIDDEN_BF16 else PRECISION)
+        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C, FF2_PRECISION)
     else:
         y = acc
     if BIAS2:
@@ -190,6 +189,7 @@ def feed_forward_layer_norm_kernel(
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     ptrs = x_ptr + p * n_rows * n_cols + rows[:, None].to(tl.int64) * n_cols + cols[None, :]
     x = tl.load(ptrs, mask=mask, other=0.0)
+    FF2_PRECISION: tl.constexpr = 2 if HIDDEN_BF16 else PRECISION
     if FF_SPLIT == 1:
         hidden = _linear(x, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
                          bias1_ptr + p * bias1_stride, n_cols, rank1, n_ff,
@@ -197,13 +197,13 @@ def feed_forward_layer_norm_kernel(
         hidden = tl.maximum(hidden, 0.0)
         y = _linear(hidden, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
                     bias2_ptr + p * bias2_stride, n_ff, rank2, n_cols,
-                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, 2 if HIDDEN_BF16 else PRECISION)
+                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, FF2_PRECISION)
     else:
         y = _feed_forward_in_chunks(
             x, n_cols, n_ff, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
             bias1_ptr + p * bias1_stride, rank1, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
             bias2_ptr + p * bias2_stride, rank2, BLOCK_C, BLOCK_FF, BLOCK_R1, BLOCK_R2, FACT1,
-            FACT2, BIAS1, BIAS2, FF_SPLIT, HIDDEN_BF16, PRECISION)
+            FACT2, BIAS1, BIAS2, FF_SPLIT, PRECISION, FF2_PRECISION)
     tl.store(ptrs, _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
              mask=mask)
 
@@ -257,6 +257,7 @@ def _attend_key_block(
     every query (a block wholly below the diagonal), so no mask is computed. SHIFTED: each row's
     scores less its fixed `shift`, no running max (run_max passes through); else the online
     softmax's running max and rescaling."""
+    PV_PRECISION: tl.constexpr = 2 if PV_BF16 else PRECISION
     k_pos = start + tl.arange(0, BLOCK_K)
     if KV_STORED:
         w_cols = tl.arange(0, BLOCK_W)
@@ -286,7 +287,7 @@ def _attend_key_block(
         if PV_BF16:
             probs = _as_bf16_sees_them(probs)
         run_sum = run_sum + tl.sum(probs, axis=1)
-        acc = acc + _dot(probs, v, 2 if PV_BF16 else PRECISION)  # every head's columns of v
+        acc = acc + _dot(probs, v, PV_PRECISION)  # every head's columns of v
         new_max = run_max
     else:
         block_max = tl.max(scores, axis=1)  # finite in the first block: key 0 is in every row
@@ -300,7 +301,7 @@ def _attend_key_block(
         if PV_BF16:
             probs = _as_bf16_sees_them(probs)
         run_sum = run_sum * rescale + tl.sum(probs, axis=1)
-        acc = acc * rescale[:, None] + _dot(probs, v, 2 if PV_BF16 else PRECISION)
+        acc = acc * rescale[:, None] + _dot(probs, v, PV_PRECISION)
     return new_max, run_sum, acc
 
 
