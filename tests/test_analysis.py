@@ -429,7 +429,7 @@ def test_report_paper_column_uses_reference_numbers(tables_of) -> None:
 
 
 def test_report_compares_population_elites_and_evaluation_set_with_the_paper(tables_of) -> None:
-    """The paper's N, k and evaluation set (reference-method.md §2) beside the runs' own: the
+    """The paper's N, k and evaluation set (Jevo.jl's TinyStories config) beside the runs' own: the
     engine config under the runs' engine preset (the fixture's `quick`: N 32, k 4, 32 stories
     cut at 48 tokens), then the variant's overrides (here N 40)."""
     import dataclasses

@@ -338,7 +338,7 @@ def test_a_resumed_ga_never_develops_the_initial_population(monkeypatch: pytest.
 
 
 def test_n_back_rule_caps_the_rate_by_the_parents_last_genes() -> None:
-    """The reference's n-back rule (reference-method.md §1): a parent with fewer than n_back genes
+    """The reference's n-back rule (Jevo.jl's NBackMutator): a parent with fewer than n_back genes
     draws its child's rate uniformly; an older one draws from the rates no larger than the
     largest among its last n_back genes (the initial gene counting as the largest), except for a
     1% escape to a uniform draw."""

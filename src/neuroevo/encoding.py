@@ -11,7 +11,7 @@ extension beyond the paper: k = r·(in + out), the dimensions a rank-r factoriza
 the rest of W frozen at a shared seeded init; see `layers.SparseWeight`). The sparse encoding asks
 whether the factorized advantage comes from the size of the search space or from its structure.
 The smaller non-factorized baseline is `dense` with a smaller model config, not a separate code
-path. Initial and mutation stds follow the reference implementation (see reference-method.md §1.1):
+path. Initial and mutation stds follow the authors' Jevo.jl:
 
 * dense weight: Kaiming normal, std √(2/fan_in); the same std scaled by mr for mutations;
 * bias: zero at init, mutations with std √2·mr (Kaiming on a vector, whose fan_in is 1);

@@ -22,22 +22,25 @@ from . import beyond
 from .grid import Grid, Task, engine_settings
 from .style import label
 
-# What reference-method.md states about the paper's runs, per task family. None = not stated there
-# (shown as "n/a"). `conditions`: the variants (experiments.yaml's names) that are the paper's own
-# conditions; any other variant of the family is an extension (a rank sweep, a sparse genome).
+# The paper's runs as the authors' code (Jevo.jl's experiments/) sets them, per task family. None =
+# not determined from it (shown as "n/a"). `conditions`: the variants (experiments.yaml's names)
+# that are the paper's own conditions; any other variant of the family is an extension (a rank
+# sweep, a sparse genome).
 # Genome sizes are the reference's own count, layer-norm parameters included. The evaluation set
 # is worded as `_evaluation_set` words ours.
 PAPER = {
-    "tinystories": {  # §2: 01-relu-nofa, 02-relu-lora, 03-relu-nofa-small, 07-relu-rank1-lora
+    # experiments/tinystories/: 01-relu-nofa, 02-relu-lora, 03-relu-nofa-small, 07-relu-rank1-lora
+    "tinystories": {
         "conditions": ("dense", "factorized-r4", "small", "factorized-r1"),
         "generations": 300,
-        "seeds": None,  # not determined from the authors' code (reference-method.md §5)
+        "seeds": None,  # not determined from the authors' code (plots iterate seed folders)
         "population": 512,
         "elites": 16,
         "evaluation set": "the first 1,024 stories, the same every generation, no truncation",
         "genome": {"dense": 99_507, "factorized-r4": 75_955, "small": 11_671, "factorized-r1": 13_023},
     },
-    "car_racing": {  # §3: 01-nofa, 02-lora, 03-nofa-small; the elites are the second wave's best 8
+    # experiments/car-racing/: 01-nofa, 02-lora, 03-nofa-small; the elites are the second wave's best 8
+    "car_racing": {
         "conditions": ("dense", "factorized", "small"),
         "generations": 40,
         "seeds": 15,
@@ -46,7 +49,7 @@ PAPER = {
         "evaluation set": "2 episodes each, the best 32 play 4 more; ≤ 1,000 steps an episode",
         "genome": {},
     },
-    "atari": {  # §4: 01-<game>-nofa, 02-<game>-lora, 03-<game>-nofa-small
+    "atari": {  # experiments/atari/<game>/: 01-<game>-nofa, 02-<game>-lora, 03-<game>-nofa-small
         "conditions": ("dense", "factorized", "small"),
         "generations": 300,
         "seeds": None,

@@ -1,6 +1,6 @@
 """TinyStories data layer: fetch the text, train the BPE, cache the tokens, build evaluation batches.
 
-Follows the paper's pipeline (Garbus & Pollack 2025; reference-method.md §2): the first 10k stories
+Follows the paper's pipeline (Garbus & Pollack 2025; the authors' Jevo.jl): the first 10k stories
 of the TinyStories training split, a 2,048-token BPE (NFD + lowercase + strip accents; whitespace +
 single digits), and the Jevo encoder's model vocabulary `<unk>`=0 (also padding), `<s>`=1, `</s>`=2,
 BPE id b ↦ 3 + b; instead of training, `task.tokenizer` may name a tokenizers JSON file (the

@@ -1,4 +1,4 @@
-"""The Atari policy CNN of Garbus & Pollack (2025) §4, evaluated for a whole population at once.
+"""The Atari policy CNN of Garbus & Pollack (2025), evaluated for a whole population at once.
 
 It is the Nature-DQN network (Mnih et al. 2015) that Such et al.'s (2017) Deep GA evolved, fed
 RGB instead of grayscale: 12×84×84 (4 stacked RGB frames) → conv 8×8 s4 → 32, conv 4×4 s2 → 64,
@@ -22,7 +22,7 @@ from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.layers import Conv2d, Linear, Params
 from neuroevo.tasks import check_minimums
 
-ATARI_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride) of each convolution, §4
+ATARI_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride) of each convolution
 LAYER_TYPES = ("conv", "hidden")  # the keys `encoding.ranks` may name for a ConvPolicy
 
 
@@ -80,7 +80,7 @@ class ConvPolicy:
 
 def atari_cnn(config: ModelConfig, encoding: EncodingConfig, n_actions: int,
               frame_stack: int = 4, resolution: int = 84) -> ConvPolicy:
-    """The §4 network for `n_actions` logits on `frame_stack` RGB frames of resolution²."""
+    """The paper's network for `n_actions` logits on `frame_stack` RGB frames of resolution²."""
     return ConvPolicy(encoding, (3 * frame_stack, resolution, resolution), ATARI_KERNELS,
                       config.channels, config.hidden, n_actions)
 

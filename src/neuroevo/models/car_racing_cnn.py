@@ -1,4 +1,4 @@
-"""The CarRacing policy CNN of Garbus & Pollack (2025) §3, built by the shared `ConvPolicy`.
+"""The CarRacing policy CNN of Garbus & Pollack (2025), built by the shared `ConvPolicy`.
 
 12×64×64 (4 stacked RGB frames) → four unpadded 4×4 stride-2 convolutions 32, 64, 128, 256
 (spatial 31, 14, 6, 2) → flatten 1024 → dense 256 → dense 3 (steer, gas, brake), ReLU after every
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from neuroevo.encoding import EncodingConfig
 from neuroevo.models.atari_cnn import LAYER_TYPES, ConvPolicy, check_widths
 
-CAR_RACING_KERNELS = ((4, 2),) * 4  # (kernel, stride) of each convolution, §3
+CAR_RACING_KERNELS = ((4, 2),) * 4  # (kernel, stride) of each convolution
 N_ACTIONS = 3  # steer, gas, brake
 __all__ = ["LAYER_TYPES", "ModelConfig", "car_racing_cnn"]
 
@@ -32,6 +32,6 @@ class ModelConfig:
 
 def car_racing_cnn(config: ModelConfig, encoding: EncodingConfig, frame_stack: int = 4,
                    resolution: int = 64) -> ConvPolicy:
-    """The §3 network on `frame_stack` RGB frames of resolution², 3 raw action outputs."""
+    """The paper's network on `frame_stack` RGB frames of resolution², 3 raw action outputs."""
     return ConvPolicy(encoding, (3 * frame_stack, resolution, resolution), CAR_RACING_KERNELS,
                       config.channels, config.hidden, N_ACTIONS)

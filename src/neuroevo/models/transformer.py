@@ -3,7 +3,7 @@
 Post-norm blocks (x = LN(x + Attn(x)); x = LN(x + FF(x))), causal multi-head attention with
 separate Q/K/V projections, a ReLU feed-forward, a tied token embedding with its own output bias,
 and rotary position encoding applied once to the first `rotary_dims` features of the input
-embedding (reference-method.md §2). Paper sizes: hidden 32, ff 128, 3 blocks, 4 heads of width 4.
+embedding (the authors' Jevo.jl, experiments/tinystories/). Paper sizes: hidden 32, ff 128, 3 blocks, 4 heads of width 4.
 
 The loss is the expensive part: P × tokens × 2051 logits, of which only positions that have a
 target are ever computed (padding never reaches the vocabulary GEMM). Without autograd it is one

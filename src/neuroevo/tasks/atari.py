@@ -1,4 +1,4 @@
-"""Atari (ALE) with the paper's protocol (reference-method.md §4).
+"""Atari (ALE) with the paper's protocol (the authors' Jevo.jl, experiments/atari/).
 
 The paper's `<Game>Deterministic-v4` → ResizeObservation(84, 84) → FrameStackObservation(4) is
 rebuilt on ale_py's C++ vector environment (`AtariVectorEnv`, one thread per core) configured to

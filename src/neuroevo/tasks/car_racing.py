@@ -1,4 +1,5 @@
-"""CarRacing-v3 with the paper's two-stage ("multi-wave") evaluation (reference-method.md §3).
+"""CarRacing-v3 with the paper's two-stage ("multi-wave") evaluation (the authors'
+Jevo.jl, experiments/car-racing/).
 
 Environment: `gym.make("CarRacing-v3")` (continuous, its registered 1000-step limit), every frame
 resized 96×96 → 64×64 with OpenCV's INTER_AREA weights (what gymnasium's ResizeObservation calls;

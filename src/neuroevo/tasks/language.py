@@ -1,6 +1,6 @@
 """TinyStories language modelling: fitness = −(mean next-token cross-entropy), in nats per token.
 
-The paper's protocol (reference-method.md §2): the first `n_sequences` stories of the corpus,
+The paper's protocol (the authors' Jevo.jl, experiments/tinystories/): the first `n_sequences` stories of the corpus,
 each `<s> story </s>`, identical every generation and for every individual, scored as the mean over
 sequences of each sequence's mean token cross-entropy. `sampling: sampled` instead draws a fresh
 batch per generation from a stream seeded by the run seed, and `max_len` truncates sequences; both
