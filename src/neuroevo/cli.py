@@ -175,7 +175,8 @@ def _config_arguments(parser: argparse.ArgumentParser, pool: bool = True) -> Non
     parser.add_argument("config", type=Path, help="a YAML config, e.g. configs/tinystories/dense.yaml")
     parser.add_argument("--preset", help="apply a preset defined in the config (e.g. quick)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override one key, e.g. ga.population=64")
+                        metavar="KEY=VALUE",
+                        help="override one key, e.g. ga.population=64 (repeat for more keys)")
     if pool:  # commands that play episodes
         parser.add_argument("--workers", type=int, metavar="N",
                             help="environment workers of an RL task (task.workers; Atari's "
