@@ -81,8 +81,9 @@
 #                                  block, pipelining depth and heads stacked or one at a time
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
-# (the device tool's fetched folder) when OUT is set. Run from the repository root; for the RL
-# step, first `bash bench/gpu_wheels.sh` here and carry `.whl`.
+# when OUT names a folder (where a remote GPU machine collects what it sends back). Run from the
+# repository root; the RL steps need the `rl` extra (`pip install -e ".[rl]"`), or, on the
+# project's offline GPU image, the wheels `bash bench/gpu_wheels.sh` fetched into .whl/.
 set -uo pipefail  # not -e: one failing step (a compile error, an OOM) must not lose the rest
 stage=${1:-core}
 if [[ -n "${OUT:-}" ]]; then exec > >(tee -a "$OUT/gpu_check.log") 2>&1; fi
