@@ -3,9 +3,10 @@
 Garbus & Pollack (2025) compare conditions at the last generation with a Kruskal–Wallis test over
 (dense, factorized, small), pairwise Wilcoxon rank-sum tests (`scipy.stats.ranksums`) and Glass's Δ
 with the control's population standard deviation (ddof 0); their curves show mean ± 1.96·SEM over
-seeds (the authors' plotting scripts in Jevo.jl's experiments/). We add the Mann–Whitney U test (exact for small samples, ties
-included, where the rank-sum's normal approximation is poor), the Vargha–Delaney A as a bounded
-effect size beside Glass's Δ, and a Student-t interval for the tables.
+seeds (the authors' plotting scripts in Jevo.jl's experiments/). We add the Mann–Whitney U test
+(exact for small samples, ties included, where the rank-sum's normal approximation is poor), the
+Vargha–Delaney A as a bounded effect size beside Glass's Δ, and a Student-t interval for the
+tables.
 Functions take plain sequences and return floats; NaN stands for "undefined for these samples".
 """
 
