@@ -398,7 +398,8 @@ def test_cli_builds_tables_figures_and_a_self_contained_report(results: Path, tm
     gpath, tdir, fdir = str(results / "grid.json"), results / "tables", tmp_path / "figures"
     assert cli.main(["aggregate", "--grid", gpath, "--runs-root", str(results / "runs"),
                      "--long", str(tdir / "fitness_long.csv"), "--runs", str(tdir / "runs.csv")]) == 0
-    assert cli.main(["tables", "--grid", gpath, "--runs", str(tdir / "runs.csv"), "--out-dir", str(tdir)]) == 0
+    assert cli.main(["tables", "--grid", gpath, "--runs", str(tdir / "runs.csv"),
+                     "--long", str(tdir / "fitness_long.csv"), "--out-dir", str(tdir)]) == 0
     for name in tables.TABLES:
         assert all((tdir / f"{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex"))
     assert cli.main(["figure", "fitness", "--grid", gpath, "--task", "tinystories",
@@ -573,10 +574,10 @@ def test_stages_table_and_figure_compare_each_waves_score_and_time(tmp_path: Pat
         for seed in SEEDS:
             write_two_wave_run(root / "car_racing" / variant / f"seed{seed}", variant, seed)
     g = grid.load(tmp_path / "grid.json")
-    _, runs = aggregate.aggregate(g, root)
+    long, runs = aggregate.aggregate(g, root)
     factorized = runs[runs["variant"] == "factorized"].sort_values("seed")
     assert factorized["first_stage_score"].tolist() == [3 * (11.0 + s) for s in SEEDS]
-    table = tables.build(runs, g)["stages"].set_index(["stage", "quantity"])
+    table = tables.build(runs, long, g)["stages"].set_index(["stage", "quantity"])
     assert len(table) == 4 and set(table["a"]) == {"factorized"} and set(table["b"]) == {"dense"}
     dense_time = [5.0 + 0.5 * s for s in SEEDS]
     factorized_time = [6.0 + 0.5 * s for s in SEEDS]
@@ -599,8 +600,40 @@ def test_stages_table_and_figure_compare_each_waves_score_and_time(tmp_path: Pat
 
 def test_stages_table_has_no_rows_without_a_two_wave_task(tables_of) -> None:
     """A preset without CarRacing writes the stages table empty (the report leaves it out)."""
-    g, _, runs = tables_of
-    assert tables.build(runs, g)["stages"].empty
+    g, long, runs = tables_of
+    assert tables.build(runs, long, g)["stages"].empty
+
+
+def test_milestones_test_the_series_at_each_named_earlier_generation(results: Path) -> None:
+    """A task's `test_generations` (the paper's Asteroids at 10) get the last generation's tests
+    on the series at that generation: the Kruskal–Wallis p across the compared groups and each
+    pair's rank-sum p and Glass's Δ equal scipy's and the hand formula on those values; a
+    generation no run reached gets no rows, and a grid without test generations an empty table
+    (which the report leaves out)."""
+    spec = json.loads((results / "grid.json").read_text())
+    assert tables.build(*_tables_inputs(results))["milestones"].empty
+    spec["tasks"]["tinystories"]["test_generations"] = [2, GENERATIONS + 5]
+    (results / "grid.json").write_text(json.dumps(spec))
+    table = tables.build(*_tables_inputs(results))["milestones"]
+    assert set(table["generation"]) == {2}
+    at_2 = {v: [synthetic_best(v, s, 2) for s in SEEDS] for v in OFFSET}
+    assert list(zip(table["a"], table["b"])) == [
+        ("factorized-r4", "dense"), ("dense", "small"), ("factorized-r4", "small")]
+    kruskal = sps.kruskal(at_2["dense"], at_2["factorized-r4"], at_2["small"]).pvalue
+    for _, row in table.iterrows():
+        a, b = at_2[row["a"]], at_2[row["b"]]
+        assert row["kruskal_p"] == pytest.approx(kruskal)
+        assert row["ranksums_p"] == pytest.approx(sps.ranksums(a, b).pvalue)
+        assert row["glass_delta"] == pytest.approx((np.mean(a) - np.mean(b)) / np.std(b))
+        assert (row["n_a"], row["n_b"]) == (len(SEEDS), len(SEEDS))
+    assert table["mean_a"].tolist() != tables.build(*_tables_inputs(results))["pairwise"]["mean_a"].tolist()
+
+
+def _tables_inputs(results: Path) -> tuple[pd.DataFrame, pd.DataFrame, grid.Grid]:
+    """runs.csv, fitness_long.csv and the grid of the fixture's results, as `tables.build` takes them."""
+    g = grid.load(results / "grid.json")
+    long, runs = aggregate.aggregate(g, results / "runs")
+    return runs, long, g
 
 
 def test_stages_figure_of_a_task_without_stages_fails_in_one_line(tables_of, tmp_path: Path) -> None:
@@ -612,11 +645,11 @@ def test_stages_figure_of_a_task_without_stages_fails_in_one_line(tables_of, tmp
 def test_table_means_and_counts_are_over_the_finite_scores_the_tests_use(tables_of) -> None:
     """A diverged seed (NaN score) is dropped by the tests; the tables' means and group sizes
     say so too instead of turning NaN or counting it."""
-    g, _, runs = tables_of
+    g, long, runs = tables_of
     runs = runs.copy()
     dense = runs.index[runs["variant"] == "dense"][0]
     runs.loc[dense, "final_score"] = float("nan")
-    built = tables.build(runs, g)
+    built = tables.build(runs, long, g)
     finite = runs.loc[(runs["variant"] == "dense") & runs["final_score"].notna(), "final_score"]
     pair = built["pairwise"].query("a == 'factorized-r4' and b == 'dense'").iloc[0]
     assert pair["mean_b"] == pytest.approx(finite.mean())

@@ -46,6 +46,7 @@ rule tables:
     input:
         grid=rules.grid.output[0],
         runs=rules.aggregate.output.runs,
+        long=rules.aggregate.output.long,
         code=ANALYSIS_CODE,
     output:
         final=report(
@@ -60,6 +61,9 @@ rule tables:
         stages=report(
             "results/{preset}/tables/stages.csv", caption="../report/table_stages.rst", category="Tables"
         ),
+        milestones=report(
+            "results/{preset}/tables/milestones.csv", caption="../report/table_milestones.rst", category="Tables"
+        ),
         markdown=expand("results/{{preset}}/tables/{name}.md", name=TABLES),
         latex=expand("results/{{preset}}/tables/{name}.tex", name=TABLES),
     params:
@@ -70,5 +74,6 @@ rule tables:
         "../../envs/analysis.yaml"
     localrule: True
     shell:
-        "python -m neuroevo.analysis tables --grid {input.grid} --runs {input.runs} --out-dir {params.out_dir}"
+        "python -m neuroevo.analysis tables --grid {input.grid} --runs {input.runs} --long {input.long}"
+        " --out-dir {params.out_dir}"
         " > {log} 2>&1"

@@ -18,7 +18,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 PRESET = config["preset"]
-TABLES = ["final", "kruskal", "pairwise", "stages"]
+TABLES = ["final", "kruskal", "pairwise", "stages", "milestones"]
 # Figure name → the results table it is drawn from (neuroevo.analysis.figures.FIGURES).
 FIGURE_TABLE = {
     "fitness": "fitness_long",
@@ -253,6 +253,8 @@ def grid_spec(preset):
             "treatment": spec["treatment"] if spec["treatment"] in chosen else None,
             "figure_variants": [v for v in spec.get("figure_variants", chosen) if v in chosen],
         }
+        if spec.get("test_generations"):  # only where set: other grids' grid.json stay as they were
+            tasks[task]["test_generations"] = spec["test_generations"]
     return {"preset": preset, "tasks": tasks}
 
 

@@ -45,7 +45,7 @@ def _aggregate(args: argparse.Namespace) -> None:
 
 
 def _tables(args: argparse.Namespace) -> None:
-    built = tables.build(_read(args.runs), grid.load(args.grid))
+    built = tables.build(_read(args.runs), _read(args.long), grid.load(args.grid))
     for name, table in built.items():
         tables.write(table, args.out_dir / name)
 
@@ -126,9 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, required=True, help="output: runs.csv")
     p.set_defaults(func=_aggregate)
 
-    p = sub.add_parser("tables", help="runs.csv → final, kruskal, pairwise, stages tables (.csv .md .tex)")
+    p = sub.add_parser("tables", help="runs.csv and fitness_long.csv → final, kruskal, pairwise, "
+                                      "stages, milestones tables (.csv .md .tex)")
     p.add_argument("--grid", type=Path, required=True)
     p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--long", type=Path, required=True, help="fitness_long.csv (milestones)")
     p.add_argument("--out-dir", type=Path, required=True)
     p.set_defaults(func=_tables)
 

@@ -42,6 +42,7 @@ class Task:
     compare: tuple[str, ...]  # groups of the Kruskal–Wallis and pairwise tests
     treatment: str | None  # the factorized group whose Glass's Δ is taken against each control
     figure_variants: tuple[str, ...] = ()  # drawn by fitness/runtime/final; () = every variant
+    test_generations: tuple[int, ...] = ()  # earlier generations also tested (the milestones table)
 
 
 @dataclass(frozen=True)
@@ -116,5 +117,6 @@ def _task(name: str, raw: dict[str, Any]) -> Task:
         compare=tuple(raw["compare"]),
         treatment=raw.get("treatment"),
         figure_variants=tuple(raw.get("figure_variants", ())),
+        test_generations=tuple(raw.get("test_generations", ())),
     )
 

@@ -10,6 +10,9 @@
 - `stages`: two-wave tasks (CarRacing) only: per evaluation stage, its mean score and wall time at
   the last generation, the factorized group against each other compared one (rank-sum, Glass's
   Δ, Vargha–Delaney A), as the paper's plot-last-gen.py; no rows for a preset without such tasks.
+- `milestones`: the tests of `kruskal` and `pairwise` at the earlier generations a task names
+  (`test_generations`; the paper's Asteroids at generation 10), on the series at that generation
+  from `fitness_long.csv`; no rows for a preset without such tasks.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from . import stats
 from .grid import Grid, Task
 from .style import label
 
-TABLES = ("final", "kruskal", "pairwise", "stages")
+TABLES = ("final", "kruskal", "pairwise", "stages", "milestones")
 STAGES = ("first", "second")
 
 
@@ -127,19 +130,49 @@ def stages_table(runs: pd.DataFrame, grid: Grid) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def milestones_table(long: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Per task, test generation and pair of compared groups: the pair's rank-sum p, Glass's Δ
+    and Vargha–Delaney A, beside the Kruskal–Wallis p across all compared groups, on the task's
+    series at that generation (a generation no run reached has no rows)."""
+    rows = []
+    for task in grid.tasks:
+        for generation in task.test_generations:
+            at = long[(long["task"] == task.name) & (long["generation"] == generation)]
+            if at.empty:
+                continue
+            scores = {v: at.loc[at["variant"] == v, task.series].astype(float).tolist()
+                      for v in task.compare}
+            kruskal_p = stats.kruskal(list(scores.values())).p_value
+            for a, b in _pairs(task):
+                x, y = scores[a], scores[b]
+                rows.append({
+                    "task": task.name, "generation": generation, "a": a, "b": b,
+                    "n_a": stats.finite_count(x), "n_b": stats.finite_count(y),
+                    "mean_a": stats.finite_mean(x), "mean_b": stats.finite_mean(y),
+                    "kruskal_p": kruskal_p,
+                    "ranksums_p": stats.ranksums(x, y).p_value,
+                    "glass_delta": stats.glass_delta(x, y),
+                    "vargha_delaney_a": stats.vargha_delaney_a(x, y),
+                })
+    columns = ["task", "generation", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "kruskal_p",
+               "ranksums_p", "glass_delta", "vargha_delaney_a"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def has_stages(runs: pd.DataFrame, task: Task) -> bool:
     """Whether the task's runs logged two evaluation stages (CarRacing's waves)."""
     column = "first_stage_score"
     return column in runs and bool(runs.loc[runs["task"] == task.name, column].notna().any())
 
 
-def build(runs: pd.DataFrame, grid: Grid) -> dict[str, pd.DataFrame]:
-    """All tables by name (the names of TABLES)."""
+def build(runs: pd.DataFrame, long: pd.DataFrame, grid: Grid) -> dict[str, pd.DataFrame]:
+    """All tables by name (the names of TABLES), from runs.csv and fitness_long.csv."""
     return {
         "final": final_table(runs, grid),
         "kruskal": kruskal_table(runs, grid),
         "pairwise": pairwise_table(runs, grid),
         "stages": stages_table(runs, grid),
+        "milestones": milestones_table(long, grid),
     }
 
 
