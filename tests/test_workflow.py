@@ -8,6 +8,7 @@ the data files it names; the end-to-end test uses the real configs and engine.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import re
@@ -465,6 +466,7 @@ def tiny_experiments(cache: Path) -> dict:
             "ylabel": "Negative Cross-Entropy Loss", "compare": ["factorized-r4", "factorized-r2"],
             "treatment": "factorized-r2",
             "neutral_tolerance": 1.0e-3,
+            "test_generations": [2],
             "variants": {
                 "factorized-r4": {"config": "configs/tinystories/factorized.yaml", "rank": 4, "set": overrides},
                 "factorized-r2": {"config": "configs/tinystories/factorized.yaml", "rank": 2,
@@ -503,6 +505,9 @@ def test_tiny_grid_end_to_end_then_nothing_to_do_then_one_figure(tmp_path: Path)
     assert job_counts(run)["evolve"] == 4
     for name in ("final", "kruskal", "pairwise"):
         assert all((tmp_path / f"results/quick/tables/{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex"))
+    with open(tmp_path / "results/quick/tables/milestones.csv", newline="") as f:
+        milestones = list(csv.DictReader(f))
+    assert [(r["generation"], r["a"], r["b"]) for r in milestones] == [("2", "factorized-r2", "factorized-r4")]
     for name in ("fitness", "final", "runtime", "rank", "searched"):
         assert all((tmp_path / f"figures/quick/tinystories_{name}.{ext}").stat().st_size > 0 for ext in ("pdf", "png"))
     for name in ("mutation_effects", "gradient", "rank_study"):
@@ -511,6 +516,7 @@ def test_tiny_grid_end_to_end_then_nothing_to_do_then_one_figure(tmp_path: Path)
     html = (tmp_path / "paper/quick/report.html").read_text()
     assert "data:image/png;base64," in html and "Paper vs this reproduction" in html
     assert "Beyond the paper" in html and "Rank and search-space study" in html
+    assert "### milestones" in (tmp_path / "paper/quick/report.md").read_text()
 
     assert "Nothing to be done" in snakemake(tmp_path, "--configfile", str(experiments)).stdout
 
