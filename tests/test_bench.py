@@ -310,3 +310,22 @@ def test_softmax_headroom_reads_a_population_and_a_runs_survivors(tmp_path):
         excess = [float(x) for x in re.findall(r"(-?[\d.]+) nats", line)]
         assert len(excess) == 2 and all(math.isfinite(e) and e >= 0 for e in excess)
         assert re.search(r"\(\d+\.\d\d% of attention rows past 88\)", line)
+
+
+def test_atari_lockstep_counts_the_emulation_paid_for_ended_episodes():
+    """atari_lockstep.py evolves a tiny Frostbite population and prints, per generation, its
+    episode lengths and emulated ÷ useful steps: P × the longest episode over their sum, which
+    is at least 1 and is 1 only when every episode ran equally long."""
+    pytest.importorskip("ale_py")
+    out = subprocess.run(
+        [sys.executable, "bench/atari_lockstep.py", "--population", "4", "--generations", "2",
+         "--max-steps", "40", "--threads", "1"], cwd=REPO, capture_output=True, text=True,
+        check=True).stdout
+    rows = re.findall(r"generation (\d): episode lengths min (\d+), median \d+, max (\d+); "
+                      r"emulated ([\d,]+) steps for ([\d,]+) useful: ×([\d.]+)", out)
+    assert [row[0] for row in rows] == ["1", "2"]
+    for _, shortest, longest, emulated, useful, ratio in rows:
+        emulated, useful = int(emulated.replace(",", "")), int(useful.replace(",", ""))
+        assert int(longest) <= 40 and emulated == 4 * int(longest) and useful <= emulated
+        assert float(ratio) == pytest.approx(emulated / useful, abs=0.01)
+        assert (float(ratio) == 1.0) == (int(shortest) == int(longest))
