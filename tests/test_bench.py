@@ -315,12 +315,14 @@ def test_softmax_headroom_reads_a_population_and_a_runs_survivors(tmp_path):
 def test_atari_lockstep_counts_the_emulation_paid_for_ended_episodes():
     """atari_lockstep.py evolves a tiny Frostbite population and prints, per generation, its
     episode lengths and emulated ÷ useful steps: P × the longest episode over their sum, which
-    is at least 1 and is 1 only when every episode ran equally long."""
+    is at least 1 and is 1 only when every episode ran equally long; over 2 recycled slots
+    every episode scores the same."""
     pytest.importorskip("ale_py")
     out = subprocess.run(
         [sys.executable, "bench/atari_lockstep.py", "--population", "4", "--generations", "2",
-         "--max-steps", "40", "--threads", "1"], cwd=REPO, capture_output=True, text=True,
-        check=True).stdout
+         "--max-steps", "40", "--threads", "1", "--slots", "2"], cwd=REPO, capture_output=True,
+        text=True, check=True).stdout
+    assert out.count("over 2 recycled slots") == 2 and "DIFFERENT" not in out
     rows = re.findall(r"generation (\d): episode lengths min (\d+), median \d+, max (\d+); "
                       r"emulated ([\d,]+) steps for ([\d,]+) useful: ×([\d.]+)", out)
     assert [row[0] for row in rows] == ["1", "2"]

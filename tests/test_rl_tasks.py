@@ -3,6 +3,7 @@ CarRacing's early stop and one-line config errors. Episodes are capped at a few 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -612,3 +613,60 @@ def test_frames_the_network_cannot_take_are_one_line_errors(capsys, config: str,
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and len(error.splitlines()) == 1
     assert fragment in error
+
+
+def _atari_game(pool, slots: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step `slots` of an AtariPool through `actions` (steps × slots); the rewards and frames."""
+    rewards, frames = [], []
+    for row in actions:
+        frame, reward, _ = pool.step(slots, row)
+        rewards.append(reward)
+        frames.append(frame)
+    return np.array(rewards), np.array(frames)
+
+
+def test_an_atari_episode_is_the_same_game_however_many_its_slot_played_before() -> None:
+    """An episode's game depends on its seed alone: played on a fresh pool, on one whose slots
+    were reset several times before (an unseeded ALE reset draws the console's power-on state
+    from a generator that advances with every reset: Frostbite's third reset in a row played a
+    different game from step ~440 of these random actions), and restarted on its own
+    (`restart`, a recycling rollout's slot reuse), it gives the same rewards and frames."""
+    from neuroevo.tasks.atari import AtariPool
+    actions = np.random.default_rng(0).integers(0, 18, size=(500, 2))
+    seeds = np.array([11, 12])
+    slots = np.arange(2)
+    fresh = AtariPool("Frostbite", 84, 1)
+    fresh.reset(seeds)
+    reference = _atari_game(fresh, slots, actions)
+    fresh.close()
+    pool = AtariPool("Frostbite", 84, 1)
+    for _ in range(2):
+        pool.reset(seeds)
+        _atari_game(pool, slots, actions[:20])
+    pool.reset(seeds)  # the slots' third reset
+    again = _atari_game(pool, slots, actions)
+    pool.restart(np.array([1]), seeds[1:])
+    alone = _atari_game(pool, np.array([1]), actions[:, 1:])
+    pool.close()
+    for game in (again, alone):
+        width = game[0].shape[1]
+        assert np.array_equal(game[0], reference[0][:, -width:])
+        assert np.array_equal(game[1], reference[1][:, -width:])
+    assert reference[0].sum() > 0  # the actions score: a game that moved
+
+
+def test_recycled_slots_play_every_atari_episode_as_one_slot_each_does() -> None:
+    """task.slots fewer than the episodes: the slots play them as a queue (a slot starts the
+    next waiting episode when its own ends) and every episode's return and length equal the
+    one-slot-per-episode rollout's; the pool holds task.slots environments."""
+    task, _ = _task("configs/atari/frostbite/small.yaml", "ga.population=6", "ga.elites=1",
+                    "task.max_steps=300", "task.episodes=2", "task.threads=1")
+    theta = _population(task, 6)
+    seeds = episode_seeds(3, 1, range(6), range(2))
+    lockstep = task.play(theta, seeds)
+    task.spec = dataclasses.replace(task.spec, slots=5)
+    recycled = task.play(theta, seeds)
+    assert task.pool.env.num_envs == 5
+    assert np.array_equal(recycled.returns, lockstep.returns)
+    assert np.array_equal(recycled.lengths, lockstep.lengths)
+    assert len(np.unique(lockstep.lengths)) > 1 and lockstep.returns.any()

@@ -58,8 +58,12 @@ class TaskConfig:
     resolution: int = 84  # frames are resized to resolution × resolution (≥ 36: the CNN)
     episodes: int = 1  # episodes per individual per generation; fitness = their mean score
     threads: int = 0  # ALE threads; 0 = one per available core
+    # environment slots; fewer than the generation's episodes play them as a queue, each slot
+    # starting the next episode when its own ends (ALE steps every slot, ended or not); 0 = one
+    # slot per episode, all started together
+    slots: int = 0
     # how much of the machine the pool uses, not what it computes: left out of the config digest
-    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads",)
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads", "slots")
 
     def __post_init__(self) -> None:
         valid = roms.get_all_rom_ids()
@@ -71,16 +75,22 @@ class TaskConfig:
         check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""), ("frame_stack", 1, ""),
                               ("resolution", smallest_input(ATARI_KERNELS),
                                " (the convolutions' smallest input)"),
-                              ("threads", 0, " (0 = one per available core)")))
+                              ("threads", 0, " (0 = one per available core)"),
+                              ("slots", 0, " (0 = one per episode)")))
 
 
 class AtariPool:
-    """`EnvPool` over one AtariVectorEnv of exactly as many environments as the rollout has slots.
+    """`EnvPool` over one AtariVectorEnv with one slot per episode, or fewer (`restart`).
 
-    ALE without sticky actions is deterministic: an episode is fixed by its no-op start (drawn
-    from its seed in `AtariTask.play`) and its actions, so the environments are reset unseeded,
-    and `shadow`, a gymnasium `ALE/<Game>-v5` environment (e.g. wrapped in RecordVideo) fed slot
-    0's actions, replays slot 0's episode at full resolution for a video.
+    Every episode starts with a reset seeded by its episode seed: an unseeded ALE reset draws the
+    emulated console's power-on state (CPU registers, RAM) from a generator that advances with
+    every reset of that environment, so an episode's game would depend on how many episodes its
+    slot played before (a replay, a resumed run or another slot would play a different one). The
+    seeded reset reloads the ROM (~90 ms an environment, spread over the pool's threads). Without
+    sticky actions the episode is then fixed by its seed, its no-op count (drawn from the seed in
+    `AtariTask.play`) and its actions. `shadow`, a gymnasium `ALE/<Game>-v5` environment (e.g.
+    wrapped in RecordVideo) reset with slot 0's seed and fed slot 0's actions, replays slot 0's
+    episode at full resolution for a video.
     """
 
     def __init__(self, game: str, resolution: int, threads: int, shadow: gym.Env | None = None
@@ -96,13 +106,22 @@ class AtariPool:
                 img_height=self.resolution, img_width=self.resolution, grayscale=False,
                 stack_num=1, frameskip=4, maxpool=False, noop_max=0, use_fire_reset=False,
                 episodic_life=False, reward_clipping=False, repeat_action_probability=0.0,
-                full_action_space=False)
-        # no ALE seed: it only drives sticky actions (off), and a seeded reset reloads the ROM
-        # (~85 ms per environment); the episode is fixed by its no-op count and the policy
-        obs, info = self.env.reset()
+                full_action_space=False, autoreset_mode="SameStep")  # no reset left pending
+                # after a game's end: a slot's next episode begins at its own seeded reset
+        obs, info = self.env.reset(seed=np.asarray(seeds, dtype=np.int64))
         if self.shadow is not None:
             self.shadow.reset(seed=int(seeds[0]))
         return obs[np.argsort(info["env_id"])]                            # (n, 1, H, W, 3)
+
+    def restart(self, slots: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """Start one episode per seed in `slots` alone (seeded as `reset`) → their first
+        frames."""
+        mask = np.zeros(self.env.num_envs, dtype=bool)
+        mask[slots] = True
+        order = np.argsort(slots)                 # ALE takes one seed per reset env, in env order
+        obs, info = self.env.reset(seed=np.asarray(seeds, dtype=np.int64)[order],
+                                   options={"reset_mask": mask})
+        return obs[np.argsort(info["env_id"])][slots]
 
     def step(self, slots: np.ndarray, actions: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,7 +162,7 @@ class AtariTask:
         self.model = atari_cnn(model, encoding, self.n_actions, task.frame_stack, task.resolution)
         self.layout = self.model.layout
         self.spec = RolloutSpec(max_steps=task.max_steps, frame_stack=task.frame_stack,
-                                obs_scale=1 / 255)
+                                obs_scale=1 / 255, slots=task.slots)
         self.pool = AtariPool(task.game, task.resolution, task.threads or available_cores())
 
     def evaluate(self, theta: torch.Tensor, generation: int) -> Evaluation:

@@ -63,6 +63,13 @@ class EnvPool(Protocol):
     def close(self) -> None: ...
 
 
+class RestartablePool(EnvPool, Protocol):
+    """A pool whose slots can start a new episode on their own (`rollout`'s recycling)."""
+
+    def restart(self, slots: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """Start one episode per seed in `slots` → (len(slots), *raw_obs) first frames."""
+
+
 # (raw observations from the pool) → (n, *frame) tensor: uint8 pixels (C, H, W) or float vectors
 Preprocess = Callable[[np.ndarray], torch.Tensor]
 # (policy outputs (s, n_outputs) on CPU, slots (s,), steps taken so far (s,)) → actions (s, ...)
@@ -76,6 +83,9 @@ class RolloutSpec:
     obs_scale: float = 1.0  # frames are multiplied by this before the forward sees them (1/255)
     negative_streak: int = 0  # end an episode after this many consecutive rewards < 0 (0: never)
     compact_below: float = 0.75  # re-gather the forward batch when live individuals fall below this
+    # environment slots of a recycling rollout (0: one per episode, all in lockstep); fewer slots
+    # than episodes play them as a queue, each slot starting the next episode when its own ends
+    slots: int = 0
     forward_threads: int = 0  # torch threads during the rollout (0: leave torch's setting)
 
 
@@ -98,6 +108,8 @@ def rollout(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.nd
     if spec.forward_threads:
         torch.set_num_threads(spec.forward_threads)
     try:
+        if 0 < spec.slots < seeds.size and hasattr(pool, "restart"):
+            return _recycling(model, theta, pool, seeds, spec, preprocess, act)
         return _lockstep(model, theta, pool, seeds, spec, preprocess, act)
     finally:
         torch.set_num_threads(threads)
@@ -154,6 +166,75 @@ def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.
         done[slots] = ended
         new = preprocess(raw).to(device) * spec.obs_scale                  # (s, *frame)
         stack[:, t % k].index_copy_(0, torch.from_numpy(slots).to(device), new)  # the oldest
+        t += 1
+    return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
+                         int(lengths.sum()))
+
+
+def _recycling(model: PolicyModel, theta: torch.Tensor, pool: RestartablePool, seeds: np.ndarray,
+               spec: RolloutSpec, preprocess: Preprocess, act: Act) -> RolloutResult:
+    """The episodes as a queue over spec.slots environment slots: a slot whose episode ends
+    starts the next waiting one, so a pool that steps every slot (ale-py's vector env) no longer
+    emulates ended episodes until the generation's longest one ends. Each slot has its own row of
+    weights (its episode's individual's, copied in when the episode starts); `act` sees episode
+    ids (individual·E + episode), as in `_lockstep`. Every episode plays what it would there."""
+    pop, episodes = seeds.shape
+    n, k, width = pop * episodes, spec.frame_stack, spec.slots
+    device = theta.device
+    flat_seeds = seeds.reshape(-1)
+    job = np.arange(width)                   # the episode each slot plays; −1 once none is left
+    waiting = width                          # the next episode to start
+    first = preprocess(pool.reset(flat_seeds[:width])).to(device) * spec.obs_scale
+    stack = first.unsqueeze(1).repeat_interleave(k, dim=1)                # (S, K, *frame)
+    frame_shape = tuple(first.shape[1:])
+    views = model.layout.views(theta)
+    rows = {name: view.index_select(0, torch.as_tensor(job // episodes, device=device))
+            for name, view in views.items()}                              # each slot's weights
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+    streak = np.zeros(n, dtype=np.int64)
+    batch = np.arange(width)                 # the slots the forward scores
+    params, frames = rows, torch.empty(width, k, *frame_shape, device=device)
+    t = 0
+    while (job >= 0).any():
+        live = np.flatnonzero(job >= 0)
+        # once no episode waits, slots only empty: compact the forward as `_lockstep` does
+        if waiting == n and len(live) <= spec.compact_below * len(batch):
+            batch = live
+            index = torch.as_tensor(batch, device=device)
+            params = {name: row.index_select(0, index) for name, row in rows.items()}
+            frames = torch.empty(len(batch), k, *frame_shape, device=device)
+        batch_index = torch.as_tensor(batch, device=device)
+        for j in range(k):
+            torch.index_select(stack[:, (t + j) % k], 0, batch_index, out=frames[:, j])
+        obs = frames.view(len(batch), 1, k * frame_shape[0], *frame_shape[1:])
+        outputs = model.forward(params, obs).reshape(len(batch), -1).cpu()
+        playing = job[batch] >= 0
+        slots = batch[playing]
+        if not playing.all():
+            outputs = outputs[torch.from_numpy(playing)]
+        episode = job[slots]
+        actions = act(outputs, episode, lengths[episode])
+        raw, rewards, ended = pool.step(slots, actions)
+        returns[episode] += rewards
+        lengths[episode] += 1
+        streak[episode] = np.where(rewards < 0, streak[episode] + 1, 0)
+        ended = ended | (lengths[episode] >= spec.max_steps)
+        if spec.negative_streak:
+            ended |= streak[episode] >= spec.negative_streak
+        new = preprocess(raw).to(device) * spec.obs_scale
+        stack[:, t % k].index_copy_(0, torch.from_numpy(slots).to(device), new)
+        freed = slots[ended]
+        job[freed] = -1
+        starting = freed[:n - waiting]
+        if len(starting):  # the next waiting episodes, in order, on the freed slots
+            job[starting] = np.arange(waiting, waiting + len(starting))
+            waiting += len(starting)
+            start = preprocess(pool.restart(starting, flat_seeds[job[starting]])).to(device)
+            index = torch.from_numpy(starting).to(device)
+            stack.index_copy_(0, index, (start * spec.obs_scale).unsqueeze(1).expand(-1, k, *frame_shape))
+            owners = torch.as_tensor(job[starting] // episodes, device=device)
+            for name, row in rows.items():
+                row.index_copy_(0, index, views[name].index_select(0, owners))
         t += 1
     return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
                          int(lengths.sum()))
