@@ -157,13 +157,7 @@ def _lockstep(model: PolicyModel, theta: torch.Tensor, pool: EnvPool, seeds: np.
         actions = act(outputs, slots, lengths[slots])
         # step: only the slots whose episode is still running
         raw, rewards, ended = pool.step(slots, actions)
-        returns[slots] += rewards
-        lengths[slots] += 1
-        streak[slots] = np.where(rewards < 0, streak[slots] + 1, 0)
-        ended = ended | (lengths[slots] >= spec.max_steps)
-        if spec.negative_streak:
-            ended |= streak[slots] >= spec.negative_streak
-        done[slots] = ended
+        done[slots] = _scored(slots, rewards, ended, returns, lengths, streak, spec)
         new = preprocess(raw).to(device) * spec.obs_scale                  # (s, *frame)
         stack[:, t % k].index_copy_(0, torch.from_numpy(slots).to(device), new)  # the oldest
         t += 1
@@ -215,12 +209,7 @@ def _recycling(model: PolicyModel, theta: torch.Tensor, pool: RestartablePool, s
         episode = job[slots]
         actions = act(outputs, episode, lengths[episode])
         raw, rewards, ended = pool.step(slots, actions)
-        returns[episode] += rewards
-        lengths[episode] += 1
-        streak[episode] = np.where(rewards < 0, streak[episode] + 1, 0)
-        ended = ended | (lengths[episode] >= spec.max_steps)
-        if spec.negative_streak:
-            ended |= streak[episode] >= spec.negative_streak
+        ended = _scored(episode, rewards, ended, returns, lengths, streak, spec)
         new = preprocess(raw).to(device) * spec.obs_scale
         stack[:, t % k].index_copy_(0, torch.from_numpy(slots).to(device), new)
         freed = slots[ended]
@@ -231,13 +220,27 @@ def _recycling(model: PolicyModel, theta: torch.Tensor, pool: RestartablePool, s
             waiting += len(starting)
             start = preprocess(pool.restart(starting, flat_seeds[job[starting]])).to(device)
             index = torch.from_numpy(starting).to(device)
-            stack.index_copy_(0, index, (start * spec.obs_scale).unsqueeze(1).expand(-1, k, *frame_shape))
+            stack.index_copy_(0, index,
+                              (start * spec.obs_scale).unsqueeze(1).expand(-1, k, *frame_shape))
             owners = torch.as_tensor(job[starting] // episodes, device=device)
             for name, row in rows.items():
                 row.index_copy_(0, index, views[name].index_select(0, owners))
         t += 1
     return RolloutResult(returns.reshape(pop, episodes), lengths.reshape(pop, episodes),
                          int(lengths.sum()))
+
+
+def _scored(episodes: np.ndarray, rewards: np.ndarray, ended: np.ndarray, returns: np.ndarray,
+            lengths: np.ndarray, streak: np.ndarray, spec: RolloutSpec) -> np.ndarray:
+    """Add one step's rewards to `episodes` (indices into returns, lengths and streak, updated
+    in place) → which have ended: the environment's end, the step cap or the negative streak."""
+    returns[episodes] += rewards
+    lengths[episodes] += 1
+    streak[episodes] = np.where(rewards < 0, streak[episodes] + 1, 0)
+    ended = ended | (lengths[episodes] >= spec.max_steps)
+    if spec.negative_streak:
+        ended |= streak[episodes] >= spec.negative_streak
+    return ended
 
 
 def mean_return(play: Callable[[torch.Tensor, np.ndarray], RolloutResult], theta: torch.Tensor,
