@@ -148,9 +148,10 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
                       "pairwise table), on the series at that generation.",
     }
     for name, path in tables.items():
-        if len(path.read_text().splitlines()) <= 2:
+        text = path.read_text()
+        if len(text.splitlines()) <= 2:
             continue  # header only: the preset runs no two-wave task, or tests no earlier generation
-        parts.append(f"### {name}\n\n{captions.get(name, '')}\n\n{path.read_text()}\n")
+        parts.append(f"### {name}\n\n{captions.get(name, '')}\n\n{text}\n")
     parts.append("## Figures\n")
     for task in grid.tasks:
         parts.append(f"### {task.title}\n")
