@@ -115,6 +115,13 @@ def test_rank_above_the_layer_is_rejected() -> None:
         _paper_layout(EncodingConfig("factorized", 20, {"embedding": 32}))
 
 
+def test_an_unknown_encoding_kind_is_refused_where_it_is_built() -> None:
+    """Built in code, not only through a config file: a kind no layer wires would otherwise
+    develop every matrix as dense."""
+    with pytest.raises(ValueError, match="unknown encoding 'lowrank'.*valid: dense, factorized"):
+        EncodingConfig("lowrank")
+
+
 def _toy_ga(population: int = 12, elites: int = 3, generations: int = 30) -> GeneticAlgorithm:
     layout = ParamLayout()
     Linear(layout, "a", 6, 5, rank=2)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from neuroevo.config_files import ConfigError, read_with_extends
-from neuroevo.encoding import ENCODINGS, EncodingConfig
+from neuroevo.encoding import EncodingConfig
 from neuroevo.ga import GAConfig
 from neuroevo.tasks import TASK_MODULES, task_module
 
@@ -129,9 +129,6 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
     except RuntimeError as error:
         raise ConfigError(f"{source}: {error}") from None
     encoding = _section(EncodingConfig, raw.get("encoding") or {}, "encoding", source)
-    if encoding.kind not in ENCODINGS:
-        raise ConfigError(f"{source}: unknown encoding {encoding.kind!r} in encoding.kind "
-                          f"(valid: {', '.join(ENCODINGS)})")
     unknown = sorted(set(encoding.ranks) - set(module.LAYER_TYPES))
     if unknown:  # a misspelt layer type would otherwise silently fall back to encoding.rank
         raise ConfigError(f"{source}: unknown layer type encoding.ranks.{unknown[0]} for task "

@@ -76,6 +76,11 @@ class EncodingConfig:
     sparse_seed: int = 0  # sparse only: frozen weights and index choice; shared by every run seed
 
     def __post_init__(self) -> None:
+        # here rather than in the config loader: an EncodingConfig built in code with a kind no
+        # layer wires would otherwise develop every matrix as dense, without a word
+        if self.kind not in ENCODINGS:
+            raise ValueError(f"unknown encoding {self.kind!r} in encoding.kind "
+                             f"(valid: {', '.join(ENCODINGS)})")
         if self.sparse_selection not in SPARSE_SELECTIONS:
             raise ValueError(f"encoding.sparse_selection must be one of "
                              f"{', '.join(SPARSE_SELECTIONS)}, got {self.sparse_selection!r}")
