@@ -416,6 +416,22 @@ def test_a_variant_labelled_with_another_rank_than_it_searches_fails_at_dag_buil
     assert snakemake(workdir, "-n", "--config", "preset=quick").returncode == 0
 
 
+def test_a_ranked_variant_that_is_not_factorized_needs_a_label(workdir: Path) -> None:
+    """Without a `label:` the legends call a variant with a rank "Low-Rank Factorization (Rank
+    r)": a sparse variant of rank 4's size would be drawn as a factorization. The dry run
+    refuses it in one line."""
+    def add_unlabelled_sparse(experiments: dict) -> None:
+        experiments["tasks"]["tinystories"]["variants"]["sparse-unlabelled"] = {
+            "config": "configs/tinystories/sparse.yaml", "rank": 4}
+        experiments["presets"]["quick"]["runs"]["tinystories"]["variants"].append("sparse-unlabelled")
+
+    edit_experiments(workdir, add_unlabelled_sparse)
+    result = snakemake(workdir, "-n", "--config", "preset=quick", check=False)
+    assert result.returncode != 0 and "rule evolve" not in result.stdout
+    assert ("configs/experiments.yaml: tasks.tinystories.variants.sparse-unlabelled has rank 4 but "
+            "a sparse encoding: give it a `label:` for the legends and tables") in result.stdout
+
+
 def test_without_the_rl_extra_here_rl_configs_are_left_to_their_jobs(workdir: Path) -> None:
     """Where Snakemake's Python lacks the RL extra (it is in the jobs' conda env, envs/rl.yaml),
     the DAG still builds: the RL families' engine configs are left to their jobs, with a warning

@@ -436,6 +436,10 @@ def _load_engine_config(preset, task, variant):
             f"configs/experiments.yaml: tasks.{task}.variants.{variant} is labelled rank {rank} "
             f"but its runs search rank {loaded.encoding.rank} ({path}): add "
             f"`set: {{encoding.rank: {rank}}}` to the variant, or correct its `rank`")
+    if rank is not None and loaded.encoding.kind != "factorized" and not variant_config(task, variant).get("label"):
+        raise WorkflowError(  # the legends' fallback for a ranked variant names a factorization
+            f"configs/experiments.yaml: tasks.{task}.variants.{variant} has rank {rank} but a "
+            f"{loaded.encoding.kind} encoding: give it a `label:` for the legends and tables")
 
 
 def engine_tokenizer(wildcards):
