@@ -238,6 +238,14 @@ def test_unknown_environment_is_a_one_line_config_error(key: str, value: str,
     assert str(error.value).startswith(f"{config}: unknown ")
 
 
+def test_a_mujoco_config_without_an_env_id_is_refused() -> None:
+    """The MuJoCo environment has no default: a config copied to a new folder that misses one
+    `task.env_id` would otherwise run HalfCheetah under the new task's name."""
+    with pytest.raises(ConfigError, match=r"configs/mujoco/_base.yaml: task.env_id is not set: "
+                                          r"name the MuJoCo environment \(valid: Ant-v5"):
+        load_config("configs/mujoco/_base.yaml")
+
+
 def test_area_resize_weights_average_the_covered_pixels() -> None:
     """INTER_AREA weights: an integer factor is a box average; 96 → 64 mixes 2 pixels per row."""
     torch.testing.assert_close(area_weights(6, 3), torch.tensor([

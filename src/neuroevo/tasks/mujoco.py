@@ -44,7 +44,7 @@ def mujoco_env_ids() -> list[str]:
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "mujoco"
-    env_id: str = "HalfCheetah-v5"  # any gymnasium v5 MuJoCo id
+    env_id: str = ""  # any gymnasium v5 MuJoCo id; no default, so a copied config that misses it fails
     episodes: int = 1  # episodes per individual per generation; fitness = their mean return
     max_steps: int = 1000  # step cap per episode (the v5 default time limit)
     workers: int = 0  # environment worker processes; 0 = one per available core
@@ -53,6 +53,9 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         valid = mujoco_env_ids()
+        if not self.env_id:
+            raise ValueError(f"task.env_id is not set: name the MuJoCo environment "
+                             f"(valid: {', '.join(valid)})")
         if self.env_id not in valid:
             raise ValueError(f"unknown MuJoCo env {self.env_id!r} in task.env_id "
                              f"(valid: {', '.join(valid)})")
