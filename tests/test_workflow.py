@@ -82,6 +82,15 @@ def edit_experiments(workdir: Path, edit) -> None:
     path.write_text(yaml.safe_dump(experiments, sort_keys=False))
 
 
+def add_quick_stories_variant(workdir: Path, name: str, entry: dict) -> None:
+    """Define a TinyStories variant in experiments.yaml and run it in the quick preset."""
+    def add(experiments: dict) -> None:
+        experiments["tasks"]["tinystories"]["variants"][name] = entry
+        experiments["presets"]["quick"]["runs"]["tinystories"]["variants"].append(name)
+
+    edit_experiments(workdir, add)
+
+
 def families_arg(families: list[str]) -> str:
     return "families=[" + ",".join(repr(f) for f in families) + "]"
 
@@ -400,12 +409,8 @@ def test_a_variant_labelled_with_another_rank_than_it_searches_fails_at_dag_buil
     """A variant's `rank` labels it (tables, the rank figure); a new rank-sweep variant that
     names rank 6 but leaves the config's rank 4 would run rank 4 plotted as 6: the dry run
     refuses it in one line naming the variant and the fix."""
-    def add_rank_6(experiments: dict) -> None:
-        experiments["tasks"]["tinystories"]["variants"]["factorized-r6"] = {
-            "config": "configs/tinystories/factorized.yaml", "rank": 6}
-        experiments["presets"]["quick"]["runs"]["tinystories"]["variants"].append("factorized-r6")
-
-    edit_experiments(workdir, add_rank_6)
+    add_quick_stories_variant(workdir, "factorized-r6",
+                              {"config": "configs/tinystories/factorized.yaml", "rank": 6})
     result = snakemake(workdir, "-n", "--config", "preset=quick", check=False)
     assert result.returncode != 0 and "rule evolve" not in result.stdout
     assert ("configs/experiments.yaml: tasks.tinystories.variants.factorized-r6 is labelled rank 6 "
@@ -420,12 +425,8 @@ def test_a_ranked_variant_that_is_not_factorized_needs_a_label(workdir: Path) ->
     """Without a `label:` the legends call a variant with a rank "Low-Rank Factorization (Rank
     r)": a sparse variant of rank 4's size would be drawn as a factorization. The dry run
     refuses it in one line."""
-    def add_unlabelled_sparse(experiments: dict) -> None:
-        experiments["tasks"]["tinystories"]["variants"]["sparse-unlabelled"] = {
-            "config": "configs/tinystories/sparse.yaml", "rank": 4}
-        experiments["presets"]["quick"]["runs"]["tinystories"]["variants"].append("sparse-unlabelled")
-
-    edit_experiments(workdir, add_unlabelled_sparse)
+    add_quick_stories_variant(workdir, "sparse-unlabelled",
+                              {"config": "configs/tinystories/sparse.yaml", "rank": 4})
     result = snakemake(workdir, "-n", "--config", "preset=quick", check=False)
     assert result.returncode != 0 and "rule evolve" not in result.stdout
     assert ("configs/experiments.yaml: tasks.tinystories.variants.sparse-unlabelled has rank 4 but "

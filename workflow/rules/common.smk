@@ -430,13 +430,14 @@ def _load_engine_config(preset, task, variant):
                             f"variant {variant}) does not load: {error}") from None
     # a variant's `rank` only labels it (tables, the rank figure): the runs search the rank the
     # config and `set:` give, so the two must agree
-    rank = variant_config(task, variant).get("rank")
+    entry = variant_config(task, variant)
+    rank = entry.get("rank")
     if rank is not None and loaded.encoding.kind != "dense" and loaded.encoding.rank != rank:
         raise WorkflowError(
             f"configs/experiments.yaml: tasks.{task}.variants.{variant} is labelled rank {rank} "
             f"but its runs search rank {loaded.encoding.rank} ({path}): add "
             f"`set: {{encoding.rank: {rank}}}` to the variant, or correct its `rank`")
-    if rank is not None and loaded.encoding.kind != "factorized" and not variant_config(task, variant).get("label"):
+    if rank is not None and loaded.encoding.kind != "factorized" and not entry.get("label"):
         raise WorkflowError(  # the legends' fallback for a ranked variant names a factorization
             f"configs/experiments.yaml: tasks.{task}.variants.{variant} has rank {rank} but a "
             f"{loaded.encoding.kind} encoding: give it a `label:` for the legends and tables")
