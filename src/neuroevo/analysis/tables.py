@@ -140,8 +140,7 @@ def milestones_table(long: pd.DataFrame, grid: Grid) -> pd.DataFrame:
             at = long[(long["task"] == task.name) & (long["generation"] == generation)]
             if at.empty:
                 continue
-            scores = {v: at.loc[at["variant"] == v, task.series].astype(float).tolist()
-                      for v in task.compare}
+            scores = {v: _values(at, task, v, task.series) for v in task.compare}
             kruskal_p = stats.kruskal(list(scores.values())).p_value
             for a, b in _pairs(task):
                 x, y = scores[a], scores[b]
