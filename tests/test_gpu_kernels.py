@@ -7,6 +7,7 @@ numpy: these tests check what the kernels compute, not how fast. With a GPU they
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from unittest import mock
@@ -161,31 +162,45 @@ BF16_LEVERS = {"pv-bf16": {"ATTENTION_PV_BF16": True},
                "pv-bf16-shifted": {"ATTENTION_PV_BF16": True, "ATTENTION_SHIFT_BY_DIAGONAL": True},
                "hidden-bf16": {"FEED_FORWARD_HIDDEN_BF16": True},
                "hidden-bf16-chunks": {"FEED_FORWARD_HIDDEN_BF16": True, "FEED_FORWARD_SPLIT": 2}}
+BF16_OFF = (("ATTENTION_PV_BF16", False), ("FEED_FORWARD_HIDDEN_BF16", False))
+
+
+@functools.cache
+def fitness_with_levers(encoding: str, precision: int, levers: tuple[tuple[str, object], ...]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`population_fitness(encoding, seed=0)` with the kernels' products in `precision` and
+    `levers` (gpu.* name, value) set; cached, since each call is seconds in the interpreter and
+    the bf16 tests share their references (callers route through Triton first)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
+        for name, value in levers:
+            patch.setattr(gpu_kernels, name, value)
+        return population_fitness(encoding, seed=0)
 
 
 @pytest.mark.parametrize("levers", list(BF16_LEVERS))
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
-def test_bf16_operands_in_tf32_launches_only(triton_path, monkeypatch, encoding: str,
-                                             levers: str):
+def test_bf16_operands_in_tf32_launches(triton_path, encoding: str, levers: str):
     """gpu.ATTENTION_PV_BF16 (the probabilities × values product) and FEED_FORWARD_HIDDEN_BF16
     (the feed-forward's second layer), whole or in chunks: in TF32 launches the product takes
     bf16 operands, and the population's fitness stays within bf16's rounding of torch's ops
     (the interpreter, rounding toward zero: up to 1.4e-2 nats on these far-from-trained
     populations' ~17-nat losses; on a GPU TF32's own 2e-2 adds), visibly moved from the TF32
-    kernels' (so the bf16 product ran); IEEE launches are left exactly as they were."""
-    def fitness(precision: int, bf16: bool) -> torch.Tensor:
-        monkeypatch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
-        for name, value in BF16_LEVERS[levers].items():
-            monkeypatch.setattr(gpu_kernels, name, value if bf16 or not name.endswith("BF16")
-                                else False)
-        fused, plain = population_fitness(encoding, seed=0)
-        if bf16 and precision == gpu_kernels.TF32:
-            tol = 5e-2 if DEVICE.type == "cuda" else 2e-2
-            torch.testing.assert_close(fused, plain, atol=tol, rtol=0)
-        return fused
+    kernels' with the same levers but the bf16 ones off (so the bf16 product ran)."""
+    on = tuple(BF16_LEVERS[levers].items())
+    off = tuple((name, value) for name, value in on if not name.endswith("BF16")) + BF16_OFF
+    fused, plain = fitness_with_levers(encoding, gpu_kernels.TF32, on)
+    tol = 5e-2 if DEVICE.type == "cuda" else 2e-2
+    torch.testing.assert_close(fused, plain, atol=tol, rtol=0)
+    assert not torch.equal(fused, fitness_with_levers(encoding, gpu_kernels.TF32, off)[0])
 
-    assert not torch.equal(fitness(gpu_kernels.TF32, True), fitness(gpu_kernels.TF32, False))
-    assert torch.equal(fitness(gpu_kernels.IEEE, True), fitness(gpu_kernels.IEEE, False))
+
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_bf16_levers_leave_ieee_launches_alone(triton_path, encoding: str):
+    """Both bf16 levers on change nothing in IEEE launches: the fitness is bit-identical."""
+    both = (("ATTENTION_PV_BF16", True), ("FEED_FORWARD_HIDDEN_BF16", True))
+    assert torch.equal(fitness_with_levers(encoding, gpu_kernels.IEEE, both)[0],
+                       fitness_with_levers(encoding, gpu_kernels.IEEE, BF16_OFF)[0])
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
