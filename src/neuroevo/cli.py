@@ -30,6 +30,7 @@ EPILOG = """examples:
   neuroevo fetch-data tinystories   # the paper's data (1.9 GB, once): configs without --preset
   neuroevo fetch-data paper-tokenizer     # the authors' BPE, for --set task.tokenizer=data/...
   neuroevo replay runs/lm-fact/elite.json                                # re-develop the elite
+  neuroevo replay runs/lm-fact/elite.json --sample 3                     # and 3 stories it writes
   neuroevo mutation-effects configs/tinystories/factorized.yaml --preset quick --out runs/me \\
       --generations 1 10 20 --parents 4 --mutations 32           # fitness change of 1 mutation
   neuroevo gradient configs/tinystories/dense.yaml --preset quick --out runs/gd   # Adam reference
@@ -57,6 +58,20 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         return f"{text} (default: %(default)s)"
 
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -117,6 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to re-develop and play the elite (auto = cuda if available)")
     replay.add_argument("--video", type=Path, help="RL tasks: record the elite playing (mp4)")
+    stories = replay.add_argument_group(
+        "language tasks: what the elite writes",
+        "--sample N prints N story openings the run did not score, each continued by the elite")
+    stories.add_argument("--sample", type=_positive_int, default=0, metavar="N",
+                         help="continue N held-out story openings")
+    stories.add_argument("--prompt-tokens", type=_positive_int, default=8,
+                         help="tokens of each story given as its opening")
+    stories.add_argument("--max-tokens", type=_positive_int, default=60,
+                         help="tokens written at most per story (fewer where it writes </s>)")
+    stories.add_argument("--temperature", type=_non_negative_float, default=1.0,
+                         help="softmax temperature of the draws; 0 takes the most likely token")
     replay.set_defaults(handler=_replay)
 
     effects = add_command(
@@ -291,12 +317,15 @@ def _layout(config) -> tuple:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from neuroevo.config import config_from_dict
+    from neuroevo.config import ConfigError, config_from_dict
     from neuroevo.genome import develop, load_genome
     from neuroevo.run import build_task, resolve_device
 
     genome, meta = load_genome(args.elite)
     config = config_from_dict(meta["config"])
+    if args.sample and config.task.name != "tinystories":
+        raise ConfigError(f"--sample is for the language task; this elite plays "
+                          f"{config.task.name} (drop --sample; --video films it)")
     device = resolve_device(args.device)
     task = build_task(config, device)
     theta = develop(genome, task.layout, device)
@@ -313,7 +342,21 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"the run's data have changed since it ran (sha256 {recorded[:12]}… then, "
               f"{task.data_sha256[:12]}… now: task.text or task.tokenizer was edited), so its "
               "fitness cannot be reproduced on them")
+    if args.sample:
+        _print_story_samples(task.story_samples(theta, args.sample, args.prompt_tokens,
+                                                args.max_tokens, args.temperature),
+                             args.temperature)
     return 0 if matches else 1  # scripts (and CI) can tell a reproduced elite from one that is not
+
+
+def _print_story_samples(samples: list, temperature: float) -> None:
+    """Each sample as its story's index, the opening in brackets and the elite's continuation."""
+    how = "the most likely token each step" if temperature == 0 else f"temperature {temperature:g}"
+    print(f"\n{len(samples)} story openings continued by the elite ({how}; BPE tokens, "
+          "joined by spaces):")
+    for sample in samples:
+        end = " </s>" if sample.ended else " …"
+        print(f"\nstory {sample.story}: [{sample.prompt}] {sample.continuation}{end}")
 
 
 def _fetch(args: argparse.Namespace) -> int:

@@ -150,6 +150,17 @@ class Transformer:
         return self.fitness_from_hidden(p, self.hidden_states(p, tokens), tokens, lengths,
                                         token_chunk, pop_tile)
 
+    def next_token_logits(self, p: Params, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (P, B, vocab) of the token after each row of tokens (B, T): what the model
+        predicts from the last position, by torch's ops (writing text, not scoring: the loss
+        kernels never store logits)."""
+        batch, t = tokens.shape
+        last = self.hidden_states(p, tokens)[:, t - 1::t]                    # (P, B, H)
+        table, inner = self.embedding.output_projection(p)                    # (P, V, K), (P, H, K)
+        if inner is not None:
+            last = torch.bmm(last, inner)
+        return torch.bmm(last, table.transpose(1, 2)) + self.embedding.out_bias(p).unsqueeze(1)
+
     def fitness_from_hidden(self, p: Params, h: torch.Tensor, tokens: torch.Tensor,
                             lengths: torch.Tensor, token_chunk: int = 512,
                             pop_tile: int | None = None) -> torch.Tensor:

@@ -37,6 +37,7 @@ from neuroevo.data.tinystories import (
 from neuroevo.encoding import EncodingConfig, ParamLayout
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
+from neuroevo.story_samples import StorySample, story_samples
 from neuroevo.tasks import Evaluation, check_minimums
 
 __all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
@@ -268,6 +269,14 @@ class LanguageTask:
                               "film: drop --video")
         return float(self.evaluate(theta.to(self.device), generation).fitness[0])
 
+
+    def story_samples(self, theta: torch.Tensor, n: int, prompt_tokens: int, new_tokens: int,
+                      temperature: float) -> list[StorySample]:
+        """The (1, D) individual's continuations of `n` story openings, from the first story
+        after the evaluation set's `n_sequences` (with the paper's fixed set, stories the run
+        never scored; sampled batches may have drawn any story)."""
+        return story_samples(self.model, self.layout.views(theta.to(self.device)), self.corpus,
+                             self.config.n_sequences, n, prompt_tokens, new_tokens, temperature)
 
 def population_chunk(cfg: ModelConfig, positions: int, population: int,
                      device: torch.device) -> int:
