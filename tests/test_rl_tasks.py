@@ -414,8 +414,9 @@ def test_rollout_plays_every_episode_to_its_own_end_with_frames_oldest_first() -
 
 
 def test_workers_flag_sizes_the_pool_without_changing_the_run(tmp_path) -> None:
-    """`--workers N` sets an RL task's pool size (task.workers; Atari's task.threads), which the
-    digest leaves out; for the language task, which has no pool, it changes nothing."""
+    """`--workers N` sets an RL task's pool size (task.workers; Atari's task.threads, not its
+    task.slots), which the digest leaves out; for the language task, which has no pool, it
+    changes nothing."""
     import argparse
 
     from neuroevo.cli import _load
@@ -427,6 +428,9 @@ def test_workers_flag_sizes_the_pool_without_changing_the_run(tmp_path) -> None:
     mujoco = loaded("configs/mujoco/hopper/dense.yaml", 3)
     atari = loaded("configs/atari/frostbite/dense.yaml", 3)
     assert mujoco.task.workers == 3 and atari.task.threads == 3
+    # Atari's slots (a queue over fewer environments) are a way of playing, not a pool size:
+    # --workers leaves them as configured (0, one per episode)
+    assert atari.task.slots == loaded("configs/atari/frostbite/dense.yaml", None).task.slots == 0
     assert mujoco.digest() == loaded("configs/mujoco/hopper/dense.yaml", None).digest()
     language = loaded("configs/tinystories/dense.yaml", 3)
     assert language == loaded("configs/tinystories/dense.yaml", None)

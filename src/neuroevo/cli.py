@@ -217,12 +217,12 @@ def _load(args: argparse.Namespace) -> RunConfig:
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_config(args.config, args.preset, overrides)
-    pool_keys = getattr(config.task, "EXECUTION_ONLY", ())
+    pool_size = getattr(config.task, "POOL_SIZE", None)  # the language task has no pool
     workers = getattr(args, "workers", None)
-    if workers is None or not pool_keys:
+    if workers is None or pool_size is None:
         return config
     try:  # the TaskConfig's own checks (e.g. workers ≥ 0) run again on the replaced value
-        task = dataclasses.replace(config.task, **{key: workers for key in pool_keys})
+        task = dataclasses.replace(config.task, **{pool_size: workers})
     except ValueError as error:
         raise ConfigError(f"--workers {workers}: {error}") from None
     return dataclasses.replace(config, task=task)

@@ -64,6 +64,9 @@ class TaskConfig:
     slots: int = 0
     # how much of the machine the pool uses, not what it computes: left out of the config digest
     EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads", "slots")
+    # the key `--workers N` sets: the ALE threads; the slots stay as configured (0: one per
+    # episode), since a queue over N slots is another way of playing, not a pool size
+    POOL_SIZE: ClassVar[str] = "threads"
 
     def __post_init__(self) -> None:
         valid = roms.get_all_rom_ids()

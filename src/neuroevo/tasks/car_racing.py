@@ -55,6 +55,7 @@ class TaskConfig:
     workers: int = 0  # environment worker processes; 0 = one per available core
     # how much of the machine the pool uses, not what it computes: left out of the config digest
     EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
+    POOL_SIZE: ClassVar[str] = "workers"  # the key `--workers N` sets
 
     def __post_init__(self) -> None:
         if self.first_wave_episodes < 1 or self.second_wave_episodes < 1:

@@ -50,6 +50,7 @@ class TaskConfig:
     workers: int = 0  # environment worker processes; 0 = one per available core
     # how much of the machine the pool uses, not what it computes: left out of the config digest
     EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
+    POOL_SIZE: ClassVar[str] = "workers"  # the key `--workers N` sets
 
     def __post_init__(self) -> None:
         valid = mujoco_env_ids()
