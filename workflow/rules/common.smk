@@ -22,6 +22,7 @@ TABLES = ["final", "kruskal", "pairwise", "stages", "milestones"]
 # Figure name → the results table it is drawn from (neuroevo.analysis.figures.FIGURES).
 FIGURE_TABLE = {
     "fitness": "fitness_long",
+    "seeds": "fitness_long",
     "final": "runs",
     "runtime": "fitness_long",
     "rank": "runs",

@@ -2,6 +2,7 @@
 
 - `fitness`: the paper's main figure — the task's series (best fitness) per generation, mean over
   seeds with the paper's mean ± 1.96·SEM band (tinystories/plot.py, */plot-series.py).
+- `seeds`: the same series of every run, one panel per variant and one line per seed.
 - `final`: last-generation score per variant, box plot with one dot per seed.
 - `runtime`: evaluation seconds per generation per variant, mean ± 1.96·SEM (the paper's CarRacing
   result: better agents end episodes later, so evaluation time tracks early termination).
@@ -29,12 +30,42 @@ from . import stats, style, tables
 from .grid import Task
 
 FigureFn = Callable[[pd.DataFrame, Task, str, Path], list[Path]]
+SEED_PANEL = (3.0, 2.6)  # inches per variant's panel in `seeds`
+SEED_PANELS_A_ROW = 3  # more variants go on two rows
 
 
 def fitness(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
     """Best fitness per generation: mean over seeds ± 1.96·SEM, one line per variant."""
     return _curves(long, task, preset, stem, column=task.series, ylabel=task.ylabel,
                    title=f"Best fitness per generation — {task.title}")
+
+
+def seeds(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
+    """Best fitness per generation of every run: one panel per variant, one line per seed, one
+    y axis. What `fitness` summarises: with 3 seeds one run far above the others carries the
+    mean, and the ±1.96·SEM band then reaches scores no run had (below 0 on atari_cpu)."""
+    data = _drawn_rows(long, task)
+    order = style.ordered(task, data["variant"])
+    names, colours = style.labels(task), style.palette(task)
+    style.apply()
+    columns = len(order) if len(order) <= SEED_PANELS_A_ROW else -(-len(order) // 2)
+    rows = -(-len(order) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(SEED_PANEL[0] * columns, SEED_PANEL[1] * rows),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, order):
+        for _, run in data[data["variant"] == name].groupby("seed"):
+            ax.plot(run["generation"], run[task.series], color=colours[name], linewidth=1)
+        ax.set_title(names[name], fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for i, ax in enumerate(axes.flat):
+        if i >= len(order):
+            ax.set_visible(False)
+        elif i + columns >= len(order):  # nothing drawn below it: its column's x axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("Generation")
+    fig.supylabel(task.ylabel, fontsize=10)
+    fig.suptitle(f"Best fitness per generation, each seed — {task.title}")
+    return _finish(fig, preset, stem)
 
 
 def runtime(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
@@ -142,6 +173,7 @@ def stages(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path
 # name → (function, the table it takes: "long" = fitness_long.csv, "runs" = runs.csv)
 FIGURES: dict[str, tuple[FigureFn, str]] = {
     "fitness": (fitness, "long"),
+    "seeds": (seeds, "long"),
     "final": (final, "runs"),
     "runtime": (runtime, "long"),
     "rank": (rank, "runs"),

@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 
 from ..atomic import atomic_write_text
 from . import beyond
+from .figures import FIGURES
 from .grid import Grid, Task, engine_settings
 from .style import label
 
@@ -110,6 +111,8 @@ def write(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: list
 FIGURE_CAPTIONS = {
     "fitness": "mean over seeds per generation ± 1.96·SEM, the paper's band (a normal band: "
                "with few seeds it covers less than 95%, about 81% at 3).",
+    "seeds": "the fitness figure's series for every run: one panel per variant, one line per "
+             "seed (what its mean and band summarise).",
     "runtime": "evaluation seconds per generation, mean over seeds ± 1.96·SEM.",
     "final": "last-generation score, one dot per seed.",
     "rank": "last-generation score against rank: seeds as dots, mean with its 95% Student-t "
@@ -161,7 +164,8 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
         elif extensions:  # e.g. the `paper` preset's rank sweep and sparse genomes
             parts.append(f"*Not in the paper: {', '.join(extensions)} (extensions; the paper's "
                          f"conditions are {', '.join(PAPER[task.family]['conditions'])}).*\n")
-        for png in sorted(p for p in figures if p.stem.rsplit("_", 1)[0] == task.name):
+        for png in sorted((p for p in figures if p.stem.rsplit("_", 1)[0] == task.name),
+                          key=_figure_order):
             name = png.stem.rsplit("_", 1)[1]
             parts.append(f"![{task.title}: {name}]({image_src(png)})\n\n*{name}* — "
                          f"{FIGURE_CAPTIONS.get(name, '')} `{png.with_suffix('.pdf')}`\n")
@@ -170,6 +174,14 @@ def markdown(grid: Grid, runs: pd.DataFrame, tables: dict[str, Path], figures: l
     if beyond_tables:
         parts.append(beyond.section(beyond_tables, beyond_figures, image_src))
     return "\n".join(parts)
+
+
+def _figure_order(png: Path) -> tuple[int, str]:
+    """A task's figures in `figures.FIGURES` order (the curves first, each seed's beside their
+    mean), unknown names last."""
+    name = png.stem.rsplit("_", 1)[1]
+    order = list(FIGURES)
+    return (order.index(name) if name in order else len(order), name)
 
 
 def _setup(grid: Grid, runs: pd.DataFrame) -> str:
