@@ -381,6 +381,31 @@ def test_figure_variants_choose_the_lines_and_keep_the_papers_colours(tables_of,
     assert len(set(colours.values())) == len(task.variants)
 
 
+def test_seeds_figure_draws_each_run_in_its_variants_panel(tables_of, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """`seeds` has one panel per drawn variant, titled with its legend name, holding one line per
+    seed whose points are that run's series; panels past the variants are hidden."""
+    g, long, _ = tables_of
+    task = g.task("tinystories")
+    panels: list[tuple[str, list]] = []
+
+    def spy(fig, stem):
+        panels.extend((ax.get_title(), [line.get_xydata() for line in ax.get_lines()])
+                      for ax in fig.axes if ax.get_visible())
+        return []
+
+    monkeypatch.setattr(style, "save", spy)
+    figures.seeds(long, task, g.preset, tmp_path / "x")
+    data = figures._drawn_rows(long, task)  # the variants the task's figures draw
+    order = style.ordered(task, data["variant"])
+    assert [title for title, _ in panels] == [style.labels(task)[v] for v in order]
+    for (_, lines), variant in zip(panels, order):
+        runs = data[data["variant"] == variant].groupby("seed")
+        assert len(lines) == len(runs)
+        for points, (_, run) in zip(lines, runs):
+            assert points.tolist() == run[["generation", task.series]].to_numpy().tolist()
+
+
 def test_legend_names_are_the_papers() -> None:
     """The four TinyStories conditions get the paper's legend names; other ranks name their rank."""
     names = {v: style.label(grid.Variant(v, "c.yaml", {}, RANK.get(v), None)) for v in OFFSET}
