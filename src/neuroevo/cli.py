@@ -59,7 +59,6 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -72,6 +71,7 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()

@@ -269,7 +269,6 @@ class LanguageTask:
                               "film: drop --video")
         return float(self.evaluate(theta.to(self.device), generation).fitness[0])
 
-
     def story_samples(self, theta: torch.Tensor, n: int, prompt_tokens: int, new_tokens: int,
                       temperature: float) -> list[StorySample]:
         """The (1, D) individual's continuations of `n` story openings, from the first story
