@@ -433,6 +433,23 @@ def test_gradient_options_adam_cannot_use_fail_in_one_line(
     assert not out.exists()
 
 
+def test_gradient_of_a_factorized_model_with_dense_layer_types_is_refused(
+        tiny_lm_overrides: list[str], tmp_path, capsys) -> None:
+    """Adam trains a factorized model's factors only (LoRA-style); with a layer type left dense
+    (encoding.ranks null) that has no counterpart, so the command stops in one line, writing
+    nothing."""
+    from neuroevo.cli import main
+
+    out = tmp_path / "gd"
+    sets = [arg for item in [*tiny_lm_overrides, "encoding.ranks.embedding=null"]
+            for arg in ("--set", item)]
+    assert main(["gradient", "configs/tinystories/factorized.yaml", *sets, "--out", str(out),
+                 "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "layer types left dense (encoding.ranks null)" in error
+    assert len(error.splitlines()) == 1 and not out.exists()
+
+
 def test_help_shows_the_defaults_that_exist(capsys) -> None:
     """Each subcommand's --help gives an option's default where it has one, and no
     "(default: None)" noise for unset options and flags."""

@@ -75,13 +75,17 @@ def test_fused_attention_survives_extreme_scores(kernels_served):
 @needs_cpu_kernels
 @pytest.mark.parametrize("encoding", [EncodingConfig("dense"),
                                       EncodingConfig("factorized", 4, {"embedding": 32}),
-                                      EncodingConfig("sparse", 4, {"embedding": 32})],
-                         ids=["dense", "factorized", "sparse"])
+                                      EncodingConfig("sparse", 4, {"embedding": 32}),
+                                      EncodingConfig("factorized", 4, {"embedding": None}),
+                                      EncodingConfig("factorized", 4, {"qkv": None, "ff": None})],
+                         ids=["dense", "factorized", "sparse", "factorized-blocks-only",
+                              "factorized-embedding-and-attn-out"])
 def test_transformer_fitness_same_with_and_without_kernels(encoding: EncodingConfig,
                                                            kernels_served):
     """The whole population's fitness with the fused kernels (no autograd) equals torch's ops
     (autograd on, which switches the kernels off) to 1e-5 nats, for every encoding (the sparse
-    kind's layers hand the kernels the W they develop)."""
+    kind's layers hand the kernels the W they develop), and with some layer types left dense
+    (rank null) beside factorized ones."""
     model = Transformer(ModelConfig(), encoding, vocab=300)
     theta = initial_weights(model.layout, list(range(4)), torch.device("cpu"))
     tokens = torch.randint(3, 300, (5, 23), generator=torch.Generator().manual_seed(0))

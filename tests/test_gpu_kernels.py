@@ -157,6 +157,24 @@ def test_triton_fitness_equals_torch_ops(triton_path, monkeypatch, encoding: str
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
+def test_triton_fitness_with_layer_types_left_dense(triton_path):
+    """Factorized blocks beside a dense embedding, and a factorized embedding beside dense
+    feed-forward layers (encoding.ranks null for those types): the kernels take each layer's
+    operands as it has them, and the fitness equals torch's ops."""
+    from neuroevo.encoding import EncodingConfig
+
+    for ranks in ({"embedding": None}, {"ff": None, "qkv": None}):
+        model, p = perturbed_transformer(EncodingConfig("factorized", 4, ranks),
+                                         ModelConfig(n_blocks=2), vocab=300, pop=3, device=DEVICE)
+        tokens = torch.randint(3, 300, (4, 40), generator=torch.Generator().manual_seed(2)
+                               ).to(DEVICE)
+        lengths = torch.tensor([40, 17, 3, 31], device=DEVICE)
+        fused, plain = kernels_and_torch_ops(
+            lambda: model.negative_cross_entropy(p, tokens, lengths), BLOCK_KERNELS | {LOSS_KERNEL})
+        tol = 2e-2 if DEVICE.type == "cuda" else 1e-5  # a GPU may run TF32 products
+        torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
+
+
 # The bf16 levers of TF32 launches, with what else a case switches on
 BF16_LEVERS = {"pv-bf16": {"ATTENTION_PV_BF16": True},
                "pv-bf16-shifted": {"ATTENTION_PV_BF16": True, "ATTENTION_SHIFT_BY_DIAGONAL": True},

@@ -20,7 +20,12 @@ DENSE = EncodingConfig("dense")
 FACTORIZED = EncodingConfig("factorized", rank=2)
 SPARSE = EncodingConfig("sparse", rank=2)
 ENCODINGS = [pytest.param(DENSE, id="dense"), pytest.param(FACTORIZED, id="factorized"),
-             pytest.param(SPARSE, id="sparse")]
+             pytest.param(SPARSE, id="sparse"),
+             # a layer type's rank null: that type dense, the others factorized (or sparse)
+             pytest.param(EncodingConfig("factorized", rank=2, ranks={"hidden": None}),
+                          id="factorized-convs-only"),
+             pytest.param(EncodingConfig("sparse", rank=2, ranks={"conv": None}),
+                          id="sparse-hidden-only")]
 
 
 def _population(layout, pop: int, seed: int = 0) -> torch.Tensor:
@@ -48,6 +53,23 @@ def _looped_cnn(model: ConvPolicy, p: dict, obs: torch.Tensor) -> torch.Tensor:
             x = act(x @ developed_linear_weight(layer, one)[0] + one[f"{layer.name}.bias"][0])
         outs.append(x)
     return torch.stack(outs)
+
+
+def test_a_layer_type_ranked_null_is_searched_dense() -> None:
+    """encoding.ranks {hidden: null} under the factorized kind: the convolutions are factorized,
+    the hidden layer is an ordinary dense matrix with the dense kind's genome entries."""
+    mixed = _small_cnn(EncodingConfig("factorized", rank=2, ranks={"hidden": None}))
+    rows = {row["layer"]: row for row in mixed.layout.rows}
+    assert all(rows[conv.name]["encoding"] == "factorized r=2" for conv in mixed.convs)
+    assert rows["hidden"]["encoding"] == "dense"
+    dense, factorized = _small_cnn(DENSE), _small_cnn(FACTORIZED)
+    specs = {spec.name: spec for spec in mixed.layout.specs}
+    for spec in dense.layout.specs:
+        if spec.name.startswith("hidden."):
+            assert specs[spec.name] == spec
+    for spec in factorized.layout.specs:
+        if spec.name.startswith("conv"):
+            assert specs[spec.name] == spec
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

@@ -15,7 +15,7 @@ import torch
 
 from conftest import interrupt_at_checkpoint
 from neuroevo.cli import main
-from neuroevo.config import load_config
+from neuroevo.config import ConfigError, load_config
 from neuroevo.provenance import source_revision
 
 CONFIGS = Path("configs/tinystories")
@@ -193,6 +193,19 @@ def test_bad_config_fails_with_one_line_and_no_run_dir(tmp_path: Path, tiny_lm_o
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_layer_types_rank_may_be_null_to_leave_it_dense() -> None:
+    """`--set encoding.ranks.embedding=null` keeps that layer type dense under the factorized
+    kind (a layer-wise ablation), a run of its own (another digest); a rank that is neither an
+    integer nor null is refused."""
+    base = load_config(CONFIGS / "factorized.yaml")
+    mixed = load_config(CONFIGS / "factorized.yaml", overrides=["encoding.ranks.embedding=null"])
+    assert mixed.encoding.rank_for("embedding") is None
+    assert mixed.encoding.rank_for("qkv") == base.encoding.rank_for("qkv") == 4
+    assert mixed.digest() != base.digest()
+    with pytest.raises(ConfigError, match="encoding.ranks.embedding: expected int"):
+        load_config(CONFIGS / "factorized.yaml", overrides=["encoding.ranks.embedding=four"])
 
 
 def test_unknown_preset_names_the_choices(tmp_path: Path, capsys) -> None:

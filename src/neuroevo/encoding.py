@@ -71,7 +71,9 @@ class EncodingConfig:
 
     kind: str = "dense"  # "dense" | "factorized" | "sparse"
     rank: int = 4  # rank of every factorized layer type not named in `ranks`
-    ranks: dict[str, int] = field(default_factory=dict)  # per layer type, e.g. {"embedding": 32}
+    # per layer type, e.g. {"embedding": 32}; null leaves that type's matrices dense (a layer-wise
+    # ablation: {"hidden": null} factorizes only an Atari policy's convolutions)
+    ranks: dict[str, int | None] = field(default_factory=dict)
     sparse_selection: str = "random"  # sparse only: "random" | "magnitude" (largest |init|)
     sparse_seed: int = 0  # sparse only: frozen weights and index choice; shared by every run seed
 
@@ -88,17 +90,19 @@ class EncodingConfig:
             raise ValueError(f"encoding.sparse_seed must be in [0, 2**31), got {self.sparse_seed}")
 
     def rank_for(self, layer_type: str) -> int | None:
-        """The rank of a matrix of this layer type, or None when it is not factorized."""
+        """The rank of a matrix of this layer type, or None when it is not factorized (the dense
+        kind, or the type's rank set to null)."""
         if self.kind != "factorized":
             return None
         return self.ranks.get(layer_type, self.rank)
 
     def sparse_for(self, layer_type: str) -> SparseChoice | None:
-        """How a matrix of this layer type is sparsely searched, or None when it is not."""
-        if self.kind != "sparse":
+        """How a matrix of this layer type is sparsely searched, or None when it is not (the type's
+        rank set to null: searched dense)."""
+        rank = self.ranks.get(layer_type, self.rank)
+        if self.kind != "sparse" or rank is None:
             return None
-        return SparseChoice(self.ranks.get(layer_type, self.rank), self.sparse_selection,
-                            self.sparse_seed)
+        return SparseChoice(rank, self.sparse_selection, self.sparse_seed)
 
     def to_dict(self) -> dict:
         """The fields as a dict, the sparse ones only for the sparse kind: adding that encoding

@@ -69,6 +69,10 @@ def train(config: RunConfig, out: Path, settings: GradientConfig, progress: bool
     """
     out = Path(out)
     _check_settings(settings)
+    if config.encoding.kind == "factorized" and None in config.encoding.ranks.values():
+        raise RunError("gradient descent trains a factorized model LoRA-style (its factors only), "
+                       "which has no counterpart for layer types left dense (encoding.ranks "
+                       "null): give every layer type a rank, or use encoding.kind dense")
     check_out_directory(out)
     device = resolve_device(config.device)
     task = build_task(config, device)
