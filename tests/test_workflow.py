@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -433,6 +434,26 @@ def test_a_ranked_variant_that_is_not_factorized_needs_a_label(workdir: Path) ->
             "a sparse encoding: give it a `label:` for the legends and tables") in result.stdout
 
 
+def test_a_presets_own_compare_and_figure_variants_reach_the_grid(workdir: Path) -> None:
+    """A preset's `compare` and `figure_variants` (layers_cpu: its ablations tested and drawn
+    beside dense) replace the task's in grid.json; one naming a variant the preset does not run
+    is refused at DAG build, in one line."""
+    snakemake(workdir, "--config", "preset=layers_cpu", "--", "results/layers_cpu/grid.json")
+    task = json.loads((workdir / "results/layers_cpu/grid.json").read_text())["tasks"]["tinystories"]
+    ablation = ["dense", "factorized-r4", "factorized-blocks-r4", "factorized-embedding-r4"]
+    assert task["compare"] == task["figure_variants"] == ablation
+    assert task["variants"]["factorized-blocks-r4"]["set"] == {"encoding.ranks.embedding": None}
+
+    def compare_small(experiments: dict) -> None:
+        experiments["presets"]["layers_cpu"]["runs"]["tinystories"]["compare"].append("small")
+
+    edit_experiments(workdir, compare_small)
+    result = snakemake(workdir, "-n", "--config", "preset=layers_cpu", check=False)
+    assert result.returncode != 0 and "rule evolve" not in result.stdout
+    assert ("presets.layers_cpu.runs.tinystories.compare names 'small', which the preset does "
+            "not run") in result.stdout
+
+
 def test_without_the_rl_extra_here_rl_configs_are_left_to_their_jobs(workdir: Path) -> None:
     """Where Snakemake's Python lacks the RL extra (it is in the jobs' conda env, envs/rl.yaml),
     the DAG still builds: the RL families' engine configs are left to their jobs, with a warning
@@ -556,7 +577,7 @@ def test_every_searched_rank_is_stated_and_is_the_engine_configs() -> None:
     checked = 0
     for task, spec in experiments["tasks"].items():
         for name, variant in spec["variants"].items():
-            overrides = [f"{k}={v}" for k, v in (variant.get("set") or {}).items()]
+            overrides = [f"{k}={json.dumps(v)}" for k, v in (variant.get("set") or {}).items()]
             encoding = load_config(REPO / variant["config"], overrides=overrides).encoding
             if encoding.kind == "dense":
                 continue

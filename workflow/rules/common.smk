@@ -250,9 +250,11 @@ def grid_spec(preset):
             "ylabel": spec["ylabel"],
             "seeds": seeds(preset, task),
             "variants": {v: variant_config(task, v) for v in chosen},
-            "compare": [v for v in spec["compare"] if v in chosen],
+            # a preset may name its own (an ablation compares variants the task's list has not)
+            "compare": [v for v in entry.get("compare", spec["compare"]) if v in chosen],
             "treatment": spec["treatment"] if spec["treatment"] in chosen else None,
-            "figure_variants": [v for v in spec.get("figure_variants", chosen) if v in chosen],
+            "figure_variants": [v for v in entry.get("figure_variants", spec.get("figure_variants", chosen))
+                                if v in chosen],
         }
         if spec.get("test_generations"):  # only where set: other grids' grid.json stay as they were
             tasks[task]["test_generations"] = spec["test_generations"]
@@ -397,6 +399,13 @@ def _check_grid():
                     raise WorkflowError(
                         f"configs/experiments.yaml: presets.{preset}.runs.{task} has unknown variant {variant!r}"
                     )
+            for key in ("compare", "figure_variants"):
+                for variant in run.get(key, []):
+                    if variant not in run["variants"]:
+                        raise WorkflowError(
+                            f"configs/experiments.yaml: presets.{preset}.runs.{task}.{key} names {variant!r}, "
+                            f"which the preset does not run (its variants: {', '.join(run['variants'])})"
+                        )
     for preset, entry in config["presets"].items():
         _check_beyond(preset, entry.get("beyond", {}))
     if not runs(PRESET):
