@@ -38,8 +38,8 @@ def test_next_token_logits_score_as_the_fitness_does(encoding: str) -> None:
 
 
 def one_individual(encoding: str = "dense"):
-    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), vocab=40, pop=1)
-    return model, p
+    """A paper-sized model over a 40-token vocabulary and its population of one."""
+    return perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(), vocab=40, pop=1)
 
 
 def test_continuations_keep_the_prompt_and_never_draw_padding_or_bos() -> None:
