@@ -58,27 +58,18 @@
 #                                  up to rank 4 (the lazy rescaling lost and was removed): both
 #                                  settings as shipped, the fixed one also without the two, then
 #                                  the tests of what changed
-#   bash bench/gpu_check.sh untimed every lever written without a GPU and not yet timed, ~7 min:
-#                                  the attention's heads one at a time (gpu.ATTENTION_HEAD_LOOP,
-#                                  session 15), the softmaxes without a running max
-#                                  (ATTENTION_SHIFT_BY_DIAGONAL, LOSS_SHIFT_BY_TARGET), the
-#                                  loss's unmasked tiles (LOSS_TAIL_SPLIT) and bf16
-#                                  operands for the attention's probabilities × values
-#                                  (ATTENTION_PV_BF16) and the feed-forward's second layer
-#                                  (FEED_FORWARD_HIDDEN_BF16, session 16), all off as shipped:
-#                                  their tests (and bf16 autocast's, not yet run on a GPU with
-#                                  the embedding kernel on); each kernel alone under every
-#                                  combination (the attention at 128- and 512-token sequences);
-#                                  both settings' generations as shipped, with the four session-16
-#                                  levers that add no bf16 feed-forward product (bf16
-#                                  feed-forward launches went wrong under Triton 3.6), with them
-#                                  and that one, and with them and the head loop (the paper's
-#                                  lengths with a kernel profile)
-#   bash bench/gpu_check.sh untimed-profile  right after `untimed`, ~3 min: Nsight Compute's view
-#                                  of one attention launch as shipped and with the shift and bf16
-#                                  probabilities (occupancy, stall reasons, the hottest
-#                                  instructions), and the attention with both swept by query
-#                                  block, pipelining depth and heads stacked or one at a time
+#   bash bench/gpu_check.sh occupancy what the sixth session (bench/gpu_logs/2026-11-28-h100-untimed*.log)
+#                                  left open, ~7 min: the loss kernel's two shifts switched on
+#                                  there, timed whole (both settings, as shipped and with them
+#                                  off), the attention's diagonal shift at the paper's lengths
+#                                  alone, and register caps (gpu.ATTENTION_MAX_REGISTERS,
+#                                  LOSS_MAX_REGISTERS: Triton's maxnreg, session 20), since the
+#                                  profile found the attention at 255 registers and one-eighth
+#                                  occupancy: their tests, then the attention swept by query
+#                                  block (16 / 32 / 64) × cap (none / 168 / 128) at 128- and
+#                                  512-token sequences, the loss by rows × cap; both settings'
+#                                  generations with the sweeps' winners (best-*.json, sent back
+#                                  in $OUT), and Nsight Compute's view of the attention's winner
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # when OUT names a folder (where a remote GPU machine collects what it sends back). Run from the
@@ -115,6 +106,12 @@ profile_attention() {  # Nsight Compute on one TF32 attention launch (P = 128, 2
         --section SourceCounters \
         $py bench/triton_sweep.py --precision tf32 --kernels attention --population 128 \
         --repeats 1 --knob QUERY_BLOCK=64 --knob KEY_BLOCK=32 --knob NUM_WARPS=4 "$@"
+}
+merged() {  # the JSON objects in the files named, merged (later files win; a missing file, as
+    # a sweep that faulted leaves, adds nothing), for --config
+    $py -c 'import json, os, sys
+print(json.dumps({k: v for f in sys.argv[1:] if os.path.exists(f)
+                  for k, v in json.load(open(f)).items()}))' "$@"
 }
 fixed=(--device cuda --population 512 --batch 256 --seq-len 128 --skip-loop --repeats 5
        --models "paper dense" "paper factorized r4")
@@ -244,48 +241,40 @@ winners)
     step $py -m pytest -q tests/test_gpu_kernels.py tests/test_gpu.py \
         -k "factor or embedding_kernel or every_lever or agrees_across_devices"
     ;;
-untimed)
-    # the four levers that add no product Triton has miscompiled; the feed-forward's bf16 second
-    # layer is timed apart (bf16 feed-forward launches went wrong under Triton 3.6, RESULTS.md)
-    levers='"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1,
-        "ATTENTION_PV_BF16": 1'
-    attention=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4)
-    new=(--knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=0,1
-         --knob ATTENTION_PV_BF16=0,1)
-    shipped_blocks=(--knob QUERY_BLOCK=64 --knob NUM_STAGES=3)
-    loss=(--kernels loss --knob LOSS_ROWS=128 --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4
-          --knob LOSS_SHIFT_BY_TARGET=0,1 --knob LOSS_TAIL_SPLIT=0,1)
-    feed_forward=(--kernels feed-forward --knob FEED_FORWARD_ROWS=128 --knob NUM_WARPS=4
-                  --knob FEED_FORWARD_HIDDEN_BF16=0,1)
-    # apart: a launch that faults spoils the rest of its process
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "(shift or head or every_lever) and not bf16"
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "bf16"
-    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${new[@]}" "${shipped_blocks[@]}"
-    step $py bench/triton_sweep.py --precision tf32 "${attention[@]}" "${new[@]}" "${shipped_blocks[@]}" \
-        --batch 32 --seq-len 512
-    step $py bench/triton_sweep.py --precision tf32 "${loss[@]}"
+occupancy)
+    # the sweeps' winners (the knobs swept over more than one value), for the generations below
+    best=${OUT:-/tmp}
+    rm -f "$best"/best-*.json
+    caps=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4 --knob NUM_STAGES=3
+          --knob QUERY_BLOCK=16,32,64 --knob ATTENTION_MAX_REGISTERS=0,168,128)
+    loss=(--kernels loss --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_ROWS=64,128
+          --knob LOSS_MAX_REGISTERS=0,168,128)
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "registers or target or every_lever"
+    step $py bench/triton_sweep.py --precision tf32 "${caps[@]}" \
+        --best-config "$best/best-attention-128.json"
+    step $py bench/triton_sweep.py --precision tf32 "${caps[@]}" --batch 32 --seq-len 512 \
+        --best-config "$best/best-attention-512.json"
+    step $py bench/triton_sweep.py --precision tf32 "${loss[@]}" --best-config "$best/best-loss.json"
     step $py bench/triton_sweep.py --precision tf32 "${loss[@]}" --model "paper factorized r4"
-    step $py bench/triton_sweep.py --precision tf32 "${feed_forward[@]}"
-    step $py bench/triton_sweep.py --precision tf32 "${feed_forward[@]}" --model "paper factorized r4"
+    at128=$(merged "$best/best-attention-128.json" "$best/best-loss.json")
+    at512=$(merged "$best/best-attention-512.json" "$best/best-loss.json")
+    echo "winners: at 128 tokens $at128; at 512 $at512"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32
-    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "{$levers}"
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 \
-        --config "{$levers, \"FEED_FORWARD_HIDDEN_BF16\": 1}"
-    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --models "paper dense" \
-        --config "{$levers, \"ATTENTION_HEAD_LOOP\": 1}"
+        --config '{"LOSS_SHIFT_BY_TARGET": 0, "LOSS_TAIL_SPLIT": 0}'
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "$at128"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" \
-        --config "{$levers}" --profile
-    ;;
-untimed-profile)
-    step profile_attention
-    step profile_attention --knob ATTENTION_SHIFT_BY_DIAGONAL=1 --knob ATTENTION_PV_BF16=1
-    step $py bench/triton_sweep.py --precision tf32 --kernels attention --knob KEY_BLOCK=32 \
-        --knob NUM_WARPS=4 --knob QUERY_BLOCK=64,128 --knob NUM_STAGES=1,2,3 \
-        --knob ATTENTION_HEAD_LOOP=0,1 --knob ATTENTION_SHIFT_BY_DIAGONAL=1 --knob ATTENTION_PV_BF16=1
+        --config "$at512"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
+        --config '{"ATTENTION_SHIFT_BY_DIAGONAL": 1}'
+    # Nsight Compute on the attention's winner at 128 tokens
+    step profile_attention $($py -c 'import json, sys
+print(" ".join(f"--knob {k}={v}" for k, v in json.load(open(sys.argv[1])).items()))' \
+        "$best/best-attention-128.json")
     ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|untimed|untimed-profile]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|occupancy]" >&2
     exit 2
     ;;
 esac

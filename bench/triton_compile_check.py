@@ -47,15 +47,17 @@ VOCAB = 2051
 
 
 def recorded_launches(model_names: list[str], precision: int) -> dict:
-    """{(kernel name, constants): (kernel, args, constants, models)} for one forward of each
-    model, launching nothing (the outputs stay uninitialised, which no one reads)."""
+    """{(kernel name, constants, register cap): (kernel, args, constants, models, register cap)}
+    for one forward of each model, launching nothing (the outputs stay uninitialised, which no
+    one reads)."""
     launches: dict = {}
     current = [""]
 
-    def record(kernel, grid, precision, *args, **constants):
+    def record(kernel, grid, precision, *args, max_registers=0, **constants):
         constants = {**constants, "PRECISION": precision}
-        key = (kernel.__name__, tuple(sorted(constants.items())))
-        launches.setdefault(key, (kernel, args, constants, []))[3].append(current[0])
+        key = (kernel.__name__, tuple(sorted(constants.items())), max_registers)
+        launches.setdefault(key, (kernel, args, constants, [], max_registers))[3].append(
+            current[0])
 
     patches = [(gpu_kernels, "_launch", record),
                (gpu_kernels, "usable", gpu_kernels.eligible),
@@ -146,11 +148,14 @@ def main() -> None:
         with configured(args.config, PRECISIONS[precision]):
             launches = recorded_launches(args.models, PRECISIONS[precision])
             warps, stages = dict(gpu_kernels.NUM_WARPS), dict(gpu_kernels.NUM_STAGES)
-        for (name, _), (kernel, launch_args, constants, models) in sorted(launches.items()):
+        for (name, *_), (kernel, launch_args, constants, models, max_registers) \
+                in sorted(launches.items()):
             source = ASTSource(kernel, signature(kernel, launch_args, constants), constants)
+            cap = {"maxnreg": max_registers} if max_registers else {}
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
                                       options={"num_warps": warps[constants["PRECISION"]],
-                                               "num_stages": stages[constants["PRECISION"]]})
+                                               "num_stages": stages[constants["PRECISION"]],
+                                               **cap})
             launched = NAMES[constants["PRECISION"]]  # FAULTED_ON_GPU may replace the one asked
             if args.ptx:
                 models_slug = "+".join(dict.fromkeys(models)).replace(" ", "_")

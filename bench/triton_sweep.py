@@ -58,17 +58,16 @@ VOCAB = 2051
 KNOBS = {
     "attention": {"QUERY_BLOCK": [16, 32, 64], "KEY_BLOCK": [16, 32, 64], "NUM_WARPS": [4, 8],
                   "NUM_STAGES": [3],
+                  "ATTENTION_MAX_REGISTERS": [gpu_kernels.ATTENTION_MAX_REGISTERS],  # 0: ptxas's
                   "ATTENTION_CAUSAL_SPLIT": [int(gpu_kernels.ATTENTION_CAUSAL_SPLIT)],
                   "ATTENTION_EXP2": [int(gpu_kernels.ATTENTION_EXP2)],
                   "ATTENTION_KV_STORED": [int(gpu_kernels.ATTENTION_KV_STORED)],
-                  "ATTENTION_HEAD_LOOP": [int(gpu_kernels.ATTENTION_HEAD_LOOP)],
-                  "ATTENTION_SHIFT_BY_DIAGONAL": [int(gpu_kernels.ATTENTION_SHIFT_BY_DIAGONAL)],
-                  "ATTENTION_PV_BF16": [int(gpu_kernels.ATTENTION_PV_BF16)]},
+                  "ATTENTION_SHIFT_BY_DIAGONAL": [int(gpu_kernels.ATTENTION_SHIFT_BY_DIAGONAL)]},
     "feed-forward": {"FEED_FORWARD_ROWS": [64, 128, 256], "NUM_WARPS": [4, 8],
-                     "FEED_FORWARD_SPLIT": [1],
-                     "FEED_FORWARD_HIDDEN_BF16": [int(gpu_kernels.FEED_FORWARD_HIDDEN_BF16)]},
+                     "FEED_FORWARD_SPLIT": [1]},
     "loss": {"LOSS_ROWS": [64, 128, 256], "VOCAB_BLOCK": [64, 128, 256], "NUM_WARPS": [4, 8],
              "NUM_STAGES": [3], "LOSS_EXP2": [int(gpu_kernels.LOSS_EXP2)],
+             "LOSS_MAX_REGISTERS": [gpu_kernels.LOSS_MAX_REGISTERS],
              "LOSS_SHIFT_BY_TARGET": [int(gpu_kernels.LOSS_SHIFT_BY_TARGET)],
              "LOSS_TAIL_SPLIT": [int(gpu_kernels.LOSS_TAIL_SPLIT)],
              "LOSS_FACTOR_ON_CHIP": [gpu_kernels.LOSS_FACTOR_ON_CHIP]},  # a rank: 0 never
@@ -224,6 +223,10 @@ def main() -> None:
                              "--knob ATTENTION_EXP2=0,1 --knob QUERY_BLOCK=32")
     parser.add_argument("--config", type=json.loads, default=None,
                         help='one configuration, as JSON: {"NUM_WARPS": 4, ...}')
+    parser.add_argument("--best-config", type=Path, metavar="FILE",
+                        help="merge the winning values of the knobs swept over more than one "
+                             "value into this JSON file (made if missing), for bench_lm.py's "
+                             "--config: a GPU script times whole generations with the winners")
     parser.add_argument("--isolate", type=int, default=0, metavar="N",
                         help="each configuration in its own process, N at a time")
     parser.add_argument("--unverified", action="store_true",
@@ -276,6 +279,17 @@ def main() -> None:
                       f"max |Δ| vs IEEE fp32 {deviation:.1e}", flush=True)
             best_ms, best = min(results, key=lambda r: r[0])
             print(f"{kernel:>12} | best {best} at {best_ms:.3f} ms")
+            if args.best_config:
+                swept = {name for name, v in zip(knobs, values) if len(v) > 1}
+                merge_best(args.best_config, {n: v for n, v in best.items() if n in swept})
+
+
+def merge_best(path: Path, winners: dict[str, int]) -> None:
+    """path's JSON object updated with `winners` (written whole, then renamed into place)."""
+    merged = {**(json.loads(path.read_text()) if path.exists() else {}), **winners}
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(merged) + "\n")
+    partial.replace(path)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import math
 import re
 import subprocess
@@ -146,6 +148,25 @@ def test_triton_sweep_tries_the_attention_levers():
     assert max(float(line.rsplit(" ", 1)[1]) for line in lines) < 1e-4
 
 
+@needs_triton
+def test_triton_sweep_merges_the_winners_for_a_later_run(tmp_path):
+    """`--best-config FILE` merges the winning values of the knobs swept over more than one
+    value (here the query block and the register cap, which the interpreter accepts) into FILE,
+    keeping what an earlier sweep put there, for bench_lm.py's --config."""
+    best = tmp_path / "best.json"
+    best.write_text('{"LOSS_ROWS": 64}')
+    out = subprocess.run(
+        [sys.executable, "bench/triton_sweep.py", "--device", "cpu", "--population", "2",
+         "--batch", "2", "--seq-len", "40", "--repeats", "1", "--kernels", "attention",
+         "--knob", "QUERY_BLOCK=16,32", "--knob", "KEY_BLOCK=16", "--knob", "NUM_WARPS=4",
+         "--knob", "ATTENTION_MAX_REGISTERS=0,128", "--best-config", str(best)],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    winner = ast.literal_eval(out.split("| best ")[1].split(" at ")[0])
+    assert json.loads(best.read_text()) == {
+        "LOSS_ROWS": 64, "QUERY_BLOCK": winner["QUERY_BLOCK"],
+        "ATTENTION_MAX_REGISTERS": winner["ATTENTION_MAX_REGISTERS"]}
+
+
 def test_kernels_compile_for_hopper_without_a_gpu():
     """Every kernel variant the paper's dense and factorized models launch compiles for sm_90a
     with Triton's compiler and ptxas (bench/triton_compile_check.py), in each precision the
@@ -169,18 +190,17 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
-    six on, the key/value pre-pass, the loss with exp2, the target shift, the tail split and the
-    embedding's factor, the feed-forward layer in chunks with its bf16 second layer, the
-    embedding kernel, and every kernel with split-TF32 products."""
+    four on, the key/value pre-pass, the loss with exp2, the target shift, the tail split and the
+    embedding's factor, the feed-forward layer in chunks, the embedding kernel, and every kernel
+    with split-TF32 products."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
          "--precisions", "tf32", "tf32x3", "--unverified", "--config",
          '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"ATTENTION_HEAD_LOOP": 1, "ATTENTION_SHIFT_BY_DIAGONAL": 1, "ATTENTION_PV_BF16": 1, '
+         '"ATTENTION_SHIFT_BY_DIAGONAL": 1, '
          '"LOSS_EXP2": 1, '
          '"LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, "FEED_FORWARD_SPLIT": 2, '
-         '"FEED_FORWARD_HIDDEN_BF16": 1, '
          '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -192,24 +212,38 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
                        "embedding_rotary_kernel")}
 
 
-def test_shifted_softmaxes_compile_with_stacked_heads_for_hopper():
+def test_shifted_softmaxes_compile_for_hopper():
     """The softmaxes without a running max (gpu.ATTENTION_SHIFT_BY_DIAGONAL,
-    LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, the loss's
-    unmasked tiles (LOSS_TAIL_SPLIT) and the attention's bf16 probabilities (ATTENTION_PV_BF16)
-    compile for sm_90a in the shipped form of the attention (heads stacked; the test above has
-    them one at a time), with the feed-forward's bf16 second layer (FEED_FORWARD_HIDDEN_BF16)
-    whole (the test above has it in chunks)."""
+    LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, and the loss's
+    unmasked tiles (LOSS_TAIL_SPLIT) compile for sm_90a in dense TF32 launches (the test above
+    has them with factor operands)."""
     pytest.importorskip("triton.backends.nvidia.compiler")
     result = subprocess.run(
         [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",
          "--precisions", "tf32", "--config",
-         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, '
-         '"ATTENTION_PV_BF16": 1, "FEED_FORWARD_HIDDEN_BF16": 1}'],
+         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1}'],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     compiled = {line.split()[1] for line in result.stdout.splitlines() if "registers" in line}
-    assert {"attention_layer_norm_kernel", "negative_log_likelihood_kernel",
-            "feed_forward_layer_norm_kernel"} <= compiled
+    assert {"attention_layer_norm_kernel", "negative_log_likelihood_kernel"} <= compiled
+
+
+def test_register_caps_reach_ptxas():
+    """gpu.ATTENTION_MAX_REGISTERS and LOSS_MAX_REGISTERS reach the compiler as Triton's maxnreg:
+    compiled for sm_90a, the capped kernels use no more registers than asked (and spill what no
+    longer fits), the others are left alone."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    result = subprocess.run(
+        [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",
+         "--precisions", "tf32", "--config",
+         '{"ATTENTION_MAX_REGISTERS": 128, "LOSS_MAX_REGISTERS": 96}'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    used = {line.split()[1]: int(re.search(r"Used (\d+) registers", line)[1])
+            for line in result.stdout.splitlines() if "registers" in line}
+    assert used["attention_layer_norm_kernel"] <= 128
+    assert used["negative_log_likelihood_kernel"] <= 96
+    assert used["feed_forward_layer_norm_kernel"] > 128  # uncapped: 255 as shipped
 
 
 def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):
@@ -254,7 +288,7 @@ def test_gpu_check_names_only_what_exists(monkeypatch):
     """bench/gpu_check.sh runs on a lent GPU with minutes of device time: a misspelt launch
     constant, model name or test selection would cost a call. Every constant it sets (`--knob
     NAME=`, JSON keys) is one of gpu.py's, every model one of the benches', the script parses,
-    and each test selection of the stages not yet run (`untimed*`) selects some test."""
+    and each test selection of the stages not yet run (`occupancy*`) selects some test."""
     monkeypatch.syspath_prepend(str(REPO / "bench"))
     from bench_lm import MODELS
     from neuroevo.kernels import gpu as gpu_kernels
@@ -266,7 +300,7 @@ def test_gpu_check_names_only_what_exists(monkeypatch):
     assert constants and not {c for c in constants if not hasattr(gpu_kernels, c)}
     models = set(re.findall(r'"(paper [a-z0-9 ]+|small [a-z]+)"', script))
     assert models and models <= set(MODELS)
-    stages = re.findall(r"^(untimed[a-z-]*)\)\n(.*?)^    ;;", script, flags=re.M | re.S)
+    stages = re.findall(r"^(occupancy[a-z-]*)\)\n(.*?)^    ;;", script, flags=re.M | re.S)
     selections = [(files, k) for _, body in stages
                   for files, k in re.findall(r"pytest -q ([^-]+?) -k \"([^\"]+)\"", body)]
     assert stages and selections

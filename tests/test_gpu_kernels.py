@@ -7,7 +7,6 @@ numpy: these tests check what the kernels compute, not how fast. With a GPU they
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from unittest import mock
@@ -34,18 +33,17 @@ EVERY_RANK = 1 << 16  # gpu.LOSS_FACTOR_ON_CHIP: the factor's product in the los
 # The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
 # kernel before session 9), each alone, as shipped and all on.
 LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED",
-               "ATTENTION_HEAD_LOOP", "ATTENTION_SHIFT_BY_DIAGONAL")
+               "ATTENTION_SHIFT_BY_DIAGONAL")
 SHIPPED = tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES)
 ATTENTION_LEVERS = {
     name: dict(zip(LEVER_NAMES, values)) for name, values in {
-        "off": (False, False, False, False, False),
-        "causal-split": (True, False, False, False, False),
-        "exp2": (False, True, False, False, False), "kv-stored": (False, False, True, False, False),
-        "head-loop": (False, False, False, True, False),
-        "diagonal-shift": (False, False, False, False, True),  # the own key projected from x
+        "off": (False, False, False, False),
+        "causal-split": (True, False, False, False),
+        "exp2": (False, True, False, False), "kv-stored": (False, False, True, False),
+        "diagonal-shift": (False, False, False, True),  # the own key projected from x
         "shipped": SHIPPED,
         "shipped-shifted": SHIPPED[:-1] + (True,),  # the own key read from the stored keys
-        "all": (True, True, True, True, True)}.items()}
+        "all": (True, True, True, True)}.items()}
 
 
 def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,50 +173,29 @@ def test_triton_fitness_with_layer_types_left_dense(triton_path):
         torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
 
 
-# The bf16 levers of TF32 launches, with what else a case switches on
-BF16_LEVERS = {"pv-bf16": {"ATTENTION_PV_BF16": True},
-               "pv-bf16-shifted": {"ATTENTION_PV_BF16": True, "ATTENTION_SHIFT_BY_DIAGONAL": True},
-               "hidden-bf16": {"FEED_FORWARD_HIDDEN_BF16": True},
-               "hidden-bf16-chunks": {"FEED_FORWARD_HIDDEN_BF16": True, "FEED_FORWARD_SPLIT": 2}}
-BF16_OFF = (("ATTENTION_PV_BF16", False), ("FEED_FORWARD_HIDDEN_BF16", False))
-
-
-@functools.cache
-def fitness_with_levers(encoding: str, precision: int, levers: tuple[tuple[str, object], ...]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`population_fitness(encoding, seed=0)` with the kernels' products in `precision` and
-    `levers` (gpu.* name, value) set; cached, since each call is seconds in the interpreter and
-    the bf16 tests share their references (callers route through Triton first)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gpu_kernels, "matmul_precision", lambda: precision)
-        for name, value in levers:
-            patch.setattr(gpu_kernels, name, value)
-        return population_fitness(encoding, seed=0)
-
-
-@pytest.mark.parametrize("levers", list(BF16_LEVERS))
+@pytest.mark.parametrize("cap, query_block", [(168, 32), (128, 64)])
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
-def test_bf16_operands_in_tf32_launches(triton_path, encoding: str, levers: str):
-    """gpu.ATTENTION_PV_BF16 (the probabilities × values product) and FEED_FORWARD_HIDDEN_BF16
-    (the feed-forward's second layer), whole or in chunks: in TF32 launches the product takes
-    bf16 operands, and the population's fitness stays within bf16's rounding of torch's ops
-    (the interpreter, rounding toward zero: up to 1.4e-2 nats on these far-from-trained
-    populations' ~17-nat losses; on a GPU TF32's own 2e-2 adds), visibly moved from the TF32
-    kernels' with the same levers but the bf16 ones off (so the bf16 product ran)."""
-    on = tuple(BF16_LEVERS[levers].items())
-    off = tuple((name, value) for name, value in on if not name.endswith("BF16")) + BF16_OFF
-    fused, plain = fitness_with_levers(encoding, gpu_kernels.TF32, on)
-    tol = 5e-2 if DEVICE.type == "cuda" else 2e-2
-    torch.testing.assert_close(fused, plain, atol=tol, rtol=0)
-    assert not torch.equal(fused, fitness_with_levers(encoding, gpu_kernels.TF32, off)[0])
+def test_register_caps_compute_the_same_fitness(triton_path, monkeypatch, encoding: str,
+                                                cap: int, query_block: int):
+    """With the attention and loss kernels' registers capped (gpu.ATTENTION_MAX_REGISTERS,
+    LOSS_MAX_REGISTERS: Triton's maxnreg, so that ptxas spills what no longer fits; on CPU the
+    interpreter takes the option and ignores it) the population's fitness still equals torch's
+    ops, and both launches carry the cap."""
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_MAX_REGISTERS", cap)
+    monkeypatch.setattr(gpu_kernels, "LOSS_MAX_REGISTERS", cap)
+    monkeypatch.setattr(gpu_kernels, "QUERY_BLOCK", query_block)
+    caps, launch = {}, gpu_kernels._launch
 
+    def recording(kernel, *args, max_registers: int = 0, **kwargs):
+        caps[kernel.__name__] = max_registers
+        return launch(kernel, *args, max_registers=max_registers, **kwargs)
 
-@pytest.mark.parametrize("encoding", ["dense", "factorized"])
-def test_bf16_levers_leave_ieee_launches_alone(triton_path, encoding: str):
-    """Both bf16 levers on change nothing in IEEE launches: the fitness is bit-identical."""
-    both = (("ATTENTION_PV_BF16", True), ("FEED_FORWARD_HIDDEN_BF16", True))
-    assert torch.equal(fitness_with_levers(encoding, gpu_kernels.IEEE, both)[0],
-                       fitness_with_levers(encoding, gpu_kernels.IEEE, BF16_OFF)[0])
+    monkeypatch.setattr(gpu_kernels, "_launch", recording)
+    fused, plain = population_fitness(encoding, seed=7)
+    tol = 2e-2 if DEVICE.type == "cuda" else 1e-5  # a GPU may run TF32 products
+    torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
+    assert caps["attention_layer_norm_kernel"] == caps[LOSS_KERNEL] == cap
+    assert caps["feed_forward_layer_norm_kernel"] == 0
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
@@ -256,17 +233,13 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
 
 
-# (stacked, online) is test_triton_block_equals_torch_ops[odd-sizes]
-@pytest.mark.parametrize("head_loop, shift", [(True, False), (True, True), (False, True)],
-                         ids=["head-loop", "head-loop-shifted", "stacked-shifted"])
+# (the online softmax) is test_triton_block_equals_torch_ops[odd-sizes]
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
-def test_odd_heads_compute_the_same_block(triton_path, monkeypatch, encoding: str,
-                                          head_loop: bool, shift: bool):
+def test_odd_heads_compute_the_same_block_shifted(triton_path, monkeypatch, encoding: str):
     """3 heads of 8 features (a head count that is not a power of two, so the padded fourth
-    head's columns and rows must stay out), one head at a time (gpu.ATTENTION_HEAD_LOOP) or
-    stacked, with the online softmax or the diagonal shift: the block equals torch's ops."""
-    monkeypatch.setattr(gpu_kernels, "ATTENTION_HEAD_LOOP", head_loop)
-    monkeypatch.setattr(gpu_kernels, "ATTENTION_SHIFT_BY_DIAGONAL", shift)
+    head's columns and rows must stay out) with the diagonal shift
+    (gpu.ATTENTION_SHIFT_BY_DIAGONAL): the block equals torch's ops."""
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_SHIFT_BY_DIAGONAL", True)
     cfg = ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8, rotary_dims=6)
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
     block = model.blocks[0]

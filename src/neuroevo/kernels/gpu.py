@@ -59,6 +59,15 @@ NUM_WARPS = {IEEE: 8, TF32: 4, BF16: 4, TF32X3: 4}
 # what every timing so far used). Loads that do not depend on the loop's products (the stored
 # keys and values, ATTENTION_KV_STORED; the loss's vocabulary tiles) can be fetched stages ahead.
 NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
+# Registers a thread ptxas may give the attention and loss kernels (Triton's `maxnreg`; 0: its
+# own choice). Why: under Nsight Compute (sixth H100 session, bench/RESULTS.md) the attention
+# kernel took 255 registers a thread, so an SM held 2 of its 4-warp programs (12.5% occupancy)
+# and half the issue slots went unused while both of a scheduler's warps waited; ≤ 168 fits 3
+# programs an SM, ≤ 128 fits 4, at the price of spills to local memory. The loss kernel takes
+# 135: 3 programs an SM, 4 at ≤ 128. Written without a GPU (session 20): 0 until a GPU
+# session times them (`bash bench/gpu_check.sh occupancy`).
+ATTENTION_MAX_REGISTERS = 0
+LOSS_MAX_REGISTERS = 0
 # The attention kernel's levers (session 7, written without a GPU; timed on the H100 in session 9,
 # bench/RESULTS.md, dense TF32, 32 × 32 blocks, 4 warps, a call at P = 512). EXP2: log2(e) folded
 # into the query scale and exp2 taken, one multiply less per score. KV_STORED: keys and values
@@ -73,47 +82,27 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 ATTENTION_CAUSAL_SPLIT = True
 ATTENTION_EXP2 = True
 ATTENTION_KV_STORED = True
-# The heads one at a time instead of stacked along the rows: each head's (64-query) scores,
-# probabilities and accumulator are a quarter of the stacked (256-row) tiles at 4 heads. Same
-# products and exponentials; the key and value blocks are loaded once per head. ptxas (sm_90a,
-# TF32): 255 registers a thread either way at depth 3, 40 B spilled instead of 128; 168 at
-# depth 1. Written without a GPU (session 15): off until a GPU session times it
-# (`bash bench/gpu_check.sh untimed`).
-ATTENTION_HEAD_LOOP = False
 # The softmax without its running max: each query's exponentials shifted by its score against
 # its own key (always among its keys, so their sum is ≥ 1 and cannot underflow), not by the
 # running max of its scores, which costs a row-wise max, a rescaling exponential and a multiply
 # of the sum and the (rows, width) accumulator at every key block. Only where a score lies ~88
 # nats above the diagonal's (exp overflows fp32) or is NaN does a block of queries go through
 # the online softmax after all (a test covers it). Same exponentials; results equal to rounding.
-# Written without a GPU (session 16): off until a GPU session times it
-# (`bash bench/gpu_check.sh untimed`).
+# Written without a GPU (session 16); on the H100 (sixth session, 2026-11-28, TF32, a call at
+# P = 512, 64 × 32 blocks, 3 stages) it lost at 256 × 128 tokens (9.58 vs 9.14 ms) and won at
+# 32 × 512 (7.85 vs 8.15 ms): off, one setting each, until a session times it at the paper's
+# lengths alone.
 ATTENTION_SHIFT_BY_DIAGONAL = False
-# In TF32 launches, the attention's probabilities × values product with bf16 operands (fp32
-# accumulation). Why: a TF32 product takes its left operand in another register layout than the
-# score product leaves the probabilities in, and the kernel's key loop moves them with 64
-# shuffles and 126 selects a thread a block (PTX for sm_90a, dense: 796 instructions a block as
-# shipped, 581 with this and the diagonal shift; bench/RESULTS.md); a 16-bit operand is laid out
-# as the scores already are. The price: bf16's rounding (2^-9) of each probability and value
-# (the row sums are taken of the rounded probabilities, so each row's weights still sum to 1).
-# Written without a GPU (session 16): off until a GPU session times it
-# (`bash bench/gpu_check.sh untimed`).
-ATTENTION_PV_BF16 = False
+# Two attention levers written without a GPU lost there (sixth session) and were removed: the
+# heads one at a time (13.73 vs 9.14 ms at 128 tokens, 12.65 vs 8.15 at 512) and bf16 operands
+# for the probabilities × values product (9.42 vs 9.14, 9.09 vs 8.15 ms; bench/RESULTS.md).
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
 FEED_FORWARD_SPLIT = 1
-# In TF32 launches, the feed-forward's second layer (ff2, and its factors when factorized) with
-# bf16 operands, for the reason of ATTENTION_PV_BF16: the hidden layer comes out of the first
-# product in the register layout of a 16-bit operand, and moving it into a TF32 one takes 128
-# shuffles and 320 selects a thread (PTX for sm_90a: 2,111 instructions a launch dense, 1,720
-# with this; ptxas spills 44 B instead of 288; factorized r4 2,147 → 1,691, 188 → 80 B). The
-# price: bf16's rounding of the hidden layer and ff2's weights. A risk: Triton 3.6 on the H100
-# miscompiled bf16 feed-forward launches (both products bf16; FAULTED_ON_GPU), and this one is
-# another chain of two products through a layout change; the GPU tests and the sweep's check
-# against IEEE products will say. Written without a GPU (session 16): off until a GPU session
-# times it (`bash bench/gpu_check.sh untimed`).
-FEED_FORWARD_HIDDEN_BF16 = False
+# (bf16 operands for the second layer alone, written without a GPU, gave fitnesses 5 nats off
+# and an illegal memory access there in the sixth session, as whole bf16 launches did in the
+# first: removed.)
 # The same exp2 lever for the loss kernel: x and the bias scaled by log2(e) as they are loaded
 # (per row and per tile, not per logit), then bare exp2s over the vocabulary: 20.1 vs 20.8 ms.
 LOSS_EXP2 = True
@@ -121,14 +110,19 @@ LOSS_EXP2 = True
 # shifted by the target's logit, which the kernel computes before its vocabulary walk (the sum is
 # ≥ 1: the target's own term), so the loss is log Σ exp(logit − target logit) directly; rows with
 # a logit ~88 nats above their target's go through the online walk. Written without a GPU
-# (session 16): off until a GPU session times it.
-LOSS_SHIFT_BY_TARGET = False
+# (session 16); with LOSS_TAIL_SPLIT, on the H100 (sixth session, 2026-11-28, TF32, a call at
+# P = 512, 256 × 128 tokens; bench/RESULTS.md): below.
+LOSS_SHIFT_BY_TARGET = True
 # The loss kernel's vocabulary tiles that lie wholly inside the vocabulary (32 of the 33 at 2051
 # entries and 64-entry tiles) walked without bounds masks, the partial last one apart, as
 # ATTENTION_CAUSAL_SPLIT does for the diagonal: PTX for sm_90a, dense TF32, 670 instructions a
 # tile shipped, 565 without masks (473 with LOSS_SHIFT_BY_TARGET too). Same arithmetic, same
-# results. Written without a GPU (session 16): off until a GPU session times it.
-LOSS_TAIL_SPLIT = False
+# results. Written without a GPU (session 16). The two on the H100 (sixth session): dense
+# 20.30 ms a call with neither, 17.68 with the split, 17.64 with the shift, 15.98 with both;
+# factorized r4 23.75, 21.46, 21.46, 21.75 ms; at the paper's lengths a generation's loss
+# calls took 0.112 vs 0.141 s dense, 0.140 vs 0.169 s factorized r4 (with the attention
+# levers above on too, which the loss kernel does not read). Both on.
+LOSS_TAIL_SPLIT = True
 # A factorized tied embedding's logits are (h·Aᵀ)·Bᵀ: the loss kernel can take h's scored rows
 # and A and form h·Aᵀ on chip (a (rows, hidden) × (hidden, r) product per program) instead of
 # torch's gather of the rows and bmm before it. It does so for embedding ranks up to this one
@@ -238,8 +232,7 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
         CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
-        HEAD_LOOP=ATTENTION_HEAD_LOOP, SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL,
-        PV_BF16=ATTENTION_PV_BF16 and precision == TF32)
+        SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL, max_registers=ATTENTION_MAX_REGISTERS)
     return result
 
 
@@ -273,8 +266,7 @@ def feed_forward_layer_norm_(x: torch.Tensor, ff1: LinearOperands, ff2: LinearOp
         BLOCK_FF=_block(first.n_out), BLOCK_R1=first.block_rank, BLOCK_R2=second.block_rank,
         FACT1=first.factorized, FACT2=second.factorized, BIAS1=first.has_bias,
         BIAS2=second.has_bias,
-        FF_SPLIT=feed_forward_split(_block(first.n_out)),
-        HIDDEN_BF16=FEED_FORWARD_HIDDEN_BF16 and precision == TF32)
+        FF_SPLIT=feed_forward_split(_block(first.n_out)))
     return x
 
 
@@ -335,7 +327,7 @@ def negative_log_likelihood(x: torch.Tensor, rows: torch.Tensor, weight: torch.T
         BLOCK_M=rows_per_program, BLOCK_V=VOCAB_BLOCK[precision], BLOCK_K=_block(k_dim),
         BLOCK_HID=_block(h_dim), FACTOR=factor, EXP2=LOSS_EXP2,
         SHIFT_BY_TARGET=LOSS_SHIFT_BY_TARGET, TAIL_SPLIT=LOSS_TAIL_SPLIT,
-        K_EXACT=k_dim == _block(k_dim))
+        K_EXACT=k_dim == _block(k_dim), max_registers=LOSS_MAX_REGISTERS)
     return out
 
 
@@ -354,12 +346,12 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
     return {**per_precision(launch_precision(False)),
             "factorized": per_precision(launch_precision(True)),
             "QUERY_BLOCK": QUERY_BLOCK, "KEY_BLOCK": KEY_BLOCK,
+            "ATTENTION_MAX_REGISTERS": ATTENTION_MAX_REGISTERS,
+            "LOSS_MAX_REGISTERS": LOSS_MAX_REGISTERS,
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
-            "ATTENTION_KV_STORED": ATTENTION_KV_STORED, "ATTENTION_HEAD_LOOP": ATTENTION_HEAD_LOOP,
+            "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "ATTENTION_SHIFT_BY_DIAGONAL": ATTENTION_SHIFT_BY_DIAGONAL,
-            "ATTENTION_PV_BF16": ATTENTION_PV_BF16,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
-            "FEED_FORWARD_HIDDEN_BF16": FEED_FORWARD_HIDDEN_BF16,
             "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
             "LOSS_TAIL_SPLIT": LOSS_TAIL_SPLIT,
             "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
@@ -413,12 +405,14 @@ def _cuda_autocast_dtype() -> torch.dtype | None:
     return dtype if enabled else None
 
 
-def _launch(kernel, grid: tuple[int, ...], precision: int, *args, **constants) -> None:
-    """Every launch passes here, its products' precision apart from the other arguments
-    (bench/triton_compile_check.py records them to compile each variant the model uses for the
-    GPU without one)."""
+def _launch(kernel, grid: tuple[int, ...], precision: int, *args, max_registers: int = 0,
+            **constants) -> None:
+    """Every launch passes here, its products' precision and register cap (0: none) apart from
+    the other arguments (bench/triton_compile_check.py records them to compile each variant the
+    model uses for the GPU without one)."""
+    cap = {"maxnreg": max_registers} if max_registers else {}
     kernel[grid](*args, num_warps=NUM_WARPS[precision], num_stages=NUM_STAGES[precision],
-                 PRECISION=precision, **constants)
+                 PRECISION=precision, **cap, **constants)
 
 
 def _cdiv(a: int, b: int) -> int:

@@ -26,21 +26,17 @@ from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gp
 into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
 else is fp32.
 
-Levers are constexpr switches (gpu.py's ATTENTION_*, FEED_FORWARD_SPLIT and LOSS_EXP2 constants,
+Levers are constexpr switches (gpu.py's ATTENTION_*, FEED_FORWARD_SPLIT and LOSS_* constants,
 set from H100 timings; bench/triton_sweep.py sweeps them): CAUSAL_SPLIT masks only the key
 blocks that straddle the diagonal, EXP2 (attention and loss) folds log2(e) into an operand and
 takes exp2, KV_STORED reads each row's keys and values, projected once by `key_value_kernel`,
-instead of recomputing them from x in every query block, HEAD_LOOP attends to one head at a time
-instead of stacking them (with KV_STORED off it projects the keys and values once per head),
-SHIFT_BY_DIAGONAL (attention) and SHIFT_BY_TARGET (loss) drop the softmax's running max for a
-fixed shift per row that bounds the sum of exponentials from below (a query's score against its
-own key; the target's logit), with the online softmax as a fallback for the rare blocks whose
-sum leaves fp32's range, TAIL_SPLIT (loss) walks the vocabulary tiles inside the vocabulary
-unmasked and the partial last one apart, PV_BF16 takes the attention's probabilities × values product with
-bf16 operands (a TF32 left operand must be moved between register layouts, a 16-bit one not),
+instead of recomputing them from x in every query block, SHIFT_BY_DIAGONAL (attention) and
+SHIFT_BY_TARGET (loss) drop the softmax's running max for a fixed shift per row that bounds the
+sum of exponentials from below (a query's score against its own key; the target's logit), with
+the online softmax as a fallback for the rare blocks whose sum leaves fp32's range, TAIL_SPLIT
+(loss) walks the vocabulary tiles inside the vocabulary unmasked and the partial last one apart,
 FF_SPLIT computes the feed-forward hidden layer in column chunks (fewer live registers: the
-whole (128, 128) layer spills in TF32), HIDDEN_BF16 takes the feed-forward's second layer
-with bf16 operands (the same layouts), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
+whole (128, 128) layer spills in TF32), and the loss's FACTOR (gpu.LOSS_FACTOR_ON_CHIP)
 multiplies hidden states by a factorized embedding's factor on chip (up to a rank).
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) against the torch path.
@@ -129,11 +125,10 @@ def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b
                             BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr,
                             FACT1: tl.constexpr, FACT2: tl.constexpr, BIAS1: tl.constexpr,
                             BIAS2: tl.constexpr, FF_SPLIT: tl.constexpr,
-                            PRECISION: tl.constexpr, FF2_PRECISION: tl.constexpr):
+                            PRECISION: tl.constexpr):
     """ff2(relu(ff1(x))) with the hidden layer FF_SPLIT column chunks at a time: each chunk's
     ff2 contribution is accumulated (into the rank-wide x·…·B2 when ff2 is factorized), so
-    only BLOCK_FF / FF_SPLIT hidden columns are live at once. ff1's products take PRECISION,
-    ff2's FF2_PRECISION."""
+    only BLOCK_FF / FF_SPLIT hidden columns are live at once."""
     CHUNK: tl.constexpr = BLOCK_FF // FF_SPLIT
     if FACT1:
         inner = _matmul(x, b1_ptr, n_cols, rank1, BLOCK_C, BLOCK_R1, PRECISION)  # x·B1
@@ -154,12 +149,12 @@ def _feed_forward_in_chunks(x, n_cols, n_ff, b1_ptr, a1_ptr, bias1_ptr, rank1, b
         hidden = tl.maximum(hidden, 0.0)
         if FACT2:
             acc += _dot(hidden, _load_tile(b2_ptr, i * CHUNK, 0, n_ff, rank2, CHUNK, BLOCK_R2),
-                        FF2_PRECISION)
+                        PRECISION)
         else:
             acc += _dot(hidden, _load_tile(a2_ptr, i * CHUNK, 0, n_ff, n_cols, CHUNK, BLOCK_C),
-                        FF2_PRECISION)
+                        PRECISION)
     if FACT2:
-        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C, FF2_PRECISION)
+        y = _matmul(acc, a2_ptr, rank2, n_cols, BLOCK_R2, BLOCK_C, PRECISION)
     else:
         y = acc
     if BIAS2:
@@ -177,19 +172,16 @@ def feed_forward_layer_norm_kernel(
         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_FF: tl.constexpr,
         BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr, FACT1: tl.constexpr,
         FACT2: tl.constexpr, BIAS1: tl.constexpr, BIAS2: tl.constexpr,
-        FF_SPLIT: tl.constexpr, HIDDEN_BF16: tl.constexpr, PRECISION: tl.constexpr):
+        FF_SPLIT: tl.constexpr, PRECISION: tl.constexpr):
     """In place, rows of x (P, n_rows, n_cols): x ← LN(x + ff2(relu(ff1(x)))). Grid (row
     blocks, P). FF_SPLIT > 1: the hidden layer in that many column chunks
-    (`_feed_forward_in_chunks`); 1: whole, as timed on the H100. HIDDEN_BF16: ff2's products
-    take bf16 operands (the hidden layer as the first product leaves it in registers is laid
-    out as a 16-bit operand, not as a TF32 one)."""
+    (`_feed_forward_in_chunks`); 1: whole, as timed on the H100."""
     p = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     ptrs = x_ptr + p * n_rows * n_cols + rows[:, None].to(tl.int64) * n_cols + cols[None, :]
     x = tl.load(ptrs, mask=mask, other=0.0)
-    FF2_PRECISION: tl.constexpr = 2 if HIDDEN_BF16 else PRECISION
     if FF_SPLIT == 1:
         hidden = _linear(x, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
                          bias1_ptr + p * bias1_stride, n_cols, rank1, n_ff,
@@ -197,13 +189,13 @@ def feed_forward_layer_norm_kernel(
         hidden = tl.maximum(hidden, 0.0)
         y = _linear(hidden, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
                     bias2_ptr + p * bias2_stride, n_ff, rank2, n_cols,
-                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, FF2_PRECISION)
+                    BLOCK_FF, BLOCK_R2, BLOCK_C, FACT2, BIAS2, PRECISION)
     else:
         y = _feed_forward_in_chunks(
             x, n_cols, n_ff, b1_ptr + p * b1_stride, a1_ptr + p * a1_stride,
             bias1_ptr + p * bias1_stride, rank1, b2_ptr + p * b2_stride, a2_ptr + p * a2_stride,
             bias2_ptr + p * bias2_stride, rank2, BLOCK_C, BLOCK_FF, BLOCK_R1, BLOCK_R2, FACT1,
-            FACT2, BIAS1, BIAS2, FF_SPLIT, PRECISION, FF2_PRECISION)
+            FACT2, BIAS1, BIAS2, FF_SPLIT, PRECISION)
     tl.store(ptrs, _residual_layer_norm(x, y, scale_ptr, shift_ptr, n_cols, eps, BLOCK_C),
              mask=mask)
 
@@ -236,14 +228,6 @@ def key_value_kernel(
 
 
 @triton.jit
-def _as_bf16_sees_them(probs):
-    """The probabilities rounded to bf16 and back (PV_BF16: 2, bf16 operands, in the product by
-    the values): summed as rounded, each row's weights still add up to 1, so a row with one
-    dominant key returns that key's value."""
-    return probs.to(tl.bfloat16).to(tl.float32)
-
-
-@triton.jit
 def _attend_key_block(
         q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
         width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
@@ -251,13 +235,12 @@ def _attend_key_block(
         BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
         MASKED: tl.constexpr, SHIFTED: tl.constexpr, EXP2: tl.constexpr,
-        KV_STORED: tl.constexpr, PV_BF16: tl.constexpr, PRECISION: tl.constexpr):
+        KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
     """One step of the softmax: the stacked queries q against keys start … start + BLOCK_K of
     the sequence; returns the updated (run_max, run_sum, acc). Without MASKED every key precedes
     every query (a block wholly below the diagonal), so no mask is computed. SHIFTED: each row's
     scores less its fixed `shift`, no running max (run_max passes through); else the online
     softmax's running max and rescaling."""
-    PV_PRECISION: tl.constexpr = 2 if PV_BF16 else PRECISION
     k_pos = start + tl.arange(0, BLOCK_K)
     if KV_STORED:
         w_cols = tl.arange(0, BLOCK_W)
@@ -284,10 +267,8 @@ def _attend_key_block(
             probs = tl.exp2(scores)
         else:
             probs = tl.exp(scores)
-        if PV_BF16:
-            probs = _as_bf16_sees_them(probs)
         run_sum = run_sum + tl.sum(probs, axis=1)
-        acc = acc + _dot(probs, v, PV_PRECISION)  # every head's columns of v
+        acc = acc + _dot(probs, v, PRECISION)  # every head's columns of v
         new_max = run_max
     else:
         block_max = tl.max(scores, axis=1)  # finite in the first block: key 0 is in every row
@@ -298,10 +279,8 @@ def _attend_key_block(
         else:
             rescale = tl.exp(run_max - new_max)
             probs = tl.exp(scores - new_max[:, None])
-        if PV_BF16:
-            probs = _as_bf16_sees_them(probs)
         run_sum = run_sum * rescale + tl.sum(probs, axis=1)
-        acc = acc * rescale[:, None] + _dot(probs, v, PV_PRECISION)
+        acc = acc * rescale[:, None] + _dot(probs, v, PRECISION)
     return new_max, run_sum, acc
 
 
@@ -313,7 +292,7 @@ def _attend_key_blocks(
         BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
         FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
         SHIFTED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        PV_BF16: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
+        PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
     """(run_sum, acc) of rows q at positions row_pos over keys 0 … q_end − 1, key block by key
     block (those before unmasked_end without the causal mask), software-pipelined STAGES deep
     (None: the launch's num_stages)."""
@@ -325,13 +304,13 @@ def _attend_key_blocks(
             q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len,
             n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            False, SHIFTED, EXP2, KV_STORED, PV_BF16, PRECISION)
+            False, SHIFTED, EXP2, KV_STORED, PRECISION)
     for start in tl.range(unmasked_end, q_end, BLOCK_K, num_stages=STAGES):
         run_max, run_sum, acc = _attend_key_block(
             q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len,
             n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
             BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-            True, SHIFTED, EXP2, KV_STORED, PV_BF16, PRECISION)
+            True, SHIFTED, EXP2, KV_STORED, PRECISION)
     return run_sum, acc
 
 
@@ -342,7 +321,7 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
             BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
             FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
             SHIFT_BY_DIAGONAL: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-            PV_BF16: tl.constexpr, PRECISION: tl.constexpr):
+            PRECISION: tl.constexpr):
     """The causal attention of query rows q (rows, BLOCK_W) at positions row_pos: the values
     weighted by each row's softmax over keys 0 … q_end − 1.
 
@@ -355,7 +334,7 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
         q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
         kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_K, BLOCK_C,
         BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2,
-        KV_STORED, PV_BF16, PRECISION)
+        KV_STORED, PRECISION)
     weighted = acc / run_sum[:, None]
     if SHIFT_BY_DIAGONAL:
         # comparisons with NaN are false: a NaN counts as out of range
@@ -367,7 +346,7 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
                 q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
                 width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
                 BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-                False, EXP2, KV_STORED, PV_BF16, PRECISION, 1)
+                False, EXP2, KV_STORED, PRECISION, 1)
             weighted = acc / run_sum[:, None]
     return weighted
 
@@ -387,8 +366,7 @@ def attention_layer_norm_kernel(
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
         CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        HEAD_LOOP: tl.constexpr, SHIFT_BY_DIAGONAL: tl.constexpr, PV_BF16: tl.constexpr,
-        PRECISION: tl.constexpr):
+        SHIFT_BY_DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
     HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
@@ -425,46 +403,27 @@ def attention_layer_norm_kernel(
         else:
             own_key = _linear(x_q, kb, ka, kbias, n_cols, k_rank, width, BLOCK_C, BLOCK_RK,
                               BLOCK_W, FACT_K, BIAS_K, PRECISION)
-    if HEAD_LOOP:
-        # One head at a time, q masked to its columns: (BLOCK_Q, ·) tiles, a quarter of the
-        # stacked ones' registers at 4 heads; of each head's weighted values its own columns
-        # are kept.
-        attended = tl.zeros((BLOCK_Q, BLOCK_W), tl.float32)
-        for h in range(N_HEADS):
-            in_head = (head_of == h)[None, :]
-            head_q = tl.where(in_head, q, 0.0)
-            if SHIFT_BY_DIAGONAL:
-                diagonal = tl.sum(head_q * own_key, axis=1)
-            else:
-                diagonal = 0.0  # unread
-            weighted = _attend(
-                head_q, q_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
-                k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank,
-                vb, va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K,
-                FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PV_BF16, PRECISION)
-            attended += tl.where(in_head, weighted, 0.0)
+    # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
+    # columns, so one product gives every head's scores and one online softmax serves them
+    # all.
+    own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
+        & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
+    stacked_q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
+    row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
+    if SHIFT_BY_DIAGONAL:
+        stacked_key = tl.reshape(tl.broadcast_to(own_key[None, :, :],
+                                                 (BLOCK_H, BLOCK_Q, BLOCK_W)),
+                                 (BLOCK_H * BLOCK_Q, BLOCK_W))
+        diagonal = tl.sum(stacked_q * stacked_key, axis=1)  # q is 0 off its head's columns
     else:
-        # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
-        # columns, so one product gives every head's scores and one online softmax serves them
-        # all.
-        own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
-            & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
-        stacked_q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
-        row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
-        if SHIFT_BY_DIAGONAL:
-            stacked_key = tl.reshape(tl.broadcast_to(own_key[None, :, :],
-                                                     (BLOCK_H, BLOCK_Q, BLOCK_W)),
-                                     (BLOCK_H * BLOCK_Q, BLOCK_W))
-            diagonal = tl.sum(stacked_q * stacked_key, axis=1)  # q is 0 off its head's columns
-        else:
-            diagonal = 0.0  # unread
-        weighted = _attend(
-            stacked_q, row_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
-            k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
-            va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
-            BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PV_BF16, PRECISION)
-        stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
-        attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
+        diagonal = 0.0  # unread
+    weighted = _attend(
+        stacked_q, row_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
+        k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
+        va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
+        BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
+    stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
+    attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
                 obias_ptr + p * obias_stride, width, o_rank, n_cols,
                 BLOCK_W, BLOCK_RO, BLOCK_C, FACT_O, BIAS_O, PRECISION)
