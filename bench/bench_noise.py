@@ -33,18 +33,22 @@ from neuroevo.kernels import gpu_noise  # noqa: E402
 from neuroevo.models.transformer import Transformer  # noqa: E402
 
 
-def compile_check() -> None:
-    """Compile the kernel for sm_90a (no GPU needed) and print ptxas's register count."""
+def compile_check(model_name: str) -> None:
+    """Compile the kernel for sm_90a (no GPU needed), specialised for the model's mutation in
+    place as the JIT would on a GPU, and print ptxas's register count."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from triton_compile_check import ptxas_report, signature
+    from triton_compile_check import ptxas_report, specialised
+    encoding, model = MODELS[model_name]
+    dim = Transformer(model, encoding, VOCAB).layout.dim
     kernel = gpu_noise.kernels().scaled_noise_kernel
-    weights, keys = torch.empty(1, 1), torch.empty(1, 2, dtype=torch.int32)  # types only
+    weights, keys = torch.empty(2, dim), torch.empty(2, 2, dtype=torch.int32)
     constants = {"BLOCK": gpu_noise.NOISE_BLOCK}
-    types = signature(kernel, (weights, weights, 1, keys, weights, 1), constants)
-    compiled = triton.compile(ASTSource(kernel, types, constants),
+    compiled = triton.compile(ASTSource(kernel, *specialised(
+                                  kernel, (weights, weights, dim, keys, weights[0], dim),
+                                  constants)),
                               target=GPUTarget("cuda", 90, 32),
                               options={"num_warps": gpu_noise.NOISE_WARPS})
     print(f"triton {triton.__version__}, sm_90a: scaled_noise_kernel "
@@ -62,7 +66,7 @@ def main() -> None:
                         help="compile the kernel for sm_90a instead (no GPU needed)")
     args = parser.parse_args()
     if args.compile_check:
-        compile_check()
+        compile_check(args.model)
         return
     device = torch.device(args.device)
     encoding, model = MODELS[args.model]

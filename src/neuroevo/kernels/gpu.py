@@ -63,8 +63,9 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 # own choice). Why: under Nsight Compute (sixth H100 session, bench/RESULTS.md) the attention
 # kernel took 255 registers a thread, so an SM held 2 of its 4-warp programs (12.5% occupancy)
 # and half the issue slots went unused while both of a scheduler's warps waited; ≤ 168 fits 3
-# programs an SM, ≤ 128 fits 4, at the price of spills to local memory. The loss kernel takes
-# 135: 3 programs an SM, 4 at ≤ 128. Written without a GPU (session 20): 0 until a GPU
+# programs an SM, ≤ 128 fits 4, at the price of spills to local memory (ptxas for sm_90a: 144 B
+# at 168, 556 B at 128; at 32-query blocks 187 uncapped, 168 without spills). The loss kernel
+# takes 149: 3 programs an SM, 4 at ≤ 128 (40 B spilled). Written without a GPU (session 20): 0 until a GPU
 # session times them (`bash bench/gpu_check.sh occupancy`).
 ATTENTION_MAX_REGISTERS = 0
 LOSS_MAX_REGISTERS = 0
