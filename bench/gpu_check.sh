@@ -65,9 +65,11 @@
 #                                  alone, and register caps (gpu.ATTENTION_MAX_REGISTERS,
 #                                  LOSS_MAX_REGISTERS: Triton's maxnreg, session 20), since the
 #                                  profile found the attention at 255 registers and one-eighth
-#                                  occupancy: their tests, then the attention swept by query
-#                                  block (16 / 32 / 64) × cap (none / 168 / 128) at 128- and
-#                                  512-token sequences, the loss by rows × cap; both settings'
+#                                  occupancy, and the heads side by side along the score
+#                                  columns (gpu.ATTENTION_HEADS_IN_COLUMNS, session 20): their
+#                                  tests, then the attention swept by query block (32 / 64) ×
+#                                  cap (none / 168 / 128) × heads stacked or in columns at 128-
+#                                  and 512-token sequences, the loss by rows × cap; both settings'
 #                                  generations with the sweeps' winners (best-*.json, sent back
 #                                  in $OUT), and Nsight Compute's view of the attention's winner
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
@@ -246,10 +248,11 @@ occupancy)
     best=${OUT:-/tmp}
     rm -f "$best"/best-*.json
     caps=(--kernels attention --knob KEY_BLOCK=32 --knob NUM_WARPS=4 --knob NUM_STAGES=3
-          --knob QUERY_BLOCK=16,32,64 --knob ATTENTION_MAX_REGISTERS=0,168,128)
+          --knob QUERY_BLOCK=32,64 --knob ATTENTION_MAX_REGISTERS=0,168,128
+          --knob ATTENTION_HEADS_IN_COLUMNS=0,1)
     loss=(--kernels loss --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_ROWS=64,128
           --knob LOSS_MAX_REGISTERS=0,168,128)
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "registers or target or every_lever"
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "registers or every_lever or (columns and not keys16) or shift-and-split"
     step $py bench/triton_sweep.py --precision tf32 "${caps[@]}" \
         --best-config "$best/best-attention-128.json"
     step $py bench/triton_sweep.py --precision tf32 "${caps[@]}" --batch 32 --seq-len 512 \

@@ -94,6 +94,16 @@ ATTENTION_KV_STORED = True
 # 32 × 512 (7.85 vs 8.15 ms): off, one setting each, until a session times it at the paper's
 # lengths alone.
 ATTENTION_SHIFT_BY_DIAGONAL = False
+# The heads side by side along the score columns instead of stacked along the rows: q·K_heads,
+# K_heads holding key j's head-h columns in column h·KEY_BLOCK + j (zeros elsewhere), gives every
+# head's scores as a (queries, heads × keys) tile; each head's softmax runs over its own column
+# segment, and the probabilities times V_heads (value j's head-h columns in row h·KEY_BLOCK + j)
+# put each head's output in its own columns. The same products (the same FLOPs: both layouts
+# multiply by zeros three times in four at 4 heads), the same exponentials; the queries and the
+# accumulator are (queries, width) instead of (heads × queries, width), a quarter of the stacked
+# tiles' registers. Written without a GPU (session 20): off until `bash bench/gpu_check.sh
+# occupancy` times it.
+ATTENTION_HEADS_IN_COLUMNS = False
 # Two attention levers written without a GPU lost there (sixth session) and were removed: the
 # heads one at a time (13.73 vs 9.14 ms at 128 tokens, 12.65 vs 8.15 at 512) and bf16 operands
 # for the probabilities × values product (9.42 vs 9.14, 9.09 vs 8.15 ms; bench/RESULTS.md).
@@ -233,7 +243,8 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
         CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
-        SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL, max_registers=ATTENTION_MAX_REGISTERS)
+        SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL, HEADS_IN_COLUMNS=ATTENTION_HEADS_IN_COLUMNS,
+        max_registers=ATTENTION_MAX_REGISTERS)
     return result
 
 
@@ -352,6 +363,7 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "ATTENTION_SHIFT_BY_DIAGONAL": ATTENTION_SHIFT_BY_DIAGONAL,
+            "ATTENTION_HEADS_IN_COLUMNS": ATTENTION_HEADS_IN_COLUMNS,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
             "LOSS_TAIL_SPLIT": LOSS_TAIL_SPLIT,
