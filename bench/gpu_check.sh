@@ -61,17 +61,18 @@
 #   bash bench/gpu_check.sh occupancy what the sixth session (bench/gpu_logs/2026-11-28-h100-untimed*.log)
 #                                  left open, ~7 min: the loss kernel's two shifts switched on
 #                                  there, timed whole (both settings, as shipped and with them
-#                                  off), the attention's diagonal shift at the paper's lengths
-#                                  alone, and register caps (gpu.ATTENTION_MAX_REGISTERS,
+#                                  off), and register caps (gpu.ATTENTION_MAX_REGISTERS,
 #                                  LOSS_MAX_REGISTERS: Triton's maxnreg, session 20), since the
 #                                  profile found the attention at 255 registers and one-eighth
-#                                  occupancy, and the heads side by side along the score
-#                                  columns (gpu.ATTENTION_HEADS_IN_COLUMNS, session 20): their
+#                                  occupancy, the heads side by side along the score columns
+#                                  (gpu.ATTENTION_HEADS_IN_COLUMNS) and weights in 64-byte-
+#                                  aligned rows (gpu.ALIGNED_OPERANDS; both session 20): their
 #                                  tests, then the attention swept by query block (32 / 64) ×
 #                                  cap (none / 168 / 128) × heads stacked or in columns at 128-
 #                                  and 512-token sequences, the loss by rows × cap; both settings'
 #                                  generations with the sweeps' winners (best-*.json, sent back
-#                                  in $OUT), and Nsight Compute's view of the attention's winner
+#                                  in $OUT) and with aligned rows, and Nsight Compute's view of
+#                                  the attention's winner
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # when OUT names a folder (where a remote GPU machine collects what it sends back). Run from the
@@ -252,7 +253,7 @@ occupancy)
           --knob ATTENTION_HEADS_IN_COLUMNS=0,1)
     loss=(--kernels loss --knob VOCAB_BLOCK=64 --knob NUM_WARPS=4 --knob LOSS_ROWS=64,128
           --knob LOSS_MAX_REGISTERS=0,168,128)
-    step $py -m pytest -q tests/test_gpu_kernels.py -k "registers or every_lever or (columns and not keys16) or shift-and-split"
+    step $py -m pytest -q tests/test_gpu_kernels.py -k "registers or every_lever or (columns and not keys16) or shift-and-split or aligned"
     step $py bench/triton_sweep.py --precision tf32 "${caps[@]}" \
         --best-config "$best/best-attention-128.json"
     step $py bench/triton_sweep.py --precision tf32 "${caps[@]}" --batch 32 --seq-len 512 \
@@ -266,11 +267,12 @@ occupancy)
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 \
         --config '{"LOSS_SHIFT_BY_TARGET": 0, "LOSS_TAIL_SPLIT": 0}'
     step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config "$at128"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 --config '{"ALIGNED_OPERANDS": 1}'
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" \
         --config "$at512"
     step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" \
-        --config '{"ATTENTION_SHIFT_BY_DIAGONAL": 1}'
+        --config '{"ALIGNED_OPERANDS": 1}'
     # Nsight Compute on the attention's winner at 128 tokens
     step profile_attention $($py -c 'import json, sys
 print(" ".join(f"--knob {k}={v}" for k, v in json.load(open(sys.argv[1])).items()))' \

@@ -42,6 +42,7 @@ from neuroevo.genome import initial_weights  # noqa: E402
 from neuroevo.kernels import cpu as cpu_kernels  # noqa: E402
 from neuroevo.kernels import gpu as gpu_kernels  # noqa: E402
 from neuroevo.models.transformer import Transformer  # noqa: E402
+from neuroevo.tasks.language import population_for_kernels  # noqa: E402
 
 VOCAB = 2051
 
@@ -76,7 +77,8 @@ def recorded_launches(model_names: list[str], precision: int) -> dict:
             # the integer arguments divisible by 16 (`specialised`)
             tokens = torch.randint(3, VOCAB, (2, 128))
             with torch.no_grad():
-                model.negative_cross_entropy(model.layout.views(theta), tokens,
+                theta, aligned = population_for_kernels(model.layout, theta)
+                model.negative_cross_entropy(model.layout.views(theta, aligned), tokens,
                                              torch.tensor([128, 128]))
     finally:
         for module, name, value in saved:

@@ -18,7 +18,9 @@ from conftest import (KERNEL_ENCODINGS, interrupt_at_checkpoint, needs_triton,
                       perturbed_transformer, record_triton_launches)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
+from neuroevo.data.tinystories import EvalBatch
 from neuroevo.models.transformer import ModelConfig
+from neuroevo.tasks.language import score_population
 
 pytestmark = [
     needs_triton,
@@ -200,6 +202,39 @@ def test_register_caps_compute_the_same_fitness(triton_path, monkeypatch, encodi
     torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
     assert caps["attention_layer_norm_kernel"] == caps[LOSS_KERNEL] == cap
     assert caps["feed_forward_layer_norm_kernel"] == 0
+
+
+@pytest.mark.parametrize("encoding", ["dense", "factorized"])
+def test_aligned_operands_leave_the_fitness_alone(triton_path, monkeypatch, encoding: str):
+    """With gpu.ALIGNED_OPERANDS, score_population hands the kernels the population's padded
+    copy, in which every tensor the kernels read starts on a 64-byte boundary in every
+    individual (without it, with this genome's length not a multiple of 16, some do not), and
+    the fitness is the unpadded population's, bit for bit in the interpreter."""
+    model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], ModelConfig(n_blocks=2),
+                                     vocab=300, pop=4, device=DEVICE)
+    theta = next(iter(p.values()))._base  # the population the views were cut from
+    tokens = torch.randint(3, 300, (5, 40), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    buckets = [EvalBatch(tokens, torch.tensor([40, 20, 9, 33, 2], device=DEVICE))]
+    misaligned, launch = [], gpu_kernels._launch
+
+    def recording(kernel, grid, precision, *args, **kwargs):
+        misaligned.extend(a.data_ptr() % 64 for a in args
+                          if isinstance(a, torch.Tensor) and a.data_ptr() % 64)
+        return launch(kernel, grid, precision, *args, **kwargs)
+
+    monkeypatch.setattr(gpu_kernels, "_launch", recording)
+    fitness = {}
+    for aligned in (False, True):
+        monkeypatch.setattr(gpu_kernels, "ALIGNED_OPERANDS", aligned)
+        misaligned.clear()
+        with torch.no_grad():
+            fitness[aligned] = score_population(model, theta, buckets, 0, 512, None)
+        assert bool(misaligned) != aligned
+    assert model.layout.dim % 16  # a genome length that leaves rows unaligned
+    if DEVICE.type == "cpu":
+        assert torch.equal(fitness[True], fitness[False])
+    else:  # the GPU compiles other (vector) loads for the aligned operands: allow reordering
+        torch.testing.assert_close(fitness[True], fitness[False], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])

@@ -287,6 +287,26 @@ def test_initial_weights_have_the_specified_distribution() -> None:
     assert torch.all(views["blocks.0.ln1.scale"] == 1) and torch.all(views["blocks.0.attn.q.bias"] == 0)
 
 
+@pytest.mark.parametrize("encoding", [EncodingConfig("dense"),
+                                      EncodingConfig("factorized", rank=4)], ids=["dense", "r4"])
+def test_aligned_population_holds_the_same_weights_on_64_byte_boundaries(
+        encoding: EncodingConfig) -> None:
+    """`ParamLayout.aligned` (gpu.ALIGNED_OPERANDS) copies a population whose genome length is
+    odd into padded rows: every tensor's view equals the unpadded one's, every view starts on a
+    64-byte boundary in every row, the padding is zeros, and the row is a multiple of 16 floats."""
+    layout = _paper_layout(encoding)
+    theta = torch.randn(3, layout.dim, generator=torch.Generator().manual_seed(0))
+    aligned = layout.aligned(theta)
+    assert layout.dim % 2 == 1 and aligned.shape == (3, layout.aligned_dim)
+    assert layout.aligned_dim % 16 == 0 and layout.aligned_dim - layout.dim < 16 * len(layout.specs)
+    plain, padded = layout.views(theta), layout.views(aligned, aligned=True)
+    assert plain.keys() == padded.keys()
+    for name, view in padded.items():
+        assert torch.equal(view, plain[name])
+        assert all(view[p].data_ptr() % 64 == 0 for p in range(3)), name
+    assert aligned.count_nonzero() == theta.count_nonzero()  # nothing but zeros added
+
+
 def test_a_chain_without_its_mutation_rates_is_refused(tmp_path) -> None:
     """A saved chain with neither `mutation_rate` nor `mutation_rates` (or one rate too few) is
     not developed as if unmutated: load_genome refuses it in one line; an unmutated chain, which

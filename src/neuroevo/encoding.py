@@ -114,6 +114,13 @@ class EncodingConfig:
         return data
 
 
+ALIGNMENT = 16  # elements: each spec's start in `ParamLayout.aligned` rows
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 @dataclass
 class ParamLayout:
     """An ordered set of ParamSpecs, flattened into one genome vector."""
@@ -163,13 +170,44 @@ class ParamLayout:
             "searched": sum(s.numel for s in specs if s.mutable),
         })
 
-    def views(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a (P, D) population into (P, *shape) views, one per spec (no copies)."""
+    def views(self, theta: torch.Tensor, aligned: bool = False) -> dict[str, torch.Tensor]:
+        """Split a (P, D) population into (P, *shape) views, one per spec (no copies); with
+        `aligned`, a (P, aligned_dim) population from `aligned`."""
+        offsets = self.aligned_offsets() if aligned else self.offsets
         out = {}
         for spec in self.specs:
-            start = self.offsets[spec.name]
+            start = offsets[spec.name]
             out[spec.name] = theta[:, start:start + spec.numel].unflatten(1, spec.shape)
         return out
+
+    def aligned_offsets(self) -> dict[str, int]:
+        """Each spec's offset in a row padded so that every spec starts at a multiple of
+        ALIGNMENT elements (64 bytes in fp32)."""
+        offsets, end = {}, 0
+        for spec in self.specs:
+            offsets[spec.name] = end
+            end = _round_up(end + spec.numel, ALIGNMENT)
+        return offsets
+
+    @property
+    def aligned_dim(self) -> int:
+        """The padded row's length, a multiple of ALIGNMENT: the last spec's end, rounded up."""
+        if not self.specs:
+            return 0
+        last = self.specs[-1]
+        return _round_up(self.aligned_offsets()[last.name] + last.numel, ALIGNMENT)
+
+    def aligned(self, theta: torch.Tensor) -> torch.Tensor:
+        """A (P, aligned_dim) copy of the population theta (P, D), each spec at its
+        `aligned_offsets` entry and zeros between. Why: the genome's length (99,507 for the
+        paper's dense model) is odd, so an individual's weights start at no fixed alignment and
+        Triton's JIT, which marks a pointer or stride it can prove divisible by 16, cannot give
+        the GPU kernels vector loads of them; in the aligned copy every row and every spec
+        starts on a 64-byte boundary (gpu.ALIGNED_OPERANDS)."""
+        offsets = self.aligned_offsets()
+        columns = torch.cat([torch.arange(offsets[spec.name], offsets[spec.name] + spec.numel)
+                             for spec in self.specs]).to(theta.device)
+        return theta.new_zeros(theta.shape[0], self.aligned_dim).index_copy_(1, columns, theta)
 
     def _per_dim(self, values: list[float]) -> torch.Tensor:
         return torch.cat([torch.full((spec.numel,), v, dtype=torch.float32)

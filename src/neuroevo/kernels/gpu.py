@@ -151,6 +151,15 @@ LOSS_FACTOR_ON_CHIP = 4
 # 256 best factorized r4 (2.15 vs 2.41 ms); 128 is within 0.3 ms of the best for both.
 EMBED_KERNEL = True
 EMBED_ROWS = 128
+# The population's weights copied once a generation (one index_copy, ~0.4 GB of traffic at the
+# paper's P = 512) into rows padded so that every row and tensor starts on a 64-byte boundary
+# (encoding.ParamLayout.aligned), before the kernels read them. Why: the paper's genome length
+# (99,507 dense, 75,955 factorized r4) is odd, so individual p's weights start p · D floats in,
+# at no alignment Triton's JIT can prove, and it compiles their loads as 4-byte scalars (ptxas
+# for sm_90a: the loss kernel's 145 of 155 global loads, the feed-forward's 89 of 97); in the
+# padded rows the strides are multiples of 16 and the loads can be 16-byte vectors. Written
+# without a GPU (session 20): off until `bash bench/gpu_check.sh occupancy` times it.
+ALIGNED_OPERANDS = False
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
 # nearest that ran right there. `bench/triton_sweep.py --isolate --unverified`, one process per
@@ -368,7 +377,8 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
             "LOSS_TAIL_SPLIT": LOSS_TAIL_SPLIT,
             "LOSS_FACTOR_ON_CHIP": LOSS_FACTOR_ON_CHIP,
-            "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS}
+            "EMBED_KERNEL": EMBED_KERNEL, "EMBED_ROWS": EMBED_ROWS,
+            "ALIGNED_OPERANDS": ALIGNED_OPERANDS}
 
 
 def matmul_precision() -> int:

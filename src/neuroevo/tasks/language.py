@@ -305,14 +305,25 @@ def score_population(model: Transformer, theta: torch.Tensor, buckets: list[Eval
     per chunk and bucket (bench/bench_lm.py swaps in the logits + CE part alone)."""
     n_sequences = sum(len(b.lengths) for b in buckets)
     fitness = theta.new_zeros(theta.shape[0])
+    theta, aligned = population_for_kernels(model.layout, theta)
     for b in buckets:
         chunk = pop_chunk or population_chunk(model.cfg, b.tokens.numel(), theta.shape[0],
                                               theta.device)
         fitness = fitness + torch.cat([
-            score(model, model.layout.views(theta[i:i + chunk]), b.tokens, b.lengths,
+            score(model, model.layout.views(theta[i:i + chunk], aligned), b.tokens, b.lengths,
                   token_chunk, pop_tile) for i in range(0, theta.shape[0], chunk)
         ]) * (len(b.lengths) / n_sequences)
     return fitness
+
+
+def population_for_kernels(layout: ParamLayout, theta: torch.Tensor
+                           ) -> tuple[torch.Tensor, bool]:
+    """theta (P, D) as the GPU kernels will read it, and whether that is `layout.aligned`'s
+    padded copy: so when gpu.ALIGNED_OPERANDS asks for it and the kernels will run, else theta
+    itself."""
+    if gpu_kernels.ALIGNED_OPERANDS and gpu_kernels.usable(theta):
+        return layout.aligned(theta), True
+    return theta, False
 
 
 def scorer(precision: str, compiled: bool, device: torch.device,
