@@ -78,8 +78,8 @@ def recorded_launches(model_names: list[str], precision: int) -> dict:
             tokens = torch.randint(3, VOCAB, (2, 128))
             with torch.no_grad():
                 theta, aligned = population_for_kernels(model.layout, theta)
-                model.negative_cross_entropy(model.layout.views(theta, aligned), tokens,
-                                             torch.tensor([128, 128]))
+                model.negative_cross_entropy(model.layout.views(theta, aligned=aligned),
+                                             tokens, torch.tensor([128, 128]))
     finally:
         for module, name, value in saved:
             setattr(module, name, value)

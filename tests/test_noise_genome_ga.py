@@ -298,7 +298,8 @@ def test_aligned_population_holds_the_same_weights_on_64_byte_boundaries(
     theta = torch.randn(3, layout.dim, generator=torch.Generator().manual_seed(0))
     aligned = layout.aligned(theta)
     assert layout.dim % 2 == 1 and aligned.shape == (3, layout.aligned_dim)
-    assert layout.aligned_dim % 16 == 0 and layout.aligned_dim - layout.dim < 16 * len(layout.specs)
+    assert layout.aligned_dim % 16 == 0
+    assert layout.aligned_dim - layout.dim < 16 * len(layout.specs)
     plain, padded = layout.views(theta), layout.views(aligned, aligned=True)
     assert plain.keys() == padded.keys()
     for name, view in padded.items():

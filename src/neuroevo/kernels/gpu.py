@@ -151,8 +151,8 @@ LOSS_FACTOR_ON_CHIP = 4
 # 256 best factorized r4 (2.15 vs 2.41 ms); 128 is within 0.3 ms of the best for both.
 EMBED_KERNEL = True
 EMBED_ROWS = 128
-# The population's weights copied once a generation (one index_copy, ~0.4 GB of traffic at the
-# paper's P = 512) into rows padded so that every row and tensor starts on a 64-byte boundary
+# The population's weights copied once a generation (zeros, then one index_copy: ~0.6 GB of
+# traffic at the paper's P = 512, well under a millisecond on an H100) into rows padded so that every row and tensor starts on a 64-byte boundary
 # (encoding.ParamLayout.aligned), before the kernels read them. Why: the paper's genome length
 # (99,507 dense, 75,955 factorized r4) is odd, so individual p's weights start p · D floats in,
 # at no alignment Triton's JIT can prove, and it compiles their loads as 4-byte scalars (ptxas

@@ -310,8 +310,8 @@ def score_population(model: Transformer, theta: torch.Tensor, buckets: list[Eval
         chunk = pop_chunk or population_chunk(model.cfg, b.tokens.numel(), theta.shape[0],
                                               theta.device)
         fitness = fitness + torch.cat([
-            score(model, model.layout.views(theta[i:i + chunk], aligned), b.tokens, b.lengths,
-                  token_chunk, pop_tile) for i in range(0, theta.shape[0], chunk)
+            score(model, model.layout.views(theta[i:i + chunk], aligned=aligned), b.tokens,
+                  b.lengths, token_chunk, pop_tile) for i in range(0, theta.shape[0], chunk)
         ]) * (len(b.lengths) / n_sequences)
     return fitness
 
