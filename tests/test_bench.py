@@ -167,21 +167,27 @@ def test_triton_sweep_merges_the_winners_for_a_later_run(tmp_path):
         "ATTENTION_MAX_REGISTERS": winner["ATTENTION_MAX_REGISTERS"]}
 
 
+def compile_check(*args: str) -> str:
+    """bench/triton_compile_check.py run with args (sm_90a, no GPU needed): its output, after
+    checking that it succeeded; skips where this Triton lacks the NVIDIA backend."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    result = subprocess.run([sys.executable, "bench/triton_compile_check.py", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 def test_kernels_compile_for_hopper_without_a_gpu():
     """Every kernel variant the paper's dense and factorized models launch compiles for sm_90a
     with Triton's compiler and ptxas (bench/triton_compile_check.py), in each precision the
     interpreter cannot exercise (TF32 and bf16 tensor-core products)."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    result = subprocess.run(
-        [sys.executable, "bench/triton_compile_check.py", "--models",
-         "paper dense", "paper factorized r4", "--precisions", "tf32", "bf16"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [line for line in result.stdout.splitlines() if "registers" in line]
+    stdout = compile_check("--models", "paper dense", "paper factorized r4",
+                           "--precisions", "tf32", "bf16")
+    lines = [line for line in stdout.splitlines() if "registers" in line]
     kernels = {line.split()[1] for line in lines}
     assert kernels == {"attention_layer_norm_kernel", "key_value_kernel",
                        "feed_forward_layer_norm_kernel", "negative_log_likelihood_kernel",
-                       "embedding_rotary_kernel"}, result.stdout
+                       "embedding_rotary_kernel"}, stdout
     # per precision: the key/value pre-pass, attention, feed-forward and the embedding for each
     # encoding, one log-likelihood variant (the factorized model's rank-32 embedding is past
     # gpu.LOSS_FACTOR_ON_CHIP and reads as wide as the dense one's)
@@ -193,18 +199,15 @@ def test_attention_levers_and_split_tf32_compile_for_hopper():
     five on, the key/value pre-pass, the loss with exp2, the target shift, the tail split and the
     embedding's factor, the feed-forward layer in chunks, the embedding kernel, and every kernel
     with split-TF32 products."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    result = subprocess.run(
-        [sys.executable, "bench/triton_compile_check.py", "--models", "paper factorized r4",
-         "--precisions", "tf32", "tf32x3", "--unverified", "--config",
-         '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-         '"ATTENTION_SHIFT_BY_DIAGONAL": 1, "ATTENTION_HEADS_IN_COLUMNS": 1, '
-         '"LOSS_EXP2": 1, '
-         '"LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, "FEED_FORWARD_SPLIT": 2, '
-         '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}'],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [line for line in result.stdout.splitlines() if "registers" in line]
+    stdout = compile_check(
+        "--models", "paper factorized r4", "--precisions", "tf32", "tf32x3", "--unverified",
+        "--config",
+        '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
+        '"ATTENTION_SHIFT_BY_DIAGONAL": 1, "ATTENTION_HEADS_IN_COLUMNS": 1, '
+        '"LOSS_EXP2": 1, '
+        '"LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, "FEED_FORWARD_SPLIT": 2, '
+        '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}')
+    lines = [line for line in stdout.splitlines() if "registers" in line]
     assert {(line.split("→")[1].split()[0], line.split()[1]) for line in lines} == {
         (precision, kernel) for precision in ("tf32", "tf32x3")
         for kernel in ("attention_layer_norm_kernel", "key_value_kernel",
@@ -217,14 +220,10 @@ def test_shifted_softmaxes_compile_for_hopper():
     LOSS_SHIFT_BY_TARGET), each with its online fallback in the same kernel, and the loss's
     unmasked tiles (LOSS_TAIL_SPLIT) compile for sm_90a in dense TF32 launches (the test above
     has them with factor operands)."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    result = subprocess.run(
-        [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",
-         "--precisions", "tf32", "--config",
-         '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1}'],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    compiled = {line.split()[1] for line in result.stdout.splitlines() if "registers" in line}
+    stdout = compile_check(
+        "--models", "paper dense", "--precisions", "tf32", "--config",
+        '{"ATTENTION_SHIFT_BY_DIAGONAL": 1, "LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1}')
+    compiled = {line.split()[1] for line in stdout.splitlines() if "registers" in line}
     assert {"attention_layer_norm_kernel", "negative_log_likelihood_kernel"} <= compiled
 
 
@@ -232,15 +231,10 @@ def test_register_caps_reach_ptxas():
     """gpu.ATTENTION_MAX_REGISTERS and LOSS_MAX_REGISTERS reach the compiler as Triton's maxnreg:
     compiled for sm_90a, the capped kernels use no more registers than asked (and spill what no
     longer fits), the others are left alone."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    result = subprocess.run(
-        [sys.executable, "bench/triton_compile_check.py", "--models", "paper dense",
-         "--precisions", "tf32", "--config",
-         '{"ATTENTION_MAX_REGISTERS": 128, "LOSS_MAX_REGISTERS": 96}'],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    stdout = compile_check("--models", "paper dense", "--precisions", "tf32", "--config",
+                           '{"ATTENTION_MAX_REGISTERS": 128, "LOSS_MAX_REGISTERS": 96}')
     used = {line.split()[1]: int(re.search(r"Used (\d+) registers", line)[1])
-            for line in result.stdout.splitlines() if "registers" in line}
+            for line in stdout.splitlines() if "registers" in line}
     assert used["attention_layer_norm_kernel"] <= 128
     assert used["negative_log_likelihood_kernel"] <= 96
     assert used["feed_forward_layer_norm_kernel"] > 128  # uncapped: 255 as shipped
@@ -250,12 +244,7 @@ def test_compile_check_writes_each_launchs_code_for_diffing(tmp_path):
     """`--ptx DIR` writes each launch's PTX instructions without comments or debug sections,
     and their opcode counts, so that two checkouts' shipped launches can be compared without a
     GPU (bench/RESULTS.md: the levers left the default launches' code unchanged)."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    result = subprocess.run(
-        [sys.executable, "bench/triton_compile_check.py", "--models", "small dense",
-         "--precisions", "tf32", "--ptx", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    compile_check("--models", "small dense", "--precisions", "tf32", "--ptx", str(tmp_path))
     stems = {path.stem for path in tmp_path.iterdir()}
     assert {stem.split("-")[1] for stem in stems} == {
         "attention_layer_norm_kernel", "key_value_kernel", "feed_forward_layer_norm_kernel",
