@@ -270,14 +270,24 @@ def main() -> None:
                       for name, v in knobs.items()]
             for combo in itertools.product(*values):
                 settings = dict(zip(knobs, combo))
-                with configured(settings, precision):
-                    deviation = float((checked().float() - reference).abs().max())
-                    ms = median_ms(timed, device, args.repeats)
+                try:
+                    with configured(settings, precision):
+                        deviation = float((checked().float() - reference).abs().max())
+                        ms = median_ms(timed, device, args.repeats)
+                except Exception as error:  # noqa: BLE001 — one configuration Triton cannot
+                    # compile (the rest still run) or one that faults (a GPU context that
+                    # faulted fails every launch after: each says so)
+                    print(f"{kernel:>12} | {settings} | FAILED: {type(error).__name__}: "
+                          f"{(str(error).strip().splitlines() or [''])[0][:200]}", flush=True)
+                    continue
                 results.append((ms, settings))
                 exps = f"exp floor {exp_ms:.3f} ms ({exp_ms / ms:.0%}) | " if min_exps else ""
                 print(f"{kernel:>12} | {settings} | {ms:8.3f} ms | "
                       f"{min_bytes / ms / 1e6:7.1f} GB/s of unavoidable traffic | {exps}"
                       f"max |Δ| vs IEEE fp32 {deviation:.1e}", flush=True)
+            if not results:
+                print(f"{kernel:>12} | no configuration ran")
+                continue
             best_ms, best = min(results, key=lambda r: r[0])
             print(f"{kernel:>12} | best {best} at {best_ms:.3f} ms")
             if args.best_config:

@@ -167,6 +167,22 @@ def test_triton_sweep_merges_the_winners_for_a_later_run(tmp_path):
         "ATTENTION_MAX_REGISTERS": winner["ATTENTION_MAX_REGISTERS"]}
 
 
+@needs_triton
+def test_triton_sweep_goes_on_past_a_configuration_that_fails():
+    """A configuration Triton cannot build (a 24-query block: tl.arange needs a power of two)
+    prints FAILED with the error, and the sweep goes on: the others run and the best is among
+    them (on a lent GPU, one bad configuration must not cost the rest of the call)."""
+    out = subprocess.run(
+        [sys.executable, "bench/triton_sweep.py", "--device", "cpu", "--population", "2",
+         "--batch", "2", "--seq-len", "40", "--repeats", "1", "--kernels", "attention",
+         "--knob", "QUERY_BLOCK=24,32", "--knob", "KEY_BLOCK=16", "--knob", "NUM_WARPS=4"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout
+    failed = [line for line in out.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "'QUERY_BLOCK': 24" in failed[0] and "power of 2" in failed[0]
+    winner = ast.literal_eval(out.split("| best ")[1].split(" at ")[0])
+    assert winner["QUERY_BLOCK"] == 32
+
+
 def compile_check(*args: str) -> str:
     """bench/triton_compile_check.py run with args (sm_90a, no GPU needed): its output, after
     checking that it succeeded; skips where this Triton lacks the NVIDIA backend."""
