@@ -183,6 +183,19 @@ def test_triton_sweep_goes_on_past_a_configuration_that_fails():
     assert winner["QUERY_BLOCK"] == 32
 
 
+def test_triton_sweep_picks_no_fast_configuration_that_computes_something_else(monkeypatch):
+    """The sweep's best is the fastest configuration within --max-deviation of IEEE fp32: one
+    that is faster but off (as Triton's miscompiled bf16 feed-forward was, by 5 nats) or NaN
+    is passed over, and with none within, there is no best."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from triton_sweep import fastest_within
+
+    results = [(1.0, {"QUERY_BLOCK": 16}, 5.2), (2.0, {"QUERY_BLOCK": 32}, 1.3e-2),
+               (3.0, {"QUERY_BLOCK": 64}, 1.1e-2), (0.5, {"QUERY_BLOCK": 128}, math.nan)]
+    assert fastest_within(results, 0.1) == (2.0, {"QUERY_BLOCK": 32})
+    assert fastest_within(results[:1], 0.1) is None
+
+
 def compile_check(*args: str) -> str:
     """bench/triton_compile_check.py run with args (sm_90a, no GPU needed): its output, after
     checking that it succeeded; skips where this Triton lacks the NVIDIA backend."""
