@@ -73,6 +73,10 @@
 #                                  generations with the sweeps' winners (best-*.json, sent back
 #                                  in $OUT) and with aligned rows, and Nsight Compute's view of
 #                                  the attention's winner
+#   bash bench/gpu_check.sh combined  the call after `occupancy`, ~3 min, once its best-*.json
+#                                  are copied into bench/gpu_logs/: both settings with the
+#                                  winners and the aligned rows together, and the kernel profile
+#                                  of a generation at the paper's lengths
 # Every bench line prints the floor from the device's measured ceilings, the fraction reached,
 # and the fitness deviation from fp32 eager torch ops. Output also goes to $OUT/gpu_check.log
 # when OUT names a folder (where a remote GPU machine collects what it sends back). Run from the
@@ -115,6 +119,10 @@ merged() {  # the JSON objects in the files named, merged (later files win; a mi
     $py -c 'import json, os, sys
 print(json.dumps({k: v for f in sys.argv[1:] if os.path.exists(f)
                   for k, v in json.load(open(f)).items()}))' "$@"
+}
+merged_json() {  # the JSON objects given as arguments, merged (later ones win)
+    $py -c 'import json, sys
+print(json.dumps({k: v for a in sys.argv[1:] for k, v in json.loads(a).items()}))' "$@"
 }
 fixed=(--device cuda --population 512 --batch 256 --seq-len 128 --skip-loop --repeats 5
        --models "paper dense" "paper factorized r4")
@@ -278,8 +286,22 @@ occupancy)
 print(" ".join(f"--knob {k}={v}" for k, v in json.load(open(sys.argv[1])).items()))' \
         "$best/best-attention-128.json")
     ;;
+combined)
+    # the second call after `occupancy`: its winners (best-*.json, copied from what it sent back
+    # into bench/gpu_logs/ of the working tree) with the aligned rows, both settings, and the
+    # kernel profile at the paper's lengths
+    won=bench/gpu_logs
+    at128=$(merged "$won/best-attention-128.json" "$won/best-loss.json")
+    at512=$(merged "$won/best-attention-512.json" "$won/best-loss.json")
+    aligned='{"ALIGNED_OPERANDS": 1}'
+    echo "winners: at 128 tokens $at128; at 512 $at512"
+    step $py bench/bench_lm.py "${fixed[@]}" --precision tf32 \
+        --config "$(merged_json "$at128" "$aligned")"
+    step $py bench/bench_lm.py "${paper[@]}" --precision tf32 --models "paper dense" "paper factorized r4" \
+        --config "$(merged_json "$at512" "$aligned")" --profile
+    ;;
 *)
-    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|occupancy]" >&2
+    echo "usage: bash bench/gpu_check.sh [core|more|faults|next|long|levers|shipped|noise|defaults|winners|occupancy|combined]" >&2
     exit 2
     ;;
 esac
