@@ -225,14 +225,14 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
 def test_attention_levers_and_split_tf32_compile_for_hopper():
     """Every lever compiles for sm_90a, those off by default too: the attention kernel with all
-    five on, the key/value pre-pass, the loss with exp2, the target shift, the tail split and the
+    four on, the key/value pre-pass, the loss with exp2, the target shift, the tail split and the
     embedding's factor, the feed-forward layer in chunks, the embedding kernel, and every kernel
     with split-TF32 products."""
     stdout = compile_check(
         "--models", "paper factorized r4", "--precisions", "tf32", "tf32x3", "--unverified",
         "--config",
         '{"ATTENTION_CAUSAL_SPLIT": 1, "ATTENTION_EXP2": 1, "ATTENTION_KV_STORED": 1, '
-        '"ATTENTION_SHIFT_BY_DIAGONAL": 1, "ATTENTION_HEADS_IN_COLUMNS": 1, '
+        '"ATTENTION_SHIFT_BY_DIAGONAL": 1, '
         '"LOSS_EXP2": 1, '
         '"LOSS_SHIFT_BY_TARGET": 1, "LOSS_TAIL_SPLIT": 1, "FEED_FORWARD_SPLIT": 2, '
         '"LOSS_FACTOR_ON_CHIP": 64, "EMBED_KERNEL": 1}')

@@ -35,21 +35,17 @@ EVERY_RANK = 1 << 16  # gpu.LOSS_FACTOR_ON_CHIP: the factor's product in the los
 # The attention kernel's levers (gpu.ATTENTION_*) in each state tests set them to: all off (the
 # kernel before session 9), each alone, as shipped and all on.
 LEVER_NAMES = ("ATTENTION_CAUSAL_SPLIT", "ATTENTION_EXP2", "ATTENTION_KV_STORED",
-               "ATTENTION_SHIFT_BY_DIAGONAL", "ATTENTION_HEADS_IN_COLUMNS")
+               "ATTENTION_SHIFT_BY_DIAGONAL")
 SHIPPED = tuple(getattr(gpu_kernels, lever) for lever in LEVER_NAMES)
 ATTENTION_LEVERS = {
     name: dict(zip(LEVER_NAMES, values)) for name, values in {
-        "off": (False, False, False, False, False),
-        "causal-split": (True, False, False, False, False),
-        "exp2": (False, True, False, False, False),
-        "kv-stored": (False, False, True, False, False),
-        "diagonal-shift": (False, False, False, True, False),  # the own key projected from x
-        "heads-in-columns": (False, False, False, False, True),
-        "heads-in-columns-shifted": (False, False, False, True, True),
+        "off": (False, False, False, False),
+        "causal-split": (True, False, False, False),
+        "exp2": (False, True, False, False), "kv-stored": (False, False, True, False),
+        "diagonal-shift": (False, False, False, True),  # the own key projected from x
         "shipped": SHIPPED,
-        "shipped-shifted": SHIPPED[:3] + (True, False),  # the own key read from the stored keys
-        "shipped-in-columns": SHIPPED[:4] + (True,),
-        "all": (True, True, True, True, True)}.items()}
+        "shipped-shifted": SHIPPED[:-1] + (True,),  # the own key read from the stored keys
+        "all": (True, True, True, True)}.items()}
 
 
 def route_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,18 +268,13 @@ def test_attention_levers_compute_the_same_block(triton_path, monkeypatch, encod
     assert ("key_value_kernel" in launched) == gpu_kernels.ATTENTION_KV_STORED
 
 
-# (stacked, online) is test_triton_block_equals_torch_ops[odd-sizes]
-@pytest.mark.parametrize("in_columns, shift", [(False, True), (True, False), (True, True)],
-                         ids=["stacked-shifted", "in-columns", "in-columns-shifted"])
+# (the online softmax) is test_triton_block_equals_torch_ops[odd-sizes]
 @pytest.mark.parametrize("encoding", ["dense", "factorized"])
-def test_odd_heads_compute_the_same_block(triton_path, monkeypatch, encoding: str,
-                                          in_columns: bool, shift: bool):
+def test_odd_heads_compute_the_same_block_shifted(triton_path, monkeypatch, encoding: str):
     """3 heads of 8 features (a head count that is not a power of two, so the padded fourth
-    head's columns and rows must stay out), stacked along the rows or side by side along the
-    score columns (gpu.ATTENTION_HEADS_IN_COLUMNS), with the online softmax or the diagonal
-    shift: the block equals torch's ops."""
-    monkeypatch.setattr(gpu_kernels, "ATTENTION_HEADS_IN_COLUMNS", in_columns)
-    monkeypatch.setattr(gpu_kernels, "ATTENTION_SHIFT_BY_DIAGONAL", shift)
+    head's columns and rows must stay out) with the diagonal shift
+    (gpu.ATTENTION_SHIFT_BY_DIAGONAL): the block equals torch's ops."""
+    monkeypatch.setattr(gpu_kernels, "ATTENTION_SHIFT_BY_DIAGONAL", True)
     cfg = ModelConfig(hidden=24, ff=40, n_heads=3, head_dim=8, rotary_dims=6)
     model, p = perturbed_transformer(KERNEL_ENCODINGS[encoding], cfg, device=DEVICE)
     block = model.blocks[0]

@@ -204,10 +204,26 @@ class ParamLayout:
         Triton's JIT, which marks a pointer or stride it can prove divisible by 16, cannot give
         the GPU kernels vector loads of them; in the aligned copy every row and every spec
         starts on a 64-byte boundary (gpu.ALIGNED_OPERANDS)."""
-        offsets = self.aligned_offsets()
-        columns = torch.cat([torch.arange(offsets[spec.name], offsets[spec.name] + spec.numel)
-                             for spec in self.specs]).to(theta.device)
-        return theta.new_zeros(theta.shape[0], self.aligned_dim).index_copy_(1, columns, theta)
+        out = theta.new_zeros(theta.shape[0], self.aligned_dim)
+        for source, target, length in self._aligned_runs():
+            out[:, target:target + length] = theta[:, source:source + length]
+        return out
+
+    def _aligned_runs(self) -> list[tuple[int, int, int]]:
+        """(source offset, aligned offset, length) of the column blocks `aligned` copies: the
+        consecutive specs that the padding moves by the same amount, one block: two strided
+        copies for the paper's models instead of a scatter of every column (an index_copy, which
+        the first timing on an H200 used: dense generations 1–3 ms slower with it)."""
+        runs: list[tuple[int, int, int]] = []
+        aligned = self.aligned_offsets()
+        for spec in self.specs:
+            source, target = self.offsets[spec.name], aligned[spec.name]
+            if runs and runs[-1][0] + runs[-1][2] == source \
+                    and target - source == runs[-1][1] - runs[-1][0]:
+                runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + spec.numel)
+            else:
+                runs.append((source, target, spec.numel))
+        return runs
 
     def _per_dim(self, values: list[float]) -> torch.Tensor:
         return torch.cat([torch.full((spec.numel,), v, dtype=torch.float32)

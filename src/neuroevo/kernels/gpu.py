@@ -65,8 +65,11 @@ NUM_STAGES = {IEEE: 3, TF32: 3, BF16: 3, TF32X3: 3}
 # and half the issue slots went unused while both of a scheduler's warps waited; ≤ 168 fits 3
 # programs an SM, ≤ 128 fits 4, at the price of spills to local memory (ptxas for sm_90a: 144 B
 # at 168, 556 B at 128; at 32-query blocks 187 uncapped, 168 without spills). The loss kernel
-# takes 149: 3 programs an SM, 4 at ≤ 128 (40 B spilled). Written without a GPU (session 20): 0 until a GPU
-# session times them (`bash bench/gpu_check.sh occupancy`).
+# takes 149: 3 programs an SM, 4 at ≤ 128 (40 B spilled). Written without a GPU (session 20).
+# On an H200 the same day (a call at P = 512, 256 × 128 tokens): the attention's caps lost
+# (64-query blocks 8.49 ms uncapped, 8.94 at 168, 9.93 at 128; 32-query 10.35 vs 10.47 at 168),
+# the loss's at 128 won (15.32 vs 16.22 ms). 0 until an H100 session times them at both
+# settings (`bash bench/gpu_check.sh occupancy`).
 ATTENTION_MAX_REGISTERS = 0
 LOSS_MAX_REGISTERS = 0
 # The attention kernel's levers (session 7, written without a GPU; timed on the H100 in session 9,
@@ -94,19 +97,12 @@ ATTENTION_KV_STORED = True
 # 32 × 512 (7.85 vs 8.15 ms): off, one setting each, until a session times it at the paper's
 # lengths alone.
 ATTENTION_SHIFT_BY_DIAGONAL = False
-# The heads side by side along the score columns instead of stacked along the rows: q·K_heads,
-# K_heads holding key j's head-h columns in column h·KEY_BLOCK + j (zeros elsewhere), gives every
-# head's scores as a (queries, heads × keys) tile; each head's softmax runs over its own column
-# segment, and the probabilities times V_heads (value j's head-h columns in row h·KEY_BLOCK + j)
-# put each head's output in its own columns. The same products (the same FLOPs: both layouts
-# multiply by zeros three times in four at 4 heads), the same exponentials; the queries and the
-# accumulator are (queries, width) instead of (heads × queries, width), a quarter of the stacked
-# tiles' registers. Written without a GPU (session 20): off until `bash bench/gpu_check.sh
-# occupancy` times it.
-ATTENTION_HEADS_IN_COLUMNS = False
 # Two attention levers written without a GPU lost there (sixth session) and were removed: the
 # heads one at a time (13.73 vs 9.14 ms at 128 tokens, 12.65 vs 8.15 at 512) and bf16 operands
-# for the probabilities × values product (9.42 vs 9.14, 9.09 vs 8.15 ms; bench/RESULTS.md).
+# for the probabilities × values product (9.42 vs 9.14, 9.09 vs 8.15 ms; bench/RESULTS.md). A
+# third (session 20), the heads side by side along the score columns (a quarter of the
+# accumulator), lost on an H200 (32-query blocks: 15.42 vs 10.35 ms) and faulted at 64-query
+# blocks (illegal memory access, Triton 3.6): removed too.
 # The feed-forward kernel's hidden layer in this many column chunks, clamped so that a chunk stays
 # ≥ MIN_DOT columns wide. 1 (whole) beat 2 and 4 at 128 rows and 4 warps on the H100 (3.0 vs
 # 3.2 and 3.6 ms), although ptxas reports 288 B of spills for it in TF32.
@@ -151,14 +147,17 @@ LOSS_FACTOR_ON_CHIP = 4
 # 256 best factorized r4 (2.15 vs 2.41 ms); 128 is within 0.3 ms of the best for both.
 EMBED_KERNEL = True
 EMBED_ROWS = 128
-# The population's weights copied once a generation (zeros, then one index_copy: ~0.6 GB of
-# traffic at the paper's P = 512, well under a millisecond on an H100) into rows padded so that every row and tensor starts on a 64-byte boundary
+# The population's weights copied once a generation (zeros, then a copy per block of columns the
+# padding moves alike: ~0.6 GB of traffic at the paper's P = 512, well under a millisecond on an
+# H100) into rows padded so that every row and tensor starts on a 64-byte boundary
 # (encoding.ParamLayout.aligned), before the kernels read them. Why: the paper's genome length
-# (99,507 dense, 75,955 factorized r4) is odd, so individual p's weights start p · D floats in,
-# at no alignment Triton's JIT can prove, and it compiles their loads as 4-byte scalars (ptxas
-# for sm_90a: the loss kernel's 145 of 155 global loads, the feed-forward's 89 of 97); in the
-# padded rows the strides are multiples of 16 and the loads can be 16-byte vectors. Written
-# without a GPU (session 20): off until `bash bench/gpu_check.sh occupancy` times it.
+# (99,507 dense, 75,955 factorized r4) is odd, so individual p's weights start p · D floats in, at
+# no alignment Triton's JIT can prove, and it compiles their loads as 4-byte scalars (ptxas for
+# sm_90a: the loss kernel's 145 of 155 global loads, the feed-forward's 89 of 97); in the padded
+# rows the strides are multiples of 16 and the loads can be 16-byte vectors. Written without a GPU
+# (session 20); on an H200 the loss part of a generation took 0.5–1.6 ms less with it, but whole
+# dense generations 1–3 ms more with the copy then one index_copy over every column (now
+# replaced). Off until `bash bench/gpu_check.sh occupancy` times it.
 ALIGNED_OPERANDS = False
 # Products in a precision that Triton 3.6 miscompiled on the H100 (2026-11-26; bench/RESULTS.md),
 # by (precision, whether the launch has factorized operands) → the precision used instead, the
@@ -252,8 +251,7 @@ def attention_layer_norm(x: torch.Tensor, batch: int, q: LinearOperands, k: Line
         **{f"FACT_{name}": m.factorized for name, m in zip("QKVO", maps)},
         **{f"BIAS_{name}": m.has_bias for name, m in zip("QKVO", maps)},
         CAUSAL_SPLIT=ATTENTION_CAUSAL_SPLIT, EXP2=ATTENTION_EXP2, KV_STORED=ATTENTION_KV_STORED,
-        SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL, HEADS_IN_COLUMNS=ATTENTION_HEADS_IN_COLUMNS,
-        max_registers=ATTENTION_MAX_REGISTERS)
+        SHIFT_BY_DIAGONAL=ATTENTION_SHIFT_BY_DIAGONAL, max_registers=ATTENTION_MAX_REGISTERS)
     return result
 
 
@@ -372,7 +370,6 @@ def launch_settings() -> dict[str, int | bool | str | dict]:
             "ATTENTION_CAUSAL_SPLIT": ATTENTION_CAUSAL_SPLIT, "ATTENTION_EXP2": ATTENTION_EXP2,
             "ATTENTION_KV_STORED": ATTENTION_KV_STORED,
             "ATTENTION_SHIFT_BY_DIAGONAL": ATTENTION_SHIFT_BY_DIAGONAL,
-            "ATTENTION_HEADS_IN_COLUMNS": ATTENTION_HEADS_IN_COLUMNS,
             "FEED_FORWARD_SPLIT": FEED_FORWARD_SPLIT,  # as asked; see feed_forward_split
             "LOSS_EXP2": LOSS_EXP2, "LOSS_SHIFT_BY_TARGET": LOSS_SHIFT_BY_TARGET,
             "LOSS_TAIL_SPLIT": LOSS_TAIL_SPLIT,

@@ -21,8 +21,7 @@ factorized W is never built. Heads are stacked along rows rather than sliced (a 
 columns wide, tl.dot's operands at least 16): row h·BLOCK_Q + i of the stacked queries is query
 i with q masked to head h's columns, so one product gives every head's scores and one online
 softmax (running max and sum per row) serves them all; at the end each output column is taken
-from its own head's rows (or, with HEADS_IN_COLUMNS, the heads side by side along the score
-columns: `_attend_by_columns`). Matrix products go through `_dot`, whose PRECISION (gpu.py's IEEE =
+from its own head's rows. Matrix products go through `_dot`, whose PRECISION (gpu.py's IEEE =
 0, TF32 = 1, BF16 = 2: bf16 operands, fp32 accumulation, TF32X3 = 3: each fp32 operand split
 into a TF32 head and tail, three TF32 products, near-fp32 error) the caller picks; everything
 else is fp32.
@@ -229,32 +228,6 @@ def key_value_kernel(
 
 
 @triton.jit
-def _key_value_block(
-        k_pos, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank,
-        vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
-        BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr, FACT_K: tl.constexpr,
-        FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
-        KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
-    """The keys and values (len(k_pos), BLOCK_W) at positions k_pos: read from k and v when
-    KV_STORED, else projected from x's rows; zero past the sequence and past width."""
-    if KV_STORED:
-        w_cols = tl.arange(0, BLOCK_W)
-        offsets = k_pos[:, None] * width + w_cols[None, :]
-        kv_mask = (k_pos < seq_len)[:, None] & (w_cols < width)[None, :]
-        k = tl.load(k_ptr + offsets, mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + offsets, mask=kv_mask, other=0.0)
-    else:
-        cols = tl.arange(0, BLOCK_C)
-        x_k = tl.load(x_ptr + k_pos[:, None] * n_cols + cols[None, :],
-                      mask=(k_pos < seq_len)[:, None] & (cols < n_cols)[None, :], other=0.0)
-        k = _linear(x_k, kb_ptr, ka_ptr, kbias_ptr, n_cols, k_rank, width,
-                    BLOCK_C, BLOCK_RK, BLOCK_W, FACT_K, BIAS_K, PRECISION)
-        v = _linear(x_k, vb_ptr, va_ptr, vbias_ptr, n_cols, v_rank, width,
-                    BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
-    return k, v
-
-
-@triton.jit
 def _attend_key_block(
         q, row_pos, shift, run_max, run_sum, acc, start, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
         width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
@@ -269,10 +242,20 @@ def _attend_key_block(
     scores less its fixed `shift`, no running max (run_max passes through); else the online
     softmax's running max and rescaling."""
     k_pos = start + tl.arange(0, BLOCK_K)
-    k, v = _key_value_block(
-        k_pos, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank,
-        vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
-        BIAS_K, BIAS_V, KV_STORED, PRECISION)
+    if KV_STORED:
+        w_cols = tl.arange(0, BLOCK_W)
+        offsets = k_pos[:, None] * width + w_cols[None, :]
+        kv_mask = (k_pos < seq_len)[:, None] & (w_cols < width)[None, :]
+        k = tl.load(k_ptr + offsets, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + offsets, mask=kv_mask, other=0.0)
+    else:
+        cols = tl.arange(0, BLOCK_C)
+        x_k = tl.load(x_ptr + k_pos[:, None] * n_cols + cols[None, :],
+                      mask=(k_pos < seq_len)[:, None] & (cols < n_cols)[None, :], other=0.0)
+        k = _linear(x_k, kb_ptr, ka_ptr, kbias_ptr, n_cols, k_rank, width,
+                    BLOCK_C, BLOCK_RK, BLOCK_W, FACT_K, BIAS_K, PRECISION)
+        v = _linear(x_k, vb_ptr, va_ptr, vbias_ptr, n_cols, v_rank, width,
+                    BLOCK_C, BLOCK_RV, BLOCK_W, FACT_V, BIAS_V, PRECISION)
     scores = _dot(q, tl.trans(k), PRECISION)
     if SHIFTED:
         scores = scores - shift[:, None]
@@ -369,134 +352,6 @@ def _attend(q, row_pos, diagonal, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_
 
 
 @triton.jit
-def _per_column(per_head, own):
-    """(rows, BLOCK_H) values per head → (rows, BLOCK_W): each column takes its own head's
-    (`own` (BLOCK_H, BLOCK_W): whether column c belongs to head h), 0 where it has none."""
-    return tl.sum(tl.where(own[None, :, :], per_head[:, :, None], 0.0), axis=1)
-
-
-@triton.jit
-def _weighted_by_columns(acc, run_sum, own):
-    """acc (rows, BLOCK_W) over its columns' heads' sums: each head's softmax-weighted values;
-    the padding columns past the heads' (acc 0 there) stay 0, not 0 / 0."""
-    has_head = tl.max(own.to(tl.int32), axis=0) > 0
-    return acc / tl.where(has_head[None, :], _per_column(run_sum, own), 1.0)
-
-
-@triton.jit
-def _attend_key_block_by_columns(
-        q, q_pos, shift, run_max, run_sum, acc, own, start, x_ptr, k_ptr, v_ptr, seq_len,
-        n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-        BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-        BLOCK_W: tl.constexpr, BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr,
-        FACT_K: tl.constexpr, FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
-        MASKED: tl.constexpr, SHIFTED: tl.constexpr, EXP2: tl.constexpr,
-        KV_STORED: tl.constexpr, PRECISION: tl.constexpr):
-    """`_attend_key_block` with the heads side by side along the score columns: column
-    h·BLOCK_K + j of q·K_heads is query i's score against key j in head h (K_heads holds key j's
-    head-h columns in column h·BLOCK_K + j, zeros elsewhere), and the probabilities times
-    V_heads (value j's head-h columns in row h·BLOCK_K + j) give every head's output in its own
-    columns. run_max, run_sum, shift: (rows, BLOCK_H); acc: (rows, BLOCK_W), already packed."""
-    k_pos = start + tl.arange(0, BLOCK_K)
-    k, v = _key_value_block(
-        k_pos, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank,
-        vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
-        BIAS_K, BIAS_V, KV_STORED, PRECISION)
-    own_t = tl.trans(own)                                                   # (BLOCK_W, BLOCK_H)
-    k_heads = tl.reshape(tl.where(own_t[:, :, None], tl.trans(k)[:, None, :], 0.0),
-                         (BLOCK_W, BLOCK_H * BLOCK_K))
-    scores = tl.reshape(_dot(q, k_heads, PRECISION), (q.shape[0], BLOCK_H, BLOCK_K))
-    if SHIFTED:
-        scores = scores - shift[:, :, None]
-    if MASKED:
-        causal = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
-        scores = tl.where(causal[:, None, :], scores, float("-inf"))
-    if SHIFTED:
-        new_max = run_max
-        if EXP2:  # scores are in log2 units (gpu.py folds log2(e) into the query scale)
-            probs = tl.exp2(scores)
-        else:
-            probs = tl.exp(scores)
-        run_sum = run_sum + tl.sum(probs, axis=2)
-    else:
-        new_max = tl.maximum(run_max, tl.max(scores, axis=2))  # key 0 is in every row's first
-        if EXP2:
-            rescale = tl.exp2(run_max - new_max)
-            probs = tl.exp2(scores - new_max[:, :, None])
-        else:
-            rescale = tl.exp(run_max - new_max)
-            probs = tl.exp(scores - new_max[:, :, None])
-        run_sum = run_sum * rescale + tl.sum(probs, axis=2)
-        acc = acc * _per_column(rescale, own)
-    v_heads = tl.reshape(tl.where(own[:, None, :], v[None, :, :], 0.0),
-                         (BLOCK_H * BLOCK_K, BLOCK_W))
-    acc = acc + _dot(tl.reshape(probs, (q.shape[0], BLOCK_H * BLOCK_K)), v_heads, PRECISION)
-    return new_max, run_sum, acc
-
-
-@triton.jit
-def _attend_by_columns_key_blocks(
-        q, q_pos, shift, own, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols, width,
-        kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-        BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-        BLOCK_W: tl.constexpr, BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr,
-        FACT_K: tl.constexpr, FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
-        SHIFTED: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        PRECISION: tl.constexpr, STAGES: tl.constexpr = None):
-    """`_attend_key_blocks` with the heads side by side: (run_sum (rows, BLOCK_H), acc (rows,
-    BLOCK_W))."""
-    run_max = tl.full((q.shape[0], BLOCK_H), float("-inf"), tl.float32)
-    run_sum = tl.zeros((q.shape[0], BLOCK_H), tl.float32)
-    acc = tl.zeros((q.shape[0], BLOCK_W), tl.float32)
-    for start in tl.range(0, unmasked_end, BLOCK_K, num_stages=STAGES):
-        run_max, run_sum, acc = _attend_key_block_by_columns(
-            q, q_pos, shift, run_max, run_sum, acc, own, start, x_ptr, k_ptr, v_ptr, seq_len,
-            n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-            BLOCK_H, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K,
-            BIAS_V, False, SHIFTED, EXP2, KV_STORED, PRECISION)
-    for start in tl.range(unmasked_end, q_end, BLOCK_K, num_stages=STAGES):
-        run_max, run_sum, acc = _attend_key_block_by_columns(
-            q, q_pos, shift, run_max, run_sum, acc, own, start, x_ptr, k_ptr, v_ptr, seq_len,
-            n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-            BLOCK_H, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K,
-            BIAS_V, True, SHIFTED, EXP2, KV_STORED, PRECISION)
-    return run_sum, acc
-
-
-@triton.jit
-def _attend_by_columns(
-        q, q_pos, diagonal, own, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
-        width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank,
-        BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-        BLOCK_W: tl.constexpr, BLOCK_RK: tl.constexpr, BLOCK_RV: tl.constexpr,
-        FACT_K: tl.constexpr, FACT_V: tl.constexpr, BIAS_K: tl.constexpr, BIAS_V: tl.constexpr,
-        SHIFT_BY_DIAGONAL: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        PRECISION: tl.constexpr):
-    """`_attend` with the heads side by side along the score columns (ATTENTION_HEADS_IN_COLUMNS):
-    the queries q (rows, BLOCK_W) unstacked, each head's output in its own columns, the diagonal
-    shift (rows, BLOCK_H) per head, and the same fallback to the online softmax."""
-    run_sum, acc = _attend_by_columns_key_blocks(
-        q, q_pos, diagonal, own, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len, n_cols,
-        width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr, v_rank, BLOCK_H,
-        BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V, BIAS_K, BIAS_V,
-        SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
-    weighted = _weighted_by_columns(acc, run_sum, own)
-    if SHIFT_BY_DIAGONAL:
-        # comparisons with NaN are false: a NaN counts as out of range
-        out_of_range = tl.sum(tl.where(tl.abs(weighted) < float("inf"), 0, 1), axis=1) \
-            + tl.sum(tl.where(run_sum < float("inf"), 0, 1), axis=1)
-        if tl.max(tl.where(q_pos < seq_len, out_of_range, 0), axis=0) > 0:
-            # rare: unpipelined, so that its buffers do not add to the shifted loop's
-            run_sum, acc = _attend_by_columns_key_blocks(
-                q, q_pos, diagonal, own, unmasked_end, q_end, x_ptr, k_ptr, v_ptr, seq_len,
-                n_cols, width, kb_ptr, ka_ptr, kbias_ptr, k_rank, vb_ptr, va_ptr, vbias_ptr,
-                v_rank, BLOCK_H, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
-                BIAS_K, BIAS_V, False, EXP2, KV_STORED, PRECISION, 1)
-            weighted = _weighted_by_columns(acc, run_sum, own)
-    return weighted
-
-
-@triton.jit
 def attention_layer_norm_kernel(
         x_ptr, out_ptr, seq_len, n_rows, n_cols, width,
         qb_ptr, qb_stride, qa_ptr, qa_stride, qbias_ptr, qbias_stride, q_rank,
@@ -511,8 +366,7 @@ def attention_layer_norm_kernel(
         FACT_V: tl.constexpr, FACT_O: tl.constexpr, BIAS_Q: tl.constexpr,
         BIAS_K: tl.constexpr, BIAS_V: tl.constexpr, BIAS_O: tl.constexpr,
         CAUSAL_SPLIT: tl.constexpr, EXP2: tl.constexpr, KV_STORED: tl.constexpr,
-        SHIFT_BY_DIAGONAL: tl.constexpr, HEADS_IN_COLUMNS: tl.constexpr,
-        PRECISION: tl.constexpr):
+        SHIFT_BY_DIAGONAL: tl.constexpr, PRECISION: tl.constexpr):
     """out ← LN(x + out_proj(causal attention(q(x), k(x), v(x)))) for one block of queries of
     one sequence of one individual. x, out (P, n_rows = B·seq_len, n_cols); width = heads ×
     HEAD_DIM; BLOCK_H = heads rounded up to a power of 2; sm_scale multiplies the queries (in
@@ -549,40 +403,27 @@ def attention_layer_norm_kernel(
         else:
             own_key = _linear(x_q, kb, ka, kbias, n_cols, k_rank, width, BLOCK_C, BLOCK_RK,
                               BLOCK_W, FACT_K, BIAS_K, PRECISION)
-    if HEADS_IN_COLUMNS:
-        own = (tl.arange(0, BLOCK_H)[:, None] == head_of[None, :]) \
-            & (head_of < N_HEADS)[None, :]                                # (heads, columns)
-        if SHIFT_BY_DIAGONAL:
-            diagonal = tl.sum(tl.where(own[None, :, :], (q * own_key)[:, None, :], 0.0), axis=2)
-        else:
-            diagonal = 0.0  # unread
-        attended = _attend_by_columns(
-            q, q_pos, diagonal, own, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
-            k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
-            va, vbias, v_rank, BLOCK_H, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K,
-            FACT_V, BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
+    # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
+    # columns, so one product gives every head's scores and one online softmax serves them
+    # all.
+    own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
+        & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
+    stacked_q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
+    row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
+    if SHIFT_BY_DIAGONAL:
+        stacked_key = tl.reshape(tl.broadcast_to(own_key[None, :, :],
+                                                 (BLOCK_H, BLOCK_Q, BLOCK_W)),
+                                 (BLOCK_H * BLOCK_Q, BLOCK_W))
+        diagonal = tl.sum(stacked_q * stacked_key, axis=1)  # q is 0 off its head's columns
     else:
-        # Heads stacked along rows: row h·BLOCK_Q + i is query i with q masked to head h's
-        # columns, so one product gives every head's scores and one online softmax serves them
-        # all.
-        own = (tl.arange(0, BLOCK_H)[:, None, None] == head_of[None, None, :]) \
-            & (head_of < N_HEADS)[None, None, :]                       # (heads, 1, columns)
-        stacked_q = tl.reshape(tl.where(own, q[None, :, :], 0.0), (BLOCK_H * BLOCK_Q, BLOCK_W))
-        row_pos = q_first + tl.arange(0, BLOCK_H * BLOCK_Q) % BLOCK_Q
-        if SHIFT_BY_DIAGONAL:
-            stacked_key = tl.reshape(tl.broadcast_to(own_key[None, :, :],
-                                                     (BLOCK_H, BLOCK_Q, BLOCK_W)),
-                                     (BLOCK_H * BLOCK_Q, BLOCK_W))
-            diagonal = tl.sum(stacked_q * stacked_key, axis=1)  # q is 0 off its head's columns
-        else:
-            diagonal = 0.0  # unread
-        weighted = _attend(
-            stacked_q, row_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
-            k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
-            va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
-            BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
-        stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
-        attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
+        diagonal = 0.0  # unread
+    weighted = _attend(
+        stacked_q, row_pos, diagonal, unmasked_end, q_first + BLOCK_Q, x_ptr + base,
+        k_ptr + kv_base, v_ptr + kv_base, seq_len, n_cols, width, kb, ka, kbias, k_rank, vb,
+        va, vbias, v_rank, BLOCK_K, BLOCK_C, BLOCK_W, BLOCK_RK, BLOCK_RV, FACT_K, FACT_V,
+        BIAS_K, BIAS_V, SHIFT_BY_DIAGONAL, EXP2, KV_STORED, PRECISION)
+    stacked = tl.reshape(weighted, (BLOCK_H, BLOCK_Q, BLOCK_W))
+    attended = tl.sum(tl.where(own, stacked, 0.0), axis=0)  # each column from its own head
     y = _linear(attended, ob_ptr + p * ob_stride, oa_ptr + p * oa_stride,
                 obias_ptr + p * obias_stride, width, o_rank, n_cols,
                 BLOCK_W, BLOCK_RO, BLOCK_C, FACT_O, BIAS_O, PRECISION)
