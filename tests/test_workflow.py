@@ -607,9 +607,9 @@ def test_the_workflow_lists_the_analysis_tables_and_figures() -> None:
 
 
 @pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "fresh-clone"])
-def test_a_title_edit_redraws_without_rerunning_evolution(workdir: Path, metadata: bool) -> None:
+def test_a_label_edit_redraws_without_rerunning_evolution(workdir: Path, metadata: bool) -> None:
     """A preset whose run directories are gone (the committed ones: runs are not in git) keeps
-    its tables: editing a task's title reruns the grid, the tables and the figure, never
+    its tables: editing a task's axis label reruns the grid, the tables and the figure, never
     `aggregate` (which would need every run) or `evolve` — also in a fresh clone, where
     Snakemake has no record of the grid's params to compare with."""
     snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
@@ -617,14 +617,34 @@ def test_a_title_edit_redraws_without_rerunning_evolution(workdir: Path, metadat
         shutil.rmtree(workdir / ".snakemake")
     _tabled_runs(workdir, "quick")  # stand-ins listing every run, newer than the grid
     experiments = workdir / "configs" / "experiments.yaml"
-    experiments.write_text(experiments.read_text().replace("title: TinyStories",
-                                                           "title: TinyStories (edited)", 1))
+    _edit_the_quick_stories_label(experiments)
     output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
     counts = job_counts(output)
     assert counts.get("grid") == 1 and counts.get("figure_fitness") == 1
     assert "aggregate" not in counts and "evolve" not in counts
     tables_output = snakemake(workdir, "-n", "results/quick/tables/final.md").stdout
     assert job_counts(tables_output).get("tables") == 1  # the grid's edit reaches the tables too
+
+
+@pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "fresh-clone"])
+def test_a_config_edit_that_leaves_the_grid_as_it_is_redraws_nothing(workdir: Path, metadata: bool) -> None:
+    """Editing configs/ elsewhere (here: a comment; also another preset, a resource) leaves a
+    preset's grid.json as it is: nothing reruns, so a committed preset's figures are not redrawn."""
+    snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
+    if not metadata:
+        shutil.rmtree(workdir / ".snakemake")
+    experiments = workdir / "configs" / "experiments.yaml"
+    experiments.write_text(experiments.read_text() + "# an edit that changes no grid\n")
+    output = snakemake(workdir, "-n", "results/quick/grid.json").stdout
+    assert "Nothing to be done" in output
+
+
+def _edit_the_quick_stories_label(experiments: Path) -> None:
+    """A display edit that reaches the quick preset's grid: the TinyStories task's axis label
+    (not its title, which quick replaces with its own)."""
+    label = "ylabel: Negative Cross-Entropy Loss (nats/token)"
+    assert label in experiments.read_text()
+    experiments.write_text(experiments.read_text().replace(label, f"{label} (edited)", 1))
 
 
 def _tabled_runs(workdir: Path, preset: str, leave_out: int = 0) -> None:
@@ -650,12 +670,14 @@ def test_runs_added_to_a_tabled_preset_are_run(workdir: Path, committed_grid: bo
     """Snakemake does not rebuild a missing input of an up-to-date output: a variant added to a
     committed preset (runs.csv and grid.json in git, run directories and metadata not) must
     still get its runs, and the aggregate all of them (it reads every run)."""
-    if committed_grid:
+    experiments = workdir / "configs" / "experiments.yaml"
+    original = experiments.read_text()
+    if committed_grid:  # the grid from before a seed was added
+        edit_experiments(workdir, lambda e: e["presets"]["quick"].update(seeds=e["presets"]["quick"]["seeds"] - 1))
         snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
         shutil.rmtree(workdir / ".snakemake")
     _tabled_runs(workdir, "quick", leave_out=1)
-    experiments = workdir / "configs" / "experiments.yaml"
-    experiments.write_text(experiments.read_text())  # the edit that added the run: newer
+    experiments.write_text(original)  # the edit that added the run: newer
     output = snakemake(workdir, "-n", "results/quick/tables/runs.csv").stdout
     assert evolve_outputs(output) == expected_runs("quick", ALL_FAMILIES)
     assert job_counts(output).get("aggregate") == 1
@@ -678,8 +700,8 @@ def _collected_logs(workdir: Path, preset: str, leave_out: int = 0) -> None:
 
 
 @pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "fresh-clone"])
-def test_a_title_edit_redraws_beyond_analyses_without_their_engine_runs(workdir: Path, metadata: bool) -> None:
-    """The gradient and mutation-effect analyses read their committed collected logs: a title
+def test_a_label_edit_redraws_beyond_analyses_without_their_engine_runs(workdir: Path, metadata: bool) -> None:
+    """The gradient and mutation-effect analyses read their committed collected logs: a label
     edit redraws them (and nothing upstream), with no `gradient` or `mutation_effects` job,
     whose directories a committed preset lacks."""
     snakemake(workdir, "--config", "preset=quick", "--", "results/quick/grid.json")
@@ -688,8 +710,7 @@ def test_a_title_edit_redraws_beyond_analyses_without_their_engine_runs(workdir:
     _tabled_runs(workdir, "quick")
     _collected_logs(workdir, "quick")
     experiments = workdir / "configs" / "experiments.yaml"
-    experiments.write_text(experiments.read_text().replace("title: TinyStories",
-                                                           "title: TinyStories (edited)", 1))
+    _edit_the_quick_stories_label(experiments)
     output = snakemake(workdir, "-n", "results/quick/tables/beyond/tinystories_gradient.csv",
                        "results/quick/tables/beyond/tinystories_mutation_effects.csv").stdout
     counts = job_counts(output)

@@ -2,20 +2,21 @@
 
 
 rule grid:
-    # The preset's grid as the analysis needs it. The config files as input: an edit reruns it
-    # by file time, also where Snakemake has no metadata to compare `params` with (a fresh clone,
-    # whose committed grid.json would otherwise hide the edit from everything downstream).
+    # The preset's grid as the analysis needs it. The config files as input (`grid_configs`): an
+    # edit that changes the grid reruns it by file time, also where Snakemake has no metadata to
+    # compare `params` with (a fresh clone, whose committed grid.json would otherwise hide the
+    # edit from everything downstream); one that leaves it as it is reruns nothing.
     input:
-        workflow.configfiles,
+        grid_configs,
     output:
         "results/{preset}/grid.json",
     params:
-        spec=lambda w: json.dumps(grid_spec(w.preset), indent=2),
+        text=lambda w: grid_text(w.preset),
     log:
         "logs/{preset}/grid.log",
     localrule: True
     run:
-        Path(output[0]).write_text(f"{params.spec}\n")
+        Path(output[0]).write_text(params.text)
         Path(log[0]).write_text(f"wrote {output[0]}\n")
 
 

@@ -261,6 +261,20 @@ def grid_spec(preset):
     return {"preset": preset, "tasks": tasks}
 
 
+def grid_text(preset):
+    """grid.json's text: `grid_spec` as indented JSON."""
+    return json.dumps(grid_spec(preset), indent=2) + "\n"
+
+
+def grid_configs(wildcards):
+    """The config files as the grid rule's input: `ancient` while grid.json already holds the
+    preset's grid, so an edit that leaves it as it is (another preset, a comment, a resource)
+    does not redraw the preset's tables, figures and report; plain once it differs."""
+    grid = Path(f"results/{wildcards.preset}/grid.json")
+    current = grid.exists() and grid.read_text() == grid_text(wildcards.preset)
+    return [ancient(path) if current else path for path in workflow.configfiles]
+
+
 def evolve_resources(preset, task):
     """The preset's evolve resources, with the task's overrides merged key by key."""
     return {**preset_config(preset)["resources"], **runs(preset)[task]["resources"]}
