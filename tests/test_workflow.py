@@ -616,8 +616,7 @@ def test_a_label_edit_redraws_without_rerunning_evolution(workdir: Path, metadat
     if not metadata:
         shutil.rmtree(workdir / ".snakemake")
     _tabled_runs(workdir, "quick")  # stand-ins listing every run, newer than the grid
-    experiments = workdir / "configs" / "experiments.yaml"
-    _edit_the_quick_stories_label(experiments)
+    edit_experiments(workdir, _edit_the_stories_label)
     output = snakemake(workdir, "-n", "figures/quick/tinystories_fitness.pdf").stdout
     counts = job_counts(output)
     assert counts.get("grid") == 1 and counts.get("figure_fitness") == 1
@@ -639,12 +638,10 @@ def test_a_config_edit_that_leaves_the_grid_as_it_is_redraws_nothing(workdir: Pa
     assert "Nothing to be done" in output
 
 
-def _edit_the_quick_stories_label(experiments: Path) -> None:
-    """A display edit that reaches the quick preset's grid: the TinyStories task's axis label
-    (not its title, which quick replaces with its own)."""
-    label = "ylabel: Negative Cross-Entropy Loss (nats/token)"
-    assert label in experiments.read_text()
-    experiments.write_text(experiments.read_text().replace(label, f"{label} (edited)", 1))
+def _edit_the_stories_label(experiments: dict) -> None:
+    """A display edit that reaches the quick preset's grid (for `edit_experiments`): the
+    TinyStories task's axis label (not its title, which quick replaces with its own)."""
+    experiments["tasks"]["tinystories"]["ylabel"] += " (edited)"
 
 
 def _tabled_runs(workdir: Path, preset: str, leave_out: int = 0) -> None:
@@ -709,8 +706,7 @@ def test_a_label_edit_redraws_beyond_analyses_without_their_engine_runs(workdir:
         shutil.rmtree(workdir / ".snakemake")
     _tabled_runs(workdir, "quick")
     _collected_logs(workdir, "quick")
-    experiments = workdir / "configs" / "experiments.yaml"
-    _edit_the_quick_stories_label(experiments)
+    edit_experiments(workdir, _edit_the_stories_label)
     output = snakemake(workdir, "-n", "results/quick/tables/beyond/tinystories_gradient.csv",
                        "results/quick/tables/beyond/tinystories_mutation_effects.csv").stdout
     counts = job_counts(output)
