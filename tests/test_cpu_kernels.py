@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import KERNEL_ENCODINGS, needs_cpu_kernels, perturbed_transformer
 from neuroevo.encoding import EncodingConfig
@@ -145,12 +146,63 @@ def test_log_likelihood_kernel_matches_float64(vocab: int, k: int, n: int):
     bias = torch.randn(2, vocab, generator=gen)
     rows = torch.randperm(40, generator=gen)[:n]
     targets = torch.randint(0, vocab, (n,), generator=gen)
-    logits = torch.einsum("pmk,pvk->pmv", x[:, rows].double(), weight.double()) \
-        + bias.double()[:, None]
-    expected = logits.logsumexp(-1) - logits.gather(2, targets.expand(2, -1)[..., None])[..., 0]
     got = cpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets)
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got.double(), _float64_nll(x, rows, weight, bias, targets),
+                               atol=1e-4, rtol=1e-5)
+
+
+def _float64_nll(x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """What `negative_log_likelihood` computes, in float64 from materialised logits."""
+    logits = torch.einsum("pmk,pvk->pmv", x[:, rows].double(), weight.double()) \
+        + bias.double()[:, None]
+    picked = logits.gather(2, targets.expand(len(x), -1)[..., None])[..., 0]
+    return logits.logsumexp(-1) - picked
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("lanes, wide", [(4, 0), (8, 0), (8, 1), (16, 1)],
+                         ids=["SSE-NEON", "AVX2", "AVX2-wide-blocks", "AVX-512"])
+def test_every_vector_width_computes_the_same(lanes: int, wide: int, tmp_path, monkeypatch,
+                                              kernels_served):
+    """The kernels take their vector width from the CPU they are built on (16 floats with
+    AVX-512, 8 with AVX2, 4 elsewhere) and how many accumulators they keep from its register
+    count; the other CPUs' builds are made and checked here too, so a mistake that shows on one
+    kind of CPU cannot pass CI on another. Conv output counts fill one, two and several vectors
+    a pass, the last one part-filled; the odd-sized block leaves part-filled passes too."""
+    blocks = {"OUT_BLOCK": 16, "LOSS_BLOCK": 8} if wide else {"OUT_BLOCK": 8, "LOSS_BLOCK": 6}
+    library = cpu_kernels.library_variant(tmp_path, LANES=lanes, WIDE_PASSES=wide, **blocks)
+    assert library is not None
+    monkeypatch.setattr(cpu_kernels, "library", lambda: library)
+    gen = torch.Generator().manual_seed(lanes + wide)
+    with torch.no_grad():
+        for c_out in (lanes - 1, 2 * lanes - 1, 3 * lanes - 1, 5 * lanes):
+            x = torch.randn(2, 3 * 12, 21, 21, generator=gen)
+            kernel = torch.randn(3, c_out, 12, 4, 4, generator=gen)
+            bias = torch.randn(3, c_out, generator=gen)
+            want = F.conv2d(x, kernel.reshape(3 * c_out, 12, 4, 4), bias.reshape(-1), stride=2,
+                            groups=3)
+            torch.testing.assert_close(cpu_kernels.conv2d_population(x, kernel, bias, 2), want,
+                                       rtol=1e-4, atol=1e-4)
+        x, weight, bias = (torch.randn(2, 40, 32, generator=gen),
+                           torch.randn(2, 2051, 32, generator=gen),
+                           torch.randn(2, 2051, generator=gen))
+        rows, targets = torch.randperm(40, generator=gen)[:29], torch.randint(0, 2051, (29,))
+        torch.testing.assert_close(
+            cpu_kernels.negative_log_likelihood(x, rows, weight, bias, targets).double(),
+            _float64_nll(x, rows, weight, bias, targets), atol=1e-4, rtol=1e-5)
+    odd_sizes = ModelConfig(hidden=20, ff=44, n_heads=5, head_dim=4)
+    for cfg, t in ((ModelConfig(), 37), (odd_sizes, 19)):
+        model, p = perturbed_transformer(KERNEL_ENCODINGS["factorized"], cfg)
+        x = torch.randn(3, 2 * t, cfg.hidden, generator=gen)
+        kernels_served.clear()
+        with torch.no_grad():
+            fused = model.blocks[0](p, x.clone(), 2)
+        assert kernels_served == [cpu_kernels]
+        with torch.enable_grad():
+            plain = model.blocks[0](p, x.clone(), 2).detach()
+        torch.testing.assert_close(fused, plain, atol=TOL, rtol=TOL)
 
 
 @needs_cpu_kernels

@@ -194,7 +194,7 @@ def library() -> ctypes.CDLL | None:
     unless NEUROEVO_CPU_KERNELS=0 asked for torch's ops."""
     if os.environ.get("NEUROEVO_CPU_KERNELS", "1") == "0":
         return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = _compiler()
     if compiler is None:
         log.info("no C compiler found: using torch's ops on CPU")
         return None
@@ -217,6 +217,25 @@ def library() -> ctypes.CDLL | None:
                 ", ".join(path.name for path in SOURCES), compiler,
                 f" ({last_error})" if last_error is not None else "")
     return None
+
+
+def library_variant(cache: Path, **defines: int) -> ctypes.CDLL | None:
+    """The kernels built into `cache` with preprocessor overrides (LANES=4, WIDE_PASSES=1, …),
+    or None without a compiler: the tests check every vector width's code on whatever CPU they
+    run on, where `library()` builds only the width of this CPU."""
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    extra = [f"-D{name}={value}" for name, value in sorted(defines.items())]
+    for flags in FLAG_SETS:
+        path = _cached_build(compiler, flags + extra, cache)
+        if path is not None:
+            return _declare(ctypes.CDLL(str(path)))
+    return None
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
 def _cache_dirs() -> list[Path]:
