@@ -80,9 +80,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cache = Path(tempfile.mkdtemp(prefix="kernel-widths-"))
-    builds = {name: cpu_kernels.library_variant(cache, **defines)
-              for name, defines in CANDIDATES.items()}
+    with tempfile.TemporaryDirectory(prefix="kernel-widths-") as cache:  # loaded, then deleted
+        builds = {name: cpu_kernels.library_variant(Path(cache), **defines)
+                  for name, defines in CANDIDATES.items()}
     if any(build is None for build in builds.values()):
         raise SystemExit("kernel_widths: no C compiler found (set CC), nothing to compare")
     work = workloads(args.population)

@@ -13,7 +13,7 @@ import pytest
 
 import torch
 
-from conftest import REPO, needs_triton
+from conftest import REPO, needs_cpu_kernels, needs_triton
 
 
 def test_bench_lm_prints_every_figure_at_a_tiny_size():
@@ -82,6 +82,21 @@ def test_profile_counts_each_kernel_once(monkeypatch):
     assert [e.key for e in on_gpu] == ["index_elementwise_kernel", "attention_layer_norm_kernel"]
     assert sum(own_time(e, True) for e in on_gpu) == 316.0
     assert [e.key for e in profiled_events(events, cuda=False)] == ["aten::index"]
+
+
+@needs_cpu_kernels
+def test_kernel_widths_times_every_build(monkeypatch):
+    """bench/kernel_widths.py builds every candidate, checks it against the default's output
+    and prints one row per build with a time and a ratio for each of the four workloads."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from kernel_widths import CANDIDATES
+
+    out = subprocess.run([sys.executable, "bench/kernel_widths.py", "--population", "2",
+                          "--repeats", "1"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "×)" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(CANDIDATES)
+    assert all(row.count("×)") == 4 for row in rows)
 
 
 def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
