@@ -1,10 +1,11 @@
 """Which build of the C kernels suits this CPU? Times each candidate build against the default.
 
 The kernels choose their vector width (LANES floats) and how many accumulators a pass keeps
-(OUT_BLOCK outputs, LOSS_BLOCK vocabulary entries, WIDE_PASSES for the first-layer conv) from the
-CPU they are compiled for (`src/neuroevo/kernels/simd.h`, `conv.c`, `transformer.c`). This builds
-the default and the candidates below with those macros overridden, and times, in turns within one
-process (so a slow spell of a shared machine hits every build alike):
+(OUT_BLOCK outputs, LOSS_BLOCK vocabulary entries, the first-layer conv's output vectors; all
+three follow WIDE_REGISTER_FILE) from the CPU they are compiled for
+(`src/neuroevo/kernels/simd.h`, `conv.c`, `transformer.c`). This builds the default and the
+candidates below with those macros overridden, and times, in turns within one process (so a slow
+spell of a shared machine hits every build alike):
 
 - the Atari and CarRacing first-layer convolutions (12 → 32 channels, one observation each);
 - the paper's loss (tied-embedding logits + cross-entropy, vocabulary 2,051, hidden 32);
@@ -34,13 +35,14 @@ from timing import interleaved_medians
 CANDIDATES: dict[str, dict[str, int]] = {
     "default": {},
     "AVX-512 layout (16 lanes, 16/8 blocks, wide conv passes)":
-        {"LANES": 16, "OUT_BLOCK": 16, "LOSS_BLOCK": 8, "WIDE_PASSES": 1},
+        {"LANES": 16, "OUT_BLOCK": 16, "LOSS_BLOCK": 8, "WIDE_REGISTER_FILE": 1},
     "8 lanes, 16/8 blocks, wide conv passes":
-        {"LANES": 8, "OUT_BLOCK": 16, "LOSS_BLOCK": 8, "WIDE_PASSES": 1},
+        {"LANES": 8, "OUT_BLOCK": 16, "LOSS_BLOCK": 8, "WIDE_REGISTER_FILE": 1},
     "8 lanes, 8/6 blocks (the AVX2 choice)":
-        {"LANES": 8, "OUT_BLOCK": 8, "LOSS_BLOCK": 6, "WIDE_PASSES": 0},
-    "8 lanes, 12/6 blocks": {"LANES": 8, "OUT_BLOCK": 12, "LOSS_BLOCK": 6, "WIDE_PASSES": 0},
-    "4 lanes, 8/6 blocks": {"LANES": 4, "OUT_BLOCK": 8, "LOSS_BLOCK": 6, "WIDE_PASSES": 0},
+        {"LANES": 8, "OUT_BLOCK": 8, "LOSS_BLOCK": 6, "WIDE_REGISTER_FILE": 0},
+    "8 lanes, 12/6 blocks": {"LANES": 8, "OUT_BLOCK": 12, "LOSS_BLOCK": 6,
+                             "WIDE_REGISTER_FILE": 0},
+    "4 lanes, 8/6 blocks": {"LANES": 4, "OUT_BLOCK": 8, "LOSS_BLOCK": 6, "WIDE_REGISTER_FILE": 0},
 }
 
 

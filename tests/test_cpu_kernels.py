@@ -171,8 +171,7 @@ def test_every_vector_width_computes_the_same(lanes: int, wide: int, tmp_path, m
     count; the other CPUs' builds are made and checked here too, so a mistake that shows on one
     kind of CPU cannot pass CI on another. Conv output counts fill one, two and several vectors
     a pass, the last one part-filled; the odd-sized block leaves part-filled passes too."""
-    blocks = {"OUT_BLOCK": 16, "LOSS_BLOCK": 8} if wide else {"OUT_BLOCK": 8, "LOSS_BLOCK": 6}
-    library = cpu_kernels.library_variant(tmp_path, LANES=lanes, WIDE_PASSES=wide, **blocks)
+    library = cpu_kernels.library_variant(tmp_path, LANES=lanes, WIDE_REGISTER_FILE=wide)
     assert library is not None
     monkeypatch.setattr(cpu_kernels, "library", lambda: library)
     gen = torch.Generator().manual_seed(lanes + wide)

@@ -56,18 +56,6 @@ DEFINE_CONV_BLOCK(1, 12)
 DEFINE_CONV_BLOCK(2, 6)
 DEFINE_CONV_BLOCK(4, 3)
 
-/* Four vectors of output channels a pass (12 accumulators, 4 weight vectors, a broadcast) fit
- * AVX-512's 32 registers but spill from the 16 of AVX2: on an AVX2 Zen 3, Atari's 12 → 32 first
- * layer at P = 8 took 12.2 ms in passes of 4 vectors and 3.5 ms in passes of 2. -DWIDE_PASSES=0|1
- * overrides the choice, as -DLANES does the width. */
-#ifndef WIDE_PASSES
-#if defined(__AVX512F__)
-#define WIDE_PASSES 1
-#else
-#define WIDE_PASSES 0
-#endif
-#endif
-
 /* out ← conv(x) + bias, unpadded, for every individual and observation. x: (n, pop·cin, h, w)
  * and out: (n, pop·cout, ho, wo), population-folded as the engine's convolutions are; w: the
  * (cout, cin, k, k) kernel of individual 0, individual p's at p·w_stride; bias likewise. Each
@@ -77,7 +65,10 @@ void conv2d_population(const float *x, const float *w, int64_t w_stride, const f
                        int64_t cout, int64_t h, int64_t wd, int64_t k, int64_t s,
                        int n_threads) {
     const int64_t ho = (h - k) / s + 1, wo = (wd - k) / s + 1;
-    const int64_t nv = cout > 2 * LANES && WIDE_PASSES ? 4 : cout > LANES ? 2 : 1;
+    /* four vectors of output channels a pass (12 accumulators, 4 weight vectors, a broadcast)
+     * fit 32 registers but spill from 16: on an AVX2 Zen 3, Atari's 12 → 32 first layer at
+     * P = 8 took 12.2 ms in passes of 4 vectors and 3.5 ms in passes of 2 */
+    const int64_t nv = cout > 2 * LANES && WIDE_REGISTER_FILE ? 4 : cout > LANES ? 2 : 1;
     const int64_t cpad = (cout + nv * LANES - 1) / (nv * LANES) * (nv * LANES);
 #pragma omp parallel num_threads(n_threads)
     {

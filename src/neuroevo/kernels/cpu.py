@@ -220,9 +220,9 @@ def library() -> ctypes.CDLL | None:
 
 
 def library_variant(cache: Path, **defines: int) -> ctypes.CDLL | None:
-    """The kernels built into `cache` with preprocessor overrides (LANES=4, WIDE_PASSES=1, …),
-    or None without a compiler: the tests check every vector width's code on whatever CPU they
-    run on, where `library()` builds only the width of this CPU."""
+    """The kernels built into `cache` with preprocessor overrides (LANES=4,
+    WIDE_REGISTER_FILE=1, …), or None without a compiler: the tests check every vector width's
+    code on whatever CPU they run on, where `library()` builds only the width of this CPU."""
     compiler = _compiler()
     if compiler is None:
         return None

@@ -26,6 +26,18 @@
 #define LANES 4
 #endif
 #endif
+
+/* Whether the target has 32 vector registers (AVX-512) rather than 16 (AVX2, SSE): the kernels
+ * keep more accumulators in flight where they fit (`conv.c`, `transformer.c`).
+ * -DWIDE_REGISTER_FILE=0|1 overrides it. */
+#ifndef WIDE_REGISTER_FILE
+#if defined(__AVX512F__)
+#define WIDE_REGISTER_FILE 1
+#else
+#define WIDE_REGISTER_FILE 0
+#endif
+#endif
+
 typedef float vfloat __attribute__((vector_size(4 * LANES)));
 typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 

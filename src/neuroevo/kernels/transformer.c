@@ -14,11 +14,6 @@
  * vocabulary entries per pass of the loss kernel (two token vectors each). 16 and 8 (16 vectors)
  * suit AVX-512's 32 registers; the 16 of AVX2 take 8 and 6: on an AVX2 Zen 3 at P = 32, timed
  * interleaved, the paper's loss 63 → 44 ms and a dense block 11.3 → 9.4 ms. -D overrides both. */
-#if defined(__AVX512F__)
-#define WIDE_REGISTER_FILE 1
-#else
-#define WIDE_REGISTER_FILE 0
-#endif
 #ifndef OUT_BLOCK
 #define OUT_BLOCK (WIDE_REGISTER_FILE ? 16 : 8)
 #endif
