@@ -174,6 +174,8 @@ def test_every_vector_width_computes_the_same(lanes: int, wide: int, tmp_path, m
     library = cpu_kernels.library_variant(tmp_path, LANES=lanes, WIDE_REGISTER_FILE=wide)
     assert library is not None
     monkeypatch.setattr(cpu_kernels, "library", lambda: library)
+    registers = 32 if wide else 16
+    assert cpu_kernels.vector_layout() == f"{lanes} floats a vector, {registers} vector registers"
     gen = torch.Generator().manual_seed(lanes + wide)
     with torch.no_grad():
         for c_out in (lanes - 1, 2 * lanes - 1, 3 * lanes - 1, 5 * lanes):

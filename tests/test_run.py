@@ -16,6 +16,7 @@ import torch
 from conftest import interrupt_at_checkpoint
 from neuroevo.cli import main
 from neuroevo.config import ConfigError, load_config
+from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.provenance import source_revision
 
 CONFIGS = Path("configs/tinystories")
@@ -50,6 +51,9 @@ def test_run_writes_the_run_directory_contract(tmp_path: Path, tiny_lm_overrides
     assert summary["finished_utc"].endswith("+00:00")  # when, in UTC, for the report's label
     assert summary["versions"]["commit"] == source_revision()  # which code, for the report
     assert summary["noise_kernel"] is False  # CPU: torch's ops (the kernel is for CUDA)
+    # which build of the C kernels (their sums round by build): None only without them
+    assert summary["cpu_kernel_layout"] == cpu_kernels.vector_layout()
+    assert summary["cpu_kernels"] is (summary["cpu_kernel_layout"] is not None)
     assert not list(out.rglob(".*.tmp*"))  # no temporary of an atomic write left behind
 
 

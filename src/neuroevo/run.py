@@ -189,6 +189,7 @@ def _summary(config: RunConfig, task: Task, device: torch.device, final: dict,
         # (the GPU ones serve the transformer only, and `task_details.gpu_kernels` says whether
         # the run's check let them on; the CPU ones the first RL convolutions too)
         "cpu_kernels": device.type == "cpu" and cpu_kernels.library() is not None,
+        "cpu_kernel_layout": cpu_kernels.vector_layout() if device.type == "cpu" else None,
         "gpu_kernels": device.type == "cuda" and gpu_kernels.kernels() is not None,
         # the GA's noise from the fused Triton kernel (CUDA; bit-identical to torch's ops on
         # the H100, kernels/gpu_noise.py) or from torch's ops

@@ -234,6 +234,17 @@ def library_variant(cache: Path, **defines: int) -> ctypes.CDLL | None:
     return None
 
 
+def vector_layout() -> str | None:
+    """How the loaded kernels were built (their vector width, the register file they assume), or
+    None without them: a run's summary records it, since builds for two kinds of CPU can give a
+    TinyStories fitness that differs in the last bits."""
+    lib = library()
+    if lib is None:
+        return None
+    registers = 32 if lib.wide_register_file() else 16
+    return f"{lib.vector_lanes()} floats a vector, {registers} vector registers"
+
+
 def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
@@ -322,4 +333,5 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.conv2d_population.argtypes = [ptr, ptr, i64, ptr, i64, ptr, *[i64] * 8, threads]
     lib.conv2d_population.restype = None
     lib.rotary.restype = None
+    lib.vector_lanes.restype = lib.wide_register_file.restype = ctypes.c_int
     return lib

@@ -21,6 +21,10 @@
 #define LOSS_BLOCK (WIDE_REGISTER_FILE ? 8 : 6)
 #endif
 
+/* The build's layout, for a run's summary: two layouts' loss sums round differently. */
+int vector_lanes(void) { return LANES; }
+int wide_register_file(void) { return WIDE_REGISTER_FILE; }
+
 /* 2^x lane-wise for x <= 0 (scores in log2 units minus their row maximum): x = n + r with
  * |r| <= 1/2, 2^r by a degree-6 polynomial (relative error < 3e-7), 2^n written into the
  * exponent bits. Inputs at or below -127 (masked keys are -inf) give exactly 0, never a
