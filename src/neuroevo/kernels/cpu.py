@@ -200,38 +200,42 @@ def library() -> ctypes.CDLL | None:
         return None
     last_error: OSError | None = None  # what stopped the last attempt, for the warning
     for cache in _cache_dirs():
-        for flags in FLAG_SETS:
-            try:
-                path = _cached_build(compiler, flags, cache)
-            except OSError as error:  # an unwritable cache, or no such compiler: next cache
-                log.debug("kernel cache %s unusable: %s", cache, error)
-                last_error = error
-                break
-            if path is not None:
-                try:
-                    return _declare(ctypes.CDLL(str(path)))
-                except OSError as error:  # built but not loadable here
-                    log.debug("could not load %s: %s", path, error)
-                    last_error = error
-    log.warning("could not build or load %s with %s%s: using torch's ops on CPU",
-                ", ".join(path.name for path in SOURCES), compiler,
-                f" ({last_error})" if last_error is not None else "")
+        try:
+            return _load_first_build(compiler, cache, [])
+        except OSError as error:  # an unwritable cache, or nothing built loads: next cache
+            log.debug("kernel cache %s unusable: %s", cache, error)
+            last_error = error
+    log.warning("could not build or load %s with %s (%s): using torch's ops on CPU",
+                ", ".join(path.name for path in SOURCES), compiler, last_error)
     return None
 
 
 def library_variant(cache: Path, **defines: int) -> ctypes.CDLL | None:
     """The kernels built into `cache` with preprocessor overrides (LANES=4,
-    WIDE_REGISTER_FILE=1, …), or None without a compiler: the tests check every vector width's
-    code on whatever CPU they run on, where `library()` builds only the width of this CPU."""
+    WIDE_REGISTER_FILE=1, …), or None without a compiler (OSError when no build loads): the
+    tests check every vector width's code on whatever CPU they run on, where `library()` builds
+    only the width of this CPU."""
     compiler = _compiler()
     if compiler is None:
         return None
     extra = [f"-D{name}={value}" for name, value in sorted(defines.items())]
+    return _load_first_build(compiler, cache, extra)
+
+
+def _load_first_build(compiler: str, cache: Path, extra_flags: list[str]) -> ctypes.CDLL:
+    """The kernels built into `cache` with the first of FLAG_SETS (plus `extra_flags`) that the
+    compiler accepts and this machine loads. Raises OSError saying why none could be used."""
+    why: OSError = OSError(f"{compiler} rejected every flag set")
     for flags in FLAG_SETS:
-        path = _cached_build(compiler, flags + extra, cache)
-        if path is not None:
+        path = _cached_build(compiler, flags + extra_flags, cache)  # OSError: unusable cache
+        if path is None:
+            continue
+        try:
             return _declare(ctypes.CDLL(str(path)))
-    return None
+        except OSError as error:  # built but not loadable here: try the next flags
+            log.debug("could not load %s: %s", path, error)
+            why = error
+    raise why
 
 
 def vector_layout() -> str | None:
