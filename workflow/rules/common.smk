@@ -261,8 +261,10 @@ def grid_spec(preset):
     return {"preset": preset, "tasks": tasks}
 
 
+@functools.cache
 def grid_text(preset):
-    """grid.json's text: `grid_spec` as indented JSON."""
+    """grid.json's text: `grid_spec` as indented JSON. Cached: the grid rule's input function
+    and its params both ask, and the configs do not change while Snakemake runs."""
     return json.dumps(grid_spec(preset), indent=2) + "\n"
 
 
