@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -636,6 +637,27 @@ def test_a_config_edit_that_leaves_the_grid_as_it_is_redraws_nothing(workdir: Pa
     experiments.write_text(experiments.read_text() + "# an edit that changes no grid\n")
     output = snakemake(workdir, "-n", "results/quick/grid.json").stdout
     assert "Nothing to be done" in output
+
+
+def test_every_committed_grid_is_the_one_its_configs_give(workdir: Path) -> None:
+    """The committed presets' grid.json files against configs/ as they are now: a config edit
+    that changed a committed preset's grid would redraw its tables and figures from a fresh
+    clone (or fail there, the run directories not being in git) without a new run behind them.
+    The grids are made older than the configs, as a fresh clone may leave them (a year old:
+    Snakemake takes a zero mtime for none)."""
+    committed = sorted(REPO.glob("results/*/grid.json"))
+    assert committed, "no committed preset found"
+    targets = []
+    for grid in committed:
+        target = workdir / grid.relative_to(REPO)
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(grid, target)
+        year_ago = time.time() - 365 * 86400
+        os.utime(target, (year_ago, year_ago))
+        targets.append(str(grid.relative_to(REPO)))
+    output = snakemake(workdir, "-n", *targets).stdout
+    assert "Nothing to be done" in output, \
+        "a config edit changed these committed grids (run the preset, or revert):\n" + output[-3000:]
 
 
 def _edit_the_stories_label(experiments: dict) -> None:
