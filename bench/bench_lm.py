@@ -102,9 +102,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"# bench_lm — {setting.label()}, pop_chunk={setting.pop_chunk or 'engine rule'}, "
           f"pop_tile={setting.pop_tile or 'chunk'}, token_chunk={setting.token_chunk}, "
           f"{kernels}; median of {setting.repeats} interleaved repeats after 1 warm-up")
-    ceiling = matmul_ceiling(device, setting.precision, setting.repeats) / 1e9
+    flops_per_second, size = matmul_ceiling(device, setting.precision, setting.repeats)
+    ceiling = flops_per_second / 1e9
     exps_per_second = exp_rate(device, setting.repeats)
-    print(f"{setting.precision} GEMM ceiling ({_device_name(device)}, square matmul): "
+    print(f"{setting.precision} GEMM ceiling ({_device_name(device)}, {size}³ matmul): "
           f"{ceiling:.1f} GFLOP/s; exponentials: {exps_per_second / 1e9:.1f} G/s")
 
     batch = _token_batch(setting, args.min_length, args.median_length)

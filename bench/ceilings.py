@@ -1,7 +1,8 @@
 """The device's own ceilings, measured in the same run as the work they bound (issue #6 goal 3).
 
 - `matmul_ceiling`: FLOP/s of one large square matrix product in the benchmark's precision
-  (fp32, TF32 or bf16 operands): what the tensor cores (or the CPU's SIMD units) deliver at best.
+  (fp32, TF32 or bf16 operands): what the tensor cores (or the CPU's SIMD units) deliver at best;
+  the size is capped by time as well (see its docstring).
 - `exp_rate`: exponentials per second when nothing else limits them. On CUDA a Triton kernel
   iterates x ← exp(−x) in registers over the whole GPU (compiled, as the loss kernel's `tl.exp`
   is: a multiply and the special-function unit's ex2); elsewhere torch's vectorised exp of a
@@ -21,22 +22,35 @@ import torch
 from neuroevo.tasks.language import float32_matmuls
 from timing import interleaved_medians  # bench/, beside this module
 
-MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
+MATMUL_MAX_SIZE = {"cuda": 8192, "cpu": 2048}
+MATMUL_PROBE_SECONDS = 0.5  # the most one product of the chosen size should take
 # tf32x3 (the Triton kernels' split-TF32 products) is held to the fp32 ceiling: torch has no such
 # GEMM, and it promises fp32's accuracy.
 PRECISION_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
                     "tf32x3": torch.float32}
 
 
-def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> float:
-    """FLOP/s of an n×n×n product, n = 8192 on CUDA, 2048 on CPU, on random data."""
-    n = MATMUL_SIZE.get(device.type, 2048)
+def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> tuple[float, int]:
+    """FLOP/s of an n×n×n product on random data, and n: the largest power of two up to 8192
+    on CUDA, 2048 on CPU, whose product takes at most about MATMUL_PROBE_SECONDS. Bounded so
+    that a CPU without native bf16 products (0.3 GFLOP/s on an AVX2 EPYC, where one 2048³
+    product took a minute) does not spend minutes measuring its own ceiling."""
     dtype = PRECISION_DTYPES[precision]
+    with float32_matmuls(precision):
+        n = 256
+        while n < MATMUL_MAX_SIZE.get(device.type, 2048):
+            probe, = interleaved_medians([_product(n, dtype, device)], device, 1)
+            if probe * 8 > MATMUL_PROBE_SECONDS:  # the next size does 8× the work
+                break
+            n *= 2
+        seconds = _median_seconds(_product(n, dtype, device), device, repeats)
+    return 2 * n**3 / seconds, n
+
+
+def _product(n: int, dtype: torch.dtype, device: torch.device):
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    with float32_matmuls(precision):
-        seconds = _median_seconds(lambda: a @ b, device, repeats)
-    return 2 * n**3 / seconds
+    return lambda: a @ b
 
 
 def exp_rate(device: torch.device, repeats: int) -> float:

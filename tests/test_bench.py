@@ -116,6 +116,22 @@ def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():
     assert abs(parts["the rest (all but evaluate)"] - rest) < 0.05
 
 
+def test_matmul_ceiling_sizes_its_product_by_the_time_it_takes(monkeypatch):
+    """The GEMM ceiling's product grows from 256 only while the next size would stay within
+    MATMUL_PROBE_SECONDS, up to the device's maximum: a CPU whose bf16 products are emulated
+    (a minute for one 2048³ product) measures a smaller one instead of stalling the bench."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import ceilings
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(ceilings, "MATMUL_MAX_SIZE", {"cpu": 512})
+    monkeypatch.setattr(ceilings, "MATMUL_PROBE_SECONDS", 0.0)
+    flops_per_second, size = ceilings.matmul_ceiling(cpu, "fp32", 1)
+    assert size == 256 and flops_per_second > 0
+    monkeypatch.setattr(ceilings, "MATMUL_PROBE_SECONDS", float("inf"))
+    assert ceilings.matmul_ceiling(cpu, "fp32", 1)[1] == 512
+
+
 @needs_triton
 def test_exp_ceiling_kernel_computes_its_chain(monkeypatch):
     """The kernel that measures a GPU's exponential rate really iterates v ← exp(−v) (run here
