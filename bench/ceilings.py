@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 
 import torch
 
@@ -47,7 +48,8 @@ def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> tuple[
     return 2 * n**3 / seconds, n
 
 
-def _product(n: int, dtype: torch.dtype, device: torch.device):
+def _product(n: int, dtype: torch.dtype, device: torch.device) -> Callable[[], torch.Tensor]:
+    """The timed work: one n×n×n product of random operands made once, outside the timing."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     return lambda: a @ b
