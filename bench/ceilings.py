@@ -38,13 +38,14 @@ def matmul_ceiling(device: torch.device, precision: str, repeats: int) -> tuple[
     product took a minute) does not spend minutes measuring its own ceiling."""
     dtype = PRECISION_DTYPES[precision]
     with float32_matmuls(precision):
-        n = 256
+        n, product = 256, _product(256, dtype, device)
         while n < MATMUL_MAX_SIZE.get(device.type, 2048):
-            probe, = interleaved_medians([_product(n, dtype, device)], device, 1)
+            probe, = interleaved_medians([product], device, 1)
             if probe * 8 > MATMUL_PROBE_SECONDS:  # the next size does 8× the work
                 break
             n *= 2
-        seconds = _median_seconds(_product(n, dtype, device), device, repeats)
+            product = _product(n, dtype, device)
+        seconds = _median_seconds(product, device, repeats)
     return 2 * n**3 / seconds, n
 
 
