@@ -203,7 +203,7 @@ def library() -> ctypes.CDLL | None:
         try:
             return _load_first_build(compiler, cache, [])
         except OSError as error:  # an unwritable cache, or nothing built loads: next cache
-            log.debug("kernel cache %s unusable: %s", cache, error)
+            log.debug("no kernels from cache %s: %s", cache, error)
             last_error = error
     log.warning("could not build or load %s with %s (%s): using torch's ops on CPU",
                 ", ".join(path.name for path in SOURCES), compiler, last_error)
