@@ -37,13 +37,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroevo.data.tinystories import PAD_ID, EvalBatch
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import Linear
-from neuroevo.models.transformer import ModelConfig, Transformer
-from neuroevo.tasks.language import PRECISIONS, population_chunk, score_population, scorer
+from neuroevo.models.transformer import Transformer
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import PRECISIONS, ModelConfig
+from neuroevo.tasks.language import population_chunk, score_population, scorer
 
 from ceilings import exp_rate, matmul_ceiling  # bench/, beside this script
 from launch_constants import PRECISIONS as KERNEL_PRECISIONS, configured

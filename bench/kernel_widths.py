@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import ModelConfig
 from timing import interleaved_medians
 
 # name → macro overrides; {} is the build `library()` makes for this CPU. WIDE_REGISTER_FILE

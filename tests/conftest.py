@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.models import transformer as transformer_module
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import ModelConfig
 
 if not torch.cuda.is_available():
     # The Triton kernels' tests (test_gpu_kernels.py) run through Triton's interpreter on CPU. It

@@ -509,7 +509,7 @@ def test_engine_settings_agree_with_the_engines_loader(config: str, preset: str 
     """The analysis' torch-free reading of an engine config (extends, preset, overrides) gives
     the GA and task values the engine's own loader gives."""
     load_config = pytest.importorskip("neuroevo.config").load_config
-    from neuroevo.tasks import TaskUnavailable
+    from neuroevo.sections import TaskUnavailable
 
     path = CONFIGS.parent / config
     overrides = {"ga.elites": 2, "task.max_steps": 77} if "car_racing" in config else {}

@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuroevo.encoding import EncodingConfig, ParamLayout, SparseChoice
+from neuroevo.encoding import ParamLayout
 from neuroevo.genome import initial_weights
 from neuroevo.layers import Conv2d, Linear, TiedEmbedding
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
+from neuroevo.sections.encoding import EncodingConfig, SparseChoice
+from neuroevo.sections.language import ModelConfig
 
 VOCAB = 61
 

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import KERNEL_ENCODINGS, needs_cpu_kernels, perturbed_transformer
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.kernels import cpu as cpu_kernels
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import ModelConfig
 
 TOL = 1e-4  # fp32 block outputs of size ~1 (layer-normed); the kernels sum in another order and
 # use their own exp2, and the perturbed weights below make the factor products large

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from conftest import record_triton_launches
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import Genome, develop, initial_weights
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
 from neuroevo.noise import gaussian
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import ModelConfig
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -67,7 +68,8 @@ def test_population_loss_agrees_across_devices(monkeypatch, encoding: EncodingCo
 def test_cnn_forward_agrees_across_devices() -> None:
     """The Atari CNN on CUDA (grouped convolutions) matches CPU (first layer in the fused
     kernel, the rest grouped) on the same observations."""
-    from neuroevo.models.atari_cnn import ModelConfig as AtariConfig, atari_cnn
+    from neuroevo.models.atari_cnn import atari_cnn
+    from neuroevo.sections.atari import ModelConfig as AtariConfig
 
     model = atari_cnn(AtariConfig(), EncodingConfig("dense"), n_actions=18)
     theta = initial_weights(model.layout, list(range(4)), torch.device("cpu"))

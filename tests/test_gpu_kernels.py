@@ -16,10 +16,10 @@ import torch
 
 from conftest import (KERNEL_ENCODINGS, interrupt_at_checkpoint, needs_triton,
                       perturbed_transformer, record_triton_launches)
+from neuroevo.data.tinystories import EvalBatch
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.data.tinystories import EvalBatch
-from neuroevo.models.transformer import ModelConfig
+from neuroevo.sections.language import ModelConfig
 from neuroevo.tasks.language import score_population
 
 pytestmark = [
@@ -161,7 +161,7 @@ def test_triton_fitness_with_layer_types_left_dense(triton_path):
     """Factorized blocks beside a dense embedding, and a factorized embedding beside dense
     feed-forward layers (encoding.ranks null for those types): the kernels take each layer's
     operands as it has them, and the fitness equals torch's ops."""
-    from neuroevo.encoding import EncodingConfig
+    from neuroevo.sections.encoding import EncodingConfig
 
     for ranks in ({"embedding": None}, {"ff": None, "qkv": None}):
         model, p = perturbed_transformer(EncodingConfig("factorized", 4, ranks),

@@ -9,8 +9,9 @@ import torch
 from conftest import KERNEL_ENCODINGS, needs_triton
 from neuroevo.genome import Genome, add_mutations, develop, initial_weights
 from neuroevo.kernels import gpu_noise
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
 from neuroevo.noise import gaussian
+from neuroevo.sections.language import ModelConfig
 
 pytestmark = needs_triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

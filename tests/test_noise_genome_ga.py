@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from neuroevo.encoding import EncodingConfig, EncodingError, ParamLayout
-from neuroevo.ga import GAConfig, GeneticAlgorithm
+from neuroevo.encoding import EncodingError, ParamLayout
+from neuroevo.ga import GeneticAlgorithm
 from neuroevo.genome import Genome, develop, initial_weights
 from neuroevo.layers import Linear
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
 from neuroevo.noise import gaussian, gaussian_reference
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.ga import GAConfig
+from neuroevo.sections.language import ModelConfig
 
 PAPER_VOCAB = 2051
 

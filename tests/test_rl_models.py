@@ -7,14 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from conftest import needs_cpu_kernels
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.layers import developed_linear_weight
-from neuroevo.models.atari_cnn import (
-    ATARI_KERNELS, ConvPolicy, ModelConfig as AtariConfig, atari_cnn, smallest_input)
-from neuroevo.models.car_racing_cnn import (
-    CAR_RACING_KERNELS, ModelConfig as CarConfig, car_racing_cnn)
-from neuroevo.models.mlp import MLPPolicy, ModelConfig as MLPConfig
+from neuroevo.models.atari_cnn import ConvPolicy, atari_cnn
+from neuroevo.models.car_racing_cnn import car_racing_cnn
+from neuroevo.models.mlp import MLPPolicy
+from neuroevo.sections.atari import ATARI_KERNELS, ModelConfig as AtariConfig
+from neuroevo.sections.car_racing import CAR_RACING_KERNELS, ModelConfig as CarConfig
+from neuroevo.sections.conv_policy import smallest_input
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.mujoco import ModelConfig as MLPConfig
 
 DENSE = EncodingConfig("dense")
 FACTORIZED = EncodingConfig("factorized", rank=2)
@@ -224,8 +226,8 @@ def test_each_model_asks_for_exactly_its_declared_layer_types(monkeypatch) -> No
     """`LAYER_TYPES`, which the config checks `encoding.ranks` against, lists every layer type
     each model asks a rank for, and nothing else (a type missing from it could not be set; an
     extra one would be accepted and ignored)."""
-    from neuroevo.models import atari_cnn as atari_module, mlp as mlp_module
-    from neuroevo.models import car_racing_cnn as car_module, transformer as transformer_module
+    from neuroevo.models.transformer import Transformer
+    from neuroevo.sections import atari, car_racing, language, mujoco
 
     asked: set[str] = set()
     rank_for = EncodingConfig.rank_for
@@ -235,17 +237,16 @@ def test_each_model_asks_for_exactly_its_declared_layer_types(monkeypatch) -> No
         return rank_for(self, layer_type)
 
     monkeypatch.setattr(EncodingConfig, "rank_for", recording_rank_for)
-    builders = {
-        transformer_module: lambda: transformer_module.Transformer(
-            transformer_module.ModelConfig(), FACTORIZED, vocab=64),
-        atari_module: lambda: atari_cnn(AtariConfig(), FACTORIZED, n_actions=18),
-        car_module: lambda: car_racing_cnn(CarConfig(), FACTORIZED),
-        mlp_module: lambda: MLPPolicy(MLPConfig(), FACTORIZED, 5, -torch.ones(2), torch.ones(2)),
+    builders = {  # each family's sections module: its model's builder
+        language: lambda: Transformer(language.ModelConfig(), FACTORIZED, vocab=64),
+        atari: lambda: atari_cnn(AtariConfig(), FACTORIZED, n_actions=18),
+        car_racing: lambda: car_racing_cnn(CarConfig(), FACTORIZED),
+        mujoco: lambda: MLPPolicy(MLPConfig(), FACTORIZED, 5, -torch.ones(2), torch.ones(2)),
     }
-    for module, build in builders.items():
+    for sections, build in builders.items():
         asked.clear()
         build()
-        assert sorted(asked) == sorted(module.LAYER_TYPES), module.__name__
+        assert sorted(asked) == sorted(sections.LAYER_TYPES), sections.__name__
 
 
 @pytest.mark.parametrize("kernels, smallest, channels", [

@@ -218,6 +218,19 @@ def test_unknown_preset_names_the_choices(tmp_path: Path, capsys) -> None:
     assert "unknown preset 'huge' (choices: quick, cpu)" in capsys.readouterr().err
 
 
+def test_loading_every_familys_config_imports_no_torch() -> None:
+    """`load_config` (which the workflow runs on every run's config at each DAG build) needs only
+    `neuroevo.sections`: no torch (two seconds to import), no simulator, no tokenizer."""
+    configs = ["configs/tinystories/factorized.yaml", "configs/atari/frostbite/factorized.yaml",
+               "configs/car_racing/factorized.yaml", "configs/mujoco/halfcheetah/factorized.yaml"]
+    script = ("import sys\nfrom neuroevo.config import load_config\n"
+              f"for path in {configs!r}:\n    load_config(path, preset='quick')\n"
+              "print(sorted({'torch', 'mujoco', 'tokenizers', 'Box2D'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_describe_matches_a_hand_count(capsys, tiny_lm_overrides) -> None:
     """`describe --json` reports the paper model's genome (99,507) and per-layer searched sizes."""
     cache = [o for o in tiny_lm_overrides if o.startswith("task.cache_dir")]

@@ -14,7 +14,7 @@ from neuroevo.cli import main
 from neuroevo.config import load_config
 from neuroevo.data.tinystories import BOS_ID, EOS_ID, PAD_ID
 from neuroevo.genome import Genome, save_genome
-from neuroevo.models.transformer import ModelConfig
+from neuroevo.sections.language import ModelConfig
 from neuroevo.story_samples import NEVER_TARGETS, continue_tokens
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuroevo.encoding import EncodingConfig
 from neuroevo.genome import initial_weights
 from neuroevo.layers import developed_linear_weight
-from neuroevo.models.transformer import ModelConfig, Transformer
+from neuroevo.models.transformer import Transformer
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import ModelConfig
 
 VOCAB = 61
 ENCODINGS = {

@@ -373,7 +373,7 @@ def _is_user_error(error: Exception) -> bool:
     from neuroevo.encoding import EncodingError
     from neuroevo.genome import GenomeFileError
     from neuroevo.run import RunError
-    from neuroevo.tasks import TaskUnavailable
+    from neuroevo.sections import TaskUnavailable
 
     user_errors: tuple[type, ...] = (ConfigError, EncodingError, GenomeFileError, RunError,
                                      TaskUnavailable, FileNotFoundError)

@@ -3,8 +3,10 @@
 A config file may `extends:` another (path relative to it); the child's keys win, section by
 section. A `presets:` section maps a preset name to dotted overrides (`ga.population: 32`), so a
 preset changes only what differs. Validation checks every key against the dataclass of its section
-(the task's own `TaskConfig`/`ModelConfig` for `task:` and `model:`) and stops at the first problem
-with one line naming the key and the valid choices, before anything is built or written.
+(`neuroevo.sections`; the task's own `TaskConfig`/`ModelConfig` for `task:` and `model:`) and
+stops at the first problem with one line naming the key and the valid choices, before anything is
+built or written. Nothing here imports torch, so the workflow validates every run's config in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import Any
 import yaml
 
 from neuroevo.config_files import ConfigError, read_with_extends
-from neuroevo.encoding import EncodingConfig
-from neuroevo.ga import GAConfig
-from neuroevo.tasks import TASK_MODULES, task_module
+from neuroevo.sections import FAMILY_SECTIONS, TaskUnavailable, family_sections
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.ga import GAConfig
 
 TOP_LEVEL_KEYS = ("task", "model", "encoding", "ga", "seed", "device")
 DEVICES = ("auto", "cpu", "cuda")
@@ -121,12 +123,12 @@ def _validate(raw: dict, preset: str | None, source: str) -> RunConfig:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (valid: {', '.join(TOP_LEVEL_KEYS)})")
     task_raw = dict(raw.get("task") or {})
     name = task_raw.get("name")
-    if name not in TASK_MODULES:
+    if name not in FAMILY_SECTIONS:
         raise ConfigError(f"{source}: unknown task {name!r} in task.name "
-                          f"(valid: {', '.join(TASK_MODULES)})")
+                          f"(valid: {', '.join(FAMILY_SECTIONS)})")
     try:
-        module = task_module(name)
-    except RuntimeError as error:
+        module = family_sections(name)
+    except TaskUnavailable as error:
         raise ConfigError(f"{source}: {error}") from None
     encoding = _section(EncodingConfig, raw.get("encoding") or {}, "encoding", source)
     unknown = sorted(set(encoding.ranks) - set(module.LAYER_TYPES))

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import (
-    BIAS_MUTATION_STD, ParamLayout, ParamSpec, SparseChoice, check_rank, factor_std, kaiming_std)
+    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_std, kaiming_std)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
+from neuroevo.sections.encoding import SparseChoice
 
 Params = dict[str, torch.Tensor]
 

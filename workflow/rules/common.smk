@@ -498,10 +498,10 @@ def _family_loader(family):
     load_config = _engine_loader()
     if load_config is None:
         return None
-    from neuroevo.tasks import TaskUnavailable, task_module
+    from neuroevo.sections import TaskUnavailable, family_sections
 
     try:
-        task_module(family)
+        family_sections(family)
     except TaskUnavailable as error:
         logger.warning(f"engine configs of family {family!r} are checked by their jobs: {error}")
         return None

@@ -31,6 +31,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, XetDownlo
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from neuroevo.atomic import UMASK, atomic_write_text, replacing
+from neuroevo.sections.language import BPE_SPECIALS, SPECIAL_OFFSET
 
 HF_REPO = "roneneldan/TinyStories"
 HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by lines `<|endoftext|>`
@@ -64,12 +65,9 @@ PAPER_TOKENIZER_HINT = ("for the paper's, `neuroevo fetch-data paper-tokenizer` 
                         f"--create-dirs -o data/tinystories/{PAPER_TOKENIZER_FILE} "
                         f"{PAPER_TOKENIZER_URL}`); or task.tokenizer=null to train one")
 
-# BPE ids 0-4, where the paper's file has its 5 specials (named <unk> <pad> <s> </s> <|endoftext|>)
-BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")
 PAD_ID = 0  # model id of <unk>; the paper pads with it and masks padding out of the loss
 BOS_ID = 1
 EOS_ID = 2
-SPECIAL_OFFSET = 3  # BPE id b is model id b + 3
 SAMPLE_STREAM = 0x73616D706C65  # third entropy word of the sampled batches' generator ("sample")
 
 

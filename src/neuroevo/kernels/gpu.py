@@ -28,10 +28,11 @@ from types import ModuleType
 import torch
 
 from neuroevo.kernels.cpu import LinearOperands, factored_rows, per_individual
+from neuroevo.sections.language import PRECISIONS
 
 IEEE, TF32, BF16, TF32X3 = 0, 1, 2, 3  # the kernels' PRECISION codes for their matrix products
-# Each PRECISION code by the task.precision that asks for it (the one table of precision names).
-PRECISION_NAMES = {IEEE: "fp32", TF32: "tf32", BF16: "bf16", TF32X3: "tf32x3"}
+# Each PRECISION code by the task.precision that asks for it (fp32, tf32, bf16, tf32x3)
+PRECISION_NAMES = dict(zip((IEEE, TF32, BF16, TF32X3), PRECISIONS, strict=True))
 MIN_DOT = 16  # tl.dot needs every dimension ≥ 16: narrower operands are zero-padded on chip
 # Launch configuration, timed on an H100 (bench/triton_sweep.py, Triton 3.6, dense, TF32, P = 512,
 # 256 × 128 tokens; bench/RESULTS.md): 4 warps a program beat 8 for every kernel in TF32 (the

@@ -13,28 +13,14 @@ layer after the flatten is `hidden`; the output layer is always dense, as in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from neuroevo.encoding import EncodingConfig, ParamLayout
+from neuroevo.encoding import ParamLayout
 from neuroevo.layers import Conv2d, Linear, Params
-from neuroevo.tasks import check_minimums
-
-ATARI_KERNELS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride) of each convolution
-LAYER_TYPES = ("conv", "hidden")  # the keys `encoding.ranks` may name for a ConvPolicy
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Atari CNN widths; defaults are the paper's (the small baseline: (4, 8, 8) and 32)."""
-
-    channels: tuple[int, ...] = (32, 64, 64)  # output channels of the three convolutions
-    hidden: int = 256  # units of the dense layer after the flatten
-
-    def __post_init__(self) -> None:
-        check_widths(self, len(ATARI_KERNELS))
+from neuroevo.sections.atari import ATARI_KERNELS, ModelConfig
+from neuroevo.sections.conv_policy import smallest_input
+from neuroevo.sections.encoding import EncodingConfig
 
 
 class ConvPolicy:
@@ -83,21 +69,3 @@ def atari_cnn(config: ModelConfig, encoding: EncodingConfig, n_actions: int,
     """The paper's network for `n_actions` logits on `frame_stack` RGB frames of resolution²."""
     return ConvPolicy(encoding, (3 * frame_stack, resolution, resolution), ATARI_KERNELS,
                       config.channels, config.hidden, n_actions)
-
-
-def check_widths(config: object, convolutions: int) -> None:
-    """A ConvPolicy ModelConfig's checks (its own or CarRacing's): one width per convolution,
-    every width ≥ 1."""
-    if len(config.channels) != convolutions:
-        raise ValueError(f"model.channels needs {convolutions} entries (one per convolution), "
-                         f"got {len(config.channels)}")
-    check_minimums(config, (("channels", 1, ""), ("hidden", 1, "")), name="model")
-
-
-def smallest_input(kernels: tuple[tuple[int, int], ...]) -> int:
-    """The least height (and width) that unpadded `kernels` (kernel, stride) still reduce to one
-    pixel: walking back from the last layer, an output of n needs (n − 1)·stride + kernel."""
-    size = 1
-    for kernel, stride in reversed(kernels):
-        size = (size - 1) * stride + kernel
-    return size

@@ -9,25 +9,12 @@ the raw actions: no tanh or clamp, the environment clips them itself. Small base
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from neuroevo.models.atari_cnn import ConvPolicy
+from neuroevo.sections.car_racing import CAR_RACING_KERNELS, ModelConfig
+from neuroevo.sections.encoding import EncodingConfig
 
-from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import LAYER_TYPES, ConvPolicy, check_widths
-
-CAR_RACING_KERNELS = ((4, 2),) * 4  # (kernel, stride) of each convolution
 N_ACTIONS = 3  # steer, gas, brake
-__all__ = ["LAYER_TYPES", "ModelConfig", "car_racing_cnn"]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """CarRacing CNN widths; defaults are the paper's (small: (4, 4, 8, 16) and 32)."""
-
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # output channels of the four convolutions
-    hidden: int = 256  # units of the dense layer after the flatten
-
-    def __post_init__(self) -> None:
-        check_widths(self, len(CAR_RACING_KERNELS))
+__all__ = ["car_racing_cnn"]
 
 
 def car_racing_cnn(config: ModelConfig, encoding: EncodingConfig, frame_stack: int = 4,

@@ -11,25 +11,12 @@ layer is dense.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from neuroevo.encoding import EncodingConfig, ParamLayout
+from neuroevo.encoding import ParamLayout
 from neuroevo.layers import Linear, Params
-from neuroevo.tasks import check_minimums
-
-LAYER_TYPES = ("hidden",)  # the keys `encoding.ranks` may name
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """MLP widths; the small baseline uses fewer hidden units, e.g. (16, 16)."""
-
-    hidden: tuple[int, ...] = (64, 64)  # units of each hidden layer, input side first ([]: linear)
-
-    def __post_init__(self) -> None:
-        check_minimums(self, (("hidden", 1, ""),), name="model")
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.mujoco import ModelConfig
 
 
 class MLPPolicy:

@@ -20,45 +20,17 @@ kernel is unavailable.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
-from neuroevo.encoding import EncodingConfig, ParamLayout
+from neuroevo.encoding import ParamLayout
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.kernels import gpu as gpu_kernels
 from neuroevo.layers import LayerNorm, Linear, Params, TiedEmbedding, fused_linear
-from neuroevo.tasks import check_minimums
-
-LAYER_TYPES = ("embedding", "qkv", "attn_out", "ff")  # the keys `encoding.ranks` may name
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Transformer sizes; defaults are the paper's (the small baseline uses hidden 4, ff 16)."""
-
-    hidden: int = 32
-    ff: int = 128
-    n_blocks: int = 3
-    n_heads: int = 4
-    head_dim: int = 4  # Q/K/V width = n_heads × head_dim, independent of hidden (as in the paper)
-    rotary_dims: int = 4  # features of the input embedding that carry the rotary position
-    ln_eps: float = 1e-7
-
-    def __post_init__(self) -> None:
-        check_minimums(self, (("hidden", 1, ""), ("ff", 1, ""), ("n_heads", 1, ""),
-                              ("head_dim", 1, ""), ("n_blocks", 0, " (0 = the embedding alone)")),
-                       name="model")
-        if not self.ln_eps > 0:
-            raise ValueError(f"model.ln_eps must be > 0 (LayerNorm divides by √(variance + "
-                             f"eps)), got {self.ln_eps}")
-        # rotated in pairs: an odd count or one past the width cannot run (checked at load)
-        if self.rotary_dims % 2 or not 0 <= self.rotary_dims <= self.hidden:
-            raise ValueError(f"model.rotary_dims must be even and between 0 and model.hidden "
-                             f"({self.hidden}), got {self.rotary_dims}")
-
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import ModelConfig
 
 class Block:
     def __init__(self, layout: ParamLayout, name: str, cfg: ModelConfig,

@@ -1,11 +1,8 @@
 """Tasks: what a population is evaluated on. One module per task family, one small interface.
 
-Each task module defines two config dataclasses and a builder:
-
-* `TaskConfig` — the `task:` section of a run config (its `name` field selects the module);
-* `ModelConfig` — the `model:` section (network sizes);
-* `LAYER_TYPES` — the layer types of its model, the keys `encoding.ranks` may name;
-* `build(config: RunConfig, device) -> Task`.
+Each task module defines a builder, `build(config: RunConfig, device) -> Task`; its config
+sections (`TaskConfig`, `ModelConfig`, `LAYER_TYPES`) live in `neuroevo.sections`, whose modules
+load without torch.
 
 A `Task` owns the model (and so the ParamLayout) and turns a (P, D) population into an
 `Evaluation`. Modules are imported lazily so that a missing optional dependency (gymnasium for the
@@ -14,7 +11,6 @@ RL tasks) is reported as one line naming the extra to install, and only when tha
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +19,7 @@ from typing import Protocol
 import torch
 
 from neuroevo.encoding import ParamLayout
+from neuroevo.sections import import_task_module
 
 TASK_MODULES = {
     "tinystories": "neuroevo.tasks.language",
@@ -30,28 +27,6 @@ TASK_MODULES = {
     "car_racing": "neuroevo.tasks.car_racing",
     "mujoco": "neuroevo.tasks.mujoco",
 }
-
-
-def check_minimums(section: object, minimums: tuple[tuple[str, int, str], ...],
-                   name: str = "task") -> None:
-    """Refuse a count or width of config section `name` below its minimum, in one line naming
-    the key: `minimums` holds (key, least value, note on what the least means); None (a key's
-    "no limit") passes, and a tuple's entries are checked one by one. Each TaskConfig and
-    ModelConfig calls this in __post_init__, so a run that would start and then fail (a zero
-    width as a zero fan-in in the initialisation, a count in its first rollout or batch) stops
-    when the config loads."""
-    for key, low, note in minimums:
-        value = getattr(section, key)
-        if isinstance(value, tuple):
-            if any(size < low for size in value):
-                raise ValueError(f"{name}.{key} entries must each be ≥ {low}{note}, "
-                                 f"got {list(value)}")
-        elif value is not None and value < low:
-            raise ValueError(f"{name}.{key} must be ≥ {low}{note}, got {value}")
-
-
-class TaskUnavailable(RuntimeError):
-    """A task's optional dependencies are not installed."""
 
 
 @dataclass
@@ -90,11 +65,4 @@ def task_module(name: str) -> ModuleType:
     """Import the module of a task family, with a one-line error for unknown names or extras."""
     if name not in TASK_MODULES:
         raise KeyError(f"unknown task {name!r}: choose one of {', '.join(TASK_MODULES)}")
-    try:
-        return importlib.import_module(TASK_MODULES[name])
-    except ModuleNotFoundError as error:
-        if error.name and error.name.split(".")[0] in {"gymnasium", "ale_py", "mujoco", "Box2D"}:
-            raise TaskUnavailable(
-                f"task {name!r} needs {error.name}: install the RL extra with "
-                f"`pip install -e '.[rl]'`") from None
-        raise
+    return import_task_module(name, TASK_MODULES[name])

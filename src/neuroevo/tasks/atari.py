@@ -20,66 +20,24 @@ policy forward, the expensive part, skips it as the shared rollout does.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
-from ale_py import AtariVectorEnv, roms
+from ale_py import AtariVectorEnv
 
 from neuroevo.config import RunConfig
-from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import (
-    ATARI_KERNELS, LAYER_TYPES, ModelConfig, atari_cnn, smallest_input)
-from neuroevo.tasks import Evaluation, check_minimums
+from neuroevo.models.atari_cnn import atari_cnn
+from neuroevo.sections.atari import ModelConfig, TaskConfig, rom_id
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
     RolloutResult, RolloutSpec, available_cores, episode_seeds, filmed, mean_return, rollout)
 
-__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "AtariTask", "AtariPool", "build", "rom_id"]
+__all__ = ["AtariTask", "AtariPool", "build"]
 
 NOOP = 0  # index of NOOP in every minimal action set
-
-
-def rom_id(game: str) -> str:
-    """'Frostbite' → 'frostbite', 'MsPacman' → 'ms_pacman': ale_py's ROM names."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str = "atari"
-    game: str = "Frostbite"  # ALE game, CamelCase as in the gymnasium ids (Frostbite, MsPacman)
-    max_steps: int = 2500  # agent steps per episode, no-ops included
-    noop_max: int = 30  # episodes start with s−1 NOOPs, s ~ U{1..noop_max}
-    frame_stack: int = 4  # RGB frames on the channel axis → 12 input channels
-    resolution: int = 84  # frames are resized to resolution × resolution (≥ 36: the CNN)
-    episodes: int = 1  # episodes per individual per generation; fitness = their mean score
-    threads: int = 0  # ALE threads; 0 = one per available core
-    # environment slots; fewer than the generation's episodes play them as a queue, each slot
-    # starting the next episode when its own ends (ALE steps every slot, ended or not); 0 = one
-    # slot per episode, all started together
-    slots: int = 0
-    # how much of the machine the pool uses, not what it computes: left out of the config digest
-    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads", "slots")
-    # the key `--workers N` sets: the ALE threads; the slots stay as configured (0: one per
-    # episode), since a queue over N slots is another way of playing, not a pool size
-    POOL_SIZE: ClassVar[str] = "threads"
-
-    def __post_init__(self) -> None:
-        valid = roms.get_all_rom_ids()
-        if rom_id(self.game) not in valid:
-            games = ", ".join("".join(part.title() for part in rom.split("_")) for rom in valid)
-            raise ValueError(f"unknown Atari game {self.game!r} in task.game (valid: {games})")
-        if self.noop_max < 1:
-            raise ValueError("task.noop_max must be ≥ 1 (s ~ U{1..noop_max}; 1 = no no-ops)")
-        check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""), ("frame_stack", 1, ""),
-                              ("resolution", smallest_input(ATARI_KERNELS),
-                               " (the convolutions' smallest input)"),
-                              ("threads", 0, " (0 = one per available core)"),
-                              ("slots", 0, " (0 = one per episode)")))
 
 
 class AtariPool:

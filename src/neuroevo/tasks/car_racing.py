@@ -19,56 +19,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from neuroevo.config import ConfigError, RunConfig
-from neuroevo.encoding import EncodingConfig
-from neuroevo.models.atari_cnn import smallest_input
-from neuroevo.models.car_racing_cnn import (
-    CAR_RACING_KERNELS, LAYER_TYPES, ModelConfig, car_racing_cnn)
-from neuroevo.tasks import Evaluation, check_minimums
+from neuroevo.models.car_racing_cnn import car_racing_cnn
+from neuroevo.sections.car_racing import RAW_SIZE, ModelConfig, TaskConfig
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
     GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, replay_in_process,
     rollout)
 
-__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "CarRacingTask", "WaveSelection", "build",
-           "select_finalists", "rank_two_waves"]
+__all__ = ["CarRacingTask", "WaveSelection", "build", "select_finalists", "rank_two_waves"]
 
 ENV_ID = "CarRacing-v3"
-RAW_SIZE = 96  # CarRacing's frames are 96×96 RGB
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str = "car_racing"
-    max_steps: int = 1000  # step cap per episode (CarRacing-v3's own limit is also 1000)
-    frame_stack: int = 4  # RGB frames on the channel axis → 12 input channels
-    resolution: int = 64  # frames are resized to resolution × resolution (46 to 96)
-    negative_streak: int = 21  # early stop after this many consecutive negative rewards (0: off)
-    first_wave_episodes: int = 2  # episodes every individual plays
-    finalists: int = 32  # individuals that play the second wave
-    second_wave_episodes: int = 4  # extra episodes of each finalist
-    workers: int = 0  # environment worker processes; 0 = one per available core
-    # how much of the machine the pool uses, not what it computes: left out of the config digest
-    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
-    POOL_SIZE: ClassVar[str] = "workers"  # the key `--workers N` sets
-
-    def __post_init__(self) -> None:
-        if self.first_wave_episodes < 1 or self.second_wave_episodes < 1:
-            raise ValueError("task.first_wave_episodes and task.second_wave_episodes must be ≥ 1")
-        # (ga.elites ≤ finalists is checked by `build`, which sees the GA's section)
-        check_minimums(self, (("finalists", 1, ""), ("max_steps", 1, ""), ("frame_stack", 1, ""),
-                              ("negative_streak", 0, " (0 = no early stop)"),
-                              ("workers", 0, " (0 = one per available core)")))
-        smallest = smallest_input(CAR_RACING_KERNELS)
-        if not smallest <= self.resolution <= RAW_SIZE:
-            raise ValueError(f"task.resolution must be between {smallest} (the convolutions' "
-                             f"smallest input) and {RAW_SIZE} (a downscale), got "
-                             f"{self.resolution}")
 
 
 @dataclass

@@ -24,28 +24,26 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 
 from neuroevo.config import ConfigError, RunConfig
 from neuroevo.data.tinystories import (
-    BPE_SPECIALS, SPECIAL_OFFSET, EvalBatch, check_eval_args, fixed_eval_set, model_vocab_size,
-    prepare_corpus, sampled_eval_set)
-from neuroevo.encoding import EncodingConfig, ParamLayout
+    EvalBatch, check_eval_args, fixed_eval_set, model_vocab_size, prepare_corpus,
+    sampled_eval_set)
+from neuroevo.encoding import ParamLayout
 from neuroevo.kernels import gpu as gpu_kernels
-from neuroevo.models.transformer import LAYER_TYPES, ModelConfig, Transformer, scored_positions
+from neuroevo.models.transformer import Transformer, scored_positions
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.language import SPECIAL_OFFSET, ModelConfig, TaskConfig
 from neuroevo.story_samples import StorySample, story_samples
-from neuroevo.tasks import Evaluation, check_minimums
+from neuroevo.tasks import Evaluation
 
-__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "LanguageTask", "build"]
+__all__ = ["LanguageTask", "build"]
 
 log = logging.getLogger(__name__)
 
-SAMPLING = ("fixed", "sampled")
-PRECISIONS = tuple(gpu_kernels.PRECISION_NAMES.values())  # fp32, tf32, bf16, tf32x3
 # How far (nats) the Triton kernels' fitness may stray from torch's ops in fp32 in the once-a-run
 # check, by the run's precision: IEEE products differ only in summation order (H100: 1.5e-4 at
 # the paper's size); TF32 by its rounding (H100, dense: 2.8e-2 over 512 individuals); bf16 by
@@ -53,60 +51,6 @@ PRECISIONS = tuple(gpu_kernels.PRECISION_NAMES.values())  # fp32, tf32, bf16, tf
 # A miscompiled kernel strays by whole nats.
 KERNEL_TOLERANCE = {"fp32": 1e-3, "tf32": 0.1, "bf16": 0.25, "tf32x3": 1e-2}
 KEPT = "(kept from the process this run resumed from)"  # ends a resumed run's kept verdict
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str = "tinystories"
-    text: str = "data/tinystories/first10k.txt"  # one story per line (relative to the cwd)
-    n_stories: int | None = 10000  # stories read from `text` (tokenizer training + evaluation)
-    vocab_size: int = 2048  # BPE vocabulary incl. its 5 specials; the model adds <unk> <s> </s>
-    # a Hugging Face tokenizers JSON used instead of training the BPE on `text` (e.g. the authors'
-    # tokenizer-bpe.json: README, "Differences from the paper"); None = train, as the paper did
-    tokenizer: str | None = None
-    n_sequences: int = 1024  # stories scored per generation
-    max_len: int | None = None  # truncate each sequence to this many tokens (None = paper)
-    sampling: str = "fixed"  # "fixed" = the paper's first n_sequences; "sampled" = fresh per gen
-    cache_dir: str = "data/cache"  # tokenizer and token arrays, keyed by text and BPE settings
-    pop_chunk: int = 0  # individuals per forward chunk; 0 = auto (16 on CPU, memory-bound on GPU)
-    length_bucket: int = 64  # most sequences per padding bucket (sorted by length); 0 = one batch
-    bucket_padding: float | None = 0.05  # padding allowed, × the real tokens (few buckets within
-    # it: EvalBatch.buckets); null: buckets of exactly length_bucket sequences, however padded
-    # torch's loss path only (the fused loss kernels need no tiles):
-    pop_tile: int = 0  # individuals per logits tile; 0 = auto (4 on CPU, the whole chunk on GPU)
-    token_chunk: int = 512  # scored tokens per logits tile
-    # GPU levers (issue #6), off by default: "tf32" lets fp32 matmuls use TF32, "bf16" autocasts
-    # them to bfloat16 (losses still summed in fp32), "tf32x3" splits the Triton kernels'
-    # products into three TF32 ones (fp32-level error, 2.3–2.9× IEEE's speed on an H100);
-    # `compile` runs the population forward through torch.compile (the first generation pays
-    # for it, once per distinct chunk and bucket shape; past torch's recompile limit, 8, further
-    # shapes run eagerly, so on the paper's set, with its tens of buckets, most of it does).
-    # bench_lm.py prints how far each moves the fitness from the fp32 reference.
-    precision: str = "fp32"
-    compile: bool = False
-    UNSET_NOT_DIGESTED: ClassVar[tuple[str, ...]] = ("tokenizer",)  # RunConfig.digest
-
-    def __post_init__(self) -> None:
-        if self.sampling not in SAMPLING:
-            raise ValueError(f"task.sampling must be one of {', '.join(SAMPLING)}, "
-                             f"got {self.sampling!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"task.precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.precision!r}")
-        if self.bucket_padding is not None and not self.bucket_padding >= 0:
-            raise ValueError(f"task.bucket_padding must be a share ≥ 0 of the real tokens (or "
-                             f"null), got {self.bucket_padding}")
-        # the data layer and the scorer would otherwise fail on these mid-build or mid-run
-        largest = 2**15 - SPECIAL_OFFSET  # model ids (BPE id + SPECIAL_OFFSET) are int16
-        if not len(BPE_SPECIALS) < self.vocab_size <= largest:
-            raise ValueError(f"task.vocab_size must be between {len(BPE_SPECIALS) + 1} (the BPE's "
-                             f"{len(BPE_SPECIALS)} specials and a token) and {largest} (int16 "
-                             f"model ids), got {self.vocab_size}")
-        check_minimums(self, (("n_stories", 1, " or null (every story)"), ("n_sequences", 1, ""),
-                              ("max_len", 2, " (<s> and one target) or null"),
-                              ("token_chunk", 1, ""), ("pop_chunk", 0, " (0 = auto)"),
-                              ("pop_tile", 0, " (0 = auto)"),
-                              ("length_bucket", 0, " (0 = one batch)")))
 
 
 class LanguageTask:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
 
 import gymnasium as gym
 import mujoco
@@ -24,44 +22,15 @@ import numpy as np
 import torch
 
 from neuroevo.config import RunConfig
-from neuroevo.encoding import EncodingConfig
-from neuroevo.models.mlp import LAYER_TYPES, MLPPolicy, ModelConfig
-from neuroevo.tasks import Evaluation, check_minimums
+from neuroevo.models.mlp import MLPPolicy
+from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.mujoco import ModelConfig, TaskConfig
+from neuroevo.tasks import Evaluation
 from neuroevo.tasks.rollout import (
     GymPool, RolloutResult, RolloutSpec, available_cores, episode_seeds, mean_return,
     replay_in_process, rollout)
 
-__all__ = ["LAYER_TYPES", "ModelConfig", "TaskConfig", "MujocoTask", "build"]
-
-
-def mujoco_env_ids() -> list[str]:
-    """The gymnasium v5 MuJoCo environments this task accepts."""
-    return sorted(env_id for env_id, spec in gym.registry.items()
-                  if isinstance(spec.entry_point, str) and env_id.endswith("-v5")
-                  and spec.entry_point.startswith("gymnasium.envs.mujoco"))
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str = "mujoco"
-    env_id: str = ""  # any gymnasium v5 MuJoCo id; no default, so a copied config that misses it fails
-    episodes: int = 1  # episodes per individual per generation; fitness = their mean return
-    max_steps: int = 1000  # step cap per episode (the v5 default time limit)
-    workers: int = 0  # environment worker processes; 0 = one per available core
-    # how much of the machine the pool uses, not what it computes: left out of the config digest
-    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
-    POOL_SIZE: ClassVar[str] = "workers"  # the key `--workers N` sets
-
-    def __post_init__(self) -> None:
-        valid = mujoco_env_ids()
-        if not self.env_id:
-            raise ValueError(f"task.env_id is not set: name the MuJoCo environment "
-                             f"(valid: {', '.join(valid)})")
-        if self.env_id not in valid:
-            raise ValueError(f"unknown MuJoCo env {self.env_id!r} in task.env_id "
-                             f"(valid: {', '.join(valid)})")
-        check_minimums(self, (("episodes", 1, ""), ("max_steps", 1, ""),
-                              ("workers", 0, " (0 = one per available core)")))
+__all__ = ["MujocoTask", "build"]
 
 
 def make_env(env_id: str, max_steps: int, render_mode: str | None = None) -> gym.Env:

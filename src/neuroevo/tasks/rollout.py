@@ -40,7 +40,8 @@ import torch
 from neuroevo.atomic import replacing
 from neuroevo.encoding import ParamLayout
 from neuroevo.layers import Params
-from neuroevo.tasks import Evaluation, TaskUnavailable
+from neuroevo.sections import TaskUnavailable
+from neuroevo.tasks import Evaluation
 
 
 class PolicyModel(Protocol):
