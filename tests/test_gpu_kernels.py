@@ -478,7 +478,7 @@ def test_a_run_records_every_launch_constant():
     recorded as the products' precision)."""
     settings = gpu_kernels.launch_settings()
     recorded = set(settings) | set(settings["factorized"])
-    not_settings = {"IEEE", "TF32", "BF16", "TF32X3", "PRECISION_NAMES", "MIN_DOT",
+    not_settings = {"IEEE", "TF32", "BF16", "TF32X3", "PRECISIONS", "PRECISION_NAMES", "MIN_DOT",
                     "FAULTED_ON_GPU"}
     constants = {name for name in vars(gpu_kernels) if name.isupper() and name[0] != "_"}
     assert constants - not_settings <= recorded, constants - not_settings - recorded
