@@ -19,14 +19,11 @@ from typing import Protocol
 import torch
 
 from neuroevo.encoding import ParamLayout
-from neuroevo.sections import import_task_module
+from neuroevo.sections import FAMILY_SECTIONS, import_task_module
 
-TASK_MODULES = {
-    "tinystories": "neuroevo.tasks.language",
-    "atari": "neuroevo.tasks.atari",
-    "car_racing": "neuroevo.tasks.car_racing",
-    "mujoco": "neuroevo.tasks.mujoco",
-}
+# each family's task module is named as its sections module: neuroevo.tasks.language, …
+TASK_MODULES = {family: sections.replace("neuroevo.sections.", "neuroevo.tasks.", 1)
+                for family, sections in FAMILY_SECTIONS.items()}
 
 
 @dataclass
