@@ -220,10 +220,11 @@ def test_unknown_preset_names_the_choices(tmp_path: Path, capsys) -> None:
 
 def test_loading_every_familys_config_imports_no_torch() -> None:
     """`load_config` (which the workflow runs on every run's config at each DAG build) needs only
-    `neuroevo.sections`: no torch (two seconds to import), no simulator, no tokenizer."""
+    `neuroevo.sections`: no torch (two seconds to import), no simulator, no tokenizer. The CLI
+    imports them only in the commands that use them, so `--help` and a config error are instant."""
     configs = ["configs/tinystories/factorized.yaml", "configs/atari/frostbite/factorized.yaml",
                "configs/car_racing/factorized.yaml", "configs/mujoco/halfcheetah/factorized.yaml"]
-    script = ("import sys\nfrom neuroevo.config import load_config\n"
+    script = ("import sys\nimport neuroevo.cli\nfrom neuroevo.config import load_config\n"
               f"for path in {configs!r}:\n    load_config(path, preset='quick')\n"
               "print(sorted({'torch', 'mujoco', 'tokenizers', 'Box2D'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

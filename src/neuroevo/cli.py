@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:  # for the hints only: each command imports the engine's modules when it runs
     from neuroevo.config import RunConfig
 
@@ -229,9 +227,9 @@ def _load(args: argparse.Namespace) -> RunConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    config = _load(args)  # before the engine's import (torch, 2 s): a config error is instant
     from neuroevo.run import RunError, run
 
-    config = _load(args)
     if args.restart_changed and not args.resume:
         raise RunError("--restart-changed only applies with --resume")
     summary = run(config, args.out, resume=args.resume, progress=not args.quiet,
@@ -301,6 +299,8 @@ def _describe(args: argparse.Namespace) -> int:
 def _layout(config) -> tuple:
     """The config's genome layout, and a note when it had to be made without the task's data
     (the language task's text: shapes do not need it, only its vocabulary size)."""
+    import torch
+
     from neuroevo.data.tinystories import SPECIAL_OFFSET, DataError
     from neuroevo.run import build_task
     from neuroevo.tasks import task_module
@@ -370,13 +370,15 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _is_user_error(error: Exception) -> bool:
     from neuroevo.config import ConfigError
+    from neuroevo.sections import TaskUnavailable
+
+    if isinstance(error, (ConfigError, TaskUnavailable, FileNotFoundError)):
+        return True  # known without importing the engine (torch) only to classify it
     from neuroevo.encoding import EncodingError
     from neuroevo.genome import GenomeFileError
     from neuroevo.run import RunError
-    from neuroevo.sections import TaskUnavailable
 
-    user_errors: tuple[type, ...] = (ConfigError, EncodingError, GenomeFileError, RunError,
-                                     TaskUnavailable, FileNotFoundError)
+    user_errors: tuple[type, ...] = (EncodingError, GenomeFileError, RunError)
     try:
         from neuroevo.data.tinystories import DataError
         user_errors += (DataError,)
