@@ -65,6 +65,8 @@ PAPER_TOKENIZER_HINT = ("for the paper's, `neuroevo fetch-data paper-tokenizer` 
                         f"--create-dirs -o data/tinystories/{PAPER_TOKENIZER_FILE} "
                         f"{PAPER_TOKENIZER_URL}`); or task.tokenizer=null to train one")
 
+# model ids 0-2 come before the BPE's (BPE id b is model id b + SPECIAL_OFFSET); SPECIAL_OFFSET and
+# the BPE's own specials (BPE_SPECIALS) live in neuroevo.sections.language, for task.vocab_size's check
 PAD_ID = 0  # model id of <unk>; the paper pads with it and masks padding out of the loss
 BOS_ID = 1
 EOS_ID = 2
