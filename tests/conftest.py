@@ -27,6 +27,15 @@ QUICKSTORIES = REPO / "data" / "quickstories.txt"
 N_SMALL = 300  # stories in the small test corpus (the first of the shipped corpus)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the README's test command): one worker per core this process may use. xdist's
+    own count sees every core of the host, where a container's CPU quota allows fewer, and
+    workers past the quota would only contend (each also runs Snakemake and C kernels)."""
+    from neuroevo.tasks.rollout import available_cores
+
+    return available_cores()
+
+
 @pytest.fixture(scope="module")
 def quickstories() -> list[str]:
     """The shipped story corpus, one story per line."""
