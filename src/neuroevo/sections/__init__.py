@@ -46,6 +46,16 @@ def import_task_module(name: str, module: str) -> ModuleType:
         raise
 
 
+def check_choices(section: object, choices: tuple[tuple[str, tuple[str, ...]], ...],
+                  name: str) -> None:
+    """Refuse a value of config section `name` that is not among its key's `choices` (pairs of
+    key and valid values), in one line naming the key and every valid value."""
+    for key, valid in choices:
+        value = getattr(section, key)
+        if value not in valid:
+            raise ValueError(f"{name}.{key} must be one of {', '.join(valid)}, got {value!r}")
+
+
 def check_minimums(section: object, minimums: tuple[tuple[str, int, str], ...],
                    name: str = "task") -> None:
     """Refuse a count or width of config section `name` below its minimum, in one line naming

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from neuroevo.sections import check_choices
+
 ENCODINGS = ("dense", "factorized", "sparse")
 SPARSE_SELECTIONS = ("random", "magnitude")
 
@@ -38,9 +40,7 @@ class EncodingConfig:
         if self.kind not in ENCODINGS:
             raise ValueError(f"unknown encoding {self.kind!r} in encoding.kind "
                              f"(valid: {', '.join(ENCODINGS)})")
-        if self.sparse_selection not in SPARSE_SELECTIONS:
-            raise ValueError(f"encoding.sparse_selection must be one of "
-                             f"{', '.join(SPARSE_SELECTIONS)}, got {self.sparse_selection!r}")
+        check_choices(self, (("sparse_selection", SPARSE_SELECTIONS),), name="encoding")
         if not 0 <= self.sparse_seed < 2**31:
             raise ValueError(f"encoding.sparse_seed must be in [0, 2**31), got {self.sparse_seed}")
 

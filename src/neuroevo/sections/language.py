@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from neuroevo.sections import check_minimums
+from neuroevo.sections import check_choices, check_minimums
 
 SAMPLING = ("fixed", "sampled")
 # task.precision's choices; `kernels.gpu.PRECISION_NAMES` maps the kernels' codes to them in order
@@ -49,12 +49,7 @@ class TaskConfig:
     UNSET_NOT_DIGESTED: ClassVar[tuple[str, ...]] = ("tokenizer",)  # RunConfig.digest
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLING:
-            raise ValueError(f"task.sampling must be one of {', '.join(SAMPLING)}, "
-                             f"got {self.sampling!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"task.precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.precision!r}")
+        check_choices(self, (("sampling", SAMPLING), ("precision", PRECISIONS)), name="task")
         if self.bucket_padding is not None and not self.bucket_padding >= 0:
             raise ValueError(f"task.bucket_padding must be a share ≥ 0 of the real tokens (or "
                              f"null), got {self.bucket_padding}")
