@@ -31,7 +31,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, XetDownlo
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from neuroevo.atomic import UMASK, atomic_write_text, replacing
-from neuroevo.sections.language import BPE_SPECIALS, SPECIAL_OFFSET
+from neuroevo.sections.language import BPE_SPECIALS, MAX_VOCAB_SIZE, SPECIAL_OFFSET
 
 HF_REPO = "roneneldan/TinyStories"
 HF_FILENAME = "TinyStories-train.txt"  # 1.9 GB; the stories are separated by lines `<|endoftext|>`
@@ -357,7 +357,7 @@ def prepare_corpus(
                             f"repository root: run from there (this is {Path.cwd()})")
         raise DataError(f"text not found at {text_path}: the shipped corpus is "
                         f"data/quickstories.txt; TinyStories is fetched: {FETCH_HINT}")
-    if not len(BPE_SPECIALS) < vocab_size <= np.iinfo(np.int16).max + 1 - SPECIAL_OFFSET:
+    if not len(BPE_SPECIALS) < vocab_size <= MAX_VOCAB_SIZE:
         raise ValueError(f"vocab_size must fit int16 model ids after the specials, got {vocab_size}")
     given, given_sha = (None, None) if tokenizer_path is None else load_tokenizer_file(
         tokenizer_path, vocab_size)

@@ -4,9 +4,9 @@ A config is loaded and validated before anything is built (`neuroevo.config`), a
 validates every run's config each time it builds its DAG. Kept apart from the engine, these
 modules import no torch (of the RL extra they read only ale-py's ROM list and gymnasium's
 registry), so that check takes a fraction of a second instead of the two seconds torch takes to
-import. One module per task family, each with `TaskConfig` (the
-`task:` section), `ModelConfig` (`model:`) and `LAYER_TYPES` (the keys `encoding.ranks` may
-name); `encoding` and `ga` hold the shared sections. The engine imports its sections from here.
+import. One module per task family, each with `TaskConfig` (the `task:` section), `ModelConfig`
+(`model:`) and `LAYER_TYPES` (the keys `encoding.ranks` may name); `encoding` and `ga` hold the
+shared sections. The engine imports its sections from here.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ PRECISIONS = ("fp32", "tf32", "bf16", "tf32x3")
 # BPE ids 0-4, where the paper's file has its 5 specials (named <unk> <pad> <s> </s> <|endoftext|>)
 BPE_SPECIALS = ("[UNK]", "[PAD]", "[BOS]", "[EOS]", "[MASK]")
 SPECIAL_OFFSET = 3  # BPE id b is model id b + 3
+MAX_VOCAB_SIZE = 2**15 - SPECIAL_OFFSET  # the largest BPE vocabulary: model ids are int16
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,10 @@ class TaskConfig:
             raise ValueError(f"task.bucket_padding must be a share ≥ 0 of the real tokens (or "
                              f"null), got {self.bucket_padding}")
         # the data layer and the scorer would otherwise fail on these mid-build or mid-run
-        largest = 2**15 - SPECIAL_OFFSET  # model ids (BPE id + SPECIAL_OFFSET) are int16
-        if not len(BPE_SPECIALS) < self.vocab_size <= largest:
+        if not len(BPE_SPECIALS) < self.vocab_size <= MAX_VOCAB_SIZE:
             raise ValueError(f"task.vocab_size must be between {len(BPE_SPECIALS) + 1} (the BPE's "
-                             f"{len(BPE_SPECIALS)} specials and a token) and {largest} (int16 "
-                             f"model ids), got {self.vocab_size}")
+                             f"{len(BPE_SPECIALS)} specials and a token) and {MAX_VOCAB_SIZE} "
+                             f"(int16 model ids), got {self.vocab_size}")
         check_minimums(self, (("n_stories", 1, " or null (every story)"), ("n_sequences", 1, ""),
                               ("max_len", 2, " (<s> and one target) or null"),
                               ("token_chunk", 1, ""), ("pop_chunk", 0, " (0 = auto)"),
