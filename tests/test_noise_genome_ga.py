@@ -15,7 +15,7 @@ from neuroevo.genome import Genome, develop, initial_weights
 from neuroevo.layers import Linear
 from neuroevo.models.transformer import Transformer
 from neuroevo.noise import gaussian, gaussian_reference
-from neuroevo.sections.encoding import EncodingConfig
+from neuroevo.sections.encoding import EncodingConfig, SparseChoice
 from neuroevo.sections.ga import GAConfig
 from neuroevo.sections.language import ModelConfig
 
@@ -110,6 +110,39 @@ def test_conv_and_embedding_factor_scales_follow_the_reference() -> None:
     std = layout.mutation_std(0.01)
     assert std[layout.offsets["conv.A"]].item() == pytest.approx(math.sqrt(math.sqrt(2) / 4) * 0.1)
     assert std[layout.offsets["plain.weight"]].item() == pytest.approx(0.01)
+
+
+def test_embedding_init_std_moves_where_the_embedding_starts_not_its_mutations() -> None:
+    """`model.embedding_init_std` sets the std of E's initial entries, E itself or the factors'
+    product (both factors scaled alike, so the product of rank r has std init_std), the frozen
+    part of a sparse E too; every mutation std stays the reference's. Measured on developed
+    initial genomes, not only read off the specs."""
+    from neuroevo.layers import TiedEmbedding
+
+    layout = ParamLayout()
+    TiedEmbedding(layout, "fact", vocab=2051, hidden=32, rank=4, init_std=1.0)
+    TiedEmbedding(layout, "plain", vocab=2051, hidden=32, init_std=0.05)
+    sparse = TiedEmbedding(layout, "sparse", vocab=2051, hidden=32,
+                           sparse=SparseChoice(1, "random", 0), init_std=0.05)
+    reference = ParamLayout()
+    TiedEmbedding(reference, "fact", vocab=2051, hidden=32, rank=4)
+    TiedEmbedding(reference, "plain", vocab=2051, hidden=32)
+    specs = {s.name: s for s in layout.specs}
+    stds = {s.name: s.mutation_std for s in reference.specs}
+    assert specs["fact.B"].init_std * specs["fact.A"].init_std * 2 == pytest.approx(1.0)
+    assert specs["fact.B"].init_std / specs["fact.A"].init_std == pytest.approx(
+        stds["fact.B"] / stds["fact.A"])                                    # scaled alike
+    assert specs["plain.weight"].init_std == 0.05
+    assert [specs[name].mutation_std for name in ("fact.B", "fact.A", "plain.weight")] == [
+        stds["fact.B"], stds["fact.A"], stds["plain.weight"]]
+    assert specs["sparse.values"].init_std == 0.05 and specs["sparse.values"].mutation_std == 1.0
+    assert sparse.sparse.base.std().item() == pytest.approx(0.05, rel=0.02)
+
+    theta = initial_weights(layout, [7], torch.device("cpu"))[0]
+    params = layout.views(theta.unsqueeze(0))
+    product = params["fact.B"][0] @ params["fact.A"][0]                      # (2051, 32) = E
+    assert product.std().item() == pytest.approx(1.0, rel=0.1)
+    assert params["plain.weight"][0].std().item() == pytest.approx(0.05, rel=0.02)
 
 
 def test_rank_above_the_layer_is_rejected() -> None:

@@ -641,13 +641,17 @@ def test_a_bug_is_not_reported_as_a_user_error() -> None:
     assert _is_user_error(ConfigError("unknown task 'chess'"))
 
 
-def test_an_unset_tokenizer_leaves_the_config_digest_as_before_the_key_existed(
+def test_unset_later_keys_leave_the_config_digest_as_before_they_existed(
         tmp_path: Path) -> None:
-    """`task.tokenizer` came after runs had been made: unset, it is not digested, so a run dir
-    written before it (digest pinned from that code) still resumes; set, it changes the digest."""
+    """`task.tokenizer` and `model.embedding_init_std` came after runs had been made: unset,
+    they are not digested, so a run dir written before them (digest pinned from that code) still
+    resumes; set, each changes the digest."""
     dense = load_config("configs/tinystories/dense.yaml")
     assert dense.digest() == "ed6de790b23e4ed0"  # configs/tinystories/dense.yaml before the key
     assert load_config("configs/tinystories/factorized.yaml", "quick").digest() == "2d4bfa0730b78cbe"
     with_file = load_config("configs/tinystories/dense.yaml",
                             overrides=[f"task.tokenizer={tmp_path / 'bpe.json'}"])
     assert with_file.digest() != dense.digest()
+    rescaled = load_config("configs/tinystories/dense.yaml",
+                           overrides=["model.embedding_init_std=0.044"])
+    assert rescaled.digest() != dense.digest()

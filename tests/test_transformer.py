@@ -177,6 +177,8 @@ def test_gpu_population_chunk_fills_the_activation_budget_per_bucket(kernels: st
     ("configs/tinystories/dense.yaml", "model.hidden", "0", "model.hidden must be ≥ 1, got 0"),
     ("configs/tinystories/dense.yaml", "model.n_blocks", "-1", "model.n_blocks must be ≥ 0"),
     ("configs/tinystories/dense.yaml", "model.ln_eps", "0", "model.ln_eps must be > 0"),
+    ("configs/tinystories/factorized.yaml", "model.embedding_init_std", "0",
+     "model.embedding_init_std must be > 0 (or null: the reference's), got 0"),
 ])
 def test_sizes_that_cannot_build_are_one_line_config_errors(capsys, config: str, key: str,
                                                             value: str, fragment: str) -> None:

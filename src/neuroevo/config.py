@@ -52,17 +52,19 @@ class RunConfig:
     def digest(self, exclude_execution: bool = True) -> str:
         """A short hash of the resolved config, without what must not change results: the device
         and the task's `EXECUTION_ONLY` keys (environment pool sizes), so a job that gets more
-        cores, or a GPU, still resumes its own run. A task's `UNSET_NOT_DIGESTED` keys (options
-        added later) count only when set, so adding one left earlier runs' digests as they were.
+        cores, or a GPU, still resumes its own run. The task's and the model's
+        `UNSET_NOT_DIGESTED` keys (options added later) count only when set, so adding one left
+        earlier runs' digests as they were.
         (`exclude_execution=False` gives the digest runs wrote before pool sizes left it, which
         `run` still accepts.)"""
         data = self.to_dict()
         data.pop("device")
         for key in getattr(self.task, "EXECUTION_ONLY", ()) if exclude_execution else ():
             data["task"].pop(key)
-        for key in getattr(self.task, "UNSET_NOT_DIGESTED", ()):
-            if data["task"][key] is None:
-                data["task"].pop(key)
+        for section in ("task", "model"):
+            for key in getattr(getattr(self, section), "UNSET_NOT_DIGESTED", ()):
+                if data[section][key] is None:
+                    data[section].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

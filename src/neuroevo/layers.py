@@ -55,7 +55,7 @@ class SparseWeight:
     """
 
     def __init__(self, layout: ParamLayout, name: str, shape: tuple[int, ...], init_std: float,
-                 choice: SparseChoice, k: int) -> None:
+                 choice: SparseChoice, k: int, mutation_std: float | None = None) -> None:
         self.name, self.shape, self.choice = f"{name}.values", shape, choice
         numel = math.prod(shape)
         self.k = min(k, numel)
@@ -69,7 +69,8 @@ class SparseWeight:
             index = torch.as_tensor(rng.choice(numel, self.k, replace=False))
         self.index = index.sort().values                                           # (k,)
         self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        layout.add(ParamSpec(self.name, (self.k,), init_std, init_std))
+        layout.add(ParamSpec(self.name, (self.k,), init_std,
+                             init_std if mutation_std is None else mutation_std))
 
     @property
     def label(self) -> str:
@@ -190,25 +191,36 @@ class TiedEmbedding:
 
     Dense E starts N(0, 1) (a plain Gaussian, not Kaiming). Factorized, E = Bᵀ·Aᵀ with Bᵀ
     (vocab, r) and Aᵀ (r, hidden); the full matrix is hidden×vocab with in = vocab > out, so both
-    factors use std √(2/fan_in). The output bias (vocab,) starts at std √2 like the reference.
+    factors use std √(2/fan_in), and E's entries start with std √(r·(2/vocab)·(2/r)) = 2/√vocab
+    at every rank. The output bias (vocab,) starts at std √2 like the reference.
+
+    `init_std` (beyond the paper) sets the std of E's initial entries instead — each factor's
+    initial std scaled by the same √(init_std / (2/√vocab)) — while every mutation std stays the
+    reference's: the two encodings can then start from one scale and differ in how they search.
     """
 
     def __init__(self, layout: ParamLayout, name: str, vocab: int, hidden: int,
-                 rank: int | None = None, sparse: SparseChoice | None = None) -> None:
+                 rank: int | None = None, sparse: SparseChoice | None = None,
+                 init_std: float | None = None) -> None:
         self.name, self.rank, self.sparse = name, rank, None
         if sparse is not None:
             check_rank(name, sparse.rank, vocab, hidden)
-            self.sparse = SparseWeight(layout, name, (vocab, hidden), 1.0, sparse,
-                                       k=sparse.rank * (vocab + hidden))
+            self.sparse = SparseWeight(layout, name, (vocab, hidden), init_std or 1.0, sparse,
+                                       k=sparse.rank * (vocab + hidden), mutation_std=1.0)
             names = [self.sparse.name]
         elif rank is None:
-            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden), 1.0, 1.0))]
+            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden), init_std or 1.0,
+                                          1.0))]
         else:
             check_rank(name, rank, vocab, hidden)
             std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
             std_a = factor_std(vocab, hidden, factor_fan_in=rank)
-            names = [layout.add(ParamSpec(f"{name}.B", (vocab, rank), std_b, std_b, factor=True)),
-                     layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a, std_a, factor=True))]
+            product_std = std_b * std_a * math.sqrt(rank)  # = 2/√vocab, E's entries at init
+            scale = 1.0 if init_std is None else math.sqrt(init_std / product_std)
+            names = [layout.add(ParamSpec(f"{name}.B", (vocab, rank), std_b * scale, std_b,
+                                          factor=True)),
+                     layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a * scale, std_a,
+                                          factor=True))]
         names.append(layout.add(ParamSpec(f"{name}.out_bias", (vocab,), BIAS_MUTATION_STD,
                                           BIAS_MUTATION_STD)))
         layout.describe_layer(name, "embedding (tied)", (hidden, vocab), rank, names,

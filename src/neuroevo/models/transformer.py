@@ -83,7 +83,8 @@ class Transformer:
         self.layout = ParamLayout()
         self.embedding = TiedEmbedding(self.layout, "embed", vocab, cfg.hidden,
                                        encoding.rank_for("embedding"),
-                                       encoding.sparse_for("embedding"))
+                                       encoding.sparse_for("embedding"),
+                                       init_std=cfg.embedding_init_std)
         self.blocks = [Block(self.layout, f"blocks.{i}", cfg, encoding)
                        for i in range(cfg.n_blocks)]
 

@@ -80,6 +80,12 @@ class ModelConfig:
     head_dim: int = 4  # Q/K/V width = n_heads × head_dim, independent of hidden (as in the paper)
     rotary_dims: int = 4  # features of the input embedding that carry the rotary position
     ln_eps: float = 1e-7
+    # Beyond the paper: the std of the tied embedding's initial entries (E itself, or the product
+    # of a factorized embedding's factors); null = the reference's, N(0, 1) for a dense or sparse
+    # E and 2/√vocab for the product (≈ 0.044 at vocab 2051). Mutation stds stay the reference's,
+    # so two encodings can start from the same scale (the `init_cpu` preset).
+    embedding_init_std: float | None = None
+    UNSET_NOT_DIGESTED: ClassVar[tuple[str, ...]] = ("embedding_init_std",)  # RunConfig.digest
 
     def __post_init__(self) -> None:
         check_minimums(self, (("hidden", 1, ""), ("ff", 1, ""), ("n_heads", 1, ""),
@@ -88,6 +94,9 @@ class ModelConfig:
         if not self.ln_eps > 0:
             raise ValueError(f"model.ln_eps must be > 0 (LayerNorm divides by √(variance + "
                              f"eps)), got {self.ln_eps}")
+        if self.embedding_init_std is not None and not self.embedding_init_std > 0:
+            raise ValueError(f"model.embedding_init_std must be > 0 (or null: the reference's), "
+                             f"got {self.embedding_init_std}")
         # rotated in pairs: an odd count or one past the width cannot run (checked at load)
         if self.rotary_dims % 2 or not 0 <= self.rotary_dims <= self.hidden:
             raise ValueError(f"model.rotary_dims must be even and between 0 and model.hidden "
