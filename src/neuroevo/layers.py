@@ -203,14 +203,16 @@ class TiedEmbedding:
                  rank: int | None = None, sparse: SparseChoice | None = None,
                  init_std: float | None = None) -> None:
         self.name, self.rank, self.sparse = name, rank, None
+        entry_std = 1.0  # a dense E's entries, at init (unless init_std) and in mutations (× mr)
         if sparse is not None:
             check_rank(name, sparse.rank, vocab, hidden)
-            self.sparse = SparseWeight(layout, name, (vocab, hidden), init_std or 1.0, sparse,
-                                       k=sparse.rank * (vocab + hidden), mutation_std=1.0)
+            self.sparse = SparseWeight(layout, name, (vocab, hidden), init_std or entry_std,
+                                       sparse, k=sparse.rank * (vocab + hidden),
+                                       mutation_std=entry_std)
             names = [self.sparse.name]
         elif rank is None:
-            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden), init_std or 1.0,
-                                          1.0))]
+            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden),
+                                          init_std or entry_std, entry_std))]
         else:
             check_rank(name, rank, vocab, hidden)
             std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
