@@ -406,6 +406,32 @@ def test_seeds_figure_draws_each_run_in_its_variants_panel(tables_of, tmp_path: 
             assert points.tolist() == run[["generation", task.series]].to_numpy().tolist()
 
 
+@pytest.mark.parametrize("entries", [style.LEGEND_INSIDE_MAX, style.LEGEND_INSIDE_MAX + 2])
+def test_a_long_legend_goes_below_the_axes_and_their_label(entries: int) -> None:
+    """Up to four entries the legend sits inside the axes, as the paper's; more (init_cpu's six
+    long ablation labels) go below the axes and the x label, in a figure grown for them, so they
+    cover no curve, no tick and no label."""
+    import matplotlib.pyplot as plt
+
+    style.apply()
+    fig, ax = plt.subplots(figsize=style.FIGSIZE)
+    for i in range(entries):
+        ax.plot([0, 1], [i, i], label=f"variant {i}, its embedding started at another scale")
+    ax.set(xlabel="Searched degrees of freedom", ylabel="score")
+    style.legend(ax)
+    style.stamp(fig, "quick")  # lays the figure out, as every figure does before saving
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    axes = ax.get_window_extent()
+    if entries <= style.LEGEND_INSIDE_MAX:
+        assert fig.get_size_inches().tolist() == list(style.FIGSIZE)
+        assert axes.y0 <= legend.y0 and legend.y1 <= axes.y1
+    else:
+        assert fig.get_size_inches()[1] > style.FIGSIZE[1]
+        assert legend.y1 < ax.xaxis.get_tightbbox().y0  # below the tick labels and the x label
+    plt.close(fig)
+
+
 def test_legend_names_are_the_papers() -> None:
     """The four TinyStories conditions get the paper's legend names; other ranks name their rank."""
     names = {v: style.label(grid.Variant(v, "c.yaml", {}, RANK.get(v), None)) for v in OFFSET}

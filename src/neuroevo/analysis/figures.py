@@ -114,7 +114,7 @@ def rank(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(ranked["rank"].unique()), [str(r) for r in sorted(ranked["rank"].unique())])
     ax.set(xlabel="Rank", ylabel=task.ylabel, title=f"Rank sweep — {task.title}")
-    ax.legend(fontsize=7)
+    style.legend(ax)
     return _finish(fig, preset, stem)
 
 
@@ -133,7 +133,7 @@ def searched(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Pa
     ax.set_xscale("log")
     ax.set(xlabel="Searched degrees of freedom (mutable genome dimensions)", ylabel=task.ylabel,
            title=f"Score vs search-space size — {task.title}")
-    ax.legend(fontsize=7)
+    style.legend(ax)
     return _finish(fig, preset, stem)
 
 
@@ -195,7 +195,7 @@ def _curves(long: pd.DataFrame, task: Task, preset: str, stem: Path,
         ax.fill_between(band.index, band["low"], band["high"], color=colours[name], alpha=0.2, linewidth=0)
     ax.set(xlabel="Generation", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7)
+    style.legend(ax)
     return _finish(fig, preset, stem)
 
 

@@ -29,6 +29,8 @@ PAPER_LABELS = {
     "factorized-r1": "Low-Rank Factorization (Smaller Rank)",
 }
 FIGSIZE = (5.0, 4.0)  # inches, as the paper's tinystories/plot.py
+LEGEND_INSIDE_MAX = 4  # entries a legend may have inside the axes (the paper's figures have four)
+LEGEND_ROW = 0.17  # inches a legend entry takes at fontsize 7: what a legend below the axes adds
 
 
 def apply() -> None:
@@ -63,6 +65,21 @@ def palette(task: Task) -> dict[str, tuple[float, float, float]]:
 def labels(task: Task) -> dict[str, str]:
     """Variant name → legend name for one task."""
     return {v.name: label(v) for v in task.variants}
+
+
+def legend(ax: plt.Axes) -> None:
+    """The axes' legend: inside, where matplotlib finds room, for up to `LEGEND_INSIDE_MAX`
+    entries (the paper's look); for more, below the axes in a figure grown by its height, since
+    a legend of six long ablation labels fills a third of a 5 × 4 in axes and no place inside
+    leaves every curve visible."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries <= LEGEND_INSIDE_MAX:
+        ax.legend(fontsize=7)
+        return
+    fig = ax.figure
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + LEGEND_ROW * entries)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
 
 def stamp(fig: plt.Figure, preset: str) -> None:
