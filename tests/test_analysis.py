@@ -432,6 +432,37 @@ def test_a_long_legend_goes_below_the_axes_and_their_label(entries: int) -> None
     plt.close(fig)
 
 
+def test_long_variant_names_wrap_and_turn_the_final_boxes_horizontal(tables_of, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """A name longer than the paper's longest (an ablation's) is wrapped: in `final` the boxes
+    turn horizontal and the names lie on the y axis, in `seeds` it is a two-line panel title."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    g, long, runs = tables_of
+    name = "No Factorization, its embedding started at the factorized scale"
+    task = g.task("tinystories")
+    task = dataclasses.replace(task, variants=tuple(
+        dataclasses.replace(v, label=name) if v.name == "dense" else v for v in task.variants))
+    drawn: dict[str, plt.Figure] = {}
+    monkeypatch.setattr(style, "save", lambda fig, stem: drawn.setdefault(Path(stem).name, fig) and [])
+
+    figures.final(runs, task, g.preset, tmp_path / "final")
+    ax = drawn["final"].axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names[0] == style.wrapped(name, style.TICK_LABEL_CHARS) and "\n" in names[0]
+    assert names[1:] == [style.labels(task)[v] for v in style.ordered(task, runs["variant"])[1:]]
+    assert all(len(line) <= style.TICK_LABEL_CHARS for n in names for line in n.splitlines())
+    assert ax.get_xlabel() == task.ylabel
+
+    figures.seeds(long, task, g.preset, tmp_path / "seeds")
+    titles = [a.get_title() for a in drawn["seeds"].axes if a.get_visible()]
+    assert titles[0] == style.wrapped(name, style.PANEL_TITLE_CHARS) and "\n" in titles[0]
+    for fig in drawn.values():
+        plt.close(fig)
+
+
 def test_legend_names_are_the_papers() -> None:
     """The four TinyStories conditions get the paper's legend names; other ranks name their rank."""
     names = {v: style.label(grid.Variant(v, "c.yaml", {}, RANK.get(v), None)) for v in OFFSET}

@@ -55,7 +55,7 @@ def seeds(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]
     for ax, name in zip(axes.flat, order):
         for _, run in data[data["variant"] == name].groupby("seed"):
             ax.plot(run["generation"], run[task.series], color=colours[name], linewidth=1)
-        ax.set_title(names[name], fontsize=8)
+        ax.set_title(style.wrapped(names[name], style.PANEL_TITLE_CHARS), fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for i, ax in enumerate(axes.flat):
         if i >= len(order):
@@ -75,21 +75,30 @@ def runtime(long: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Pat
 
 
 def final(runs: pd.DataFrame, task: Task, preset: str, stem: Path) -> list[Path]:
-    """Distribution of the last-generation score over seeds, one box (and dots) per variant."""
+    """Distribution of the last-generation score over seeds, one box (and dots) per variant.
+    Variants whose names are longer than the paper's lie on the y axis (horizontal boxes), where
+    their wrapped names do not run into each other as slanted x-axis labels do."""
     data = _drawn_rows(runs, task)
     order = style.ordered(task, data["variant"])
     names, colours = style.labels(task), style.palette(task)
+    horizontal = any(len(names[v]) > style.TICK_LABEL_CHARS for v in order)
+    xy = {"x": "final_score", "y": "variant"} if horizontal else {"x": "variant", "y": "final_score"}
     style.apply()
-    fig, ax = plt.subplots(figsize=style.FIGSIZE)
-    sns.boxplot(data=data, x="variant", y="final_score", hue="variant", order=order, hue_order=order,
+    size = (style.FIGSIZE[0] + 2, 1 + 0.5 * len(order)) if horizontal else style.FIGSIZE
+    fig, ax = plt.subplots(figsize=size)
+    sns.boxplot(data=data, **xy, hue="variant", order=order, hue_order=order,
                 palette=colours, ax=ax, showfliers=False, legend=False, boxprops={"alpha": 0.5})
     with _seeded_global_rng():  # seaborn draws the dots' jitter from numpy's global generator
-        sns.stripplot(data=data, x="variant", y="final_score", hue="variant", order=order,
+        sns.stripplot(data=data, **xy, hue="variant", order=order,
                       hue_order=order, palette=colours, ax=ax, size=5, jitter=0.15,
                       edgecolor="black", linewidth=0.5, legend=False)
-    ax.set_xticks(range(len(order)), [names[v] for v in order], rotation=20, ha="right")
-    ax.set(xlabel="", ylabel=task.ylabel,
-           title=f"Last generation ({_last_generation(data)}) — {task.title}")
+    title = f"Last generation ({_last_generation(data)}) — {task.title}"
+    if horizontal:
+        ax.set_yticks(range(len(order)), [style.wrapped(names[v], style.TICK_LABEL_CHARS) for v in order])
+        ax.set(ylabel="", xlabel=task.ylabel, title=title)
+    else:
+        ax.set_xticks(range(len(order)), [names[v] for v in order], rotation=20, ha="right")
+        ax.set(xlabel="", ylabel=task.ylabel, title=title)
     return _finish(fig, preset, stem)
 
 

@@ -7,6 +7,7 @@ the same condition has the same colour in every figure of that task.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,8 @@ PAPER_LABELS = {
 FIGSIZE = (5.0, 4.0)  # inches, as the paper's tinystories/plot.py
 LEGEND_INSIDE_MAX = 4  # entries a legend may have inside the axes (the paper's figures have four)
 LEGEND_ROW = 0.17  # inches a legend entry takes at fontsize 7: what a legend below the axes adds
+TICK_LABEL_CHARS = 40  # a variant's name on an axis wraps past this (the paper's longest has 37)
+PANEL_TITLE_CHARS = 44  # a panel's title wraps past this (a 3 in panel at fontsize 8)
 
 
 def apply() -> None:
@@ -65,6 +68,13 @@ def palette(task: Task) -> dict[str, tuple[float, float, float]]:
 def labels(task: Task) -> dict[str, str]:
     """Variant name → legend name for one task."""
     return {v.name: label(v) for v in task.variants}
+
+
+def wrapped(text: str, width: int) -> str:
+    """`text` on lines of at most `width` characters, broken at spaces: an ablation's label
+    ("…, embedding started at the factorized scale") is twice the paper's longest and would run
+    into its neighbours on an axis or over a panel."""
+    return textwrap.fill(text, width, break_long_words=False)
 
 
 def legend(ax: plt.Axes) -> None:
