@@ -145,6 +145,37 @@ def test_embedding_init_std_moves_where_the_embedding_starts_not_its_mutations()
     assert params["plain.weight"][0].std().item() == pytest.approx(0.05, rel=0.02)
 
 
+def test_describe_states_where_each_developed_weight_starts() -> None:
+    """The `W init std` that `describe` prints per layer is the std of the developed W's entries
+    in initial genomes: W itself, a sparse W (its frozen part too), the product of a linear
+    layer's factors, a convolution's halved product, a tied embedding's, with or without
+    `embedding_init_std`; layer norms have none."""
+    from neuroevo.layers import Conv2d, LayerNorm, TiedEmbedding, developed_linear_weight
+
+    layout = ParamLayout()
+    sparse = SparseChoice(4, "random", 0)
+    linears = [Linear(layout, "dense", 256, 64), Linear(layout, "wide", 256, 64, rank=4),
+               Linear(layout, "tall", 64, 256, rank=4), Linear(layout, "sparse", 256, 64, sparse=sparse)]
+    convs = [Conv2d(layout, "conv", 16, 32, 4, 2), Conv2d(layout, "conv_r4", 16, 32, 4, 2, rank=4),
+             Conv2d(layout, "conv_sparse", 16, 32, 4, 2, sparse=sparse)]
+    embeddings = [TiedEmbedding(layout, "embed", 2051, 32, rank=4),
+                  TiedEmbedding(layout, "embed_dense", 2051, 32, init_std=0.05)]
+    LayerNorm(layout, "ln", 32)
+    theta = initial_weights(layout, list(range(16)), torch.device("cpu"))  # products vary: 16 draws
+    params = layout.views(theta)
+    developed = {layer.name: developed_linear_weight(layer, params) for layer in linears}
+    developed.update({conv.name: conv.developed_kernel(params) for conv in convs})
+    developed["embed"] = torch.bmm(params["embed.B"], params["embed.A"])
+    developed["embed_dense"] = params["embed_dense.weight"]
+
+    stated = {row["layer"]: row["w_init_std"] for row in layout.rows}
+    assert stated.pop("ln") is None
+    assert stated.keys() == developed.keys()
+    for name, weight in developed.items():
+        assert weight.std().item() == pytest.approx(stated[name], rel=0.1), name
+    assert stated["wide"] > stated["dense"] and stated["embed"] == pytest.approx(2 / math.sqrt(2051))
+
+
 def test_rank_above_the_layer_is_rejected() -> None:
     """A rank larger than min(in, out) raises an EncodingError naming the layer."""
     with pytest.raises(EncodingError, match="blocks.0.attn.q"):

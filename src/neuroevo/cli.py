@@ -277,15 +277,18 @@ def _describe(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.config} ({config.task.name}, {config.encoding.kind})")
-    for column in ("layer", "kind", "shape", "encoding", "genome", "weights", "searched"):
-        table.add_column(column, justify="right" if column in ("weights", "searched") else "left",
+    columns = {"layer": "layer", "kind": "kind", "shape": "shape", "encoding": "encoding",
+               "genome": "genome", "weights": "weights", "searched": "searched",
+               "w_init_std": "W init std"}
+    numeric = ("weights", "searched", "w_init_std")
+    for key, title in columns.items():
+        table.add_column(title, justify="right" if key in numeric else "left",
                          overflow="fold")  # a narrow terminal wraps names, never cuts them
     for row in layout.rows:
-        table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c])
-                        for c in ("layer", "kind", "shape", "encoding", "genome", "weights",
-                                  "searched")))
+        table.add_row(*(_cell(row[key]) for key in columns))
     table.caption = ("shape: W as (out, in), W = A·B; genome: tensors as stored, a linear layer's "
-                     "transposed (B holds Bᵀ, in×r; A holds Aᵀ, r×out; weight holds Wᵀ)")
+                     "transposed (B holds Bᵀ, in×r; A holds Aᵀ, r×out; weight holds Wᵀ); "
+                     "W init std: of W's entries at init (of the product A·B for factors)")
     console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe: no wrapped cells
     console.print(table)
     console.print(f"network weights {totals['network']:,} · genome {totals['genome']:,} · "
@@ -294,6 +297,15 @@ def _describe(args: argparse.Namespace) -> int:
     if note:
         console.print(f"[yellow]note:[/] {note}")
     return 0
+
+
+def _cell(value: int | float | str | None) -> str:
+    """One `describe` cell: counts with thousands separators, stds to 3 significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _layout(config) -> tuple:

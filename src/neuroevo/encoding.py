@@ -90,10 +90,14 @@ class ParamLayout:
         return spec.name
 
     def describe_layer(self, name: str, kind: str, full_shape: tuple[int, ...], rank: int | None,
-                       param_names: list[str], weights: int, encoding: str | None = None) -> None:
+                       param_names: list[str], weights: int, encoding: str | None = None,
+                       w_init_std: float | None = None) -> None:
         """Record one logical layer: its developed shape, its weight count (W and bias) and the
         genome entries that encode it, for `neuroevo describe` and summary.json. `encoding`
-        names it when it is neither dense nor factorized (a sparse layer)."""
+        names it when it is neither dense nor factorized (a sparse layer). `w_init_std` is the
+        std of the developed W's entries at init (a factorized W's: of the product), None for
+        a layer without one (layer norms): where the encodings start the same layer differs
+        (a factorized tied embedding 23× below a dense one, the init_cpu preset's question)."""
         by_name = {spec.name: spec for spec in self.specs}
         specs = [by_name[n] for n in param_names]
         self.network_weights += weights
@@ -106,6 +110,7 @@ class ParamLayout:
                                 for s in specs),
             "weights": weights,
             "searched": sum(s.numel for s in specs if s.mutable),
+            "w_init_std": w_init_std,
         })
 
     def views(self, theta: torch.Tensor, aligned: bool = False) -> dict[str, torch.Tensor]:

@@ -95,26 +95,28 @@ class Linear:
                  rank: int | None = None, bias: bool = True, kind: str = "linear",
                  sparse: SparseChoice | None = None) -> None:
         self.name, self.rank, self.sparse = name, rank, None
+        w_std = kaiming_std(d_in)  # W's entries at init, dense or sparse
         if sparse is not None:
             check_rank(name, sparse.rank, d_in, d_out)
-            self.sparse = SparseWeight(layout, name, (d_in, d_out), kaiming_std(d_in), sparse,
+            self.sparse = SparseWeight(layout, name, (d_in, d_out), w_std, sparse,
                                        k=sparse.rank * (d_in + d_out))
             names = [self.sparse.name]
         elif rank is None:
-            std = kaiming_std(d_in)
-            names = [layout.add(ParamSpec(f"{name}.weight", (d_in, d_out), std, std))]
+            names = [layout.add(ParamSpec(f"{name}.weight", (d_in, d_out), w_std, w_std))]
         else:
             check_rank(name, rank, d_in, d_out)
             std_b = factor_std(d_in, d_out, factor_fan_in=d_in)  # B: r×in, fan_in = in
             std_a = factor_std(d_in, d_out, factor_fan_in=rank)  # A: out×r, fan_in = r
             names = [layout.add(ParamSpec(f"{name}.B", (d_in, rank), std_b, std_b, factor=True)),
                      layout.add(ParamSpec(f"{name}.A", (rank, d_out), std_a, std_a, factor=True))]
+            w_std = std_b * std_a * math.sqrt(rank)  # a sum of r products of the factors' entries
         self.bias = bias
         if bias:
             names.append(_bias(layout, name, d_out))
         layout.describe_layer(name, kind, (d_out, d_in), rank, names,
                               weights=d_in * d_out + (d_out if bias else 0),
-                              encoding=self.sparse.label if self.sparse else None)
+                              encoding=self.sparse.label if self.sparse else None,
+                              w_init_std=w_std)
 
     def weight(self, p: Params) -> torch.Tensor:
         """(P, in, out) W of an unfactorized layer: the genome's, or the developed sparse one."""
@@ -204,15 +206,15 @@ class TiedEmbedding:
                  init_std: float | None = None) -> None:
         self.name, self.rank, self.sparse = name, rank, None
         entry_std = 1.0  # a dense E's entries, at init (unless init_std) and in mutations (× mr)
+        w_std = init_std or entry_std  # E's entries at init, dense or sparse
         if sparse is not None:
             check_rank(name, sparse.rank, vocab, hidden)
-            self.sparse = SparseWeight(layout, name, (vocab, hidden), init_std or entry_std,
+            self.sparse = SparseWeight(layout, name, (vocab, hidden), w_std,
                                        sparse, k=sparse.rank * (vocab + hidden),
                                        mutation_std=entry_std)
             names = [self.sparse.name]
         elif rank is None:
-            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden),
-                                          init_std or entry_std, entry_std))]
+            names = [layout.add(ParamSpec(f"{name}.weight", (vocab, hidden), w_std, entry_std))]
         else:
             check_rank(name, rank, vocab, hidden)
             std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
@@ -223,11 +225,13 @@ class TiedEmbedding:
                                           factor=True)),
                      layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a * scale, std_a,
                                           factor=True))]
+            w_std = product_std * scale ** 2  # init_std when given
         names.append(layout.add(ParamSpec(f"{name}.out_bias", (vocab,), BIAS_MUTATION_STD,
                                           BIAS_MUTATION_STD)))
         layout.describe_layer(name, "embedding (tied)", (hidden, vocab), rank, names,
                               weights=vocab * hidden + vocab,
-                              encoding=self.sparse.label if self.sparse else None)
+                              encoding=self.sparse.label if self.sparse else None,
+                              w_init_std=w_std)
 
     def _weight(self, p: Params) -> torch.Tensor:
         """(P, vocab, H) E of an unfactorized embedding (the genome's, or developed sparse)."""
@@ -318,16 +322,15 @@ class Conv2d:
         self.name, self.rank, self.stride, self.sparse = name, rank, stride, None
         self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
         fan_in = kernel * kernel * c_in
+        w_std = kaiming_std(fan_in)  # the kernel's entries at init, dense or sparse
         if sparse is not None:  # k matches the rank-r conv factors: r·(kh·kw·cin + cout)
             check_rank(name, sparse.rank, fan_in, c_out)
-            self.sparse = SparseWeight(layout, name, (c_out, c_in, kernel, kernel),
-                                       kaiming_std(fan_in), sparse,
+            self.sparse = SparseWeight(layout, name, (c_out, c_in, kernel, kernel), w_std, sparse,
                                        k=sparse.rank * (fan_in + c_out))
             names = [self.sparse.name]
         elif rank is None:
-            std = kaiming_std(fan_in)
             names = [layout.add(ParamSpec(f"{name}.weight", (c_out, c_in, kernel, kernel),
-                                          std, std))]
+                                          w_std, w_std))]
         else:
             check_rank(name, rank, fan_in, c_out)
             std_a = factor_std(fan_in, c_out, factor_fan_in=rank, conv=True)
@@ -335,10 +338,12 @@ class Conv2d:
             names = [layout.add(ParamSpec(f"{name}.A", (rank, c_in, kernel, kernel), std_a, std_a,
                                           factor=True)),
                      layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b, std_b, factor=True))]
+            w_std = 0.5 * std_a * std_b * math.sqrt(rank)  # the halved product (`developed_kernel`)
         names.append(_bias(layout, name, c_out))
         layout.describe_layer(name, "conv", (c_out, c_in, kernel, kernel), rank, names,
                               weights=fan_in * c_out + c_out,
-                              encoding=self.sparse.label if self.sparse else None)
+                              encoding=self.sparse.label if self.sparse else None,
+                              w_init_std=w_std)
 
     def __call__(self, p: Params, x: torch.Tensor) -> torch.Tensor:
         """x (N, P·c_in, H, W) → (N, P·c_out, H', W')."""
