@@ -93,7 +93,7 @@ class ParamLayout:
                        param_names: list[str], weights: int, encoding: str | None = None,
                        w_init_std: float | None = None) -> None:
         """Record one logical layer: its developed shape, its weight count (W and bias) and the
-        genome entries that encode it, for `neuroevo describe` and summary.json. `encoding`
+        genome entries that encode it, for `neuroevo describe` (and `sparse`). `encoding`
         names it when it is neither dense nor factorized (a sparse layer). `w_init_std` is the
         std of the developed W's entries at init (a factorized W's: of the product), None for
         a layer without one (layer norms): where the encodings start the same layer differs
