@@ -165,8 +165,9 @@ def test_describe_states_where_each_developed_weight_starts() -> None:
     params = layout.views(theta)
     developed = {layer.name: developed_linear_weight(layer, params) for layer in linears}
     developed.update({conv.name: conv.developed_kernel(params) for conv in convs})
-    developed["embed"] = torch.bmm(params["embed.B"], params["embed.A"])
-    developed["embed_dense"] = params["embed_dense.weight"]
+    for embedding in embeddings:
+        table, factor = embedding.lookup_operands(params)  # E, or its factors B and A
+        developed[embedding.name] = table if factor is None else torch.bmm(table, factor)
 
     stated = {row["layer"]: row["w_init_std"] for row in layout.rows}
     assert stated.pop("ln") is None

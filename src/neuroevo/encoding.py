@@ -204,6 +204,12 @@ def factor_std(full_in: int, full_out: int, factor_fan_in: int, conv: bool = Fal
     return math.sqrt(math.sqrt(2.0) / factor_fan_in)
 
 
+def product_std(std_first: float, std_second: float, rank: int) -> float:
+    """The std of A·B's entries for independent zero-mean factors of these stds: each entry is a
+    sum of `rank` products, so the variances add."""
+    return std_first * std_second * math.sqrt(rank)
+
+
 def check_rank(name: str, rank: int, d_in: int, d_out: int) -> None:
     """A rank above min(in, out) adds no expressiveness (A·B already reaches every W at that
     rank; its r·(in + out) entries exceed W's in·out already above in·out / (in + out)): reject

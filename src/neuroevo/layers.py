@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import (
-    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_std, kaiming_std)
+    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_std, kaiming_std, product_std)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
 from neuroevo.sections.encoding import SparseChoice
@@ -109,7 +109,7 @@ class Linear:
             std_a = factor_std(d_in, d_out, factor_fan_in=rank)  # A: out×r, fan_in = r
             names = [layout.add(ParamSpec(f"{name}.B", (d_in, rank), std_b, std_b, factor=True)),
                      layout.add(ParamSpec(f"{name}.A", (rank, d_out), std_a, std_a, factor=True))]
-            w_std = std_b * std_a * math.sqrt(rank)  # a sum of r products of the factors' entries
+            w_std = product_std(std_b, std_a, rank)
         self.bias = bias
         if bias:
             names.append(_bias(layout, name, d_out))
@@ -219,13 +219,13 @@ class TiedEmbedding:
             check_rank(name, rank, vocab, hidden)
             std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
             std_a = factor_std(vocab, hidden, factor_fan_in=rank)
-            product_std = std_b * std_a * math.sqrt(rank)  # = 2/√vocab, E's entries at init
-            scale = 1.0 if init_std is None else math.sqrt(init_std / product_std)
+            reference_std = product_std(std_b, std_a, rank)  # = 2/√vocab, E's entries at init
+            scale = 1.0 if init_std is None else math.sqrt(init_std / reference_std)
             names = [layout.add(ParamSpec(f"{name}.B", (vocab, rank), std_b * scale, std_b,
                                           factor=True)),
                      layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a * scale, std_a,
                                           factor=True))]
-            w_std = product_std * scale ** 2  # init_std when given
+            w_std = reference_std * scale ** 2  # init_std when given
         names.append(layout.add(ParamSpec(f"{name}.out_bias", (vocab,), BIAS_MUTATION_STD,
                                           BIAS_MUTATION_STD)))
         layout.describe_layer(name, "embedding (tied)", (hidden, vocab), rank, names,
@@ -338,7 +338,7 @@ class Conv2d:
             names = [layout.add(ParamSpec(f"{name}.A", (rank, c_in, kernel, kernel), std_a, std_a,
                                           factor=True)),
                      layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b, std_b, factor=True))]
-            w_std = 0.5 * std_a * std_b * math.sqrt(rank)  # the halved product (`developed_kernel`)
+            w_std = 0.5 * product_std(std_a, std_b, rank)  # halved, as `developed_kernel`
         names.append(_bias(layout, name, c_out))
         layout.describe_layer(name, "conv", (c_out, c_in, kernel, kernel), rank, names,
                               weights=fan_in * c_out + c_out,
