@@ -4,6 +4,8 @@ reference and the search-space analyses, each pinned on tiny or synthetic inputs
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -478,3 +480,73 @@ def test_an_out_that_is_a_file_fails_in_one_line_for_the_analyses(
     assert capsys.readouterr().err.strip() == (
         f"error: --out {typo}: {typo} is a file, not a directory: choose another --out")
     assert typo.read_text() == "not a directory\n"
+
+
+def _paper_layouts(kind: str, factor_init: str = "reference") -> list[ParamLayout]:
+    """The paper's CarRacing, Frostbite and language networks under one encoding kind, at the
+    ranks of their factorized configs (1; 4; 4 with a rank-32 embedding)."""
+    from neuroevo.models.atari_cnn import atari_cnn
+    from neuroevo.models.car_racing_cnn import car_racing_cnn
+    from neuroevo.sections.atari import ModelConfig as AtariModel
+    from neuroevo.sections.car_racing import ModelConfig as CarRacingModel
+
+    def encoding(rank: int, ranks: dict | None = None) -> EncodingConfig:
+        return EncodingConfig(kind, rank, ranks or {}, factor_init=factor_init)
+
+    return [car_racing_cnn(CarRacingModel(), encoding(1)).layout,
+            atari_cnn(AtariModel(), encoding(4), n_actions=18).layout,
+            Transformer(ModelConfig(), encoding(4, {"embedding": 32}), 2051).layout]
+
+
+def test_factor_init_dense_starts_every_factorized_matrix_at_the_dense_std() -> None:
+    """`encoding.factor_init: dense` scales both factors of every matrix so that W starts at the
+    std of the same layer dense (a tied embedding's: 1), where the reference starts most above
+    it; it leaves every mutation std, and every spec but the factors' initial std, as the
+    reference's."""
+    dense, reference = _paper_layouts("dense"), _paper_layouts("factorized")
+    rescaled = _paper_layouts("factorized", factor_init="dense")
+    for dense_net, reference_net, rescaled_net in zip(dense, reference, rescaled, strict=True):
+        dense_std = {row["layer"]: row["w_init_std"] for row in dense_net.rows}
+        moved = 0
+        for row, before in zip(rescaled_net.rows, reference_net.rows, strict=True):
+            if row["w_init_std"] is not None:
+                assert row["w_init_std"] == pytest.approx(dense_std[row["layer"]], rel=1e-9)
+                moved += not math.isclose(before["w_init_std"], row["w_init_std"])
+        assert moved >= 3  # the reference's starts differ from dense's in each of these networks
+        for spec, before in zip(rescaled_net.specs, reference_net.specs, strict=True):
+            assert (spec.name, spec.shape, spec.mutation_std) == \
+                (before.name, before.shape, before.mutation_std)
+            if not spec.factor:
+                assert spec.init_std == before.init_std
+        # both factors of a matrix scaled alike: A's and B's ratios to the reference's agree
+        ratios: dict[str, list[float]] = {}
+        for spec, before in zip(rescaled_net.specs, reference_net.specs, strict=True):
+            if spec.factor:
+                ratios.setdefault(spec.name.rsplit(".", 1)[0], []).append(
+                    spec.init_std / before.init_std)
+        assert all(a == pytest.approx(b) for a, b in ratios.values())
+
+
+def test_factor_init_dense_develops_weights_of_the_dense_spread() -> None:
+    """Initial genomes of rescaled factors develop a linear W and a convolution kernel whose
+    entries spread as the dense layers' (16 draws, within 10%)."""
+    from neuroevo.layers import developed_linear_weight
+
+    layout = ParamLayout()
+    linear = Linear(layout, "hidden", 1024, 256, rank=1, dense_start=True)
+    conv = Conv2d(layout, "conv", 64, 128, 4, 2, rank=1, dense_start=True)
+    params = layout.views(initial_weights(layout, list(range(16)), torch.device("cpu")))
+    assert developed_linear_weight(linear, params).std().item() == \
+        pytest.approx(math.sqrt(2 / 1024), rel=0.1)
+    assert conv.developed_kernel(params).std().item() == pytest.approx(math.sqrt(2 / 1024), rel=0.1)
+
+
+def test_factor_init_stays_out_of_the_reference_configs_and_off_other_kinds() -> None:
+    """Only a non-reference `factor_init` enters the config's dict (and digest), and only the
+    factorized kind takes one; an unknown value is named."""
+    assert "factor_init" not in EncodingConfig("factorized", 4).to_dict()
+    assert EncodingConfig("factorized", 4, factor_init="dense").to_dict()["factor_init"] == "dense"
+    with pytest.raises(ValueError, match="encoding.factor_init must be one of reference, dense"):
+        EncodingConfig("factorized", factor_init="kaiming")
+    with pytest.raises(ValueError, match="applies to factors only.*encoding.kind: factorized"):
+        EncodingConfig("dense", factor_init="dense")

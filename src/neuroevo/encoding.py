@@ -21,6 +21,9 @@ path. Initial and mutation stds follow the authors' Jevo.jl:
   √mr instead of mr, because a perturbation of both factors enters W as a product;
 * layer-norm scale and bias: 1 and 0, never mutated;
 * sparse entries: the dense std of their matrix, for the initial gene and (× mr) for mutations.
+
+Beyond the paper, `encoding.factor_init: dense` scales both factors' initial stds (not their
+mutation stds) so that the product starts at the dense layer's std (`factor_scale`).
 """
 
 from __future__ import annotations
@@ -208,6 +211,12 @@ def product_std(std_first: float, std_second: float, rank: int) -> float:
     """The std of A·B's entries for independent zero-mean factors of these stds: each entry is a
     sum of `rank` products, so the variances add."""
     return std_first * std_second * math.sqrt(rank)
+
+
+def factor_scale(reference_std: float, target_std: float | None) -> float:
+    """What to multiply both factors' initial stds by for their product to start at `target_std`
+    instead of `reference_std` (1 for None): the product's std scales with the square."""
+    return 1.0 if target_std is None else math.sqrt(target_std / reference_std)
 
 
 def check_rank(name: str, rank: int, d_in: int, d_out: int) -> None:

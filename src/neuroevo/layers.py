@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import (
-    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_std, kaiming_std, product_std)
+    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_scale, factor_std, kaiming_std, product_std)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
 from neuroevo.sections.encoding import SparseChoice
@@ -89,11 +89,12 @@ class SparseWeight:
 
 class Linear:
     """y = x·W + b for every individual; W dense (in, out), factorized (x·B)·A at rank r, or
-    sparse (k entries of W searched, `sparse` given)."""
+    sparse (k entries of W searched, `sparse` given). With `dense_start`, the factors start
+    scaled so that W's entries start at the dense std (`encoding.factor_init: dense`)."""
 
     def __init__(self, layout: ParamLayout, name: str, d_in: int, d_out: int,
                  rank: int | None = None, bias: bool = True, kind: str = "linear",
-                 sparse: SparseChoice | None = None) -> None:
+                 sparse: SparseChoice | None = None, dense_start: bool = False) -> None:
         self.name, self.rank, self.sparse = name, rank, None
         w_std = kaiming_std(d_in)  # W's entries at init, dense or sparse
         if sparse is not None:
@@ -107,9 +108,13 @@ class Linear:
             check_rank(name, rank, d_in, d_out)
             std_b = factor_std(d_in, d_out, factor_fan_in=d_in)  # B: r×in, fan_in = in
             std_a = factor_std(d_in, d_out, factor_fan_in=rank)  # A: out×r, fan_in = r
-            names = [layout.add(ParamSpec(f"{name}.B", (d_in, rank), std_b, std_b, factor=True)),
-                     layout.add(ParamSpec(f"{name}.A", (rank, d_out), std_a, std_a, factor=True))]
-            w_std = product_std(std_b, std_a, rank)
+            reference_std = product_std(std_b, std_a, rank)
+            scale = factor_scale(reference_std, w_std if dense_start else None)
+            names = [layout.add(ParamSpec(f"{name}.B", (d_in, rank), std_b * scale, std_b,
+                                          factor=True)),
+                     layout.add(ParamSpec(f"{name}.A", (rank, d_out), std_a * scale, std_a,
+                                          factor=True))]
+            w_std = reference_std * scale ** 2  # the dense std with dense_start
         self.bias = bias
         if bias:
             names.append(_bias(layout, name, d_out))
@@ -199,13 +204,16 @@ class TiedEmbedding:
     `init_std` (beyond the paper) sets the std of E's initial entries instead — each factor's
     initial std scaled by the same √(init_std / (2/√vocab)) — while every mutation std stays the
     reference's: the two encodings can then start from one scale and differ in how they search.
+    `dense_start` (`encoding.factor_init: dense`) is `init_std` 1, a dense E's, unless given.
     """
 
     def __init__(self, layout: ParamLayout, name: str, vocab: int, hidden: int,
                  rank: int | None = None, sparse: SparseChoice | None = None,
-                 init_std: float | None = None) -> None:
+                 init_std: float | None = None, dense_start: bool = False) -> None:
         self.name, self.rank, self.sparse = name, rank, None
         entry_std = 1.0  # a dense E's entries, at init (unless init_std) and in mutations (× mr)
+        if init_std is None and dense_start:
+            init_std = entry_std
         w_std = init_std or entry_std  # E's entries at init, dense or sparse
         if sparse is not None:
             check_rank(name, sparse.rank, vocab, hidden)
@@ -220,7 +228,7 @@ class TiedEmbedding:
             std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
             std_a = factor_std(vocab, hidden, factor_fan_in=rank)
             reference_std = product_std(std_b, std_a, rank)  # = 2/√vocab, E's entries at init
-            scale = 1.0 if init_std is None else math.sqrt(init_std / reference_std)
+            scale = factor_scale(reference_std, init_std)
             names = [layout.add(ParamSpec(f"{name}.B", (vocab, rank), std_b * scale, std_b,
                                           factor=True)),
                      layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a * scale, std_a,
@@ -314,11 +322,13 @@ class Conv2d:
     B (r × cout), halved; here that is a rank-r convolution (kernel A) followed by a 1×1
     convolution (kernel B), times ½. Conv factors always use the √(√2/fan_in) branch. Large
     unfactorized kernels run as unfold + one bmm instead (`UNFOLD_MIN_WEIGHTS`), and on CPU
-    first layers (few input channels) in a fused C kernel (`DIRECT_MAX_IN_CHANNELS`).
+    first layers (few input channels) in a fused C kernel (`DIRECT_MAX_IN_CHANNELS`). With
+    `dense_start`, the factors start scaled so that the kernel's entries start at the dense std.
     """
 
     def __init__(self, layout: ParamLayout, name: str, c_in: int, c_out: int, kernel: int,
-                 stride: int, rank: int | None = None, sparse: SparseChoice | None = None) -> None:
+                 stride: int, rank: int | None = None, sparse: SparseChoice | None = None,
+                 dense_start: bool = False) -> None:
         self.name, self.rank, self.stride, self.sparse = name, rank, stride, None
         self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
         fan_in = kernel * kernel * c_in
@@ -335,10 +345,13 @@ class Conv2d:
             check_rank(name, rank, fan_in, c_out)
             std_a = factor_std(fan_in, c_out, factor_fan_in=rank, conv=True)
             std_b = factor_std(fan_in, c_out, factor_fan_in=c_out, conv=True)
-            names = [layout.add(ParamSpec(f"{name}.A", (rank, c_in, kernel, kernel), std_a, std_a,
-                                          factor=True)),
-                     layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b, std_b, factor=True))]
-            w_std = 0.5 * product_std(std_a, std_b, rank)  # halved, as `developed_kernel`
+            reference_std = 0.5 * product_std(std_a, std_b, rank)  # halved, as `developed_kernel`
+            scale = factor_scale(reference_std, w_std if dense_start else None)
+            names = [layout.add(ParamSpec(f"{name}.A", (rank, c_in, kernel, kernel), std_a * scale,
+                                          std_a, factor=True)),
+                     layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b * scale, std_b,
+                                          factor=True))]
+            w_std = reference_std * scale ** 2  # the dense std with dense_start
         names.append(_bias(layout, name, c_out))
         layout.describe_layer(name, "conv", (c_out, c_in, kernel, kernel), rank, names,
                               weights=fan_in * c_out + c_out,

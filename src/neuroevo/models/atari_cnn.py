@@ -45,12 +45,14 @@ class ConvPolicy:
                                                       start=1):
             self.convs.append(Conv2d(self.layout, f"conv{i}", c, c_out, kernel, stride,
                                      rank=encoding.rank_for("conv"),
-                                     sparse=encoding.sparse_for("conv")))
+                                     sparse=encoding.sparse_for("conv"),
+                                     dense_start=encoding.dense_start))
             c, h, w = c_out, (h - kernel) // stride + 1, (w - kernel) // stride + 1
         self.features = c * h * w  # flatten size: 3136 for the paper's Atari net
         self.hidden = Linear(self.layout, "hidden", self.features, hidden,
                              rank=encoding.rank_for("hidden"), kind="hidden",
-                             sparse=encoding.sparse_for("hidden"))
+                             sparse=encoding.sparse_for("hidden"),
+                             dense_start=encoding.dense_start)
         self.out = Linear(self.layout, "out", hidden, n_outputs, rank=None, kind="output")
 
     def forward(self, p: Params, obs: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ class MLPPolicy:
         for i, units in enumerate(config.hidden, start=1):
             self.hidden.append(Linear(self.layout, f"hidden{i}", width, units,
                                       rank=encoding.rank_for("hidden"), kind="hidden",
-                                      sparse=encoding.sparse_for("hidden")))
+                                      sparse=encoding.sparse_for("hidden"),
+                                      dense_start=encoding.dense_start))
             width = units
         self.out = Linear(self.layout, "out", width, len(action_low), rank=None, kind="output")
         low, high = action_low.float(), action_high.float()

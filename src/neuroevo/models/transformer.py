@@ -37,17 +37,18 @@ class Block:
                  encoding: EncodingConfig) -> None:
         width = cfg.n_heads * cfg.head_dim
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
-        self.q, self.k, self.v = (
-            Linear(layout, f"{name}.attn.{p}", cfg.hidden, width, encoding.rank_for("qkv"),
-                   kind="attention q/k/v", sparse=encoding.sparse_for("qkv")) for p in "qkv")
-        self.out = Linear(layout, f"{name}.attn.out", width, cfg.hidden,
-                          encoding.rank_for("attn_out"), kind="attention out",
-                          sparse=encoding.sparse_for("attn_out"))
+
+        def linear(suffix: str, d_in: int, d_out: int, layer_type: str, kind: str) -> Linear:
+            return Linear(layout, f"{name}.{suffix}", d_in, d_out, encoding.rank_for(layer_type),
+                          kind=kind, sparse=encoding.sparse_for(layer_type),
+                          dense_start=encoding.dense_start)
+
+        self.q, self.k, self.v = (linear(f"attn.{p}", cfg.hidden, width, "qkv", "attention q/k/v")
+                                  for p in "qkv")
+        self.out = linear("attn.out", width, cfg.hidden, "attn_out", "attention out")
         self.ln1 = LayerNorm(layout, f"{name}.ln1", cfg.hidden, cfg.ln_eps)
-        self.ff1 = Linear(layout, f"{name}.ff1", cfg.hidden, cfg.ff, encoding.rank_for("ff"),
-                          kind="feed-forward", sparse=encoding.sparse_for("ff"))
-        self.ff2 = Linear(layout, f"{name}.ff2", cfg.ff, cfg.hidden, encoding.rank_for("ff"),
-                          kind="feed-forward", sparse=encoding.sparse_for("ff"))
+        self.ff1 = linear("ff1", cfg.hidden, cfg.ff, "ff", "feed-forward")
+        self.ff2 = linear("ff2", cfg.ff, cfg.hidden, "ff", "feed-forward")
         self.ln2 = LayerNorm(layout, f"{name}.ln2", cfg.hidden, cfg.ln_eps)
 
     def __call__(self, p: Params, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -84,7 +85,8 @@ class Transformer:
         self.embedding = TiedEmbedding(self.layout, "embed", vocab, cfg.hidden,
                                        encoding.rank_for("embedding"),
                                        encoding.sparse_for("embedding"),
-                                       init_std=cfg.embedding_init_std)
+                                       init_std=cfg.embedding_init_std,
+                                       dense_start=encoding.dense_start)
         self.blocks = [Block(self.layout, f"blocks.{i}", cfg, encoding)
                        for i in range(cfg.n_blocks)]
 
