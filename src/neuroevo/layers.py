@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from neuroevo.encoding import (
-    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_scale, factor_std, kaiming_std, product_std)
+    BIAS_MUTATION_STD, ParamLayout, ParamSpec, check_rank, factor_scale, factor_std, kaiming_std,
+    product_std)
 from neuroevo.kernels import cpu as cpu_kernels
 from neuroevo.noise import gaussian
 from neuroevo.sections.encoding import SparseChoice
