@@ -39,6 +39,18 @@ def _bias(layout: ParamLayout, name: str, size: int) -> str:
                                 mutation_std=BIAS_MUTATION_STD))
 
 
+def _factors(layout: ParamLayout, factors: tuple[tuple[str, tuple[int, ...], float], ...],
+             reference_std: float, target_std: float | None) -> tuple[list[str], float]:
+    """Register a matrix's factors as (name, shape, reference std) and return their names and
+    the std their product starts at. Their initial stds are scaled alike so that the product
+    (of std `reference_std` at the reference's init) starts at `target_std`, None keeping the
+    reference's; mutation stds stay the reference's either way."""
+    scale = factor_scale(reference_std, target_std)
+    names = [layout.add(ParamSpec(name, shape, std * scale, std, factor=True))
+             for name, shape, std in factors]
+    return names, reference_std * scale ** 2
+
+
 class SparseWeight:
     """A weight matrix whose genome holds only k of its entries (lottery-ticket style search).
 
@@ -109,13 +121,9 @@ class Linear:
             check_rank(name, rank, d_in, d_out)
             std_b = factor_std(d_in, d_out, factor_fan_in=d_in)  # B: r×in, fan_in = in
             std_a = factor_std(d_in, d_out, factor_fan_in=rank)  # A: out×r, fan_in = r
-            reference_std = product_std(std_b, std_a, rank)
-            scale = factor_scale(reference_std, w_std if dense_start else None)
-            names = [layout.add(ParamSpec(f"{name}.B", (d_in, rank), std_b * scale, std_b,
-                                          factor=True)),
-                     layout.add(ParamSpec(f"{name}.A", (rank, d_out), std_a * scale, std_a,
-                                          factor=True))]
-            w_std = reference_std * scale ** 2  # the dense std with dense_start
+            names, w_std = _factors(
+                layout, ((f"{name}.B", (d_in, rank), std_b), (f"{name}.A", (rank, d_out), std_a)),
+                product_std(std_b, std_a, rank), w_std if dense_start else None)
         self.bias = bias
         if bias:
             names.append(_bias(layout, name, d_out))
@@ -228,13 +236,9 @@ class TiedEmbedding:
             check_rank(name, rank, vocab, hidden)
             std_b = factor_std(vocab, hidden, factor_fan_in=vocab)
             std_a = factor_std(vocab, hidden, factor_fan_in=rank)
-            reference_std = product_std(std_b, std_a, rank)  # = 2/√vocab, E's entries at init
-            scale = factor_scale(reference_std, init_std)
-            names = [layout.add(ParamSpec(f"{name}.B", (vocab, rank), std_b * scale, std_b,
-                                          factor=True)),
-                     layout.add(ParamSpec(f"{name}.A", (rank, hidden), std_a * scale, std_a,
-                                          factor=True))]
-            w_std = reference_std * scale ** 2  # init_std when given
+            names, w_std = _factors(  # the reference's product starts at std 2/√vocab
+                layout, ((f"{name}.B", (vocab, rank), std_b), (f"{name}.A", (rank, hidden), std_a)),
+                product_std(std_b, std_a, rank), init_std)
         names.append(layout.add(ParamSpec(f"{name}.out_bias", (vocab,), BIAS_MUTATION_STD,
                                           BIAS_MUTATION_STD)))
         layout.describe_layer(name, "embedding (tied)", (hidden, vocab), rank, names,
@@ -346,13 +350,10 @@ class Conv2d:
             check_rank(name, rank, fan_in, c_out)
             std_a = factor_std(fan_in, c_out, factor_fan_in=rank, conv=True)
             std_b = factor_std(fan_in, c_out, factor_fan_in=c_out, conv=True)
-            reference_std = 0.5 * product_std(std_a, std_b, rank)  # halved, as `developed_kernel`
-            scale = factor_scale(reference_std, w_std if dense_start else None)
-            names = [layout.add(ParamSpec(f"{name}.A", (rank, c_in, kernel, kernel), std_a * scale,
-                                          std_a, factor=True)),
-                     layout.add(ParamSpec(f"{name}.B", (c_out, rank), std_b * scale, std_b,
-                                          factor=True))]
-            w_std = reference_std * scale ** 2  # the dense std with dense_start
+            names, w_std = _factors(  # the product halved, as `developed_kernel`
+                layout, ((f"{name}.A", (rank, c_in, kernel, kernel), std_a),
+                         (f"{name}.B", (c_out, rank), std_b)),
+                0.5 * product_std(std_a, std_b, rank), w_std if dense_start else None)
         names.append(_bias(layout, name, c_out))
         layout.describe_layer(name, "conv", (c_out, c_in, kernel, kernel), rank, names,
                               weights=fan_in * c_out + c_out,
