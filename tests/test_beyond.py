@@ -4,6 +4,7 @@ reference and the search-space analyses, each pinned on tiny or synthetic inputs
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -60,6 +61,22 @@ def test_sparse_k_is_capped_at_the_matrix_size() -> None:
     layout = ParamLayout()
     Linear(layout, "fc", 16, 8, sparse=SparseChoice(8, "random", 0), bias=False)
     assert layout.dim == 128
+
+
+def test_halfcheetah_sparse_control_searches_its_factorization_s_size(capsys) -> None:
+    """The sparse control of an RL task (HalfCheetah's `sparse-r4`) is a same-size comparison
+    only if it searches exactly what the factorized config does, layer by layer (1,354 here)."""
+    from neuroevo.cli import main
+
+    searched = {}
+    for variant in ("factorized", "sparse"):
+        config = f"configs/mujoco/halfcheetah/{variant}.yaml"
+        assert main(["describe", config, "--json", "--preset", "cpu"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        searched[variant] = {row["layer"]: row["searched"] for row in report["layers"]}
+        assert report["totals"]["searched"] == sum(searched[variant].values())
+    assert searched["sparse"] == searched["factorized"]
+    assert sum(searched["sparse"].values()) == 1_354  # of the dense network's 5,702
 
 
 def test_sparse_frozen_weights_and_choice_are_a_function_of_the_seed() -> None:
