@@ -100,15 +100,15 @@ def test_kernel_widths_times_every_build(monkeypatch):
 
 
 def test_mujoco_pool_prints_every_stepping_arrangement():
-    """bench/mujoco_pool.py at a few steps: one environment, two processes, and the pool with 0, 1
+    """bench/mujoco_pool.py at a few steps: one environment, two processes, and the pool with 0
     and 2 workers (and 2 over fewer slots), each a positive rate."""
     out = subprocess.run([sys.executable, "bench/mujoco_pool.py", "--steps", "40", "--slots", "8"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     rates = re.findall(r"(?:: |= )([\d,]+) steps/s", out)
-    assert len(rates) == 6 and all(int(rate.replace(",", "")) > 0 for rate in rates)
+    assert len(rates) == 5 and all(int(rate.replace(",", "")) > 0 for rate in rates)
     assert [re.search(r"GymPool, (\d) workers, (\d+) slots", line).groups()
             for line in out.splitlines() if "GymPool" in line] == [
-        ("0", "8"), ("1", "8"), ("2", "8"), ("2", "2")]
+        ("0", "8"), ("2", "8"), ("2", "2")]
 
 
 def test_bench_ga_times_every_part_of_a_generation_but_the_evaluation():

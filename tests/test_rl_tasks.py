@@ -4,6 +4,7 @@ CarRacing's early stop and one-line config errors. Episodes are capped at a few 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -273,10 +274,14 @@ class _CountingEnv(gym.Env):
         return obs, float(action[0]), self.steps >= 3, False, {}
 
 
-def test_gym_pool_steps_only_the_slots_it_is_sent() -> None:
-    """Slots spread over worker processes advance only when stepped, and come back in order."""
-    pool = GymPool(_CountingEnv, workers=2)
+@pytest.mark.parametrize("workers, processes", [(2, 2), (1, 0), (0, 0)])
+def test_gym_pool_steps_only_the_slots_it_is_sent(workers: int, processes: int) -> None:
+    """Slots spread over worker processes advance only when stepped, and come back in order; one
+    worker steps in this process (a process of its own would only add the pipe's round trip)."""
+    before = len(multiprocessing.active_children())
+    pool = GymPool(_CountingEnv, workers=workers)
     try:
+        assert len(multiprocessing.active_children()) - before == processes
         assert pool.reset(np.array([10, 11, 12, 13])).ravel().tolist() == [10, 11, 12, 13]
         pool.step(np.array([1, 2]), np.zeros((2, 1)))
         pool.step(np.array([2]), np.zeros((1, 1)))

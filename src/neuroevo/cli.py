@@ -204,7 +204,8 @@ def _config_arguments(parser: argparse.ArgumentParser, pool: bool = True) -> Non
     if pool:  # commands that play episodes
         parser.add_argument("--workers", type=int, metavar="N",
                             help="environment workers of an RL task (task.workers; Atari's "
-                                 "task.threads; 0 = one per available core); the language task "
+                                 "task.threads; 0 = one per available core; 1 steps them in "
+                                 "this process); the language task "
                                  "has none. Not part of a run's identity: a run resumed with "
                                  "other workers is the same")
 

@@ -26,7 +26,7 @@ class TaskConfig:
     first_wave_episodes: int = 2  # episodes every individual plays
     finalists: int = 32  # individuals that play the second wave
     second_wave_episodes: int = 4  # extra episodes of each finalist
-    workers: int = 0  # environment worker processes; 0 = one per available core
+    workers: int = 0  # environment worker processes; 0 = one per available core, 1 = this process
     # how much of the machine the pool uses, not what it computes: left out of the config digest
     EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
     POOL_SIZE: ClassVar[str] = "workers"  # the key `--workers N` sets

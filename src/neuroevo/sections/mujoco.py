@@ -27,7 +27,7 @@ class TaskConfig:
     env_id: str = ""  # any gymnasium v5 MuJoCo id; no default, so a copied config that misses it fails
     episodes: int = 1  # episodes per individual per generation; fitness = their mean return
     max_steps: int = 1000  # step cap per episode (the v5 default time limit)
-    workers: int = 0  # environment worker processes; 0 = one per available core
+    workers: int = 0  # environment worker processes; 0 = one per available core, 1 = this process
     # how much of the machine the pool uses, not what it computes: left out of the config digest
     EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("workers",)
     POOL_SIZE: ClassVar[str] = "workers"  # the key `--workers N` sets

@@ -349,16 +349,18 @@ class GymPool:
 
     `workers` processes each own the slots s with s % workers == their index and create their
     environments on first use; workers=0 steps every slot in this process (what SyncVectorEnv
-    does). `make_env` must be picklable (a module-level function or a functools.partial of one).
+    does), and so does workers=1: the parent waits for its one worker at every step, so a worker
+    process would add only the pipe's round trip (HalfCheetah, 128 slots: 14–17% fewer steps a
+    second). `make_env` must be picklable (a module-level function or a functools.partial of one).
     """
 
     def __init__(self, make_env: Callable[[], Any], workers: int) -> None:
         self.workers = workers
-        self._local = _Shard(make_env) if workers == 0 else None
+        self._local = _Shard(make_env) if workers <= 1 else None
         self._pipes: list[Any] = []
         self._procs: list[mp.process.BaseProcess] = []
         context = mp.get_context()
-        for _ in range(workers):
+        for _ in range(workers if self._local is None else 0):
             parent, child = context.Pipe()
             proc = context.Process(target=_serve, args=(child, make_env), daemon=True)
             proc.start()
