@@ -1,7 +1,7 @@
 """Where a MuJoCo generation's environment time goes on this machine: one environment against many.
 
 A CPU-preset HalfCheetah run steps a population of environments in lockstep through `GymPool`.
-This prints, in one run and with the same random actions, the steps per second of
+This prints, in one run and with random actions, the steps per second of
 
 1. one environment stepped in a loop, in this process;
 2. two such loops at once, in two processes (what the cores give without any pool);
@@ -83,10 +83,9 @@ def main() -> None:
         pair = workers.starmap(one_environment, [(args.env, args.steps, seed) for seed in (0, 1)])
     print(f"{line} two loops in two processes at once: {pair[0]:,.0f} + {pair[1]:,.0f} = "
           f"{sum(pair):,.0f} steps/s ({sum(pair) / alone:.2f}× one)")
-    in_process = None
+    in_process = pool_rate(args.env, 0, args.slots, args.steps)
     for workers_n, slots in ((0, args.slots), (2, args.slots), (2, max(2, args.slots // 4))):
-        rate = pool_rate(args.env, workers_n, slots, args.steps)
-        in_process = rate if workers_n == 0 else in_process
+        rate = in_process if workers_n == 0 else pool_rate(args.env, workers_n, slots, args.steps)
         print(f"{line} GymPool, {workers_n} workers, {slots} slots: {rate:,.0f} steps/s "
               f"({rate / alone:.2f}× one environment alone, {rate / in_process:.2f}× in-process)")
 
